@@ -1,0 +1,253 @@
+"""Reading tabular input (CSV or Parquet; a file, a folder or a glob; local or gs://).
+
+Rows stream as Arrow RecordBatches of the spec's columns, typed from the spec, so memory
+stays flat whatever the row count. Every problem a user can cause is raised as an
+InputDataError naming the file, the column and the value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import glob as _glob
+import importlib.util
+import io
+import os
+import re
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from components.common import storage
+from components.common.errors import InputDataError, StorageError
+from components.common.problem import ProblemSpec
+
+BUNDLED_PENGUINS = "bundled:penguins"
+NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
+_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+DEFAULT_BATCH_ROWS = 65_536
+
+
+def bundled_penguins_path() -> str:
+    """The Palmer penguins CSV that ships inside the `palmerpenguins` package."""
+    # find_spec, not import: the package's __init__ needs pkg_resources, which we do not.
+    spec = importlib.util.find_spec("palmerpenguins")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputDataError("the bundled penguins data needs the `palmerpenguins` package")
+    return os.path.join(spec.submodule_search_locations[0], "data", "penguins.csv")
+
+
+def _format_of(path: str) -> str | None:
+    return _FORMATS.get(os.path.splitext(path)[1].lower())
+
+
+def resolve_inputs(path: str) -> list[str]:
+    """Expands a file, folder or glob into a sorted list of CSV / Parquet files."""
+    if not path or not path.strip():
+        raise InputDataError("data path is empty")
+    path = path.strip()
+    if path == BUNDLED_PENGUINS:
+        return [bundled_penguins_path()]
+    has_wildcard = any(c in path for c in "*?[")
+    try:
+        if has_wildcard:
+            files = [p for p in storage.glob(path) if not storage.isdir(p)]
+            if not files:
+                raise InputDataError(f"data path {path}: the pattern matches no file")
+        elif storage.isdir(path):
+            files = [storage.join(path, n) for n in storage.listdir(path)
+                     if _format_of(n) and not n.startswith((".", "_"))]
+            if not files:
+                raise InputDataError(
+                    f"data path {path}: the folder holds no .csv or .parquet file")
+        elif storage.exists(path):
+            files = [path]
+        else:
+            raise InputDataError(f"data path {path}: no such file or folder")
+    except StorageError as exc:
+        raise InputDataError(f"data path {path}: {exc}") from None
+    unknown = [f for f in files if not _format_of(f)]
+    if unknown:
+        raise InputDataError(
+            f"data path {path}: cannot tell the format of {unknown[0]} "
+            "(expected a .csv or .parquet file)")
+    formats = {_format_of(f) for f in files}
+    if len(formats) > 1:
+        raise InputDataError(f"data path {path}: mixes CSV and Parquet files; use one format")
+    return sorted(files)
+
+
+def arrow_types(spec: ProblemSpec) -> dict[str, pa.DataType]:
+    """The Arrow type each spec column is read as."""
+    types = {c: pa.float32() for c in spec.numeric}
+    types.update({c: pa.string() for c in spec.categorical})
+    types[spec.label] = pa.float32() if spec.task == "regression" else pa.string()
+    if spec.key and spec.key not in types:
+        types[spec.key] = pa.string()
+    return types
+
+
+def _check_header(path: str, header: list[str], spec: ProblemSpec) -> None:
+    missing = [c for c in spec.required_columns if c not in header]
+    if missing:
+        kinds = []
+        for c in missing:
+            kind = "label" if c == spec.label else "key" if c == spec.key else "feature"
+            kinds.append(f"{c!r} ({kind})")
+        raise InputDataError(
+            f"{path}: missing required column(s) {', '.join(kinds)}; "
+            f"the file has columns {header}")
+
+
+_ARROW_CONVERSION = re.compile(r"CSV column #(\d+).*?(?:Row #(\d+): )?.*?invalid value '(.*)'", re.S)
+
+
+def _csv_batches(path: str, spec: ProblemSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        first = fh.readline()
+    if not first.strip():
+        raise InputDataError(f"{path}: the file is empty (no header, no rows)")
+    header = next(csv.reader(io.StringIO(first)))
+    _check_header(path, header, spec)
+    types = arrow_types(spec)
+    # Every column not in the spec is read as text and dropped, so stray values never fail.
+    convert = pacsv.ConvertOptions(
+        column_types=types, include_columns=list(types), null_values=NULL_VALUES,
+        strings_can_be_null=True, quoted_strings_can_be_null=True)
+    read = pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 64))
+    try:
+        reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
+        for batch in reader:
+            if batch.num_rows:
+                yield batch
+    except pa.ArrowInvalid as exc:
+        raise _conversion_error(path, header, str(exc)) from None
+
+
+def _conversion_error(path: str, header: list[str], message: str) -> InputDataError:
+    match = _ARROW_CONVERSION.search(message)
+    if match:
+        col = header[int(match.group(1))] if int(match.group(1)) < len(header) else match.group(1)
+        value = match.group(3)
+        return InputDataError(
+            f"{path}: column {col!r} is declared numeric but holds the value {value!r}")
+    return InputDataError(f"{path}: cannot parse as CSV: {message.splitlines()[0]}")
+
+
+def _parquet_batches(path: str, spec: ProblemSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise InputDataError(f"{path}: not a readable Parquet file: {exc}") from None
+    _check_header(path, pf.schema_arrow.names, spec)
+    types = arrow_types(spec)
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=list(types)):
+        arrays = []
+        for name, typ in types.items():
+            column = batch.column(batch.schema.get_field_index(name))
+            if column.type != typ:
+                try:
+                    column = column.cast(typ)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    bad = _first_uncastable(column, typ)
+                    raise InputDataError(
+                        f"{path}: column {name!r} is declared "
+                        f"{'numeric' if pa.types.is_floating(typ) else 'text'} "
+                        f"but holds the value {bad!r} (type {column.type})") from None
+            arrays.append(column)
+        if batch.num_rows:
+            yield pa.RecordBatch.from_arrays(arrays, names=list(types))
+
+
+def _first_uncastable(column: pa.Array, typ: pa.DataType):
+    for value in column.to_pylist():
+        try:
+            pa.array([value]).cast(typ)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return value
+    return None
+
+
+@dataclasses.dataclass
+class ColumnTracker:
+    """Counts rows and nulls per column while batches stream past."""
+
+    spec: ProblemSpec
+    rows: int = 0
+    nulls: dict = dataclasses.field(default_factory=dict)
+    empty_label_rows: list = dataclasses.field(default_factory=list)  # (file, row number)
+
+    def update(self, path: str, batch: pa.RecordBatch, file_row_offset: int) -> None:
+        for name in batch.schema.names:
+            column = batch.column(batch.schema.get_field_index(name))
+            self.nulls[name] = self.nulls.get(name, 0) + column.null_count
+        label = batch.column(batch.schema.get_field_index(self.spec.label))
+        if label.null_count and len(self.empty_label_rows) < 5:
+            idx = np.flatnonzero(np.asarray(label.is_null()))[:5]
+            # +2: one for the header line, one for 1-based numbering.
+            self.empty_label_rows += [(path, file_row_offset + int(i) + 2) for i in idx]
+        self.rows += batch.num_rows
+
+    def check(self, source: str) -> None:
+        """Raises on rows without a label and on features with no value at all."""
+        label_nulls = self.nulls.get(self.spec.label, 0)
+        if label_nulls:
+            where = ", ".join(f"{os.path.basename(f)} line {r}" for f, r in self.empty_label_rows[:5])
+            raise InputDataError(
+                f"{source}: {label_nulls} row(s) have an empty label {self.spec.label!r} "
+                f"(first: {where}); drop or fill them before training")
+        empty = [c for c in self.spec.features if self.nulls.get(c, 0) == self.rows]
+        if empty:
+            raise InputDataError(
+                f"{source}: feature column(s) {empty} hold no value in any of the {self.rows} rows")
+
+
+def iter_batches(path: str, spec: ProblemSpec, batch_rows: int = DEFAULT_BATCH_ROWS,
+                 tracker: ColumnTracker | None = None) -> Iterator[pa.RecordBatch]:
+    """Streams the spec's columns from every input file, in file order.
+
+    Raises InputDataError for a missing path, an empty match, a header-only file, a missing
+    column or a value that does not parse; with a tracker, also for empty labels and
+    all-null features once the stream ends.
+    """
+    files = resolve_inputs(path)
+    for file in files:
+        with _local(file) as local:
+            reader = _csv_batches if _format_of(file) == "csv" else _parquet_batches
+            offset = 0
+            for batch in reader(local, spec, batch_rows):
+                if tracker is not None:
+                    tracker.update(file, batch, offset)
+                offset += batch.num_rows
+                yield batch
+            if offset == 0:
+                raise InputDataError(f"{file}: the file has a header but no data rows")
+    if tracker is not None:
+        tracker.check(path)
+
+
+@contextlib.contextmanager
+def _local(path: str):
+    try:
+        with storage.local_copy(path) as local:
+            yield local
+    except StorageError as exc:
+        raise InputDataError(str(exc)) from None
+
+
+def eval_mask(batch: pa.RecordBatch, spec: ProblemSpec) -> np.ndarray:
+    """True for rows in the eval split: a stable hash of the key column (or of the row).
+
+    Like TFX ExampleGen's hash split: the same row lands in the same split on every run
+    and machine, whatever the file order or batch boundaries.
+    """
+    import pandas as pd  # local: pandas is only needed here
+
+    cols = [spec.key] if spec.key else sorted(batch.schema.names)
+    frame = pa.Table.from_batches([batch]).select(cols).to_pandas()
+    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return (hashes % np.uint64(100)) < np.uint64(spec.eval_percent)

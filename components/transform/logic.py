@@ -1,0 +1,269 @@
+"""TF Transform over the validated data (the role of TFX Transform, with ExampleGen's split).
+
+Two passes over the input, both streaming Arrow batches:
+
+1. analyze: a Beam pipeline (`tft_beam.AnalyzeDataset`) over the train split only, fed
+   RecordBatches (no per-row Python objects). Runner options pass through `beam_args`.
+2. transform: the saved transform graph applied in-process, batch by batch, and written
+   as TFRecord files of `tf.Example`s by tfx_bsl's C++ encoder; the raw eval rows are
+   written the same way (serialized raw `tf.Example`s, as TF Serving receives them).
+
+Outputs are staged and moved into place only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+
+from components.common import tfenv  # noqa: F401
+from components.common import data as data_lib
+from components.common.errors import ProblemSpecError
+from components.common.problem import ProblemSpec, load_problem, user_function
+from components.transform.preprocessing import build_preprocessing_fn, raw_feature_spec
+
+TRAIN, EVAL = "train", "eval"
+RAW_EVAL_FILE = "eval_raw.tfrecord"
+SHARD_ROWS = 250_000
+DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=in_memory")
+
+
+@dataclasses.dataclass
+class TransformResult:
+    train_rows: int
+    eval_rows: int
+    transformed_features: list[str]
+
+    def summary(self) -> dict:
+        return {"train_rows": self.train_rows, "eval_rows": self.eval_rows,
+                "transformed_features": self.transformed_features}
+
+
+def tensor_adapter_config(spec: ProblemSpec):
+    """How the canonicalized Arrow batches map to the raw feature spec's tensors."""
+    import pyarrow as pa
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
+
+    schema = schema_utils.schema_from_feature_spec(raw_feature_spec(spec))
+    reps = tensor_representation_util.InferTensorRepresentationsFromSchema(schema)
+    types = data_lib.arrow_types(spec)
+    arrow_schema = pa.schema([(name, pa.list_(_list_value_type(types[name])))
+                              for name in sorted(reps)])
+    return tensor_adapter.TensorAdapterConfig(arrow_schema, reps)
+
+
+def _list_value_type(typ):
+    import pyarrow as pa
+
+    return pa.binary() if pa.types.is_string(typ) else typ
+
+
+def _as_list_array(column):
+    """A nullable scalar column -> list array: one value per row, an empty list for null.
+
+    (tfx_bsl's CanonicalizeRecordBatch would widen float32 to float64, which TF Examples
+    cannot hold; this keeps the spec's dtypes.)
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    valid = np.asarray(column.is_valid(), dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int32)
+    values = column.drop_null()
+    values = values.cast(_list_value_type(column.type))
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+def _project(batch, spec: ProblemSpec):
+    """The batch's raw-feature columns, canonicalized to list arrays in schema order."""
+    import pyarrow as pa
+
+    names = sorted(set(spec.features) | {spec.label})
+    cols = [_as_list_array(batch.column(batch.schema.get_field_index(n))) for n in names]
+    return pa.RecordBatch.from_arrays(cols, names=names)
+
+
+def _split_batches(data_path: str, spec: ProblemSpec, tracker=None):
+    """Yields (raw projected batch, eval mask) for every input batch."""
+    for batch in data_lib.iter_batches(data_path, spec, tracker=tracker):
+        yield _project(batch, spec), data_lib.eval_mask(batch, spec)
+
+
+def _train_batches(data_path: str, spec_json: str):
+    """Beam FlatMap body: the train-split batches of one input path."""
+    import json as _json
+
+    from components.common.problem import parse_problem
+
+    spec = parse_problem(_json.loads(spec_json))
+    for batch, is_eval in _split_batches(data_path, spec):
+        train = batch.filter(_to_arrow_mask(~is_eval))
+        if train.num_rows:
+            yield train
+
+
+def _to_arrow_mask(mask):
+    import pyarrow as pa
+
+    return pa.array(mask, type=pa.bool_())
+
+
+def resolve_preprocessing_fn(spec: ProblemSpec):
+    fn = user_function(spec, "preprocessing_fn", required=True) if spec.module_file else None
+    return fn or build_preprocessing_fn(spec)
+
+
+def analyze(data_path: str, spec: ProblemSpec, transform_graph_dir: str,
+            beam_args: list[str] | None, tmp: str) -> None:
+    import apache_beam as beam
+    import tensorflow_transform.beam as tft_beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    preprocessing_fn = resolve_preprocessing_fn(spec)
+    config = tensor_adapter_config(spec)
+    options = PipelineOptions(list(beam_args or DEFAULT_BEAM_ARGS))
+    with tft_beam.Context(temp_dir=os.path.join(tmp, "tft_tmp")):
+        with beam.Pipeline(options=options) as p:
+            batches = (p | "Inputs" >> beam.Create([data_path])
+                       | "ReadTrainSplit" >> beam.FlatMap(_train_batches, spec.to_json()))
+            try:
+                transform_fn = (batches, config) | "Analyze" >> tft_beam.AnalyzeDataset(
+                    preprocessing_fn)
+            except (KeyError, TypeError, ValueError) as exc:
+                if spec.module_file:
+                    raise ProblemSpecError(
+                        f"preprocessing_fn of {spec.module_file} failed while tracing: "
+                        f"{type(exc).__name__}: {exc}") from exc
+                raise
+            _ = transform_fn | "Write" >> tft_beam.WriteTransformFn(transform_graph_dir)
+
+
+class _ShardedWriter:
+    """Writes TFRecord shards of at most SHARD_ROWS records, so readers can interleave."""
+
+    def __init__(self, folder: str, prefix: str):
+        self.folder, self.prefix = folder, prefix
+        self.rows, self.in_shard, self.shard, self.writer = 0, 0, 0, None
+        os.makedirs(folder, exist_ok=True)
+
+    def write(self, records: list[bytes]) -> None:
+        import tensorflow as tf
+
+        for record in records:
+            if self.writer is None or self.in_shard >= SHARD_ROWS:
+                self.close()
+                path = os.path.join(self.folder, f"{self.prefix}-{self.shard:05d}.tfrecord")
+                self.writer, self.in_shard = tf.io.TFRecordWriter(path), 0
+                self.shard += 1
+            self.writer.write(record)
+            self.rows += 1
+            self.in_shard += 1
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _outputs_to_record_batch(outputs: dict):
+    """Dense or sparse transformed tensors -> an Arrow batch of list arrays (one row each)."""
+    import numpy as np
+    import pyarrow as pa
+    import tensorflow as tf
+
+    arrays, names = [], []
+    for name in sorted(outputs):
+        t = outputs[name]
+        if isinstance(t, tf.SparseTensor):
+            rows = t.indices[:, 0].numpy()
+            n = int(t.dense_shape[0])
+            offsets = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))]).astype(np.int32)
+            values = t.values.numpy()
+        else:
+            values = t.numpy()
+            n = values.shape[0]
+            values = values.reshape(n, -1)
+            width = values.shape[1]
+            offsets = (np.arange(n + 1) * width).astype(np.int32)
+            values = values.reshape(-1)
+        if values.dtype == object:
+            flat = pa.array(values.tolist(), type=pa.binary())
+        elif np.issubdtype(values.dtype, np.integer):
+            flat = pa.array(values.astype(np.int64))
+        else:
+            flat = pa.array(values.astype(np.float32))
+        arrays.append(pa.ListArray.from_arrays(pa.array(offsets), flat))
+        names.append(name)
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def transform_and_write(data_path: str, spec: ProblemSpec, transform_graph_dir: str,
+                        examples_dir: str, raw_eval_dir: str) -> TransformResult:
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    from tfx_bsl.coders import example_coder
+    from tfx_bsl.tfxio import tensor_adapter
+
+    tft_output = tft.TFTransformOutput(transform_graph_dir)
+    layer = tft_output.transform_features_layer()
+    adapter = tensor_adapter.TensorAdapter(tensor_adapter_config(spec))
+    writers = {TRAIN: _ShardedWriter(os.path.join(examples_dir, TRAIN), "data"),
+               EVAL: _ShardedWriter(os.path.join(examples_dir, EVAL), "data")}
+    os.makedirs(raw_eval_dir, exist_ok=True)
+    raw_writer = tf.io.TFRecordWriter(os.path.join(raw_eval_dir, RAW_EVAL_FILE))
+    tracker = data_lib.ColumnTracker(spec)
+    try:
+        for batch, is_eval in _split_batches(data_path, spec, tracker):
+            outputs = layer(adapter.ToBatchTensors(batch))
+            encoded = example_coder.RecordBatchToExamples(_outputs_to_record_batch(outputs))
+            raw = example_coder.RecordBatchToExamples(batch) if is_eval.any() else None
+            train_records, eval_records = [], []
+            for i, record in enumerate(encoded):
+                if is_eval[i]:
+                    eval_records.append(record)
+                    raw_writer.write(raw[i])
+                else:
+                    train_records.append(record)
+            writers[TRAIN].write(train_records)
+            writers[EVAL].write(eval_records)
+    finally:
+        for w in writers.values():
+            w.close()
+        raw_writer.close()
+    tracker.check(data_path)
+    if writers[TRAIN].rows == 0 or writers[EVAL].rows == 0:
+        empty = TRAIN if writers[TRAIN].rows == 0 else EVAL
+        raise data_lib.InputDataError(
+            f"{data_path}: the {empty} split is empty ({tracker.rows} rows, eval_percent="
+            f"{spec.eval_percent}); give more rows or another eval_percent")
+    return TransformResult(train_rows=writers[TRAIN].rows, eval_rows=writers[EVAL].rows,
+                           transformed_features=sorted(tft_output.transformed_feature_spec()))
+
+
+def run_transform(data_path: str, problem: str, transform_graph_dir: str, examples_dir: str,
+                  raw_eval_dir: str, beam_args: list[str] | None = None) -> TransformResult:
+    """Analyzes the train split, transforms both splits and writes the outputs.
+
+    All outputs are written to a staging folder first and moved into the artifact
+    folders only when both passes succeeded: a failure leaves no half-written output.
+    """
+    spec = load_problem(problem)
+    finals = {"graph": transform_graph_dir, "examples": examples_dir, "raw": raw_eval_dir}
+    parent = os.path.dirname(os.path.abspath(transform_graph_dir))
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=parent, prefix=".transform-staging-") as tmp:
+        staged = {k: os.path.join(tmp, k) for k in finals}
+        analyze(data_path, spec, staged["graph"], beam_args, tmp)
+        result = transform_and_write(data_path, spec, staged["graph"], staged["examples"],
+                                     staged["raw"])
+        with open(os.path.join(staged["examples"], "split.json"), "w") as fh:
+            json.dump(result.summary(), fh, indent=1)
+        for key, final in finals.items():
+            if os.path.isdir(final):
+                shutil.rmtree(final)
+            shutil.move(staged[key], final)
+    return result

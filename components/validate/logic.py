@@ -1,0 +1,206 @@
+"""Data validation (the roles of TFX StatisticsGen + SchemaGen + ExampleValidator).
+
+Statistics are TFDV's, computed by its in-memory combiners over Arrow batches streamed
+from the input: one pass, memory bounded by the batch size, no Beam start-up. With
+`beam_args` the same statistics come from `tfdv.GenerateStatistics` on a Beam runner
+(Dataflow, Flink, Spark) for data one machine cannot read in time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Iterable
+
+from components.common import tfenv  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
+from components.common import data as data_lib
+from components.common import registry, report, storage
+from components.common.errors import InputDataError, SchemaError
+from components.common.problem import ProblemSpec, load_problem
+
+STATS_FILE = "FeatureStats.pb"
+SCHEMA_FILE = "schema.pbtxt"
+ANOMALIES_FILE = "SchemaDiff.pb"
+ANOMALIES_JSON = "anomalies.json"
+
+
+@dataclasses.dataclass
+class ValidateResult:
+    rows: int
+    schema_source: str
+    anomalies: list[dict]  # each: feature, kind, detail
+
+    def summary(self) -> dict:
+        return {"rows": self.rows, "schema_source": self.schema_source,
+                "anomaly_count": len(self.anomalies)}
+
+
+class AnomaliesFound(InputDataError):
+    """Strict mode: the data does not fit the schema."""
+
+
+def _stats_in_memory(batches: Iterable, options):
+    from tensorflow_data_validation.statistics import stats_impl
+    from tfx_bsl.arrow import table_util
+
+    generators = stats_impl.get_generators(options, in_memory=True)
+    accumulators = None
+    for batch in batches:
+        partial = stats_impl.generate_partial_statistics_in_memory(
+            table_util.CanonicalizeRecordBatch(batch), options, generators)
+        accumulators = partial if accumulators is None else [
+            g.merge_accumulators([a, p]) for g, a, p in zip(generators, accumulators, partial)]
+    return stats_impl.extract_statistics_output(accumulators, generators)
+
+
+def _stats_with_beam(data_path: str, spec: ProblemSpec, options, beam_args: list[str], tmp: str):
+    import apache_beam as beam
+    import tensorflow_data_validation as tfdv
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from tfx_bsl.arrow import table_util
+
+    files = data_lib.resolve_inputs(data_path)
+    out = os.path.join(tmp, "stats.pb")
+    spec_json = spec.to_json()
+
+    def read(file):
+        from components.common.problem import parse_problem
+        local_spec = parse_problem(json.loads(spec_json))
+        one = [file]
+        for b in data_lib.iter_batches(one[0], local_spec):
+            yield table_util.CanonicalizeRecordBatch(b)
+
+    with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
+        _ = (p | beam.Create(files) | beam.FlatMap(read)
+             | tfdv.GenerateStatistics(options)
+             | tfdv.WriteStatisticsToBinaryFile(out))
+    return tfdv.load_stats_binary(out)
+
+
+def compute_statistics(data_path: str, spec: ProblemSpec, schema=None,
+                       beam_args: list[str] | None = None):
+    """TFDV statistics of the spec's columns, plus the data checks that need a full pass."""
+    import tempfile
+
+    import tensorflow_data_validation as tfdv
+
+    options = tfdv.StatsOptions(schema=schema, num_top_values=20, num_rank_histogram_buckets=20)
+    tracker = data_lib.ColumnTracker(spec)
+    if beam_args:
+        with tempfile.TemporaryDirectory() as tmp:
+            # The Beam path reads in workers; a cheap local pass still checks labels and nulls.
+            for _ in data_lib.iter_batches(data_path, spec, tracker=tracker):
+                pass
+            return _stats_with_beam(data_path, spec, options, beam_args, tmp), tracker
+    stats = _stats_in_memory(data_lib.iter_batches(data_path, spec, tracker=tracker), options)
+    return stats, tracker
+
+
+def load_schema(path: str):
+    """Reads a schema.pbtxt (local or gs://); SchemaError names the file on failure."""
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    try:
+        text = storage.read_text(path)
+    except Exception as exc:
+        raise SchemaError(f"schema file {path}: cannot be read: {exc}") from None
+    schema = schema_pb2.Schema()
+    try:
+        text_format.Parse(text, schema)
+    except text_format.ParseError as exc:
+        raise SchemaError(f"schema file {path}: does not parse as a TFMD Schema: {exc}") from None
+    if not schema.feature:
+        raise SchemaError(f"schema file {path}: declares no feature")
+    return schema
+
+
+def _anomaly_list(anomalies) -> list[dict]:
+    out = []
+    for feature, info in sorted(anomalies.anomaly_info.items()):
+        kinds = [r.short_description for r in info.reason] or [info.short_description]
+        details = [r.description for r in info.reason] or [info.description]
+        for kind, detail in zip(kinds, details):
+            out.append({"feature": feature, "kind": kind, "detail": detail})
+    if anomalies.HasField("dataset_anomaly_info"):
+        for r in anomalies.dataset_anomaly_info.reason:
+            out.append({"feature": "(dataset)", "kind": r.short_description, "detail": r.description})
+    return out
+
+
+def _feature_rows(stats) -> list[list]:
+    rows = []
+    dataset = stats.datasets[0]
+    total = dataset.num_examples or 1
+    for f in sorted(dataset.features, key=lambda f: f.path.step[-1] if f.path.step else f.name):
+        name = f.path.step[-1] if f.path.step else f.name
+        if f.HasField("num_stats"):
+            ns = f.num_stats
+            missing = ns.common_stats.num_missing
+            rows.append([name, "numeric", f"{100.0 * missing / total:.1f}%",
+                         f"{ns.mean:.4g}", f"{ns.std_dev:.4g}", f"{ns.min:.4g}", f"{ns.max:.4g}", ""])
+        elif f.HasField("string_stats"):
+            ss = f.string_stats
+            missing = ss.common_stats.num_missing
+            top = ", ".join(f"{v.value} ({int(v.frequency)})" for v in ss.top_values[:5])
+            rows.append([name, "categorical", f"{100.0 * missing / total:.1f}%",
+                         "", "", "", "", f"{ss.unique} unique: {top}"])
+    return rows
+
+
+def render_report(stats, anomalies: list[dict], rows: int, schema_source: str) -> str:
+    verdict = (f"<p class='ok'>No anomalies against the schema ({report.esc(schema_source)}).</p>"
+               if not anomalies else
+               f"<p class='bad'>{len(anomalies)} anomal{'y' if len(anomalies) == 1 else 'ies'} "
+               f"against the schema ({report.esc(schema_source)}).</p>"
+               + report.table(["feature", "kind", "detail"],
+                              [[a["feature"], a["kind"], a["detail"]] for a in anomalies]))
+    features = report.table(
+        ["feature", "type", "missing", "mean", "std", "min", "max", "values"], _feature_rows(stats))
+    return report.page("Data validation", f"<p>{rows} rows.</p>", verdict,
+                       "<h3>Features</h3>", features)
+
+
+def run_validate(data_path: str, problem: str, statistics_dir: str, schema_dir: str,
+                 anomalies_dir: str, report_path: str, schema_path: str = "",
+                 push_destination: str = "", strict: bool = False,
+                 beam_args: list[str] | None = None) -> ValidateResult:
+    """Computes statistics, settles the schema, finds anomalies and writes the report.
+
+    Schema source, first that applies: the curated `schema_path`; the schema kept with
+    the production version at `push_destination`; inferred from this data (first run).
+    Raises InputDataError for unusable data (always) and AnomaliesFound in strict mode.
+    """
+    import tensorflow_data_validation as tfdv
+
+    spec = load_problem(problem)
+    schema, source = None, "inferred from this data"
+    if schema_path:
+        schema, source = load_schema(schema_path), f"curated file {schema_path}"
+    elif push_destination:
+        prod = registry.production(push_destination)
+        if prod is not None and prod.state == "complete":
+            kept = storage.join(prod.path, "kfp_ct", SCHEMA_FILE)
+            if storage.exists(kept):
+                schema = load_schema(kept)
+                source = f"kept with production version {prod.version} ({push_destination})"
+    stats, tracker = compute_statistics(data_path, spec, schema=schema, beam_args=beam_args)
+    tracker.check(data_path)
+    if schema is None:
+        schema = tfdv.infer_schema(stats)
+    anomalies_proto = tfdv.validate_statistics(stats, schema)
+    anomalies = _anomaly_list(anomalies_proto)
+    if strict and anomalies:
+        lines = "\n".join(f"  - {a['feature']}: {a['kind']}: {a['detail']}" for a in anomalies)
+        raise AnomaliesFound(
+            f"{data_path}: {len(anomalies)} anomalies against the schema ({source}):\n{lines}")
+    for d in (statistics_dir, schema_dir, anomalies_dir, os.path.dirname(report_path) or "."):
+        os.makedirs(d, exist_ok=True)
+    storage.write_bytes(os.path.join(statistics_dir, STATS_FILE), stats.SerializeToString())
+    tfdv.write_schema_text(schema, os.path.join(schema_dir, SCHEMA_FILE))
+    storage.write_bytes(os.path.join(anomalies_dir, ANOMALIES_FILE),
+                        anomalies_proto.SerializeToString())
+    storage.write_text(os.path.join(anomalies_dir, ANOMALIES_JSON), json.dumps(anomalies, indent=1))
+    storage.write_text(report_path, render_report(stats, anomalies, tracker.rows, source))
+    return ValidateResult(rows=tracker.rows, schema_source=source, anomalies=anomalies)

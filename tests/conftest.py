@@ -1,0 +1,112 @@
+"""Shared test fixtures: a real GCS emulator for gs:// tests."""
+
+import os
+
+# tf_keras (Keras 2) must be chosen before anything imports TensorFlow.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+import uuid  # noqa: E402
+
+import pytest  # noqa: E402
+
+# gcp-storage-emulator depends on pyfilesystem2 ("fs"), which still calls
+# pkg_resources; setuptools >= 81 no longer ships it. When it is missing, run the
+# emulator with a minimal stand-in (namespace declaration is a no-op, entry points
+# come from importlib.metadata), so the tests do not depend on the setuptools version.
+_LAUNCHER = r"""
+import importlib.metadata, runpy, sys, types
+try:
+    import pkg_resources  # noqa: F401
+except ImportError:
+    shim = types.ModuleType("pkg_resources")
+    shim.declare_namespace = lambda name: None
+    def iter_entry_points(group, name=None):
+        for ep in importlib.metadata.entry_points(group=group):
+            if name is None or ep.name == name:
+                yield ep
+    shim.iter_entry_points = iter_entry_points
+    sys.modules["pkg_resources"] = shim
+sys.argv = ["gcp_storage_emulator"] + sys.argv[1:]
+runpy.run_module("gcp_storage_emulator", run_name="__main__", alter_sys=True)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclasses.dataclass
+class GcsEmulator:
+    host: str  # e.g. "http://127.0.0.1:9023", the STORAGE_EMULATOR_HOST value
+    project: str = "test"
+
+    def new_bucket(self, prefix: str = "kfpct") -> str:
+        """Create a bucket with a unique name; return ``gs://<bucket>``."""
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        req = urllib.request.Request(
+            f"{self.host}/storage/v1/b?project={self.project}",
+            data=json.dumps({"name": name}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200, resp.status
+        return f"gs://{name}"
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    port = _free_port()
+    host = f"http://127.0.0.1:{port}"
+    # The server logs every request: a file, not a pipe nobody drains.
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LAUNCHER, "start", "--host", "127.0.0.1",
+         "--port", str(port), "--in-memory", "--quiet"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                out = log.read().decode(errors="replace")
+                pytest.fail(f"gcp-storage-emulator exited with {proc.returncode}:\n{out}")
+            try:
+                with urllib.request.urlopen(f"{host}/storage/v1/b?project=test", timeout=2):
+                    break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"gcp-storage-emulator did not answer on {host} within 30 s")
+                time.sleep(0.1)
+
+        saved = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST",)}
+        os.environ["STORAGE_EMULATOR_HOST"] = host  # subprocesses inherit it
+        try:
+            yield GcsEmulator(host=host)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
