@@ -1,0 +1,175 @@
+"""Training (the role of TFX Trainer): Keras on the transformed TFRecords, streamed.
+
+- Data: `tf.data` over the TFRecord shards (interleaved, shuffled with a seed, parsed in
+  batches, prefetched); nothing is loaded whole into memory.
+- Hardware: see strategy.py (CPU / one GPU / Mirrored / TPU, mixed precision).
+- Resumption: `BackupAndRestore` in `checkpoint_dir` after every epoch; a killed or
+  preempted run started again with the same folder continues from the last epoch.
+- Reproducible on CPU: seeds plus op determinism.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import math
+import os
+import time
+
+from components.common import tfenv  # noqa: F401
+from components.common.errors import KfpCtError, ProblemSpecError
+from components.common.problem import ProblemSpec, load_problem, user_function
+from components.train import model as model_lib
+from components.train.strategy import make_strategy
+
+DEFAULT_BATCH = 32
+MIN_STEPS_PER_EPOCH = 100
+
+
+@dataclasses.dataclass
+class TrainResult:
+    metrics: dict
+
+    def summary(self) -> dict:
+        return self.metrics
+
+
+def make_dataset(files: list[str], spec: ProblemSpec, tft_output, batch_size: int,
+                 shuffle: bool, seed: int, repeat: bool):
+    import tensorflow as tf
+
+    feature_spec = tft_output.transformed_feature_spec()
+    categorical = set(model_lib.categorical_sizes(tft_output))
+    ds = tf.data.Dataset.from_tensor_slices(sorted(files))
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(4, len(files))),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if shuffle:
+        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=repeat)
+
+    def parse(serialized):
+        parsed = tf.io.parse_example(serialized, feature_spec)
+        label = parsed.pop(spec.label)
+        return model_lib.as_model_inputs(parsed, categorical), label
+
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
+        tf.data.AUTOTUNE)
+
+
+def _shards(examples_dir: str, split: str) -> list[str]:
+    files = sorted(glob.glob(os.path.join(examples_dir, split, "*.tfrecord")))
+    if not files:
+        raise KfpCtError(f"{examples_dir}/{split}: no transformed TFRecord shards "
+                         "(is this the output of the transform component?)")
+    return files
+
+
+class _Progress:
+    """Keras callback (built lazily so this module imports without TF): epochs actually run."""
+
+    @staticmethod
+    def make():
+        import tf_keras as keras
+
+        class Progress(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.first_epoch = None
+                self.epochs_run = 0
+                self.started = None
+                self.train_seconds = 0.0
+
+            def on_epoch_begin(self, epoch, logs=None):
+                if self.first_epoch is None:
+                    self.first_epoch = epoch
+                self.started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.epochs_run += 1
+                self.train_seconds += time.perf_counter() - self.started
+                print(f"[train] epoch {epoch + 1} done: "
+                      + ", ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items()), flush=True)
+
+        return Progress()
+
+
+def build_model(spec: ProblemSpec, tft_output):
+    builder = user_function(spec, "build_model", required=False)
+    if builder is None:
+        return model_lib.build_default_model(spec, tft_output)
+    try:
+        model = builder(spec, tft_output)
+    except Exception as exc:  # the user's code: say whose it is
+        raise ProblemSpecError(f"build_model of {spec.module_file} raised "
+                               f"{type(exc).__name__}: {exc}") from exc
+    if not hasattr(model, "fit") or not getattr(model, "optimizer", None):
+        raise ProblemSpecError(f"build_model of {spec.module_file} must return a compiled "
+                               f"tf_keras.Model, got {type(model).__name__}")
+    return model
+
+
+def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_dir: str,
+              train_steps: int = 2000, accelerator: str = "auto", checkpoint_dir: str = "",
+              seed: int = 42, steps_per_epoch: int = 0) -> TrainResult:
+    """Trains, evaluates on the transformed eval split, and exports the serving model.
+
+    Args:
+        train_steps: total optimizer steps (batches).
+        steps_per_epoch: steps between checkpoints; 0 means one pass over the train split
+            (at least MIN_STEPS_PER_EPOCH).
+        checkpoint_dir: where BackupAndRestore keeps its state; "" means `<model_dir>.backup`.
+    """
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tf_keras as keras
+
+    spec = load_problem(problem)
+    if train_steps < 1:
+        raise KfpCtError(f"train_steps must be at least 1, got {train_steps}")
+    keras.utils.set_random_seed(seed)
+    strategy, plan = make_strategy(accelerator)
+    if plan.kind == "default":
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(plan.precision)
+    tft_output = tft.TFTransformOutput(transform_graph_dir)
+    split = json.load(open(os.path.join(examples_dir, "split.json")))
+    per_replica = int(spec.model.get("batch_size", DEFAULT_BATCH))
+    batch_size = per_replica * strategy.num_replicas_in_sync
+    if steps_per_epoch <= 0:
+        # One pass over the data, but at least MIN_STEPS_PER_EPOCH: a checkpoint per
+        # epoch costs about as much as 100 small steps.
+        steps_per_epoch = max(MIN_STEPS_PER_EPOCH, math.ceil(split["train_rows"] / batch_size))
+    steps_per_epoch = min(steps_per_epoch, train_steps)
+    epochs = math.ceil(train_steps / steps_per_epoch)
+    train_ds = make_dataset(_shards(examples_dir, "train"), spec, tft_output, batch_size,
+                            shuffle=True, seed=seed, repeat=True)
+    eval_ds = make_dataset(_shards(examples_dir, "eval"), spec, tft_output, batch_size,
+                           shuffle=False, seed=seed, repeat=False)
+    with strategy.scope():
+        model = build_model(spec, tft_output)
+    backup = checkpoint_dir or model_dir.rstrip("/") + ".backup"
+    progress = _Progress.make()
+    model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0,
+              callbacks=[keras.callbacks.BackupAndRestore(backup), progress])
+    evaluated = model.evaluate(eval_ds, verbose=0, return_dict=True)
+    try:
+        model_lib.export_serving_model(model, spec, tft_output, model_dir)
+    except (TypeError, ValueError) as exc:
+        raise ProblemSpecError(
+            f"the model cannot be exported with a serving signature over serialized "
+            f"tf.Examples: {type(exc).__name__}: {exc}") from exc
+    steps_run = progress.epochs_run * steps_per_epoch
+    metrics = {f"eval_{k}": float(v) for k, v in evaluated.items()}
+    metrics.update({
+        "train_steps": float(epochs * steps_per_epoch),
+        "steps_run_this_attempt": float(steps_run),
+        "resumed_from_epoch": float(progress.first_epoch or 0),
+        "examples_per_second": (steps_run * batch_size / progress.train_seconds
+                                if progress.train_seconds else 0.0),
+        "replicas": float(strategy.num_replicas_in_sync),
+        "batch_size": float(batch_size),
+    })
+    return TrainResult(metrics={**metrics, "strategy": plan.describe()})
