@@ -1,0 +1,39 @@
+# The two commands the README gives:
+#   make run   set everything up, then run the training pipeline locally on penguins
+#   make test  set everything up, then run the test suite
+# Set-up is a virtual environment from the committed lock file (uv.lock), nothing else.
+
+PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+DEST ?= serving/penguins
+RUNS ?= local_outputs
+
+.PHONY: setup run test compile bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# --frozen: install exactly the lock, never re-resolve. --compile-bytecode: imports of
+# TensorFlow & co. take about half as long in every task process (shared/DESIGN.md).
+setup: $(UV)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
+
+run: setup
+	$(PY) -m pipelines.cli run-local --destination $(DEST) --workdir $(RUNS)
+
+test: setup
+	$(PY) -m pytest -q
+
+compile: setup
+	$(PY) compile.py --out build
+
+bench: setup
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf build $(RUNS) serving .pytest_cache

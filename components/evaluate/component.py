@@ -1,0 +1,59 @@
+"""KFP wrapper of evaluate."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components.common.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def evaluate(
+    problem: str,
+    push_destination: str,
+    model: Input[Model],
+    raw_eval: Input[Dataset],
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+    report: Output[HTML],
+    slices: list = [],
+):
+    """Evaluates the candidate with TFMA on raw eval rows, against the production model.
+
+    Args:
+        problem: The problem spec (label, task).
+        push_destination: The serving model base; its newest version is the baseline.
+        model: The candidate SavedModel.
+        raw_eval: Raw eval rows (serialized tf.Examples) sent through the serving signature.
+        slices: Raw feature names to slice metrics by.
+
+    Returns:
+        evaluation: evaluation.json (candidate, baseline, slices) and the TFMA output.
+        metrics: Candidate overall metrics for the UI.
+        confusion: Confusion matrix (classification).
+        report: HTML comparison of candidate and baseline.
+    """
+    import json
+    import os
+    import time
+
+    from components.evaluate.logic import run_evaluate
+
+    started = time.perf_counter()
+    result = run_evaluate(
+        model_dir=model.path, raw_eval_dir=raw_eval.path, problem=problem,
+        push_destination=push_destination, output_dir=evaluation.path,
+        report_path=report.path, slices=list(slices))
+    with open(os.path.join(evaluation.path, "evaluation.json")) as fh:
+        doc = json.load(fh)
+    for key, value in doc["candidate"]["overall"].items():
+        if isinstance(value, (int, float)):
+            metrics.log_metric(key, value)
+    baseline = doc["baseline"]
+    evaluation.metadata["baseline_state"] = baseline["state"]
+    evaluation.metadata["baseline_version"] = baseline.get("version")
+    matrix = doc.get("confusion_matrix")
+    if matrix:
+        confusion.log_confusion_matrix(matrix["labels"], matrix["matrix"])
+    print(f"[kfp-ct] timing task=evaluate logic_s={time.perf_counter() - started:.2f}")
+    del result

@@ -1,0 +1,52 @@
+"""KFP wrapper of validate: artifacts in, plain function call, artifacts out."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Output
+
+from components.common.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def validate(
+    data_path: str,
+    problem: str,
+    statistics: Output[Artifact],
+    schema: Output[Artifact],
+    anomalies: Output[Artifact],
+    report: Output[HTML],
+    schema_path: str = "",
+    push_destination: str = "",
+    strict: bool = False,
+    beam_args: list = [],
+):
+    """Validates the input data with TFDV: statistics, schema, anomalies and a report.
+
+    Args:
+        data_path: CSV or Parquet: a file, a folder or a glob, local or gs://;
+            "bundled:penguins" for the Palmer penguins data that ships with the package.
+        problem: The problem spec: inline JSON or a path to a JSON file.
+        schema_path: A curated schema.pbtxt; empty: the schema kept with the production
+            model at push_destination, or one inferred from this data on the first run.
+        push_destination: The serving model base (used to find the production schema).
+        strict: Fail the run when the data has anomalies against the schema.
+        beam_args: Beam pipeline options; empty: in-process streaming statistics.
+
+    Returns:
+        statistics: TFDV DatasetFeatureStatisticsList (FeatureStats.pb).
+        schema: The schema used (schema.pbtxt).
+        anomalies: TFDV Anomalies (SchemaDiff.pb) and anomalies.json.
+        report: HTML feature table and anomalies, rendered by the Kubeflow UI.
+    """
+    import time
+
+    from components.validate.logic import run_validate
+
+    started = time.perf_counter()
+    result = run_validate(
+        data_path=data_path, problem=problem, statistics_dir=statistics.path,
+        schema_dir=schema.path, anomalies_dir=anomalies.path, report_path=report.path,
+        schema_path=schema_path, push_destination=push_destination, strict=strict,
+        beam_args=list(beam_args))
+    for artifact in (statistics, schema, anomalies, report):
+        artifact.metadata.update(result.summary())
+    print(f"[kfp-ct] timing task=validate logic_s={time.perf_counter() - started:.2f}")

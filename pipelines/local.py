@@ -1,0 +1,165 @@
+"""Runs a pipeline on this machine through kfp.local and reports what happened.
+
+SubprocessRunner with use_venv=False: every task runs in a subprocess of this Python,
+with the packages already installed (components set install_kfp_package=False), so no
+task installs anything at run time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import re
+import sys
+import time
+
+from components.common import tfenv  # noqa: F401  (subprocesses inherit TF_USE_LEGACY_KERAS)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TASK_START = re.compile(r"Executing task '?([\w-]+)'?")
+_TASK_END = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
+_LOGIC = re.compile(r"\[kfp-ct\] timing task=([\w-]+) logic_s=([\d.]+)")
+
+
+@dataclasses.dataclass
+class TaskTiming:
+    name: str
+    wall_s: float
+    logic_s: float | None
+    status: str
+
+    @property
+    def fixed_s(self) -> float | None:
+        """Process start, imports and KFP executor overhead: wall minus the task's own work."""
+        return None if self.logic_s is None else max(0.0, self.wall_s - self.logic_s)
+
+
+@dataclasses.dataclass
+class LocalRun:
+    run_dir: str
+    total_s: float
+    tasks: list[TaskTiming]
+    ok: bool
+    error: str = ""
+
+    def artifact(self, task: str, output: str, *parts: str) -> str:
+        return os.path.join(self.run_dir, task, output, *parts)
+
+    def read_json(self, task: str, output: str, name: str):
+        path = self.artifact(task, output, name)
+        if not os.path.exists(path):
+            return None
+        with open(path) as fh:
+            return json.load(fh)
+
+
+class _TimingLog(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.starts, self.ends = {}, {}
+
+    def emit(self, record):
+        message = _ANSI.sub("", record.getMessage())
+        if match := _TASK_START.search(message):
+            self.starts[match.group(1)] = record.created
+        elif match := _TASK_END.search(message):
+            self.ends[match.group(1)] = (record.created, match.group(2))
+
+
+class _Tee:
+    """Copies what the task subprocesses print (kfp.local relays it) and keeps our lines."""
+
+    def __init__(self, stream):
+        self.stream, self.logic = stream, {}
+
+    def write(self, text):
+        for match in _LOGIC.finditer(text):
+            self.logic[match.group(1)] = float(match.group(2))
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def run_local(pipeline_func, arguments: dict, workdir: str = "local_outputs") -> LocalRun:
+    """Runs `pipeline_func(**arguments)` under kfp.local in a fresh run folder of workdir."""
+    from kfp import local
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    root = os.path.abspath(os.path.join(workdir, stamp))
+    os.makedirs(root, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root,
+               raise_on_error=True)
+    handler = _TimingLog()
+    logging.getLogger().addHandler(handler)
+    tee = _Tee(sys.stdout)
+    started = time.perf_counter()
+    ok, error = True, ""
+    try:
+        with contextlib.redirect_stdout(tee):
+            pipeline_func(**arguments)
+    except RuntimeError as exc:  # kfp.local: a task failed; its log was printed above
+        ok, error = False, str(exc)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    total = time.perf_counter() - started
+    runs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    tasks = []
+    for name, start in sorted(handler.starts.items(), key=lambda kv: kv[1]):
+        end, status = handler.ends.get(name, (time.time(), "UNFINISHED"))
+        tasks.append(TaskTiming(name, end - start, tee.logic.get(name), status))
+    return LocalRun(run_dir=os.path.join(root, runs[-1]) if runs else root, total_s=total,
+                    tasks=tasks, ok=ok, error=_ANSI.sub("", error))
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def training_report(run: LocalRun) -> str:
+    """The short report a person reads after the training pipeline."""
+    lines = ["", "=" * 72, f"kfp-ct training pipeline: {'SUCCEEDED' if run.ok else 'FAILED'}"
+             f" in {run.total_s:.1f} s", f"run folder: {run.run_dir}", "", "Steps (wall s; "
+             "own work s; fixed cost = process start + imports):"]
+    for t in run.tasks:
+        own = "-" if t.logic_s is None else f"{t.logic_s:.1f}"
+        fixed = "-" if t.fixed_s is None else f"{t.fixed_s:.1f}"
+        lines.append(f"  {t.name:<10} {t.wall_s:6.1f}  own {own:>5}  fixed {fixed:>5}  {t.status}")
+    anomalies = run.read_json("validate", "anomalies", "anomalies.json")
+    if anomalies is not None:
+        lines += ["", f"Data anomalies: {len(anomalies) or 'none'}"]
+        lines += [f"  - {a['feature']}: {a['kind']}: {a['detail']}" for a in anomalies]
+    evaluation = run.read_json("evaluate", "evaluation", "evaluation.json")
+    if evaluation:
+        base = evaluation["baseline"]
+        lines += ["", "Evaluation (candidate vs production):"]
+        cand = evaluation["candidate"]["overall"]
+        prod = base.get("overall") or {}
+        for metric in sorted(cand):
+            other = prod.get(metric)
+            lines.append(f"  {metric:<28} {_fmt(cand[metric]):>10}   "
+                         f"{'-' if other is None else _fmt(other):>10}")
+        lines.append(f"  baseline: {base['state']}"
+                     + (f" (version {base['version']})" if base.get("version") else "")
+                     + (f": {base['detail']}" if base.get("detail") else ""))
+    blessing = run.read_json("gate", "blessing", "blessing.json")
+    if blessing:
+        lines += ["", f"Gate: {'BLESSED' if blessing['blessed'] else 'NOT BLESSED'}"]
+        for check in blessing.get("checks", []):
+            lines.append(f"  [{check['verdict']}] {check['reason']}")
+        lines += [f"  note: {n}" for n in blessing.get("notes", [])]
+    pushed = run.read_json("push", "pushed", "push.json")
+    if pushed:
+        lines += ["", ("Pushed: version {version} at {path}".format(**pushed)
+                       if pushed.get("pushed") else f"Not pushed: {pushed.get('reason')}")]
+    if not run.ok:
+        lines += ["", f"Error: {run.error}"]
+    lines.append("=" * 72)
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Compiling: golden files, determinism, no TensorFlow, components loadable.
+
+Refresh the golden files after an intended change to a component or pipeline:
+
+    KFP_CT_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_compile.py
+
+then review `git diff tests/golden` like any other change.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden"
+HEAVY = ("tensorflow", "tensorflow_transform", "tensorflow_data_validation",
+         "tensorflow_model_analysis", "apache_beam", "tfx_bsl")
+
+
+def _strip_sdk_version(text: str) -> str:
+    # The only line allowed to differ: the kfp SDK version that wrote the file.
+    return "\n".join(line for line in text.splitlines() if not line.startswith("sdkVersion:"))
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    import compile as compile_mod
+
+    paths = compile_mod.compile_all(str(out))
+    return out, paths
+
+
+def test_compile_writes_every_pipeline_and_component(compiled):
+    out, paths = compiled
+    names = sorted(os.path.relpath(p, out) for p in paths)
+    assert "pipelines/training_pipeline.yaml" in names
+    assert "pipelines/training_pipeline_gpu.yaml" in names
+    for component in ("validate", "transform", "train", "evaluate", "gate", "push"):
+        assert f"components/{component}.yaml" in names
+
+
+@pytest.mark.parametrize("rel", ["pipelines/training_pipeline.yaml",
+                                 "pipelines/training_pipeline_gpu.yaml"])
+def test_pipeline_matches_golden_file(compiled, rel):
+    out, _ = compiled
+    actual = (out / rel).read_text()
+    golden = GOLDEN / pathlib.Path(rel).name
+    if os.environ.get("KFP_CT_UPDATE_GOLDEN") == "1":
+        GOLDEN.mkdir(exist_ok=True)
+        golden.write_text(actual)
+    assert golden.exists(), f"no golden file {golden}; create it with KFP_CT_UPDATE_GOLDEN=1"
+    assert _strip_sdk_version(actual) == _strip_sdk_version(golden.read_text()), (
+        f"{rel} differs from {golden}. If the change is intended, refresh with "
+        "KFP_CT_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_compile.py")
+
+
+def test_compile_is_byte_identical_and_needs_no_tensorflow_or_environment(tmp_path):
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
+    probe = ("import sys, compile; compile.compile_all(sys.argv[1]); "
+             f"heavy = [m for m in sys.modules if m.split('.')[0] in {HEAVY!r}]; "
+             "print('HEAVY', heavy)")
+    outs = []
+    for i in range(2):
+        target = tmp_path / f"b{i}"
+        done = subprocess.run([sys.executable, "-c", probe, str(target)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "HEAVY []" in done.stdout, done.stdout
+        outs.append({p.relative_to(target): p.read_bytes() for p in target.rglob("*.yaml")})
+    assert outs[0] == outs[1]
+
+
+def test_compiled_components_load_with_kfp(compiled):
+    from kfp import components
+
+    out, _ = compiled
+    for path in sorted((out / "components").glob("*.yaml")):
+        loaded = components.load_component_from_file(str(path))
+        assert loaded.component_spec.implementation.container.image.startswith("ghcr.io/kfp-ct/")
+
+
+def test_component_wrappers_import_only_stdlib_kfp_and_images_at_top_level():
+    allowed_roots = {"kfp", "components"}
+    for path in sorted((ROOT / "components").glob("*/component.py")):
+        for line in path.read_text().splitlines():
+            if line.startswith(("import ", "from ")):
+                module = line.split()[1]
+                root = module.split(".")[0]
+                if root == "components":
+                    assert module == "components.common.images", f"{path}: {line}"
+                else:
+                    assert root in allowed_roots or root in sys.stdlib_module_names, \
+                        f"{path}: top-level import {line!r}"
+
+
+def test_gpu_pipeline_requests_a_gpu_and_uses_the_gpu_image(compiled):
+    import yaml
+
+    out, _ = compiled
+    docs = list(yaml.safe_load_all((out / "pipelines/training_pipeline_gpu.yaml").read_text()))
+    spec = docs[0]
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert train["image"].startswith("ghcr.io/kfp-ct/kfp-ct-gpu:")
+    assert train["resources"]["accelerator"]["resourceCount"] == "1" or \
+        train["resources"]["accelerator"].get("count") in (1, "1")
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert platform["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert int(platform["activeDeadlineSeconds"]) > 0
