@@ -1,0 +1,284 @@
+"""Seeded, streaming generator of penguins-like data at any row count.
+
+The columns, their order and their types are those of ``palmerpenguins.load_penguins()``:
+species, island, bill_length_mm, bill_depth_mm, flipper_length_mm, body_mass_g, sex,
+year. Every distribution is estimated from the real data when generation starts (no
+numbers are typed in here):
+
+- species by its frequency; island and sex by their frequency within each species;
+  year by its overall frequency;
+- the four measurements from a multivariate Gaussian per (species, sex): the real
+  means and covariance, so measurements stay correlated the way real birds' are;
+  rounded to the real data's resolution (bills 0.1 mm, flippers 1 mm, mass 25 g);
+- missing values as in the real data: a few rows lack all four measurements (and
+  sex), and a few more lack sex only, at the real rates.
+
+Rows are generated and written ``chunk_rows`` at a time, so memory stays flat at any
+``n_rows``. The output is a pure function of ``(n_rows, seed, fmt, chunk_rows)``: the
+same arguments give byte-identical files.
+
+Command line::
+
+    python -m components.common.synth OUT N [--seed S] [--format csv|parquet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+COLUMNS = (
+    "species",
+    "island",
+    "bill_length_mm",
+    "bill_depth_mm",
+    "flipper_length_mm",
+    "body_mass_g",
+    "sex",
+    "year",
+)
+NUMERIC_COLUMNS = ("bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g")
+# Measurement resolution of the real data (what its instruments record).
+ROUNDING = {"bill_length_mm": 0.1, "bill_depth_mm": 0.1, "flipper_length_mm": 1.0, "body_mass_g": 25.0}
+FORMATS = ("csv", "parquet")
+DEFAULT_CHUNK_ROWS = 100_000
+
+# Types as pandas reads load_penguins(): strings, float64 measurements (they hold NaN),
+# int64 year.
+SCHEMA = pa.schema(
+    [
+        ("species", pa.string()),
+        ("island", pa.string()),
+        ("bill_length_mm", pa.float64()),
+        ("bill_depth_mm", pa.float64()),
+        ("flipper_length_mm", pa.float64()),
+        ("body_mass_g", pa.float64()),
+        ("sex", pa.string()),
+        ("year", pa.int64()),
+    ]
+)
+
+
+def load_real_penguins():
+    """The real Palmer penguins frame, as ``palmerpenguins.load_penguins()`` returns it.
+
+    palmerpenguins 0.1.4 loads its CSV through ``pkg_resources``, which setuptools 81+
+    no longer ships. When that import fails, the same packaged file is read directly
+    (pandas ``read_csv``, as ``load_penguins`` does), without importing the package.
+    """
+    try:
+        with warnings.catch_warnings():  # "pkg_resources is deprecated", from setuptools < 81
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+            from palmerpenguins import load_penguins
+    except ModuleNotFoundError as exc:
+        if exc.name != "pkg_resources":
+            raise
+    else:
+        return load_penguins()
+    import pandas as pd
+
+    spec = importlib.util.find_spec("palmerpenguins")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("palmerpenguins is not installed", name="palmerpenguins")
+    csv_path = Path(next(iter(spec.submodule_search_locations))) / "data" / "penguins.csv"
+    return pd.read_csv(csv_path)
+
+
+@dataclasses.dataclass(frozen=True)
+class PenguinStats:
+    """Distributions estimated from the real data; what the generator samples from."""
+
+    species: tuple[str, ...]
+    species_p: np.ndarray  # (S,)
+    islands: tuple[str, ...]
+    island_cum: np.ndarray  # (S, I) cumulative P(island | species)
+    sexes: tuple[str, ...]  # ("female", "male")
+    sex_cum: np.ndarray  # (S, X) cumulative P(sex | species)
+    years: np.ndarray  # (Y,) int64
+    year_p: np.ndarray  # (Y,)
+    mean: np.ndarray  # (S, X, 4) per (species, sex)
+    chol: np.ndarray  # (S, X, 4, 4) Cholesky factor of the covariance
+    p_unmeasured: float  # P(all four measurements missing; sex missing too)
+    p_sex_missing: float  # P(sex missing | measured)
+
+
+def _cumulative(frequencies: np.ndarray) -> np.ndarray:
+    cum = np.cumsum(frequencies / frequencies.sum(axis=-1, keepdims=True), axis=-1)
+    cum[..., -1] = 1.0  # exact, so a uniform draw below 1 always lands in a category
+    return cum
+
+
+def penguin_stats(frame=None) -> PenguinStats:
+    """Estimate every distribution the generator uses from the real penguins frame."""
+    df = load_real_penguins() if frame is None else frame
+    species = tuple(sorted(df["species"].dropna().unique()))
+    islands = tuple(sorted(df["island"].dropna().unique()))
+    sexes = tuple(sorted(df["sex"].dropna().unique()))
+    years_counts = df["year"].value_counts().sort_index()
+
+    species_p = np.array([(df["species"] == s).sum() for s in species], dtype=np.float64)
+    species_p /= species_p.sum()
+    island_freq = np.array(
+        [[((df["species"] == s) & (df["island"] == i)).sum() for i in islands] for s in species],
+        dtype=np.float64,
+    )
+    sex_freq = np.array(
+        [[((df["species"] == s) & (df["sex"] == x)).sum() for x in sexes] for s in species],
+        dtype=np.float64,
+    )
+
+    unmeasured = df[list(NUMERIC_COLUMNS)].isna().all(axis=1)
+    measured = ~unmeasured
+    p_unmeasured = float(unmeasured.mean())
+    p_sex_missing = float(df.loc[measured, "sex"].isna().mean())
+
+    mean = np.empty((len(species), len(sexes), len(NUMERIC_COLUMNS)))
+    chol = np.empty((len(species), len(sexes), len(NUMERIC_COLUMNS), len(NUMERIC_COLUMNS)))
+    for si, s in enumerate(species):
+        for xi, x in enumerate(sexes):
+            group = df.loc[(df["species"] == s) & (df["sex"] == x), list(NUMERIC_COLUMNS)].dropna()
+            values = group.to_numpy(dtype=np.float64)
+            if len(values) <= len(NUMERIC_COLUMNS):
+                raise ValueError(f"too few complete rows for species={s!r} sex={x!r}: {len(values)}")
+            mean[si, xi] = values.mean(axis=0)
+            chol[si, xi] = np.linalg.cholesky(np.cov(values, rowvar=False))
+
+    return PenguinStats(
+        species=species,
+        species_p=species_p,
+        islands=islands,
+        island_cum=_cumulative(island_freq),
+        sexes=sexes,
+        sex_cum=_cumulative(sex_freq),
+        years=years_counts.index.to_numpy(dtype=np.int64),
+        year_p=years_counts.to_numpy(dtype=np.float64) / years_counts.sum(),
+        mean=mean,
+        chol=chol,
+        p_unmeasured=p_unmeasured,
+        p_sex_missing=p_sex_missing,
+    )
+
+
+def _draw_category(rng: np.random.Generator, cum: np.ndarray) -> np.ndarray:
+    """One draw per row from per-row cumulative probabilities ``cum`` (n, K)."""
+    u = rng.random(cum.shape[0])
+    return (u[:, None] >= cum).sum(axis=1).astype(np.int8)
+
+
+def _strings(names: tuple[str, ...], index: np.ndarray, missing: np.ndarray | None = None) -> pa.Array:
+    return pa.array(names, type=pa.string()).take(pa.array(index, mask=missing))
+
+
+def generate_chunk(stats: PenguinStats, n: int, rng: np.random.Generator) -> pa.Table:
+    """``n`` penguins-like rows as an Arrow table with ``SCHEMA``."""
+    species = rng.choice(len(stats.species), size=n, p=stats.species_p).astype(np.int8)
+    island = _draw_category(rng, stats.island_cum[species])
+    sex = _draw_category(rng, stats.sex_cum[species])
+    year = stats.years[rng.choice(len(stats.years), size=n, p=stats.year_p)]
+
+    z = rng.standard_normal((n, len(NUMERIC_COLUMNS)))
+    measures = stats.mean[species, sex] + np.einsum("nij,nj->ni", stats.chol[species, sex], z)
+
+    unmeasured = rng.random(n) < stats.p_unmeasured
+    sex_missing = unmeasured | (rng.random(n) < stats.p_sex_missing)
+
+    columns = {
+        "species": _strings(stats.species, species),
+        "island": _strings(stats.islands, island),
+    }
+    for j, name in enumerate(NUMERIC_COLUMNS):
+        step = ROUNDING[name]
+        values = np.round(measures[:, j] / step) * step
+        if step < 1:  # undo binary noise from the multiply: 39.1, not 39.1000000001
+            values = np.round(values, 1)
+        columns[name] = pa.array(values, type=pa.float64(), mask=unmeasured)
+    columns["sex"] = _strings(stats.sexes, sex, sex_missing)
+    columns["year"] = pa.array(year, type=pa.int64())
+    return pa.table([columns[c] for c in COLUMNS], schema=SCHEMA)
+
+
+def write_penguins_like(
+    path: str | os.PathLike,
+    n_rows: int,
+    seed: int = 0,
+    fmt: str = "csv",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> Path:
+    """Write ``n_rows`` seeded penguins-like rows to a local file, chunk by chunk.
+
+    Args:
+        path: Local file to create (parent folders are created).
+        n_rows: Exact number of data rows (0 writes a header / schema only).
+        seed: Seed of the random generator; same arguments give identical bytes.
+        fmt: "csv" (header row, empty field for a missing value) or "parquet"
+            (one row group per chunk).
+        chunk_rows: Rows generated and written at a time; bounds memory use.
+
+    Returns:
+        The path written.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    if isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)) or n_rows < 0:
+        raise ValueError(f"n_rows must be a non-negative integer, got {n_rows!r}")
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stats = penguin_stats()
+    rng = np.random.default_rng(seed)
+
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        writer = pacsv.CSVWriter(str(out), SCHEMA)
+    else:
+        import pyarrow.parquet as pq
+
+        writer = pq.ParquetWriter(str(out), SCHEMA)
+    with writer:
+        remaining = int(n_rows)
+        if remaining == 0 and fmt == "csv":
+            writer.write_table(SCHEMA.empty_table())  # the header row
+        while remaining > 0:
+            n = min(int(chunk_rows), remaining)
+            writer.write_table(generate_chunk(stats, n, rng))
+            remaining -= n
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m components.common.synth",
+        description="Write N seeded penguins-like rows (palmerpenguins columns) to OUT.",
+    )
+    parser.add_argument("out", metavar="OUT", help="file to write")
+    parser.add_argument("n_rows", metavar="N", type=int, help="number of rows")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--format", dest="fmt", choices=FORMATS, default=None,
+                        help="default: from OUT's suffix (.parquet -> parquet), else csv")
+    parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
+    args = parser.parse_args(argv)
+    fmt = args.fmt or ("parquet" if args.out.endswith((".parquet", ".pq")) else "csv")
+    start = time.perf_counter()
+    try:
+        out = write_penguins_like(args.out, args.n_rows, seed=args.seed, fmt=fmt, chunk_rows=args.chunk_rows)
+    except ValueError as exc:
+        parser.error(str(exc))
+    elapsed = time.perf_counter() - start
+    print(f"wrote {args.n_rows} rows ({fmt}, seed {args.seed}) to {out} in {elapsed:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Benchmark of the data half: validate and transform at any row count (not a test).
+
+    .venv/bin/python -m tests.benchmarks.bench_data 100000 1000000 [--out bench_out]
+
+Each step runs in its own process (as under kfp.local), measured from outside: wall
+time and peak resident memory (ru_maxrss of that process). Data is penguins-like rows
+from components.common.synth (seeded), written once per row count and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROBLEM = os.path.join(ROOT, "pipelines", "penguins", "problem.json")
+
+STEPS = {
+    "validate": (
+        "from components.validate.logic import run_validate as f; import sys; d=sys.argv[2]; "
+        "f(sys.argv[1], sys.argv[3], d+'/stats', d+'/schema', d+'/anom', d+'/report.html')"),
+    "transform": (
+        "from components.transform.logic import run_transform as f; import sys; d=sys.argv[2]; "
+        "f(sys.argv[1], sys.argv[3], d+'/graph', d+'/examples', d+'/raw')"),
+}
+
+
+def measure(argv: list[str]) -> tuple[float, float]:
+    """Runs argv; returns (wall seconds, peak RSS MiB of that process)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"{argv[:3]} failed:\n{proc.stderr.read().decode()[-3000:]}")
+    return wall, usage.ru_maxrss / 1024.0
+
+
+def bench(rows: int, out: str) -> dict:
+    from components.common.synth import write_penguins_like
+
+    data = os.path.join(out, f"penguins_{rows}.csv")
+    if not os.path.exists(data):
+        write_penguins_like(data, rows, seed=0)
+    result = {"rows": rows}
+    for step, code in STEPS.items():
+        work = os.path.join(out, f"{step}_{rows}")
+        subprocess.run(["rm", "-rf", work], check=True)
+        wall, rss = measure([sys.executable, "-c", code, data, work, PROBLEM])
+        result[step] = {"wall_s": round(wall, 2), "peak_rss_mib": round(rss, 1)}
+    # What a step costs before it touches data: the same imports on no work.
+    imports = {"validate": "import components.validate.logic, tensorflow_data_validation",
+               "transform": "import components.transform.logic, tensorflow_transform.beam"}
+    for step, code in imports.items():
+        wall, _ = measure([sys.executable, "-c", code])
+        result[step]["import_s"] = round(wall, 2)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rows", type=int, nargs="+")
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench_out"))
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    for rows in args.rows:
+        print(json.dumps(bench(rows, args.out)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
