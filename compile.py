@@ -24,9 +24,11 @@ from components.push.component import push
 from components.train.component import train, train_gpu
 from components.transform.component import transform
 from components.validate.component import validate
+from pipelines.data import data_pipeline
 from pipelines.training import training_pipeline, training_pipeline_gpu
 
 PIPELINES = {
+    "data_pipeline": data_pipeline,
     "training_pipeline": training_pipeline,
     "training_pipeline_gpu": training_pipeline_gpu,
 }

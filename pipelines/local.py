@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import datetime
 import json
-import logging
 import os
 import re
 import sys
@@ -57,28 +56,25 @@ class LocalRun:
             return json.load(fh)
 
 
-class _TimingLog(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.starts, self.ends = {}, {}
-
-    def emit(self, record):
-        message = _ANSI.sub("", record.getMessage())
-        if match := _TASK_START.search(message):
-            self.starts[match.group(1)] = record.created
-        elif match := _TASK_END.search(message):
-            self.ends[match.group(1)] = (record.created, match.group(2))
-
-
 class _Tee:
-    """Copies what the task subprocesses print (kfp.local relays it) and keeps our lines."""
+    """Passes stdout through and notes task starts / ends and the tasks' own timings.
+
+    kfp.local logs "Executing task" / "finished with status" to sys.stdout (its logging
+    context installs a stdout handler) and relays each task's output there too.
+    """
 
     def __init__(self, stream):
-        self.stream, self.logic = stream, {}
+        self.stream, self.logic, self.starts, self.ends = stream, {}, {}, {}
 
     def write(self, text):
-        for match in _LOGIC.finditer(text):
+        now = time.time()
+        plain = _ANSI.sub("", text)
+        for match in _LOGIC.finditer(plain):
             self.logic[match.group(1)] = float(match.group(2))
+        if match := _TASK_START.search(plain):
+            self.starts.setdefault(match.group(1), now)
+        elif match := _TASK_END.search(plain):
+            self.ends[match.group(1)] = (now, match.group(2))
         return self.stream.write(text)
 
     def flush(self):
@@ -97,8 +93,6 @@ def run_local(pipeline_func, arguments: dict, workdir: str = "local_outputs") ->
     os.makedirs(root, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root,
                raise_on_error=True)
-    handler = _TimingLog()
-    logging.getLogger().addHandler(handler)
     tee = _Tee(sys.stdout)
     started = time.perf_counter()
     ok, error = True, ""
@@ -107,13 +101,11 @@ def run_local(pipeline_func, arguments: dict, workdir: str = "local_outputs") ->
             pipeline_func(**arguments)
     except RuntimeError as exc:  # kfp.local: a task failed; its log was printed above
         ok, error = False, str(exc)
-    finally:
-        logging.getLogger().removeHandler(handler)
     total = time.perf_counter() - started
     runs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     tasks = []
-    for name, start in sorted(handler.starts.items(), key=lambda kv: kv[1]):
-        end, status = handler.ends.get(name, (time.time(), "UNFINISHED"))
+    for name, start in sorted(tee.starts.items(), key=lambda kv: kv[1]):
+        end, status = tee.ends.get(name, (time.time(), "UNFINISHED"))
         tasks.append(TaskTiming(name, end - start, tee.logic.get(name), status))
     return LocalRun(run_dir=os.path.join(root, runs[-1]) if runs else root, total_s=total,
                     tasks=tasks, ok=ok, error=_ANSI.sub("", error))

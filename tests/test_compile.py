@@ -43,7 +43,7 @@ def test_compile_writes_every_pipeline_and_component(compiled):
         assert f"components/{component}.yaml" in names
 
 
-@pytest.mark.parametrize("rel", ["pipelines/training_pipeline.yaml",
+@pytest.mark.parametrize("rel", ["pipelines/training_pipeline.yaml", "pipelines/data_pipeline.yaml",
                                  "pipelines/training_pipeline_gpu.yaml"])
 def test_pipeline_matches_golden_file(compiled, rel):
     out, _ = compiled

@@ -1,0 +1,431 @@
+"""Evaluate: TFMA on the raw eval rows, candidate against the production model.
+
+The candidate SavedModel and, when the push destination serves one, the production
+version are measured in one TFMA run on the same raw eval rows (serialized
+``tf.Example``s sent through each model's ``serving_default`` signature), overall and
+per slice. The result is ``evaluation.json`` (read by the gate), the TFMA output folder
+and an HTML report.
+
+A production version that is corrupt, or whose SavedModel does not load or answer, is
+recorded as baseline state ``unusable`` with what was found: it is never mistaken for
+"no production model yet".
+
+No kfp here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+
+from components.common import registry, report, storage, tfenv  # noqa: F401
+from components.common.errors import InputDataError, KfpCtError
+from components.common.problem import ProblemSpec, load_problem
+
+RAW_EVAL_FILE = "eval_raw.tfrecord"  # written by components/transform/logic.py
+EVALUATION_JSON = "evaluation.json"
+TFMA_DIR = "tfma"
+CANDIDATE = "candidate"
+BASELINE = "baseline"
+SIGNATURE = "serving_default"
+
+BASELINE_NONE = "none"
+BASELINE_OK = "ok"
+BASELINE_UNUSABLE = "unusable"
+
+PROBE_ROWS = 8
+DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=in_memory")
+
+# TFMA metric class -> the name we report (what thresholds refer to).
+_CLASSIFICATION_METRICS = {
+    "ExampleCount": "example_count",
+    "SparseCategoricalAccuracy": "accuracy",
+}
+_REGRESSION_METRICS = {
+    "ExampleCount": "example_count",
+    "MeanSquaredError": "mse",
+    "MeanAbsoluteError": "mae",
+}
+_CONFUSION_PLOT = "MultiClassConfusionMatrixPlot"
+
+
+class EvaluationError(KfpCtError):
+    """The candidate model, the eval rows or the slice request cannot be evaluated."""
+
+
+@dataclasses.dataclass
+class EvaluateResult:
+    task: str
+    label: str
+    candidate: dict  # {"overall": {metric: value}, "slices": {"feature=value": {...}}}
+    baseline: dict  # {"state", "version", "path", "detail", "overall"}
+    confusion_matrix: dict | None  # {"labels": [...], "matrix": [[...]]} (rows: actual)
+
+    def summary(self) -> dict:
+        return dict(self.candidate["overall"])
+
+    def to_dict(self) -> dict:
+        doc = {"task": self.task, "label": self.label, "candidate": self.candidate,
+               "baseline": self.baseline}
+        if self.confusion_matrix is not None:
+            doc["confusion_matrix"] = self.confusion_matrix
+        return doc
+
+
+# --------------------------------------------------------------------- model probe
+
+
+def _read_rows(path: str, n: int) -> list[bytes]:
+    import tensorflow as tf
+
+    return [r.numpy() for r in tf.data.TFRecordDataset(path).take(n)]
+
+
+def probe_model(model_dir: str, spec: ProblemSpec, rows: list[bytes]) -> list[str] | None:
+    """Loads the SavedModel and calls its serving signature on a few raw rows.
+
+    Returns the class vocabulary (classification) or None (regression). Raises
+    EvaluationError naming the path and what is wrong.
+    """
+    import tensorflow as tf
+
+    where = f"model {model_dir}"
+    if not os.path.isfile(os.path.join(model_dir, registry.SAVED_MODEL)):
+        raise EvaluationError(f"{where}: no {registry.SAVED_MODEL} in it (not a SavedModel)")
+    try:
+        loaded = tf.saved_model.load(model_dir)
+    except Exception as exc:  # corrupt protobuf, missing variables, unknown ops
+        raise EvaluationError(
+            f"{where}: the SavedModel does not load: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else ''}") from exc
+    signatures = getattr(loaded, "signatures", {})
+    if SIGNATURE not in signatures:
+        raise EvaluationError(
+            f"{where}: no {SIGNATURE!r} signature (found: {sorted(signatures) or 'none'}); "
+            f"evaluation needs {SIGNATURE} taking serialized tf.Examples")
+    fn = signatures[SIGNATURE]
+    inputs = fn.structured_input_signature[1]
+    if len(inputs) != 1 or next(iter(inputs.values())).dtype != tf.string:
+        described = {k: f"{v.dtype.name}{v.shape}" for k, v in inputs.items()}
+        raise EvaluationError(
+            f"{where}: {SIGNATURE} must take one string input (serialized tf.Examples), "
+            f"it takes {described}")
+    name = next(iter(inputs))
+    try:
+        outputs = fn(**{name: tf.constant(rows, dtype=tf.string)})
+    except Exception as exc:
+        raise EvaluationError(
+            f"{where}: {SIGNATURE} fails on raw eval rows: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else ''}") from exc
+    expected = ("scores", "classes") if spec.task == "classification" else ("outputs",)
+    missing = [k for k in expected if k not in outputs]
+    if missing:
+        raise EvaluationError(
+            f"{where}: {SIGNATURE} returns {sorted(outputs)}, a {spec.task} model must "
+            f"return {list(expected)}")
+    if spec.task != "classification":
+        return None
+    classes = outputs["classes"].numpy()
+    if classes.ndim != 2 or classes.shape[0] == 0:
+        raise EvaluationError(f"{where}: 'classes' has shape {classes.shape}, expected [N, C]")
+    return [c.decode() if isinstance(c, bytes) else str(c) for c in classes[0]]
+
+
+# -------------------------------------------------------------------------- TFMA
+
+
+def build_eval_config(spec: ProblemSpec, slices: list[str], with_baseline: bool):
+    import tensorflow_model_analysis as tfma
+
+    names = [CANDIDATE] + ([BASELINE] if with_baseline else [])
+    model_specs = [tfma.ModelSpec(name=n, label_key=spec.label, signature_name=SIGNATURE,
+                                  is_baseline=(n == BASELINE)) for n in names]
+    classes = _CLASSIFICATION_METRICS if spec.task == "classification" else _REGRESSION_METRICS
+    metrics = [tfma.MetricConfig(class_name=c) for c in classes]
+    if spec.task == "classification":
+        metrics.append(tfma.MetricConfig(class_name=_CONFUSION_PLOT))
+    slicing = [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[f]) for f in slices]
+    return tfma.EvalConfig(
+        model_specs=model_specs,
+        metrics_specs=[tfma.MetricsSpec(metrics=metrics, model_names=names)],
+        slicing_specs=slicing)
+
+
+def _run_tfma(spec, slices, data_path, models: dict[str, str], out: str, beam_args):
+    import tensorflow_model_analysis as tfma
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    config = build_eval_config(spec, slices, with_baseline=BASELINE in models)
+    shared = [tfma.default_eval_shared_model(eval_saved_model_path=path, eval_config=config,
+                                             model_name=name, include_default_metrics=False)
+              for name, path in models.items()]
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    tfma.run_model_analysis(
+        eval_shared_model=shared if len(shared) > 1 else shared[0], eval_config=config,
+        data_location=data_path, output_path=out,
+        pipeline_options=PipelineOptions(list(beam_args or DEFAULT_BEAM_ARGS)))
+
+
+def _slice_name(slice_key) -> str:
+    parts = []
+    for key in slice_key.single_slice_keys:
+        kind = key.WhichOneof("kind")
+        value = getattr(key, kind) if kind else ""
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        elif isinstance(value, float) and value.is_integer():
+            value = int(value)
+        parts.append(f"{key.column}={value}")
+    return ",".join(parts)  # "" is the overall slice
+
+
+def _model_of(name: str, models: list[str]) -> str | None:
+    if name in models:
+        return name
+    return CANDIDATE if len(models) == 1 else None  # one model: keys may be unnamed
+
+
+def _read_metrics(out: str, spec: ProblemSpec, models: list[str]) -> dict:
+    """{model: {slice_name: {metric: value}}} for the metrics we configured."""
+    import tensorflow_model_analysis as tfma
+
+    wanted = set((_CLASSIFICATION_METRICS if spec.task == "classification"
+                  else _REGRESSION_METRICS).values())
+    rename = {"sparse_categorical_accuracy": "accuracy", "mean_squared_error": "mse",
+              "mean_absolute_error": "mae"}
+    found: dict = {m: {} for m in models}
+    for record in tfma.load_metrics(out):
+        slice_name = _slice_name(record.slice_key)
+        for kv in record.metric_keys_and_values:
+            key = kv.key
+            if key.is_diff or key.HasField("sub_key"):
+                continue
+            model = _model_of(key.model_name, models)
+            name = rename.get(key.name, key.name)
+            if model is None or name not in wanted or not kv.value.HasField("double_value"):
+                continue
+            value = float(kv.value.double_value.value)
+            if name == "example_count":
+                value = int(round(value))
+            found[model].setdefault(slice_name, {})[name] = value
+    for per_slice in found.values():
+        for metrics in per_slice.values():
+            if "mse" in metrics:
+                metrics["rmse"] = math.sqrt(max(metrics["mse"], 0.0))
+    return found
+
+
+def _read_confusion(out: str, models: list[str], sizes: dict[str, int]) -> dict:
+    """{model: {slice_name: matrix (rows actual, cols predicted)}}."""
+    import tensorflow_model_analysis as tfma
+
+    found: dict = {m: {} for m in models}
+    for record in tfma.load_plots(out):
+        slice_name = _slice_name(record.slice_key)
+        for kv in record.plot_keys_and_values:
+            model = _model_of(kv.key.model_name, models)
+            if model is None or not kv.value.HasField("multi_class_confusion_matrix_at_thresholds"):
+                continue
+            n = sizes[model]
+            matrix = [[0] * n for _ in range(n)]
+            matrices = kv.value.multi_class_confusion_matrix_at_thresholds.matrices
+            for entry in (matrices[0].entries if matrices else []):
+                a, p = entry.actual_class_id, entry.predicted_class_id
+                if 0 <= a < n and 0 <= p < n:
+                    matrix[a][p] += int(round(entry.num_weighted_examples))
+            found[model][slice_name] = matrix
+    return found
+
+
+def macro_precision_recall(matrix: list[list[int]]) -> dict:
+    """Macro precision over predicted classes, macro recall over present classes."""
+    n = len(matrix)
+    precisions = [matrix[c][c] / col for c in range(n)
+                  if (col := sum(matrix[r][c] for r in range(n)))]
+    recalls = [matrix[c][c] / row for c in range(n) if (row := sum(matrix[c]))]
+    out = {}
+    if precisions:
+        out["macro_precision"] = sum(precisions) / len(precisions)
+    if recalls:
+        out["macro_recall"] = sum(recalls) / len(recalls)
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _split_slices(per_slice: dict) -> tuple[dict, dict]:
+    overall = per_slice.get("", {})
+    slices = {k: v for k, v in sorted(per_slice.items()) if k}
+    return overall, slices
+
+
+def _baseline_record(state: str, info, detail: str, overall=None) -> dict:
+    return {"state": state, "version": info.version if info else None,
+            "path": info.path if info else None, "detail": detail, "overall": overall}
+
+
+def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destination: str,
+                 output_dir: str, report_path: str, slices: list[str] | None = None,
+                 beam_args: list[str] | None = None) -> EvaluateResult:
+    """Evaluates the candidate (and the production baseline) on the raw eval rows.
+
+    Args:
+        model_dir: The candidate SavedModel (serving_default over serialized tf.Examples).
+        raw_eval_dir: Folder holding eval_raw.tfrecord (raw rows with the label).
+        problem: The problem spec, inline JSON or a path.
+        push_destination: The serving model base; "" means no baseline is looked up.
+        output_dir: Receives evaluation.json and the TFMA output (tfma/).
+        report_path: Where the HTML report is written.
+        slices: Raw column names; metrics are also computed per value of each.
+        beam_args: Beam pipeline options for TFMA (default: in-memory DirectRunner).
+    """
+    spec = load_problem(problem)
+    slices = list(dict.fromkeys(slices or []))
+    unknown = [s for s in slices if s not in spec.required_columns]
+    if unknown:
+        raise EvaluationError(
+            f"cannot slice by {unknown}: not a raw column of the problem; raw columns: "
+            f"{list(spec.required_columns)}")
+    data_uri = storage.join(raw_eval_dir, RAW_EVAL_FILE)
+    if not storage.exists(data_uri):
+        raise InputDataError(
+            f"no raw eval rows at {data_uri}: expected the transform step's {RAW_EVAL_FILE}")
+
+    with contextlib.ExitStack() as stack:
+        work = stack.enter_context(tempfile.TemporaryDirectory(prefix="kfp-ct-evaluate-"))
+        data_path = stack.enter_context(storage.local_copy(data_uri))
+        rows = _read_rows(data_path, PROBE_ROWS)
+        if not rows:
+            raise InputDataError(f"{data_uri} holds no rows: nothing to evaluate")
+        candidate_dir = stack.enter_context(storage.local_copy(model_dir))
+        classes = {CANDIDATE: probe_model(candidate_dir, spec, rows)}
+
+        models = {CANDIDATE: candidate_dir}
+        info = registry.production(push_destination) if push_destination else None
+        if not push_destination:
+            baseline = _baseline_record(BASELINE_NONE, None, "no push destination given")
+        elif info is None:
+            baseline = _baseline_record(
+                BASELINE_NONE, None, f"no production model at {push_destination}: first push")
+        elif info.state != registry.COMPLETE:
+            baseline = _baseline_record(
+                BASELINE_UNUSABLE, info,
+                f"production version {info.version} at {info.path} is {info.state}: "
+                f"{info.detail}")
+        else:
+            try:
+                baseline_dir = stack.enter_context(storage.local_copy(info.path))
+                classes[BASELINE] = probe_model(baseline_dir, spec, rows)
+                models[BASELINE] = baseline_dir
+                baseline = _baseline_record(BASELINE_OK, info, f"production version "
+                                            f"{info.version} at {info.path}")
+            except KfpCtError as exc:
+                baseline = _baseline_record(
+                    BASELINE_UNUSABLE, info,
+                    f"production version {info.version} at {info.path} cannot be "
+                    f"evaluated: {exc}")
+
+        local_out = output_dir
+        if storage.is_gcs(output_dir):
+            local_out = os.path.join(work, "out")
+        tfma_out = os.path.join(local_out, TFMA_DIR)
+        os.makedirs(local_out, exist_ok=True)
+        try:
+            _run_tfma(spec, slices, data_path, models, tfma_out, beam_args)
+        except Exception as exc:
+            if BASELINE not in models:
+                raise EvaluationError(
+                    f"TFMA failed on model {model_dir} with rows {data_uri}: "
+                    f"{type(exc).__name__}: {exc}") from exc
+            # The pair failed: measure the candidate alone; the baseline is unusable.
+            models.pop(BASELINE)
+            baseline = _baseline_record(
+                BASELINE_UNUSABLE, info,
+                f"production version {info.version} at {info.path} fails in TFMA: "
+                f"{type(exc).__name__}: {str(exc)[:300]}")
+            try:
+                _run_tfma(spec, slices, data_path, models, tfma_out, beam_args)
+            except Exception as exc2:
+                raise EvaluationError(
+                    f"TFMA failed on model {model_dir} with rows {data_uri}: "
+                    f"{type(exc2).__name__}: {exc2}") from exc2
+
+        names = list(models)
+        metrics = _read_metrics(tfma_out, spec, names)
+        confusion_doc = None
+        if spec.task == "classification":
+            confusion = _read_confusion(tfma_out, names, {m: len(classes[m]) for m in names})
+            for model in names:
+                for slice_name, matrix in confusion[model].items():
+                    metrics[model].setdefault(slice_name, {}).update(
+                        macro_precision_recall(matrix))
+            if "" in confusion[CANDIDATE]:
+                confusion_doc = {"labels": classes[CANDIDATE],
+                                 "matrix": confusion[CANDIDATE][""]}
+        overall, by_slice = _split_slices(metrics[CANDIDATE])
+        if not overall:
+            raise EvaluationError(f"TFMA wrote no overall metrics for {model_dir} in {tfma_out}")
+        if BASELINE in models:
+            baseline["overall"] = _split_slices(metrics[BASELINE])[0]
+
+        result = EvaluateResult(task=spec.task, label=spec.label,
+                                candidate={"overall": overall, "slices": by_slice},
+                                baseline=baseline, confusion_matrix=confusion_doc)
+        with open(os.path.join(local_out, EVALUATION_JSON), "w") as fh:
+            json.dump(result.to_dict(), fh, indent=2, sort_keys=True)
+        if local_out != output_dir:
+            storage.upload_tree(local_out, output_dir, last=(EVALUATION_JSON,))
+    storage.write_text(report_path, render_report(result, model_dir))
+    return result
+
+
+# ------------------------------------------------------------------------- report
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def render_report(result: EvaluateResult, model_dir: str = "") -> str:
+    base = result.baseline
+    base_overall = base.get("overall") or {}
+    rows = []
+    for name, value in result.candidate["overall"].items():
+        other = base_overall.get(name)
+        delta = (value - other) if isinstance(other, (int, float)) else None
+        rows.append([name, _fmt(value), _fmt(other),
+                     (f"{delta:+.4f}" if isinstance(delta, float) else _fmt(delta))])
+    state_css = {"ok": "ok", "unusable": "bad"}.get(base["state"], "")
+    sections = [
+        f"<p>Task: {report.esc(result.task)}; label: {report.esc(result.label)}; "
+        f"candidate: {report.esc(model_dir)}</p>",
+        f"<p>Baseline: <span class='{state_css}'>{report.esc(base['state'])}</span>"
+        f" &mdash; {report.esc(base['detail'])}</p>",
+        "<h3>Overall</h3>",
+        report.table(["metric", "candidate", "baseline", "delta"], rows),
+    ]
+    slices = result.candidate["slices"]
+    if slices:
+        names = sorted({m for v in slices.values() for m in v})
+        sections += ["<h3>Slices (candidate)</h3>",
+                     report.table(["slice"] + names,
+                                  [[k] + [_fmt(v.get(m)) for m in names]
+                                   for k, v in slices.items()])]
+    cm = result.confusion_matrix
+    if cm:
+        sections += ["<h3>Confusion matrix (rows: actual, columns: predicted)</h3>",
+                     report.table(["actual \\ predicted"] + cm["labels"],
+                                  [[label] + row for label, row in zip(cm["labels"],
+                                                                         cm["matrix"])])]
+    return report.page("Evaluation: candidate vs production", *sections)

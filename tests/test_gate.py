@@ -1,0 +1,218 @@
+"""The gate's decisions, as a table of scenarios, and the files run_gate writes."""
+
+import json
+import os
+
+import pytest
+
+from components.common.errors import KfpCtError
+from components.gate import logic as gate
+from components.gate.logic import BLESSED, NOT_BLESSED, GateConfigError, decide, run_gate
+
+
+def evaluation(candidate: dict, baseline: dict | None = None, state: str | None = None,
+               detail: str = "") -> dict:
+    if state is None:
+        state = "ok" if baseline is not None else "none"
+    if state == "none" and not detail:
+        detail = "no production model at /models/penguins: first push"
+    return {
+        "task": "classification", "label": "species",
+        "candidate": {"overall": candidate, "slices": {}},
+        "baseline": {"state": state, "version": 3 if state != "none" else None,
+                     "path": "/models/penguins/3" if state != "none" else None,
+                     "detail": detail, "overall": baseline},
+    }
+
+
+HIB = {"higher_is_better": True}
+LIB = {"higher_is_better": False}
+
+CASES = [
+    # id, evaluation, thresholds, blessed, verdicts (in check order)
+    ("value_min_pass", evaluation({"accuracy": 0.95}),
+     {"value": {"accuracy": {"min": 0.9}}}, True, ["pass"]),
+    ("value_min_fail", evaluation({"accuracy": 0.85}),
+     {"value": {"accuracy": {"min": 0.9}}}, False, ["fail"]),
+    ("value_min_tie_passes", evaluation({"accuracy": 0.9}),
+     {"value": {"accuracy": {"min": 0.9}}}, True, ["pass"]),
+    ("value_max_fail", evaluation({"loss": 0.7}),
+     {"value": {"loss": {"max": 0.5}}}, False, ["fail"]),
+    ("value_max_tie_passes", evaluation({"loss": 0.5}),
+     {"value": {"loss": {"max": 0.5}}}, True, ["pass"]),
+    ("value_min_and_max", evaluation({"mse": 2.0}),
+     {"value": {"mse": {"min": 0.0, "max": 1.0}}}, False, ["fail"]),
+    ("change_higher_better_improves", evaluation({"accuracy": 0.92}, {"accuracy": 0.90}),
+     {"change": {"accuracy": {**HIB, "absolute": 0.0}}}, True, ["pass"]),
+    ("change_higher_better_worse_fails", evaluation({"accuracy": 0.88}, {"accuracy": 0.90}),
+     {"change": {"accuracy": {**HIB, "absolute": 0.0}}}, False, ["fail"]),
+    ("change_tie_passes", evaluation({"accuracy": 0.9}, {"accuracy": 0.9}),
+     {"change": {"accuracy": {**HIB, "absolute": 0.0, "relative": 0.0}}}, True, ["pass"]),
+    ("change_small_drop_allowed", evaluation({"accuracy": 0.895}, {"accuracy": 0.90}),
+     {"change": {"accuracy": {**HIB, "absolute": -0.01}}}, True, ["pass"]),
+    ("change_big_drop_rejected", evaluation({"accuracy": 0.85}, {"accuracy": 0.90}),
+     {"change": {"accuracy": {**HIB, "absolute": -0.01}}}, False, ["fail"]),
+    ("change_relative_drop_allowed", evaluation({"accuracy": 0.89}, {"accuracy": 0.90}),
+     {"change": {"accuracy": {**HIB, "relative": -0.02}}}, True, ["pass"]),
+    ("change_relative_drop_rejected", evaluation({"accuracy": 0.87}, {"accuracy": 0.90}),
+     {"change": {"accuracy": {**HIB, "relative": -0.02}}}, False, ["fail"]),
+    ("change_absolute_ok_relative_fails", evaluation({"mae": 0.11}, {"mae": 0.10}),
+     {"change": {"mae": {**LIB, "absolute": -0.02, "relative": -0.05}}}, False, ["fail"]),
+    ("change_lower_better_improves", evaluation({"mse": 0.8}, {"mse": 1.0}),
+     {"change": {"mse": {**LIB, "absolute": 0.0}}}, True, ["pass"]),
+    ("change_lower_better_worse_fails", evaluation({"mse": 1.2}, {"mse": 1.0}),
+     {"change": {"mse": {**LIB, "absolute": 0.0}}}, False, ["fail"]),
+    ("change_lower_better_relative_allowance", evaluation({"mse": 1.04}, {"mse": 1.0}),
+     {"change": {"mse": {**LIB, "relative": -0.05}}}, True, ["pass"]),
+    ("change_must_improve", evaluation({"accuracy": 0.9}, {"accuracy": 0.9}),
+     {"change": {"accuracy": {**HIB, "absolute": 0.01}}}, False, ["fail"]),
+    ("first_run_skips_change", evaluation({"accuracy": 0.95}),
+     {"value": {"accuracy": {"min": 0.9}},
+      "change": {"accuracy": {**HIB, "absolute": 0.0}}}, True, ["pass", "skipped"]),
+    ("first_run_value_still_applies", evaluation({"accuracy": 0.5}),
+     {"value": {"accuracy": {"min": 0.9}},
+      "change": {"accuracy": {**HIB, "absolute": 0.0}}}, False, ["fail", "skipped"]),
+    ("unusable_baseline_rejects",
+     evaluation({"accuracy": 0.99}, None, state="unusable",
+                detail="production version 3 at /models/penguins/3 is corrupt: bad pb"),
+     {"value": {"accuracy": {"min": 0.9}}, "change": {"accuracy": {**HIB, "absolute": 0.0}}},
+     False, ["pass", "fail", "skipped"]),
+    ("unusable_baseline_rejects_without_thresholds",
+     evaluation({"accuracy": 0.99}, None, state="unusable", detail="version 3 corrupt"),
+     {}, False, ["fail"]),
+    ("unknown_value_metric_fails", evaluation({"accuracy": 0.95}),
+     {"value": {"auc": {"min": 0.9}}}, False, ["fail"]),
+    ("unknown_change_metric_fails", evaluation({"accuracy": 0.95}, {"accuracy": 0.9}),
+     {"change": {"auc": {**HIB, "absolute": 0.0}}}, False, ["fail"]),
+    ("no_thresholds_blesses", evaluation({"accuracy": 0.1}), {}, True, []),
+    ("thresholds_as_json_text", evaluation({"accuracy": 0.95}),
+     '{"value": {"accuracy": {"min": 0.9}}}', True, ["pass"]),
+]
+
+
+@pytest.mark.parametrize("ev,thresholds,blessed,verdicts",
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_decision_table(ev, thresholds, blessed, verdicts):
+    result = decide(ev, thresholds)
+    assert [c["verdict"] for c in result.checks] == verdicts, result.checks
+    assert result.blessed is blessed
+    for check in result.checks:
+        assert set(check) == {"kind", "metric", "threshold", "candidate", "baseline",
+                              "verdict", "reason"}
+        assert check["reason"]
+
+
+def test_first_run_note_names_destination():
+    result = decide(evaluation({"accuracy": 0.95}),
+                    {"change": {"accuracy": {**HIB, "absolute": 0.0}}})
+    assert result.notes == [
+        "no production model at /models/penguins: first push, change thresholds skipped"]
+
+
+def test_first_run_note_keeps_a_gs_destination_whole():
+    ev = evaluation({"accuracy": 0.95},
+                    detail="no production model at gs://bucket/models: first push")
+    result = decide(ev, {"change": {"accuracy": {**HIB, "absolute": 0.0}}})
+    assert result.notes == [
+        "no production model at gs://bucket/models: first push, change thresholds skipped"]
+    assert "(1 skipped)" in gate.render_markdown(result)
+
+
+def test_unusable_reason_quotes_detail():
+    detail = "production version 3 at /models/penguins/3 is corrupt: bad pb"
+    result = decide(evaluation({"accuracy": 0.99}, None, state="unusable", detail=detail), {})
+    (check,) = result.checks
+    assert check["verdict"] == "fail" and detail in check["reason"]
+
+
+def test_unknown_metric_reason_lists_available():
+    result = decide(evaluation({"accuracy": 0.95, "example_count": 69}),
+                    {"value": {"auc": {"min": 0.9}}})
+    reason = result.checks[0]["reason"]
+    assert "'auc'" in reason and "accuracy" in reason and "example_count" in reason
+
+
+def test_change_check_records_both_values():
+    result = decide(evaluation({"accuracy": 0.88}, {"accuracy": 0.9}),
+                    {"change": {"accuracy": {**HIB, "absolute": -0.01}}})
+    check = result.checks[0]
+    assert (check["candidate"], check["baseline"]) == (0.88, 0.9)
+    assert "regression" in check["reason"] and "absolute" in check["reason"]
+
+
+BAD_CONFIGS = [
+    ("not_json", "{value:", "not valid JSON"),
+    ("not_object", "[1, 2]", "expected a JSON object"),
+    ("unknown_section", {"values": {}}, "unknown section"),
+    ("section_not_object", {"value": [1]}, "'value' must be an object"),
+    ("bounds_not_object", {"value": {"accuracy": 0.9}}, "value.accuracy must be an object"),
+    ("unknown_bound", {"value": {"accuracy": {"minimum": 0.9}}}, "unknown key"),
+    ("empty_bounds", {"value": {"accuracy": {}}}, "needs 'min'"),
+    ("non_number", {"value": {"accuracy": {"min": "0.9"}}}, "finite number"),
+    ("bool_number", {"value": {"accuracy": {"min": True}}}, "finite number"),
+    ("min_above_max", {"value": {"accuracy": {"min": 0.9, "max": 0.5}}}, "above max"),
+    ("change_without_bound", {"change": {"accuracy": {"higher_is_better": True}}},
+     "needs 'absolute'"),
+    ("hib_not_bool", {"change": {"accuracy": {"higher_is_better": "yes", "absolute": 0}}},
+     "true or false"),
+]
+
+
+@pytest.mark.parametrize("config,message", [c[1:] for c in BAD_CONFIGS],
+                         ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_is_a_clear_error(config, message):
+    with pytest.raises(GateConfigError, match=message):
+        decide(evaluation({"accuracy": 0.9}), config)
+    assert issubclass(GateConfigError, KfpCtError)
+
+
+def _write_evaluation(folder, doc):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "evaluation.json"), "w") as fh:
+        json.dump(doc, fh)
+
+
+@pytest.mark.parametrize("accuracy,blessed", [(0.95, True), (0.5, False)])
+def test_run_gate_writes_marker_json_and_report(tmp_path, accuracy, blessed):
+    _write_evaluation(tmp_path / "ev", evaluation({"accuracy": accuracy}, {"accuracy": 0.9}))
+    out, report = tmp_path / "blessing", tmp_path / "report.md"
+    thresholds = json.dumps({"value": {"accuracy": {"min": 0.9}},
+                             "change": {"accuracy": {**HIB, "absolute": -0.01}}})
+    result = run_gate(str(tmp_path / "ev"), thresholds, str(out), str(report))
+    assert result.blessed is blessed
+    marker = BLESSED if blessed else NOT_BLESSED
+    assert sorted(os.listdir(out)) == sorted([marker, "blessing.json"])
+    doc = json.loads((out / "blessing.json").read_text())
+    assert doc["blessed"] is blessed and doc["decision"] == marker
+    assert [c["metric"] for c in doc["checks"]] == ["accuracy", "accuracy"]
+    text = report.read_text()
+    assert text.splitlines()[2].startswith(f"**{marker}**")
+    assert "| metric |" in text.replace("| kind | metric |", "| metric |")
+    assert text.count("| value | accuracy |") == 1
+
+
+def test_run_gate_replaces_a_stale_marker(tmp_path):
+    _write_evaluation(tmp_path / "ev", evaluation({"accuracy": 0.5}))
+    out = tmp_path / "blessing"
+    out.mkdir()
+    (out / BLESSED).write_text("")
+    run_gate(str(tmp_path / "ev"), '{"value": {"accuracy": {"min": 0.9}}}', str(out),
+             str(tmp_path / "r.md"))
+    assert not (out / BLESSED).exists() and (out / NOT_BLESSED).exists()
+
+
+def test_run_gate_without_evaluation_is_a_clear_error(tmp_path):
+    with pytest.raises(KfpCtError, match="no evaluation.json"):
+        run_gate(str(tmp_path), "{}", str(tmp_path / "b"), str(tmp_path / "r.md"))
+
+
+def test_gate_module_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, components.gate.logic; "
+            "print(any(m.split('.')[0] in ('tensorflow', 'kfp') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         check=True)
+    assert out.stdout.strip() == "False"
