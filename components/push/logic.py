@@ -1,0 +1,262 @@
+"""Push: publish a blessed model to the TF Serving model base, after a serving check.
+
+Decision, in order:
+
+1. Not blessed (``NOT_BLESSED`` marker, or no marker at all) -> nothing is pushed;
+   ``<pushed_dir>/push.json`` says why and a ``NOT_PUSHED`` marker is written.
+2. Blessed -> the model is copied to a staging folder and checked in a fresh process
+   (``python -m components.push.canary``) on real raw eval rows. A model that does not
+   load or answer raises :class:`KfpCtError`; nothing is pushed.
+3. Warmup requests are written into the staged copy's ``assets.extra/``, and the copy is
+   published with :func:`components.common.registry.publish` (atomic: rename locally,
+   ``saved_model.pb`` last on gs://), with its audit record and the files needed to
+   roll back and check drift. ``push.json`` names the version; a ``PUSHED`` marker.
+
+No kfp here; TensorFlow only in the canary subprocess and for the warmup file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from components.common import registry, storage
+from components.common.errors import KfpCtError, StorageError
+
+BLESSED = "BLESSED"  # written by the gate
+NOT_BLESSED = "NOT_BLESSED"
+BLESSING_JSON = "blessing.json"
+EVALUATION_JSON = "evaluation.json"
+FEATURE_STATS = "FeatureStats.pb"
+SCHEMA_FILE = "schema.pbtxt"
+RAW_EVAL_FILE = "eval_raw.tfrecord"  # components.transform.logic.RAW_EVAL_FILE
+
+PUSHED = "PUSHED"
+NOT_PUSHED = "NOT_PUSHED"
+PUSH_JSON = "push.json"
+
+GIT_COMMIT_ENV = "KFP_CT_GIT_COMMIT"
+CANARY_TIMEOUT_S = 600
+
+
+@dataclasses.dataclass
+class PushResult:
+    pushed: bool
+    version: int | None = None
+    path: str = ""
+    reason: str = ""
+    destination: str = ""
+    canary: dict | None = None
+
+    def summary(self) -> dict:
+        out = {"pushed": self.pushed, "destination": self.destination}
+        if self.pushed:
+            out.update(version=self.version, path=self.path)
+            if self.canary:
+                out["canary_latency_ms_p50"] = self.canary.get("latency_ms_p50")
+        else:
+            out["reason"] = self.reason
+        return out
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def _read_json(path: str) -> dict | None:
+    if not path or not storage.exists(path):
+        return None
+    try:
+        data = json.loads(storage.read_text(path))
+    except ValueError as exc:
+        raise KfpCtError(f"{path} is not valid JSON: {exc}") from None
+    return data if isinstance(data, dict) else None
+
+
+def check_blessing(blessing_dir: str) -> tuple[bool, str, dict | None]:
+    """(blessed, reason, blessing.json content) from the gate's output folder."""
+    record = _read_json(storage.join(blessing_dir, BLESSING_JSON)) if blessing_dir else None
+    if blessing_dir and storage.exists(storage.join(blessing_dir, NOT_BLESSED)):
+        failed = [c for c in (record or {}).get("checks", []) or []
+                  if isinstance(c, dict) and c.get("verdict") == "fail"]
+        detail = "; ".join(str(c.get("reason") or f"{c.get('kind')} {c.get('metric')}")
+                           for c in failed)
+        return False, "model is NOT_BLESSED by the gate" + (f": {detail}" if detail else ""), record
+    if blessing_dir and storage.exists(storage.join(blessing_dir, BLESSED)):
+        return True, "", record
+    return False, (f"no blessing marker in {blessing_dir or '(no blessing dir given)'} "
+                   f"(expected {BLESSED} or {NOT_BLESSED}): treated as not blessed"), record
+
+
+def _write_outcome(pushed_dir: str, record: dict, marker: str) -> None:
+    storage.write_text(storage.join(pushed_dir, PUSH_JSON),
+                       json.dumps(record, indent=2, sort_keys=True) + "\n")
+    text = record.get("reason") or record.get("path") or ""
+    storage.write_text(storage.join(pushed_dir, marker), str(text) + "\n")
+
+
+def _check_destination(base: str) -> None:
+    """Fails early, naming ``base``, when a local destination cannot be written."""
+    if storage.is_gcs(base):
+        return
+    try:
+        os.makedirs(base, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"Cannot push to {base}: cannot create the directory "
+                           f"({exc.strerror or exc})") from exc
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise StorageError(f"Cannot push to {base}: directory is not writable")
+
+
+def run_canary_subprocess(model_dir: str, examples_path: str, n: int,
+                          timeout_s: int = CANARY_TIMEOUT_S) -> dict:
+    """Runs ``components.push.canary`` in a fresh Python; returns its JSON result.
+
+    Raises:
+        KfpCtError: the canary reports a failure, crashes, or times out.
+    """
+    env = dict(os.environ)
+    env.setdefault("TF_USE_LEGACY_KERAS", "1")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    cmd = [sys.executable, "-m", "components.push.canary", model_dir, examples_path, str(n)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise KfpCtError(f"Serving check failed for {model_dir}: no answer within "
+                         f"{timeout_s} s") from None
+    result = None
+    for line in reversed(proc.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                result = json.loads(line)
+            except ValueError:
+                continue
+            break
+    if result is None:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        raise KfpCtError(f"Serving check failed for {model_dir}: the canary process exited "
+                         f"with {proc.returncode} without a result ({tail})")
+    if not result.get("ok") or proc.returncode != 0:
+        raise KfpCtError(f"Serving check failed for {model_dir}: "
+                         f"{result.get('error', 'exit status %d' % proc.returncode)}")
+    return result
+
+
+def _problem_text(problem: str) -> str:
+    text = (problem or "").strip()
+    if text and not text.startswith("{"):
+        text = storage.read_text(text)
+    return text
+
+
+def _code_version() -> dict:
+    import components
+
+    return {"kfp_ct": components.__version__, "git_commit": os.environ.get(GIT_COMMIT_ENV, "")}
+
+
+def _extra_file(extra: dict, name: str, directory: str, filename: str) -> None:
+    if directory:
+        path = storage.join(directory, filename)
+        if storage.exists(path):
+            extra[name] = storage.read_bytes(path)
+
+
+# --------------------------------------------------------------------------- push
+
+
+def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_dir: str,
+             pushed_dir: str, statistics_dir: str = "", schema_dir: str = "",
+             problem: str = "", evaluation_dir: str = "", run_info: dict | None = None,
+             canary_rows: int = 16) -> PushResult:
+    """Pushes a blessed model to ``push_destination`` as a new version.
+
+    Args:
+        model_dir: The candidate SavedModel (local or gs://).
+        blessing_dir: The gate's output (BLESSED / NOT_BLESSED marker, blessing.json).
+        push_destination: The TF Serving model base, local path or gs://.
+        raw_eval_dir: Holds eval_raw.tfrecord (serialized raw tf.Examples).
+        pushed_dir: Where push.json and the PUSHED / NOT_PUSHED marker go.
+        statistics_dir, schema_dir, evaluation_dir: Kept with the version when present.
+        problem: The problem spec (inline JSON or a path), kept with the version.
+        run_info: The parent run (e.g. run id, task name), kept with the version.
+        canary_rows: How many eval rows the serving check and warmup requests use.
+
+    Returns:
+        A PushResult; ``pushed`` is False (with ``reason``) for a model not blessed.
+
+    Raises:
+        KfpCtError: the serving check failed or the destination cannot be written;
+            nothing is published then.
+    """
+    blessed, reason, blessing = check_blessing(blessing_dir)
+    if not blessed:
+        _write_outcome(pushed_dir, {"pushed": False, "reason": reason,
+                                    "destination": push_destination}, NOT_PUSHED)
+        print(f"[kfp-ct] push: not pushed: {reason}")
+        return PushResult(pushed=False, reason=reason, destination=push_destination)
+
+    _check_destination(push_destination)
+    raw_eval = storage.join(raw_eval_dir, RAW_EVAL_FILE)
+    if not storage.exists(raw_eval):
+        raise KfpCtError(f"Cannot check the model before pushing: no eval rows at {raw_eval}")
+    evaluation = _read_json(storage.join(evaluation_dir, EVALUATION_JSON)) \
+        if evaluation_dir else None
+
+    work = tempfile.mkdtemp(prefix="kfp-ct-push-")
+    try:
+        staged = os.path.join(work, "model")
+        storage.download(model_dir, staged)
+        if not os.path.isfile(os.path.join(staged, registry.SAVED_MODEL)):
+            raise KfpCtError(f"Cannot push {model_dir}: no {registry.SAVED_MODEL} in it "
+                             "(not a SavedModel)")
+        local_eval = raw_eval
+        if storage.is_gcs(raw_eval):
+            local_eval = storage.download(raw_eval, os.path.join(work, RAW_EVAL_FILE))
+        canary = run_canary_subprocess(staged, local_eval, canary_rows)
+
+        from components.push import canary as canary_lib
+
+        records = canary_lib.read_records(local_eval, canary_rows)
+        model_name = os.path.basename(push_destination.rstrip("/")) or "model"
+        canary_lib.write_warmup_requests(staged, records, model_name=model_name)
+
+        metrics = ((evaluation or {}).get("candidate") or {}).get("overall") or {}
+        metadata = {
+            "metrics": metrics,
+            "blessing": {"blessed": True,
+                         "checks": (blessing or {}).get("checks", []),
+                         "notes": (blessing or {}).get("notes", [])},
+            "problem": _problem_text(problem),
+            "code_version": _code_version(),
+            "parent_run": dict(run_info or {}),
+            "source_model_dir": model_dir,
+            "created_at": datetime.datetime.now(datetime.timezone.utc)
+                                  .isoformat(timespec="seconds"),
+            "serving_check": canary,
+        }
+        extra: dict[str, bytes] = {}
+        _extra_file(extra, "statistics.pb", statistics_dir, FEATURE_STATS)
+        _extra_file(extra, "schema.pbtxt", schema_dir, SCHEMA_FILE)
+        _extra_file(extra, "evaluation.json", evaluation_dir, EVALUATION_JSON)
+        _extra_file(extra, "blessing.json", blessing_dir, BLESSING_JSON)
+        if metadata["problem"]:
+            extra["problem.json"] = metadata["problem"].encode()
+
+        info = registry.publish(push_destination, staged, metadata, extra)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    record = {"pushed": True, "version": info.version, "path": info.path,
+              "destination": push_destination}
+    _write_outcome(pushed_dir, record, PUSHED)
+    print(f"[kfp-ct] push: pushed version {info.version} to {info.path}")
+    return PushResult(pushed=True, version=info.version, path=info.path,
+                      destination=push_destination, canary=canary)

@@ -1,0 +1,302 @@
+"""components.push: serving check, warmup requests and publish to the model base."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from components.common import tfenv  # noqa: F401  (before TensorFlow loads)
+from components.common import registry, storage
+from components.common.errors import KfpCtError, StorageError
+from components.push import canary as canary_lib
+from components.push import logic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROBLEM = os.path.join(ROOT, "pipelines", "penguins", "problem.json")
+PADDING_BYTES = 256 << 20
+
+
+# ----------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small real penguins run: raw eval rows and a SavedModel (100 steps)."""
+    from components.train.logic import run_train
+    from components.transform.logic import run_transform
+
+    root = tmp_path_factory.mktemp("penguins")
+    graph, examples, raw, model = (str(root / n) for n in ("graph", "examples", "raw", "model"))
+    run_transform("bundled:penguins", PROBLEM, graph, examples, raw)
+    run_train(graph, examples, PROBLEM, model, train_steps=100)
+    return {"model": model, "raw": raw}
+
+
+@pytest.fixture
+def upstream(tmp_path):
+    """Gate, evaluate and validate outputs as the pipeline would hand them over."""
+    dirs = {n: tmp_path / n for n in ("blessing", "evaluation", "statistics", "schema")}
+    for d in dirs.values():
+        d.mkdir()
+    (dirs["blessing"] / "BLESSED").write_text("")
+    (dirs["blessing"] / "blessing.json").write_text(json.dumps({
+        "blessed": True, "notes": ["first push: change checks skipped"],
+        "checks": [{"kind": "value", "metric": "accuracy", "threshold": ">= 0.5",
+                    "candidate": 0.97, "baseline": None, "verdict": "pass"}]}))
+    (dirs["evaluation"] / "evaluation.json").write_text(json.dumps(
+        {"candidate": {"overall": {"accuracy": 0.97, "loss": 0.1}}}))
+    (dirs["statistics"] / "FeatureStats.pb").write_bytes(b"\x0a\x03stats")
+    (dirs["schema"] / "schema.pbtxt").write_text('feature { name: "island" }\n')
+    return {k: str(v) for k, v in dirs.items()}
+
+
+def push(trained, upstream, base, pushed_dir, **kw):
+    args = dict(model_dir=trained["model"], blessing_dir=upstream["blessing"],
+                push_destination=base, raw_eval_dir=trained["raw"], pushed_dir=str(pushed_dir),
+                statistics_dir=upstream["statistics"], schema_dir=upstream["schema"],
+                problem=PROBLEM, evaluation_dir=upstream["evaluation"],
+                run_info={"run_id": "run-123", "task": "push"}, canary_rows=8)
+    args.update(kw)
+    return logic.run_push(**args)
+
+
+def float_model(path):
+    """A tiny SavedModel whose serving_default wants floats, not serialized examples."""
+    import tensorflow as tf
+
+    class Doubler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="examples")])
+        def serve(self, examples):
+            return {"outputs": examples * 2.0}
+
+    m = Doubler()
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
+    return str(path)
+
+
+def numeric_dirs(base):
+    return sorted(n for n in os.listdir(base) if n.isdigit()) if os.path.isdir(base) else []
+
+
+# ------------------------------------------------------------------------- canary
+
+
+def test_canary_process_answers_one_json_line(trained):
+    raw = os.path.join(trained["raw"], logic.RAW_EVAL_FILE)
+    proc = subprocess.run(
+        [sys.executable, "-m", "components.push.canary", trained["model"], raw, "5"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["ok"] is True
+    assert result["rows"] == 5 and result["requests"] == 1 + canary_lib.SINGLE_REQUESTS
+    assert result["outputs"] == ["classes", "scores"]
+    assert result["latency_ms_p50"] > 0
+
+
+def test_canary_on_missing_model_fails_with_json(trained, tmp_path):
+    raw = os.path.join(trained["raw"], logic.RAW_EVAL_FILE)
+    proc = subprocess.run(
+        [sys.executable, "-m", "components.push.canary", str(tmp_path / "nope"), raw, "3"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["ok"] is False and "cannot load SavedModel" in result["error"]
+
+
+def test_warmup_file_parses_back_to_the_canary_records(trained, tmp_path):
+    import tensorflow as tf
+
+    records = canary_lib.read_records(os.path.join(trained["raw"], logic.RAW_EVAL_FILE), 4)
+    path = canary_lib.write_warmup_requests(str(tmp_path), records, model_name="penguins")
+    assert path == str(tmp_path / "assets.extra" / "tf_serving_warmup_requests")
+    logs = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+    assert len(logs) == 2  # the whole batch, then one row
+    # First tag on the wire: field 6 (predict_log), wire type 2 (length-delimited).
+    assert logs[0][0] == (6 << 3) | 2
+    for data, expected in zip(logs, (records, records[:1])):
+        request = canary_lib.parse_prediction_log(data).predict_log.request
+        assert request.model_spec.name == "penguins"
+        assert request.model_spec.signature_name == "serving_default"
+        tensor = request.inputs["examples"]
+        assert tensor.dtype == tf.string.as_datatype_enum
+        assert [d.size for d in tensor.tensor_shape.dim] == [len(expected)]
+        assert tf.make_ndarray(tensor).tolist() == expected
+
+
+# --------------------------------------------------------------------------- push
+
+
+def test_blessed_model_is_pushed_as_version_1_then_2(trained, upstream, tmp_path):
+    import tensorflow as tf
+
+    base = str(tmp_path / "serving" / "penguins")
+    result = push(trained, upstream, base, tmp_path / "pushed")
+    assert result.pushed and result.version == 1
+    assert result.path == os.path.join(base, "1")
+    record = json.loads((tmp_path / "pushed" / "push.json").read_text())
+    assert record == {"pushed": True, "version": 1, "path": result.path, "destination": base}
+    assert (tmp_path / "pushed" / "PUSHED").exists()
+    assert not (tmp_path / "pushed" / "NOT_PUSHED").exists()
+    assert result.summary()["version"] == 1
+
+    # Version 1 loads and answers real rows.
+    loaded = tf.saved_model.load(result.path)
+    records = canary_lib.read_records(os.path.join(trained["raw"], logic.RAW_EVAL_FILE), 3)
+    out = loaded.signatures["serving_default"](examples=tf.constant(records))
+    assert out["scores"].shape[0] == 3
+
+    # Audit files beside it.
+    audit = os.path.join(result.path, registry.AUDIT_DIR)
+    assert sorted(os.listdir(audit)) == sorted([
+        "metadata.json", "statistics.pb", "schema.pbtxt", "problem.json",
+        "evaluation.json", "blessing.json"])
+    meta = json.load(open(os.path.join(audit, "metadata.json")))
+    assert meta["version"] == 1
+    assert meta["metrics"] == {"accuracy": 0.97, "loss": 0.1}
+    assert meta["blessing"]["blessed"] is True
+    assert meta["blessing"]["checks"][0]["metric"] == "accuracy"
+    assert json.loads(meta["problem"])["label"] == "species"
+    assert meta["code_version"]["kfp_ct"]
+    assert meta["parent_run"] == {"run_id": "run-123", "task": "push"}
+    assert meta["source_model_dir"] == trained["model"]
+    assert meta["created_at"] and meta["serving_check"]["ok"] is True
+    assert open(os.path.join(audit, "statistics.pb"), "rb").read() == b"\x0a\x03stats"
+    assert json.load(open(os.path.join(audit, "problem.json")))["task"] == "classification"
+
+    # Warmup requests inside the version; the source model is left untouched.
+    warmup = os.path.join(result.path, "assets.extra", "tf_serving_warmup_requests")
+    logs = [r.numpy() for r in tf.data.TFRecordDataset(warmup)]
+    tensor = canary_lib.parse_prediction_log(logs[0]).predict_log.request.inputs["examples"]
+    assert tf.make_ndarray(tensor).tolist() == canary_lib.read_records(
+        os.path.join(trained["raw"], logic.RAW_EVAL_FILE), 8)
+    assert not os.path.exists(os.path.join(trained["model"], "assets.extra"))
+
+    second = push(trained, upstream, base, tmp_path / "pushed2")
+    assert second.version == 2
+    assert registry.production(base).version == 2
+    assert [v.state for v in registry.list_versions(base)] == ["complete", "complete"]
+
+
+def test_not_blessed_is_not_pushed(trained, upstream, tmp_path):
+    os.remove(os.path.join(upstream["blessing"], "BLESSED"))
+    open(os.path.join(upstream["blessing"], "NOT_BLESSED"), "w").close()
+    with open(os.path.join(upstream["blessing"], "blessing.json"), "w") as fh:
+        json.dump({"blessed": False, "notes": [], "checks": [
+            {"kind": "value", "metric": "accuracy", "verdict": "fail",
+             "reason": "accuracy 0.41 is below min 0.9"}]}, fh)
+    base = str(tmp_path / "serving")
+    result = push(trained, upstream, base, tmp_path / "pushed")
+    assert not result.pushed and result.version is None
+    assert "NOT_BLESSED" in result.reason and "accuracy 0.41" in result.reason
+    record = json.loads((tmp_path / "pushed" / "push.json").read_text())
+    assert record["pushed"] is False and record["reason"] == result.reason
+    assert (tmp_path / "pushed" / "NOT_PUSHED").exists()
+    assert not (tmp_path / "pushed" / "PUSHED").exists()
+    assert not os.path.exists(base)
+
+
+def test_no_blessing_marker_is_treated_as_not_blessed(trained, upstream, tmp_path):
+    os.remove(os.path.join(upstream["blessing"], "BLESSED"))
+    base = str(tmp_path / "serving")
+    result = push(trained, upstream, base, tmp_path / "pushed")
+    assert not result.pushed and "no blessing marker" in result.reason
+    assert (tmp_path / "pushed" / "NOT_PUSHED").exists()
+    assert not os.path.exists(base)
+
+
+def test_canary_failure_publishes_nothing(trained, upstream, tmp_path):
+    model = float_model(tmp_path / "float_model")
+    base = str(tmp_path / "serving")
+    with pytest.raises(KfpCtError, match="Serving check failed.*serving_default failed"):
+        push(trained, upstream, base, tmp_path / "pushed", model_dir=model)
+    assert registry.list_versions(base) == []
+    assert os.listdir(base) == []
+    assert not (tmp_path / "pushed" / "PUSHED").exists()
+
+
+def test_unwritable_destination_is_a_clear_error(trained, upstream, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    base = str(blocker / "serving")
+    with pytest.raises(StorageError, match=str(base)):
+        push(trained, upstream, base, tmp_path / "pushed")
+    assert blocker.read_text() == "not a directory"
+    assert not (tmp_path / "pushed" / "PUSHED").exists()
+
+
+_KILLED_PUSH = textwrap.dedent("""
+    import json, sys
+    from components.push.logic import run_push
+    args = json.loads(sys.argv[1])
+    run_push(**args)
+    print("FINISHED", flush=True)
+""")
+
+
+def test_push_killed_midway_leaves_production_alone(trained, upstream, tmp_path):
+    base = str(tmp_path / "serving")
+    assert push(trained, upstream, base, tmp_path / "pushed1").version == 1
+
+    big = tmp_path / "big_model"
+    shutil.copytree(trained["model"], big)
+    chunk = b"\x01" * (8 << 20)
+    with open(big / "variables" / "padding.bin", "wb") as fh:
+        for _ in range(PADDING_BYTES // len(chunk)):
+            fh.write(chunk)
+    child_tmp = tmp_path / "child_tmp"
+    child_tmp.mkdir()
+    args = dict(model_dir=str(big), blessing_dir=upstream["blessing"], push_destination=base,
+                raw_eval_dir=trained["raw"], pushed_dir=str(tmp_path / "pushed2"),
+                canary_rows=4)
+    env = dict(os.environ, TMPDIR=str(child_tmp))
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_PUSH, json.dumps(args)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        # Kill once the publish has started writing inside the base.
+        while not any(n.startswith(".tmp-") for n in os.listdir(base)):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "publish never started"
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert b"FINISHED" not in proc.stdout.read()
+
+    # Nothing half-written is visible as a version; production is still version 1.
+    assert numeric_dirs(base) == ["1"]
+    for name in numeric_dirs(base):
+        assert os.path.exists(os.path.join(base, name, "saved_model.pb"))
+    prod = registry.production(base)
+    assert prod.version == 1 and prod.state == registry.COMPLETE
+    assert not (tmp_path / "pushed2" / "PUSHED").exists()
+
+    # The next push works and takes the next number.
+    again = push(trained, upstream, base, tmp_path / "pushed3")
+    assert again.version == 2
+    assert registry.production(base).version == 2
+
+
+def test_push_to_gcs_through_the_emulator(trained, upstream, tmp_path, gcs_emulator):
+    base = storage.join(gcs_emulator.new_bucket(), "serving/penguins")
+    pushed = storage.join(gcs_emulator.new_bucket(), "artifacts/pushed")
+    result = push(trained, upstream, base, pushed)
+    assert result.pushed and result.version == 1
+    assert result.path == storage.join(base, "1")
+    assert storage.exists(storage.join(base, "1", "saved_model.pb"))
+    assert storage.exists(storage.join(base, "1", "assets.extra", "tf_serving_warmup_requests"))
+    assert storage.exists(storage.join(base, "1", "kfp_ct", "statistics.pb"))
+    versions = registry.list_versions(base)
+    assert [(v.version, v.state) for v in versions] == [(1, registry.COMPLETE)]
+    assert versions[0].metadata["parent_run"]["run_id"] == "run-123"
+    assert json.loads(storage.read_text(storage.join(pushed, "push.json")))["version"] == 1
+    assert storage.exists(storage.join(pushed, "PUSHED"))
