@@ -29,7 +29,7 @@ import uuid
 from typing import Any
 
 from components.common import storage
-from components.common.errors import ProblemSpecError
+from components.common.errors import ProblemSpecError, StorageError
 
 TASKS = ("classification", "regression")
 _NUMERIC_OPTIONS = {"log", "clip_min", "clip_max", "buckets"}
@@ -130,7 +130,12 @@ def load_problem(text_or_path: str) -> ProblemSpec:
     source = "<inline>"
     if not text.startswith("{"):
         source = text
-        text = storage.read_text(text)
+        try:
+            text = storage.read_text(text)
+        except StorageError as exc:
+            raise ProblemSpecError(
+                f"problem spec {source}: not inline JSON (which starts with '{{') and not a "
+                f"readable file: {exc}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -1,0 +1,389 @@
+"""components.common.data: reading CSV / Parquet input, with InputDataError for bad input."""
+
+import csv
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from components.common import data
+from components.common.errors import InputDataError
+from components.common.problem import load_problem
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PENGUINS_SPEC = os.path.join(os.path.dirname(HERE), "pipelines", "penguins", "problem.json")
+PENGUIN_ROWS = 344
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_problem(PENGUINS_SPEC)
+
+
+@pytest.fixture(scope="module")
+def penguin_lines():
+    with open(data.bundled_penguins_path(), newline="") as fh:
+        return fh.read().splitlines()
+
+
+def _write_lines(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _read_all(path, spec, **kwargs):
+    batches = list(data.iter_batches(path, spec, **kwargs))
+    return pa.Table.from_batches(batches).combine_chunks()
+
+
+def _exhaust(path, spec, **kwargs):
+    for _ in data.iter_batches(path, spec, **kwargs):
+        pass
+
+
+# ------------------------------------------------------------------ good input
+
+
+def test_bundled_penguins_reads_all_rows_with_spec_types(spec):
+    table = _read_all(data.BUNDLED_PENGUINS, spec)
+    assert table.num_rows == PENGUIN_ROWS
+    assert set(table.column_names) == set(spec.required_columns)
+    assert "year" not in table.column_names  # undeclared columns are dropped
+    for name in spec.numeric:
+        assert table.schema.field(name).type == pa.float32()
+    for name in spec.categorical + (spec.label,):
+        assert table.schema.field(name).type == pa.string()
+    # "NA" in the file is a missing value, not the text "NA"
+    assert table.column("sex").null_count == 11
+    assert table.column("bill_length_mm").null_count == 2
+    assert set(table.column("species").to_pylist()) == {"Adelie", "Chinstrap", "Gentoo"}
+    assert table.column("bill_length_mm")[0].as_py() == pytest.approx(39.1)
+
+
+def test_tracker_counts_rows_and_nulls_on_penguins(spec):
+    tracker = data.ColumnTracker(spec)
+    _exhaust(data.BUNDLED_PENGUINS, spec, tracker=tracker)
+    assert tracker.rows == PENGUIN_ROWS
+    assert tracker.nulls["sex"] == 11
+    assert tracker.nulls["species"] == 0
+    tracker.check("penguins")  # no empty labels, no all-null feature: no error
+
+
+def test_parquet_input_equals_csv_input(spec, tmp_path):
+    raw = pacsv.read_csv(data.bundled_penguins_path(),
+                         convert_options=pacsv.ConvertOptions(null_values=data.NULL_VALUES,
+                                                              strings_can_be_null=True))
+    # Written with the types pyarrow infers (int64 for flipper length, double for bill
+    # length), so the reader must cast them to the spec's types.
+    assert raw.schema.field("flipper_length_mm").type == pa.int64()
+    parquet_path = tmp_path / "penguins.parquet"
+    pq.write_table(raw, parquet_path)
+
+    from_csv = _read_all(data.BUNDLED_PENGUINS, spec)
+    from_parquet = _read_all(str(parquet_path), spec)
+    assert from_parquet.num_rows == PENGUIN_ROWS
+    assert from_parquet.select(sorted(from_csv.column_names)).equals(
+        from_csv.select(sorted(from_csv.column_names)))
+    # The same rows land in the same split whatever the format.
+    np.testing.assert_array_equal(
+        data.eval_mask(from_csv.to_batches()[0], spec),
+        data.eval_mask(from_parquet.to_batches()[0], spec))
+
+
+def test_folder_of_several_csv_files_reads_every_row_in_name_order(spec, penguin_lines, tmp_path):
+    header, rows = penguin_lines[0], penguin_lines[1:]
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    _write_lines(folder / "part-2.csv", [header] + rows[200:])
+    _write_lines(folder / "part-1.csv", [header] + rows[100:200])
+    _write_lines(folder / "part-0.csv", [header] + rows[:100])
+    (folder / "README.txt").write_text("not data")  # ignored: not .csv / .parquet
+    (folder / "_SUCCESS").write_text("")
+    assert data.resolve_inputs(str(folder)) == [str(folder / f"part-{i}.csv") for i in range(3)]
+    table = _read_all(str(folder), spec)
+    whole = _read_all(data.BUNDLED_PENGUINS, spec)
+    assert table.num_rows == PENGUIN_ROWS
+    assert table.equals(whole)
+
+
+def test_glob_of_several_csv_files_reads_every_matching_file(spec, penguin_lines, tmp_path):
+    header, rows = penguin_lines[0], penguin_lines[1:]
+    _write_lines(tmp_path / "a.csv", [header] + rows[:150])
+    _write_lines(tmp_path / "b.csv", [header] + rows[150:])
+    _write_lines(tmp_path / "other.csv.bak", [header] + rows[:5])
+    table = _read_all(str(tmp_path / "*.csv"), spec)
+    assert table.num_rows == PENGUIN_ROWS
+    assert table.equals(_read_all(data.BUNDLED_PENGUINS, spec))
+
+
+def test_folder_mixing_csv_and_parquet_is_rejected(spec, penguin_lines, tmp_path):
+    _write_lines(tmp_path / "a.csv", penguin_lines[:10])
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "b.parquet")
+    with pytest.raises(InputDataError, match="mixes CSV and Parquet"):
+        data.resolve_inputs(str(tmp_path))
+
+
+def test_eval_mask_is_deterministic_and_independent_of_batch_boundaries(spec):
+    small = np.concatenate([data.eval_mask(b, spec)
+                            for b in data.iter_batches(data.BUNDLED_PENGUINS, spec, batch_rows=7)])
+    big_batches = list(data.iter_batches(data.BUNDLED_PENGUINS, spec, batch_rows=1000))
+    big = np.concatenate([data.eval_mask(b, spec) for b in big_batches])
+    again = np.concatenate([data.eval_mask(b, spec) for b in big_batches])
+    assert small.shape == big.shape == (PENGUIN_ROWS,)
+    np.testing.assert_array_equal(small, big)
+    np.testing.assert_array_equal(big, again)
+    # The CSV reader's blocks are large; cut the same rows into 7-row batches explicitly.
+    table = _read_all(data.BUNDLED_PENGUINS, spec)
+    sliced = [table.slice(i, 7).to_batches()[0] for i in range(0, PENGUIN_ROWS, 7)]
+    assert len(sliced) == 50
+    np.testing.assert_array_equal(np.concatenate([data.eval_mask(b, spec) for b in sliced]), big)
+    # Per-row: a single row on its own lands in the same split.
+    singles = [bool(data.eval_mask(table.slice(i, 1).to_batches()[0], spec)[0])
+               for i in range(0, PENGUIN_ROWS, 17)]
+    assert singles == list(big[::17])
+
+
+def test_eval_mask_of_parquet_read_in_small_batches_matches_csv(spec, tmp_path):
+    parquet_path = tmp_path / "penguins.parquet"
+    pq.write_table(_read_all(data.BUNDLED_PENGUINS, spec), parquet_path)
+    batches = list(data.iter_batches(str(parquet_path), spec, batch_rows=7))
+    assert len(batches) == 50 and max(b.num_rows for b in batches) == 7
+    small = np.concatenate([data.eval_mask(b, spec) for b in batches])
+    whole = data.eval_mask(_read_all(data.BUNDLED_PENGUINS, spec).to_batches()[0], spec)
+    np.testing.assert_array_equal(small, whole)
+
+
+def test_eval_fraction_on_penguins_is_near_eval_percent(spec):
+    mask = np.concatenate([data.eval_mask(b, spec)
+                           for b in data.iter_batches(data.BUNDLED_PENGUINS, spec)])
+    fraction = mask.mean()
+    assert 0.12 <= fraction <= 0.28, fraction
+    assert 0 < mask.sum() < PENGUIN_ROWS
+
+
+def test_eval_mask_follows_eval_percent(spec):
+    import dataclasses
+
+    batch = _read_all(data.BUNDLED_PENGUINS, spec).to_batches()[0]
+    low = data.eval_mask(batch, dataclasses.replace(spec, eval_percent=10))
+    high = data.eval_mask(batch, dataclasses.replace(spec, eval_percent=50))
+    assert low.sum() < high.sum()
+    assert not (low & ~high).any()  # eval at 10% is a subset of eval at 50%
+
+
+def test_eval_mask_with_key_column_keeps_equal_keys_together(spec):
+    import dataclasses
+
+    keyed = dataclasses.replace(spec, key="island")
+    batch = _read_all(data.BUNDLED_PENGUINS, keyed).to_batches()[0]
+    mask = data.eval_mask(batch, keyed)
+    islands = batch.column(batch.schema.get_field_index("island")).to_pylist()
+    for island in set(islands):
+        in_eval = {bool(m) for m, i in zip(mask, islands) if i == island}
+        assert len(in_eval) == 1, island
+
+
+# ------------------------------------------------------------------- bad input
+
+
+def test_missing_path_names_the_path(spec, tmp_path):
+    path = str(tmp_path / "no_such.csv")
+    with pytest.raises(InputDataError) as info:
+        _exhaust(path, spec)
+    assert path in str(info.value)
+    assert "no such file" in str(info.value)
+
+
+def test_empty_data_path_is_rejected(spec):
+    with pytest.raises(InputDataError, match="empty"):
+        _exhaust("  ", spec)
+
+
+def test_glob_matching_nothing_names_the_pattern(spec, tmp_path):
+    pattern = str(tmp_path / "*.csv")
+    with pytest.raises(InputDataError) as info:
+        _exhaust(pattern, spec)
+    assert pattern in str(info.value)
+    assert "matches no file" in str(info.value)
+
+
+def test_folder_with_no_csv_names_the_folder(spec, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "data.json").write_text("{}")
+    with pytest.raises(InputDataError) as info:
+        _exhaust(str(tmp_path), spec)
+    assert str(tmp_path) in str(info.value)
+    assert "no .csv or .parquet" in str(info.value)
+
+
+def test_file_of_unknown_format_is_rejected(spec, tmp_path):
+    path = tmp_path / "penguins.json"
+    path.write_text("{}")
+    with pytest.raises(InputDataError) as info:
+        _exhaust(str(path), spec)
+    assert str(path) in str(info.value)
+    assert "format" in str(info.value)
+
+
+def test_header_only_csv_names_the_file(spec, penguin_lines, tmp_path):
+    path = _write_lines(tmp_path / "header_only.csv", penguin_lines[:1])
+    with pytest.raises(InputDataError) as info:
+        _exhaust(path, spec)
+    assert path in str(info.value)
+    assert "no data rows" in str(info.value)
+
+
+def test_empty_file_names_the_file(spec, tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    with pytest.raises(InputDataError) as info:
+        _exhaust(str(path), spec)
+    assert str(path) in str(info.value)
+    assert "empty" in str(info.value)
+
+
+def _without_column(lines, column):
+    rows = list(csv.reader(lines))
+    idx = rows[0].index(column)
+    return [",".join(r[:idx] + r[idx + 1:]) for r in rows]
+
+
+def test_missing_label_column_names_file_and_label(spec, penguin_lines, tmp_path):
+    path = _write_lines(tmp_path / "no_label.csv", _without_column(penguin_lines, "species"))
+    with pytest.raises(InputDataError) as info:
+        _exhaust(path, spec)
+    message = str(info.value)
+    assert path in message
+    assert "'species' (label)" in message
+
+
+def test_missing_feature_column_names_file_and_feature(spec, penguin_lines, tmp_path):
+    path = _write_lines(tmp_path / "no_mass.csv", _without_column(penguin_lines, "body_mass_g"))
+    with pytest.raises(InputDataError) as info:
+        _exhaust(path, spec)
+    message = str(info.value)
+    assert path in message
+    assert "'body_mass_g' (feature)" in message
+
+
+def test_missing_column_in_parquet_names_file_and_column(spec, tmp_path):
+    path = tmp_path / "no_sex.parquet"
+    pq.write_table(pa.table({"species": ["Adelie"], "island": ["Dream"], "bill_length_mm": [1.0],
+                             "bill_depth_mm": [1.0], "flipper_length_mm": [1.0],
+                             "body_mass_g": [1.0]}), path)
+    with pytest.raises(InputDataError) as info:
+        _exhaust(str(path), spec)
+    assert str(path) in str(info.value)
+    assert "'sex'" in str(info.value)
+
+
+def test_text_in_numeric_column_names_column_and_value(spec, penguin_lines, tmp_path):
+    lines = list(penguin_lines)
+    # line 31 (row 30): flipper length becomes text
+    fields = lines[30].split(",")
+    fields[4] = "abc"
+    lines[30] = ",".join(fields)
+    path = _write_lines(tmp_path / "bad_number.csv", lines)
+    with pytest.raises(InputDataError) as info:
+        _exhaust(path, spec)
+    message = str(info.value)
+    assert path in message
+    assert "'flipper_length_mm'" in message
+    assert "'abc'" in message
+
+
+def test_text_in_numeric_column_found_in_a_later_batch(spec, penguin_lines, tmp_path):
+    lines = list(penguin_lines)
+    fields = lines[300].split(",")
+    fields[2] = "forty"
+    lines[300] = ",".join(fields)
+    path = _write_lines(tmp_path / "late_bad_number.csv", lines)
+    with pytest.raises(InputDataError) as info:
+        _exhaust(path, spec, batch_rows=7)
+    assert "'bill_length_mm'" in str(info.value)
+    assert "'forty'" in str(info.value)
+
+
+def test_text_in_numeric_parquet_column_names_column_and_value(spec, tmp_path):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"species": ["Adelie", "Gentoo"], "island": ["Dream", "Biscoe"],
+                             "bill_length_mm": ["39.1", "lots"], "bill_depth_mm": [1.0, 2.0],
+                             "flipper_length_mm": [1, 2], "body_mass_g": [1.0, 2.0],
+                             "sex": ["male", "female"]}), path)
+    with pytest.raises(InputDataError) as info:
+        _exhaust(str(path), spec)
+    message = str(info.value)
+    assert str(path) in message
+    assert "'bill_length_mm'" in message
+    assert "'lots'" in message
+
+
+def test_all_null_feature_is_reported_by_the_tracker(spec, penguin_lines, tmp_path):
+    rows = list(csv.reader(penguin_lines))
+    idx = rows[0].index("bill_depth_mm")
+    for r in rows[1:]:
+        r[idx] = "NA" if len(r) % 2 else ""
+    path = _write_lines(tmp_path / "no_depth.csv", [",".join(r) for r in rows])
+    tracker = data.ColumnTracker(spec)
+    with pytest.raises(InputDataError) as info:
+        _exhaust(path, spec, tracker=tracker)
+    message = str(info.value)
+    assert path in message
+    assert "bill_depth_mm" in message
+    assert str(PENGUIN_ROWS) in message
+
+
+def test_all_null_feature_is_not_raised_without_a_tracker(spec, penguin_lines, tmp_path):
+    rows = list(csv.reader(penguin_lines))
+    idx = rows[0].index("bill_depth_mm")
+    for r in rows[1:]:
+        r[idx] = ""
+    path = _write_lines(tmp_path / "no_depth.csv", [",".join(r) for r in rows])
+    assert _read_all(path, spec).num_rows == PENGUIN_ROWS
+
+
+def test_rows_with_empty_label_name_the_count_and_the_line(spec, penguin_lines, tmp_path):
+    lines = list(penguin_lines)
+    for line_no in (5, 120):  # 1-based line numbers in the file (line 1 is the header)
+        fields = lines[line_no - 1].split(",")
+        fields[0] = ""
+        lines[line_no - 1] = ",".join(fields)
+    path = _write_lines(tmp_path / "no_species.csv", lines)
+    tracker = data.ColumnTracker(spec)
+    with pytest.raises(InputDataError) as info:
+        _exhaust(path, spec, tracker=tracker, batch_rows=50)
+    message = str(info.value)
+    assert "2 row(s)" in message
+    assert "'species'" in message
+    assert "no_species.csv line 5" in message
+    assert "no_species.csv line 120" in message
+    assert tracker.empty_label_rows == [(path, 5), (path, 120)]
+
+
+def test_empty_label_line_numbers_count_rows_of_earlier_batches(spec, penguin_lines, tmp_path):
+    lines = list(penguin_lines)
+    fields = lines[299].split(",")
+    fields[0] = "NA"
+    lines[299] = ",".join(fields)
+    path = _write_lines(tmp_path / "late_na.csv", lines)
+    with pytest.raises(InputDataError, match=r"1 row\(s\).*late_na.csv line 300"):
+        # batch_rows is a hint to the CSV block size; the line number must not depend on it
+        _exhaust(path, spec, tracker=data.ColumnTracker(spec), batch_rows=1)
+
+
+def test_empty_label_row_numbers_add_up_across_batches(spec, tmp_path):
+    table = _read_all(data.BUNDLED_PENGUINS, spec)
+    species = table.column("species").to_pylist()
+    species[100] = None
+    table = table.set_column(table.schema.get_field_index("species"), "species",
+                             pa.array(species, pa.string()))
+    path = str(tmp_path / "null_label.parquet")
+    pq.write_table(table, path)
+    tracker = data.ColumnTracker(spec)
+    with pytest.raises(InputDataError, match=r"1 row\(s\) have an empty label"):
+        _exhaust(path, spec, tracker=tracker, batch_rows=7)
+    assert tracker.empty_label_rows == [(path, 102)]  # row index 100 -> after 14 batches of 7
+    assert tracker.rows == PENGUIN_ROWS

@@ -1,0 +1,284 @@
+"""components.transform.logic.run_transform on the bundled penguins and on bad input."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from components.common import data
+from components.common.errors import InputDataError, ProblemSpecError
+from components.transform import logic as transform
+from components.transform.preprocessing import LABEL_VOCABULARY
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PENGUINS_SPEC = os.path.join(os.path.dirname(HERE), "pipelines", "penguins", "problem.json")
+NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+CATEGORICAL = ["island", "sex"]
+LABEL = "species"
+
+
+def _outputs(root):
+    root = str(root)
+    return dict(transform_graph_dir=os.path.join(root, "transform_graph"),
+                examples_dir=os.path.join(root, "examples"),
+                raw_eval_dir=os.path.join(root, "raw_eval"))
+
+
+def _assert_no_outputs(out):
+    for path in out.values():
+        assert not os.path.exists(path), path
+    parent = os.path.dirname(out["transform_graph_dir"])
+    if os.path.isdir(parent):  # no staging folder left behind either
+        assert [n for n in os.listdir(parent) if n.startswith(".transform-staging-")] == []
+
+
+def _records(pattern):
+    import tensorflow as tf
+
+    files = sorted(glob.glob(pattern))
+    assert files, pattern
+    return [r.numpy() for r in tf.data.TFRecordDataset(files)]
+
+
+def _spec_text(**changes):
+    with open(PENGUINS_SPEC) as fh:
+        spec = json.load(fh)
+    spec.update(changes)
+    return json.dumps(spec)
+
+
+@pytest.fixture(scope="module")
+def penguins_run(tmp_path_factory):
+    out = _outputs(tmp_path_factory.mktemp("transform_penguins"))
+    result = transform.run_transform(data.BUNDLED_PENGUINS, PENGUINS_SPEC, **out)
+    return result, out
+
+
+@pytest.fixture(scope="module")
+def tft_output(penguins_run):
+    import tensorflow_transform as tft
+
+    return tft.TFTransformOutput(penguins_run[1]["transform_graph_dir"])
+
+
+@pytest.fixture(scope="module")
+def transformed_train(penguins_run, tft_output):
+    import tensorflow as tf
+
+    records = _records(os.path.join(penguins_run[1]["examples_dir"], "train", "*.tfrecord"))
+    parsed = tf.io.parse_example(records, tft_output.transformed_feature_spec())
+    return {k: v.numpy() for k, v in parsed.items()}
+
+
+def test_penguins_split_covers_every_row_with_about_20_percent_eval(penguins_run):
+    result, out = penguins_run
+    assert result.train_rows + result.eval_rows == 344
+    assert 0.12 <= result.eval_rows / 344 <= 0.28
+    assert result.transformed_features == sorted(NUMERIC + CATEGORICAL + [LABEL])
+    with open(os.path.join(out["examples_dir"], "split.json")) as fh:
+        assert json.load(fh) == result.summary()
+
+
+def test_penguins_split_matches_the_eval_mask(penguins_run):
+    from components.common.problem import load_problem
+
+    spec = load_problem(PENGUINS_SPEC)
+    mask = np.concatenate([data.eval_mask(b, spec)
+                           for b in data.iter_batches(data.BUNDLED_PENGUINS, spec)])
+    result, _ = penguins_run
+    assert result.eval_rows == int(mask.sum())
+
+
+def test_penguins_transform_graph_has_the_species_vocabulary(tft_output):
+    vocab = [v.decode() if isinstance(v, bytes) else v
+             for v in tft_output.vocabulary_by_name(LABEL_VOCABULARY)]
+    assert sorted(vocab) == ["Adelie", "Chinstrap", "Gentoo"]
+    island = tft_output.vocabulary_by_name("vocabulary_island")
+    assert {v.decode() if isinstance(v, bytes) else v for v in island} == {
+        "Biscoe", "Dream", "Torgersen"}
+    assert set(tft_output.transformed_feature_spec()) == set(NUMERIC + CATEGORICAL + [LABEL])
+
+
+def test_penguins_transformed_train_is_standardized(penguins_run, transformed_train):
+    result, _ = penguins_run
+    for name in NUMERIC:
+        values = transformed_train[name].reshape(-1)
+        assert values.shape == (result.train_rows,), name
+        # missing values become 0 (the mean), which leaves the mean at 0 and std just below 1
+        assert abs(values.mean()) < 0.05, (name, values.mean())
+        assert 0.95 < values.std() < 1.05, (name, values.std())
+
+
+def test_penguins_transformed_train_has_integer_ids(transformed_train, tft_output):
+    labels = transformed_train[LABEL].reshape(-1)
+    assert labels.dtype == np.int64
+    assert set(labels.tolist()) == {0, 1, 2}
+    islands = transformed_train["island"].reshape(-1)
+    assert set(islands.tolist()) <= {0, 1, 2, 3}  # 3 islands + 1 OOV bucket
+    assert len(set(islands.tolist())) == 3
+
+
+def test_penguins_transformed_eval_parses_and_counts_eval_rows(penguins_run, tft_output):
+    import tensorflow as tf
+
+    result, out = penguins_run
+    records = _records(os.path.join(out["examples_dir"], "eval", "*.tfrecord"))
+    assert len(records) == result.eval_rows
+    parsed = tf.io.parse_example(records, tft_output.transformed_feature_spec())
+    assert parsed[LABEL].shape[0] == result.eval_rows
+
+
+def test_penguins_raw_eval_records_are_raw_examples(penguins_run):
+    import tensorflow as tf
+
+    result, out = penguins_run
+    records = _records(os.path.join(out["raw_eval_dir"], transform.RAW_EVAL_FILE))
+    assert len(records) == result.eval_rows
+    species, missing_sex = set(), 0
+    for record in records:
+        features = tf.train.Example.FromString(record).features.feature
+        # every raw column, and nothing else (no "year"); a missing value is an empty list
+        assert set(features) == set(NUMERIC + CATEGORICAL + [LABEL])
+        species.add(features[LABEL].bytes_list.value[0].decode())
+        assert features["island"].bytes_list.value[0].decode() in {"Biscoe", "Dream", "Torgersen"}
+        missing_sex += not features["sex"].bytes_list.value
+    assert species <= {"Adelie", "Chinstrap", "Gentoo"} and len(species) >= 2
+    # a raw record parses with the serving-time (VarLen) raw feature spec
+    from components.common.problem import load_problem
+    from components.transform.preprocessing import raw_feature_spec
+
+    parsed = tf.io.parse_example(records, raw_feature_spec(load_problem(PENGUINS_SPEC)))
+    mass = tf.sparse.to_dense(parsed["body_mass_g"]).numpy()
+    assert mass.shape[0] == result.eval_rows
+    assert ((mass == 0) | ((mass >= 2700) & (mass <= 6300))).all()
+    assert missing_sex <= 11  # penguins with no sex may or may not land in eval
+
+
+def test_same_input_twice_gives_identical_split(penguins_run, tmp_path):
+    first_result, first = penguins_run
+    second = _outputs(tmp_path)
+    result = transform.run_transform(data.BUNDLED_PENGUINS, PENGUINS_SPEC, **second)
+    assert result == first_result
+    with open(os.path.join(first["examples_dir"], "split.json"), "rb") as a, \
+            open(os.path.join(second["examples_dir"], "split.json"), "rb") as b:
+        assert a.read() == b.read()
+    raw_a = _records(os.path.join(first["raw_eval_dir"], transform.RAW_EVAL_FILE))
+    raw_b = _records(os.path.join(second["raw_eval_dir"], transform.RAW_EVAL_FILE))
+    assert len(raw_a) == len(raw_b) == first_result.eval_rows
+    # Same examples in the same order. (Compared as protos: the encoder's feature-map order
+    # in the serialized bytes is not fixed from one call to the next.)
+    assert [_example(r) for r in raw_a] == [_example(r) for r in raw_b]
+    # and the transformed eval examples hold the same values in the same order
+    eval_a = _records(os.path.join(first["examples_dir"], "eval", "*.tfrecord"))
+    eval_b = _records(os.path.join(second["examples_dir"], "eval", "*.tfrecord"))
+    assert [_example(r) for r in eval_a] == [_example(r) for r in eval_b]
+
+
+def _example(record):
+    import tensorflow as tf
+
+    return tf.train.Example.FromString(record)
+
+
+USER_MODULE = '''
+import tensorflow as tf
+import tensorflow_transform as tft
+
+
+def _dense(x, default):
+    if isinstance(x, tf.SparseTensor):
+        shaped = tf.SparseTensor(x.indices, x.values, tf.stack([x.dense_shape[0], 1]))
+        return tf.sparse.to_dense(shaped, default_value=default)[:, 0]
+    return tf.reshape(x, [-1])
+
+
+def preprocessing_fn(inputs):
+    length = _dense(inputs["bill_length_mm"], 0.0)
+    depth = _dense(inputs["bill_depth_mm"], 0.0)
+    return {
+        "bill_ratio": tf.math.divide_no_nan(length, depth),
+        "bill_length_mm": tft.scale_to_0_1(length),
+        "species": tft.compute_and_apply_vocabulary(_dense(inputs["species"], ""),
+                                                    vocab_filename="label_vocabulary"),
+    }
+'''
+
+
+def test_user_module_preprocessing_fn_is_used(tmp_path):
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    module = tmp_path / "my_preprocessing.py"
+    module.write_text(USER_MODULE)
+    out = _outputs(tmp_path / "out")
+    result = transform.run_transform(data.BUNDLED_PENGUINS, _spec_text(module_file=str(module)),
+                                     **out)
+    assert result.transformed_features == ["bill_length_mm", "bill_ratio", "species"]
+    assert result.train_rows + result.eval_rows == 344
+    tft_output = tft.TFTransformOutput(out["transform_graph_dir"])
+    records = _records(os.path.join(out["examples_dir"], "train", "*.tfrecord"))
+    parsed = tf.io.parse_example(records, tft_output.transformed_feature_spec())
+    ratio = parsed["bill_ratio"].numpy().reshape(-1)
+    present = ratio[ratio > 0]
+    assert len(present) >= result.train_rows - 2  # two penguins have no bill measures
+    assert 1.5 < present.min() and present.max() < 4.0  # bill length / depth
+    scaled = parsed["bill_length_mm"].numpy()
+    assert scaled.min() >= 0.0 and scaled.max() <= 1.0
+
+
+def test_user_module_without_preprocessing_fn_fails_and_leaves_no_outputs(tmp_path):
+    module = tmp_path / "nothing_here.py"
+    module.write_text("def build_model(spec):\n    return None\n")
+    out = _outputs(tmp_path / "out")
+    with pytest.raises(ProblemSpecError) as info:
+        transform.run_transform(data.BUNDLED_PENGUINS, _spec_text(module_file=str(module)), **out)
+    assert str(module) in str(info.value)
+    assert "preprocessing_fn" in str(info.value)
+    _assert_no_outputs(out)
+
+
+def test_user_module_with_failing_preprocessing_fn_names_the_module(tmp_path):
+    module = tmp_path / "wrong_column.py"
+    module.write_text("def preprocessing_fn(inputs):\n    return {'x': inputs['wingspan']}\n")
+    out = _outputs(tmp_path / "out")
+    with pytest.raises(ProblemSpecError) as info:
+        transform.run_transform(data.BUNDLED_PENGUINS, _spec_text(module_file=str(module)), **out)
+    assert str(module) in str(info.value)
+    assert "wingspan" in str(info.value)
+    _assert_no_outputs(out)
+
+
+def test_text_in_numeric_column_fails_and_leaves_no_outputs(tmp_path):
+    with open(data.bundled_penguins_path()) as fh:
+        lines = fh.read().splitlines()
+    fields = lines[40].split(",")
+    fields[5] = "heavy"  # body_mass_g
+    lines[40] = ",".join(fields)
+    bad = tmp_path / "bad_mass.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    out = _outputs(tmp_path / "out")
+    with pytest.raises(InputDataError) as info:
+        transform.run_transform(str(bad), PENGUINS_SPEC, **out)
+    message = str(info.value)
+    assert "'body_mass_g'" in message
+    assert "'heavy'" in message
+    assert str(bad) in message
+    _assert_no_outputs(out)
+
+
+def test_failed_run_keeps_the_previous_outputs(tmp_path, penguins_run):
+    import shutil
+
+    _, good = penguins_run
+    out = _outputs(tmp_path / "out")
+    for key in out:
+        shutil.copytree(good[key], out[key])
+    before = _records(os.path.join(out["raw_eval_dir"], transform.RAW_EVAL_FILE))
+    missing = str(tmp_path / "absent.csv")
+    with pytest.raises(InputDataError) as info:
+        transform.run_transform(missing, PENGUINS_SPEC, **out)
+    assert missing in str(info.value)
+    assert [n for n in os.listdir(tmp_path / "out") if n.startswith(".transform-staging-")] == []
+    assert _records(os.path.join(out["raw_eval_dir"], transform.RAW_EVAL_FILE)) == before
