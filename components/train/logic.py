@@ -111,6 +111,21 @@ def build_model(spec: ProblemSpec, tft_output):
     return model
 
 
+def _skip_autograph_for_tf_keras() -> None:
+    """Tells AutoGraph not to transpile tf_keras' own code.
+
+    TF's AutoGraph skips `keras` (written to run as graph code already) but not the
+    `tf_keras` package, which holds the same code: every model.fit then spends about 10 s
+    converting Keras internals. User code (a custom train_step) is still converted.
+    """
+    from tensorflow.python.autograph.core import config as autograph_config
+
+    rule = autograph_config.DoNotConvert("tf_keras")
+    if not any(getattr(r, "_prefix", None) == "tf_keras"
+               for r in autograph_config.CONVERSION_RULES):
+        autograph_config.CONVERSION_RULES = (rule,) + tuple(autograph_config.CONVERSION_RULES)
+
+
 def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_dir: str,
               train_steps: int = 2000, accelerator: str = "auto", checkpoint_dir: str = "",
               seed: int = 42, steps_per_epoch: int = 0) -> TrainResult:
@@ -129,6 +144,7 @@ def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_d
     spec = load_problem(problem)
     if train_steps < 1:
         raise KfpCtError(f"train_steps must be at least 1, got {train_steps}")
+    _skip_autograph_for_tf_keras()
     keras.utils.set_random_seed(seed)
     strategy, plan = make_strategy(accelerator)
     if plan.kind == "default":
