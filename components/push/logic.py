@@ -84,7 +84,7 @@ def check_blessing(blessing_dir: str) -> tuple[bool, str, dict | None]:
     if blessing_dir and storage.exists(storage.join(blessing_dir, NOT_BLESSED)):
         failed = [c for c in (record or {}).get("checks", []) or []
                   if isinstance(c, dict) and c.get("verdict") == "fail"]
-        detail = "; ".join(str(c.get("reason") or f"{c.get('kind')} {c.get('metric')}")
+        detail = "; ".join(f"{c.get('kind')} {c.get('metric')}: {c.get('reason') or 'failed'}"
                            for c in failed)
         return False, "model is NOT_BLESSED by the gate" + (f": {detail}" if detail else ""), record
     if blessing_dir and storage.exists(storage.join(blessing_dir, BLESSED)):
