@@ -32,8 +32,11 @@ test: setup
 compile: setup
 	$(PY) compile.py --out build
 
+# Measurements, not tests: minutes each (see README, "Performance").
 bench: setup
-	$(PY) -m benchmarks.run
+	$(PY) -m tests.benchmarks.bench_pipeline --runs 2
+	$(PY) -m tests.benchmarks.bench_data 344 100000 1000000
+	$(PY) -m tests.benchmarks.bench_train
 
 clean:
 	rm -rf build $(RUNS) serving .pytest_cache

@@ -73,8 +73,10 @@ def test_cli_as_a_process_exits_2_without_traceback(base):
 
 def test_parser_has_a_handler_per_subcommand():
     parser = cli.build_parser()
-    for name in cli.SUBCOMMANDS:
-        assert parser.parse_args([name, "x", "1"] if name == "rollback" else [name, "x"]).handler
+    examples = {"versions": ["x"], "rollback": ["x", "1"], "run-local": ["--destination", "x"]}
+    assert set(examples) == set(cli.SUBCOMMANDS)
+    for name, rest in examples.items():
+        assert parser.parse_args([name, *rest]).handler is cli.SUBCOMMANDS[name][2]
     with pytest.raises(SystemExit) as exc:
         parser.parse_args(["rollback", "x", "not-a-number"])
     assert exc.value.code == 2

@@ -1,0 +1,48 @@
+"""Benchmark: the whole training pipeline under kfp.local on penguins (not a test).
+
+    .venv/bin/python -m tests.benchmarks.bench_pipeline [--runs 2]
+
+Prints per-task wall time (and the part that is the task's own work), the total, and
+the peak resident memory of the largest task process (ru_maxrss over children).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import resource
+import sys
+import tempfile
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args(argv)
+    from pipelines.local import run_local
+    from pipelines.training import training_pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dest = os.path.join(tmp, "serving", "penguins")
+        for i in range(args.runs):
+            with contextlib.redirect_stdout(io.StringIO()):
+                run = run_local(training_pipeline, {"push_destination": dest},
+                                workdir=os.path.join(tmp, "runs"))
+            evaluation = run.read_json("evaluate", "evaluation", "evaluation.json") or {}
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+            print(json.dumps({
+                "run": i + 1, "ok": run.ok, "total_s": round(run.total_s, 1),
+                "tasks": {t.name: {"wall_s": round(t.wall_s, 1),
+                                   "own_s": round(t.logic_s or 0.0, 1)} for t in run.tasks},
+                "accuracy": evaluation.get("candidate", {}).get("overall", {}).get("accuracy"),
+                "baseline": evaluation.get("baseline", {}).get("state"),
+                "peak_task_rss_mib": round(peak, 1),
+            }), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
