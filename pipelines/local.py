@@ -119,7 +119,7 @@ def training_report(run: LocalRun) -> str:
     """The short report a person reads after the training pipeline."""
     lines = ["", "=" * 72, f"kfp-ct training pipeline: {'SUCCEEDED' if run.ok else 'FAILED'}"
              f" in {run.total_s:.1f} s", f"run folder: {run.run_dir}", "", "Steps (wall s; "
-             "own work s; fixed cost = process start + imports):"]
+             "own work s, heavy imports included; fixed = process start + kfp executor):"]
     for t in run.tasks:
         own = "-" if t.logic_s is None else f"{t.logic_s:.1f}"
         fixed = "-" if t.fixed_s is None else f"{t.fixed_s:.1f}"
@@ -145,7 +145,8 @@ def training_report(run: LocalRun) -> str:
     if blessing:
         lines += ["", f"Gate: {'BLESSED' if blessing['blessed'] else 'NOT BLESSED'}"]
         for check in blessing.get("checks", []):
-            lines.append(f"  [{check['verdict']}] {check['reason']}")
+            lines.append(f"  [{check['verdict']}] {check.get('kind', '')} "
+                         f"{check.get('metric') or ''}: {check['reason']}")
         lines += [f"  note: {n}" for n in blessing.get("notes", [])]
     pushed = run.read_json("push", "pushed", "push.json")
     if pushed:
