@@ -189,3 +189,24 @@ def test_describe_lists_every_version(base, tmp_path):
     registry.publish(base, fake_model(tmp_path), {"metrics": {"auc": 0.81234}})
     text = registry.describe(base)
     assert "VERSION" in text and "complete" in text and "auc=0.8123" in text
+
+
+def test_old_staging_folder_of_a_killed_push_is_removed_by_the_next_push(tmp_path):
+    import os
+    import time
+
+    from components.common import registry as reg
+
+    base = tmp_path / "base"
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "saved_model.pb").write_bytes(b"pb")
+    (base / ".tmp-old").mkdir(parents=True)
+    (base / ".tmp-old" / "variables.data").write_bytes(b"x")
+    (base / ".tmp-fresh").mkdir()
+    hours_ago = time.time() - 2 * reg.STALE_STAGE_SECONDS
+    os.utime(base / ".tmp-old", (hours_ago, hours_ago))
+    info = reg.publish(str(base), str(model), {"metrics": {}})
+    assert info.version == 1
+    assert not (base / ".tmp-old").exists()
+    assert (base / ".tmp-fresh").exists()  # may belong to a push still running

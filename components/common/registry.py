@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from typing import Any
 
@@ -171,6 +172,25 @@ def publish(
         return _publish_local(base, model_dir, metadata, extra)
 
 
+STALE_STAGE_SECONDS = 3600
+
+
+def _remove_stale_stages(base: str, max_age_s: float = STALE_STAGE_SECONDS) -> list[str]:
+    """Removes `.tmp-*` staging folders left by killed pushes, once they are old enough
+    that no push still running can own them. Returns the removed paths."""
+    removed, now = [], time.time()
+    for name in os.listdir(base):
+        path = os.path.join(base, name)
+        if name.startswith(".tmp-") and os.path.isdir(path):
+            try:
+                if now - os.path.getmtime(path) > max_age_s:
+                    shutil.rmtree(path)
+                    removed.append(path)
+            except OSError:
+                pass  # another push removed it first, or it is not ours to remove
+    return removed
+
+
 def _publish_local(base: str, model_dir: str, metadata: dict, extra: dict) -> VersionInfo:
     try:
         os.makedirs(base, exist_ok=True)
@@ -180,6 +200,7 @@ def _publish_local(base: str, model_dir: str, metadata: dict, extra: dict) -> Ve
         ) from exc
     if not os.access(base, os.W_OK | os.X_OK):
         raise StorageError(f"Cannot publish to {base}: directory is not writable")
+    _remove_stale_stages(base)
     stage = os.path.join(base, f".tmp-{uuid.uuid4().hex}")
     try:
         try:
