@@ -16,6 +16,15 @@ def esc(value) -> str:
     return html.escape(str(value))
 
 
+def fmt(value, float_format: str = ".4f") -> str:
+    """A metric for people: '-' for missing, floats rounded, anything else as text."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return format(value, float_format)
+    return str(value)
+
+
 def table(headers: list[str], rows: list[list], raw: bool = False) -> str:
     """An HTML table; cells are escaped unless raw=True."""
     cell = (lambda v: str(v)) if raw else esc

@@ -389,12 +389,7 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
 # ------------------------------------------------------------------------- report
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
+_fmt = report.fmt
 
 
 def render_report(result: EvaluateResult, model_dir: str = "") -> str:

@@ -26,7 +26,7 @@ import math
 import os
 from typing import Any
 
-from components.common import storage
+from components.common import report, storage
 from components.common.errors import KfpCtError
 
 BLESSED = "BLESSED"
@@ -129,11 +129,7 @@ def parse_thresholds(thresholds: str | dict | None) -> dict:
 
 
 def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+    return report.fmt(value, ".6g")
 
 
 def _is_number(value) -> bool:
