@@ -265,3 +265,23 @@ def test_data_with_empty_labels_raises_and_writes_nothing(tmp_path):
     with pytest.raises(InputDataError, match=r"1 row\(s\) have an empty label.*line 10"):
         validate.run_validate(str(bad), PENGUINS_SPEC, **out)
     _assert_nothing_written(out)
+
+
+def test_statistics_on_a_beam_runner_equal_the_streaming_pass(tmp_path):
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    from components.validate.logic import run_validate
+
+    counts = {}
+    for mode, beam_args in (("stream", None), ("beam", ["--runner=DirectRunner"])):
+        out = tmp_path / mode
+        result = run_validate("bundled:penguins", PENGUINS_SPEC, str(out / "s"),
+                              str(out / "sc"), str(out / "a"), str(out / "r.html"),
+                              beam_args=beam_args)
+        stats = statistics_pb2.DatasetFeatureStatisticsList()
+        stats.ParseFromString((out / "s" / "FeatureStats.pb").read_bytes())
+        features = {f.path.step[0]: f for f in stats.datasets[0].features}
+        counts[mode] = (result.rows, stats.datasets[0].num_examples,
+                        round(features["body_mass_g"].num_stats.mean, 3),
+                        features["island"].string_stats.unique)
+    assert counts["stream"] == counts["beam"] == (344, 344, counts["stream"][2], 3)

@@ -67,9 +67,8 @@ def _stats_with_beam(data_path: str, spec: ProblemSpec, options, beam_args: list
     def read(file):
         from components.common.problem import parse_problem
         local_spec = parse_problem(json.loads(spec_json))
-        one = [file]
-        for b in data_lib.iter_batches(one[0], local_spec):
-            yield table_util.CanonicalizeRecordBatch(b)
+        for batch in data_lib.iter_batches(file, local_spec):
+            yield table_util.CanonicalizeRecordBatch(batch)
 
     with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
         _ = (p | beam.Create(files) | beam.FlatMap(read)
