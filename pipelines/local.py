@@ -16,6 +16,7 @@ import re
 import sys
 import time
 
+from components.common import report
 from components.common import tfenv  # noqa: F401  (subprocesses inherit TF_USE_LEGACY_KERAS)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -111,10 +112,6 @@ def run_local(pipeline_func, arguments: dict, workdir: str = "local_outputs") ->
                     tasks=tasks, ok=ok, error=_ANSI.sub("", error))
 
 
-def _fmt(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
 def training_report(run: LocalRun) -> str:
     """The short report a person reads after the training pipeline."""
     lines = ["", "=" * 72, f"kfp-ct training pipeline: {'SUCCEEDED' if run.ok else 'FAILED'}"
@@ -136,8 +133,8 @@ def training_report(run: LocalRun) -> str:
         prod = base.get("overall") or {}
         for metric in sorted(cand):
             other = prod.get(metric)
-            lines.append(f"  {metric:<28} {_fmt(cand[metric]):>10}   "
-                         f"{'-' if other is None else _fmt(other):>10}")
+            lines.append(f"  {metric:<28} {report.fmt(cand[metric]):>10}   "
+                         f"{report.fmt(other):>10}")
         lines.append(f"  baseline: {base['state']}"
                      + (f" (version {base['version']})" if base.get("version") else "")
                      + (f": {base['detail']}" if base.get("detail") else ""))

@@ -110,3 +110,19 @@ def gcs_emulator():
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def gcs_upload_order(monkeypatch):
+    """Records the object names uploaded with Blob.upload_from_filename, in order."""
+    from google.cloud.storage import Blob
+
+    order: list[str] = []
+    real = Blob.upload_from_filename
+
+    def spy(self, filename, *args, **kwargs):
+        order.append(self.name)
+        return real(self, filename, *args, **kwargs)
+
+    monkeypatch.setattr(Blob, "upload_from_filename", spy)
+    return order

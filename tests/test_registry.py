@@ -167,18 +167,9 @@ def test_local_publish_retries_when_version_appears_meanwhile(tmp_path, monkeypa
     assert sorted(os.listdir(base)) == ["1", "2", "3"]
 
 
-def test_gcs_publish_uploads_saved_model_last(gcs_emulator, tmp_path, monkeypatch):
+def test_gcs_publish_uploads_saved_model_last(gcs_emulator, tmp_path, gcs_upload_order):
     base = storage.join(gcs_emulator.new_bucket(), "m")
-    order = []
-    from google.cloud.storage import Blob
-
-    real = Blob.upload_from_filename
-
-    def spy(self, filename, *a, **kw):
-        order.append(self.name)
-        return real(self, filename, *a, **kw)
-
-    monkeypatch.setattr(Blob, "upload_from_filename", spy)
+    order = gcs_upload_order
     registry.publish(base, fake_model(tmp_path), {}, extra_files={"metrics.json": b"{}"})
     assert order[-1] == "m/1/saved_model.pb"
     assert "m/1/kfp_ct/metadata.json" in order

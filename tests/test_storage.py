@@ -156,22 +156,13 @@ def test_download_single_file(root, tmp_path):
     assert open(out, "rb").read() == b"1"
 
 
-def test_upload_tree_writes_last_names_at_the_end(gcs_emulator, tmp_path, monkeypatch):
+def test_upload_tree_writes_last_names_at_the_end(gcs_emulator, tmp_path, gcs_upload_order):
     bucket = gcs_emulator.new_bucket()
     src = str(tmp_path / "src")
     _make_tree(src)
     os.makedirs(os.path.join(src, "deep"))
     open(os.path.join(src, "deep", "saved_model.pb"), "wb").close()  # not top level
-    order = []
-    from google.cloud.storage import Blob
-
-    real = Blob.upload_from_filename
-
-    def spy(self, filename, *a, **kw):
-        order.append(self.name)
-        return real(self, filename, *a, **kw)
-
-    monkeypatch.setattr(Blob, "upload_from_filename", spy)
+    order = gcs_upload_order
     storage.upload_tree(src, storage.join(bucket, "m"))
     assert order[-1] == "m/saved_model.pb"
     assert "m/deep/saved_model.pb" in order[:-1]

@@ -33,8 +33,6 @@ def evaluate(
         confusion: Confusion matrix (classification).
         report: HTML comparison of candidate and baseline.
     """
-    import json
-    import os
     import time
 
     from components.evaluate.logic import run_evaluate
@@ -44,8 +42,7 @@ def evaluate(
         model_dir=model.path, raw_eval_dir=raw_eval.path, problem=problem,
         push_destination=push_destination, output_dir=evaluation.path,
         report_path=report.path, slices=list(slices))
-    with open(os.path.join(evaluation.path, "evaluation.json")) as fh:
-        doc = json.load(fh)
+    doc = result.to_dict()
     for key, value in doc["candidate"]["overall"].items():
         if isinstance(value, (int, float)):
             metrics.log_metric(key, value)
@@ -56,4 +53,3 @@ def evaluate(
     if matrix:
         confusion.log_confusion_matrix(matrix["labels"], matrix["matrix"])
     print(f"[kfp-ct] timing task=evaluate logic_s={time.perf_counter() - started:.2f}")
-    del result
