@@ -18,23 +18,28 @@ import time
 
 from kfp import compiler
 
+from components.drift.component import drift_check
 from components.evaluate.component import evaluate
 from components.gate.component import gate
 from components.push.component import push
+from components.retrain.component import retrain_trigger
 from components.train.component import train, train_gpu
 from components.transform.component import transform
 from components.validate.component import validate
 from pipelines.data import data_pipeline
+from pipelines.monitoring import monitoring_pipeline
 from pipelines.training import training_pipeline, training_pipeline_gpu
 
 PIPELINES = {
     "data_pipeline": data_pipeline,
+    "monitoring_pipeline": monitoring_pipeline,
     "training_pipeline": training_pipeline,
     "training_pipeline_gpu": training_pipeline_gpu,
 }
 COMPONENTS = {
     "validate": validate, "transform": transform, "train": train, "train_gpu": train_gpu,
-    "evaluate": evaluate, "gate": gate, "push": push,
+    "evaluate": evaluate, "gate": gate, "push": push, "drift_check": drift_check,
+    "retrain_trigger": retrain_trigger,
 }
 
 

@@ -1,6 +1,7 @@
 """kfp-ct command line: run the training pipeline locally, manage a TF Serving model base.
 
     python -m pipelines.cli run-local --destination DEST [--data PATH] [--problem SPEC] ...
+    python -m pipelines.cli monitor-local --model-base DEST --window PATH [--training-data ...]
     python -m pipelines.cli versions DEST
     python -m pipelines.cli rollback DEST VERSION [--reason TEXT]
 
@@ -65,12 +66,44 @@ def _add_run_local(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam-arg", action="append", dest="beam_args", default=[],
                    help="Beam pipeline option, e.g. --beam-arg=--direct_num_workers=2")
     p.add_argument("--workdir", default="local_outputs", help="where run folders go")
+    p.add_argument("--params", default="",
+                   help="JSON object of further training pipeline parameters (applied last)")
+    p.add_argument("--trigger", default="",
+                   help="JSON: why this training runs (kept in the pushed version's metadata)")
+    p.add_argument("--summary-json", default="",
+                   help="also write the outcome (pushed version, gate, error) to this file")
+
+
+def _json_object(text: str, what: str) -> dict:
+    import json
+
+    from components.common.errors import KfpCtError
+
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise KfpCtError(f"{what}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise KfpCtError(f"{what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _write_summary(path: str, summary: dict) -> None:
+    import json
+    import os
+
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as fh:
+            json.dump(summary, fh, indent=1, sort_keys=True)
 
 
 def _run_local(args: argparse.Namespace) -> int:
     import os
 
-    from pipelines.local import run_local, training_report
+    from pipelines.local import run_local, training_report, training_summary
     from pipelines.training import training_pipeline
 
     destination = args.destination
@@ -84,9 +117,88 @@ def _run_local(args: argparse.Namespace) -> int:
     }
     if args.slices is not None:
         arguments["slices"] = list(args.slices)
+    if args.trigger:
+        _json_object(args.trigger, "--trigger")
+        arguments["trigger"] = args.trigger
+    params = _json_object(args.params, "--params")
+    for reserved in ("push_destination", "data_path"):
+        if reserved in params:
+            from components.common.errors import KfpCtError
+
+            raise KfpCtError(f"--params: set {reserved} with --destination / --data")
+    arguments.update(params)
     run = run_local(training_pipeline, arguments, workdir=args.workdir)
     print(training_report(run))
+    _write_summary(args.summary_json, training_summary(run))
     return 0 if run.ok else 1
+
+
+def _add_monitor_local(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-base", required=True,
+                   help="TF Serving model base of the production model: local path or gs://")
+    p.add_argument("--window", default="",
+                   help="fresh data: CSV/Parquet file, folder or glob (e.g. .../date=2026-11-23/)")
+    p.add_argument("--request-log", default="",
+                   help="TF Serving request log: PredictionLog TFRecord file, folder or glob")
+    p.add_argument("--settings", default="",
+                   help='drift settings JSON, e.g. \'{"numeric": 0.02, "categorical": 0.05, '
+                        '"features": {"island": 0.1}, "min_rows": 100}\'')
+    p.add_argument("--training-data", default="",
+                   help="training window to retrain on: path, folder or glob")
+    p.add_argument("--training-partitions", type=int, default=0,
+                   help="with a glob: train on the newest N matches only (0: all)")
+    p.add_argument("--retrain", default="local", choices=["local", "off"],
+                   help="local: run the training pipeline here when drift is found; off: "
+                        "record only")
+    p.add_argument("--cooldown-hours", type=float, default=0.0)
+    p.add_argument("--params", default="",
+                   help="JSON object of training pipeline parameters for the retraining")
+    p.add_argument("--workdir", default="local_outputs", help="where run folders go")
+    p.add_argument("--summary-json", default="", help="also write the outcome to this file")
+
+
+def _monitor_local(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from components.common.errors import KfpCtError
+    from pipelines.local import monitoring_report, monitoring_summary, run_local
+    from pipelines.monitoring import monitoring_pipeline
+
+    if not args.window and not args.request_log:
+        raise KfpCtError("give --window (fresh data) or --request-log, or both")
+    if args.retrain != "off" and not args.training_data:
+        raise KfpCtError("--training-data is needed to retrain (or use --retrain off)")
+    _json_object(args.params, "--params")
+    if args.settings:
+        from components.drift.logic import parse_settings
+
+        parse_settings(args.settings)  # a typo fails here, before any task runs
+    base = args.model_base if "://" in args.model_base else os.path.abspath(args.model_base)
+
+    def local_path(path: str) -> str:
+        if not path or "://" in path:
+            return path
+        return ",".join(os.path.abspath(p) for p in path.split(","))
+
+    arguments = {
+        "model_base": base, "window_path": local_path(args.window),
+        "request_log_path": local_path(args.request_log), "drift_settings": args.settings,
+        "training_data": local_path(args.training_data),
+        "training_partitions": args.training_partitions, "retrain_mode": args.retrain,
+        "cooldown_hours": args.cooldown_hours,
+        "training_params": json.dumps(_json_object(args.params, "--params")),
+    }
+    run = run_local(monitoring_pipeline, arguments, workdir=args.workdir)
+    print(monitoring_report(run))
+    summary = monitoring_summary(run)
+    _write_summary(args.summary_json, summary)
+    if not run.ok:
+        return 1
+    launch = summary.get("launch") or {}
+    if launch.get("launched") and (launch.get("result") or {}).get("state") == "FAILED":
+        return 1
+    return 0
 
 
 # name -> (help, add_arguments, handler)
@@ -94,6 +206,8 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                              Callable[[argparse.Namespace], int]]] = {
     "run-local": ("run the training pipeline on this machine through kfp.local",
                   _add_run_local, _run_local),
+    "monitor-local": ("check fresh data for drift on this machine; retrain when it moved",
+                      _add_monitor_local, _monitor_local),
     "versions": ("list the versions under a model base (* marks production)",
                  _add_versions, _versions),
     "rollback": ("republish an earlier version as the new newest one",

@@ -153,3 +153,74 @@ def training_report(run: LocalRun) -> str:
         lines += ["", f"Error: {run.error}"]
     lines.append("=" * 72)
     return "\n".join(lines)
+
+
+def training_summary(run: LocalRun) -> dict:
+    """The training run's outcome for machines (``run-local --summary-json``)."""
+    pushed = run.read_json("push", "pushed", "push.json") or {}
+    blessing = run.read_json("gate", "blessing", "blessing.json") or {}
+    return {"ok": run.ok, "run_dir": run.run_dir, "total_s": round(run.total_s, 1),
+            "error": run.error, "blessed": blessing.get("blessed"),
+            "pushed": pushed.get("pushed"), "version": pushed.get("version"),
+            "reason": pushed.get("reason", "")}
+
+
+def monitoring_summary(run: LocalRun) -> dict:
+    """The monitoring run's decision and launch, for machines (``--summary-json``)."""
+    decision = run.read_json("drift-check", "decision", "drift.json") or {}
+    launch = run.read_json("retrain-trigger", "launch", "launch.json")
+    return {"ok": run.ok, "run_dir": run.run_dir, "total_s": round(run.total_s, 1),
+            "error": run.error, "decision": decision.get("decision"),
+            "drifted": decision.get("drifted", []), "reasons": decision.get("reasons", []),
+            "anomalies": decision.get("anomalies", []), "launch": launch}
+
+
+def monitoring_report(run: LocalRun) -> str:
+    """The short report a person reads after the monitoring pipeline."""
+    lines = ["", "=" * 72, f"kfp-ct monitoring pipeline: {'SUCCEEDED' if run.ok else 'FAILED'}"
+             f" in {run.total_s:.1f} s", f"run folder: {run.run_dir}", "", "Steps (wall s):"]
+    for t in run.tasks:
+        lines.append(f"  {t.name:<16} {t.wall_s:6.1f}  {t.status}")
+    decision = run.read_json("drift-check", "decision", "drift.json")
+    if decision:
+        rows = ", ".join(f"{k} {v} rows" for k, v in decision["window"]["rows"].items())
+        lines += ["", f"Drift decision: {decision['decision']}  ({rows}; baseline: production "
+                      f"version {decision['baseline']['version']}, "
+                      f"{decision['baseline']['rows']} training rows)"]
+        lines += [f"  - {r}" for r in decision["reasons"]]
+        tested = [f for f in decision["features"] if f.get("distance") is not None]
+        if tested:
+            lines += ["", "  feature                  measure      distance  threshold  "
+                          "no-drift level  verdict"]
+            for f in sorted(tested, key=lambda f: (f["verdict"] != "drift", f["feature"])):
+                name = f["feature"] + ("" if f["role"] != "label" else " (label)")
+                if len(decision["window"]["rows"]) > 1:
+                    name += f" [{f['source']}]"
+                measure = "JSD" if f["kind"] == "numeric" else "L-inf"
+                lines.append(f"  {name:<24} {measure:<10} {f['distance']:9.4f}  "
+                             f"{f['threshold']:9.4f}  {report.fmt(f['no_drift_level']):>14}  "
+                             f"{f['verdict']}")
+        for a in decision.get("anomalies", []):
+            lines.append(f"  anomaly: {a['feature']}: {a['kind']}: {a['detail']}")
+        lines += [f"  note: {n}" for n in decision.get("notes", [])]
+        report_path = run.artifact("drift-check", "report")
+        lines.append(f"  report: {report_path}")
+    launch = run.read_json("retrain-trigger", "launch", "launch.json")
+    if launch:
+        if launch.get("launched"):
+            result = launch.get("result") or {}
+            lines += ["", f"Retraining launched (launch {launch.get('seq')}) on "
+                          f"{launch.get('training_data')}: {result.get('state', '')}"]
+            if result.get("pushed"):
+                lines.append(f"  pushed version {result.get('version')} (drift lineage in its "
+                             "metadata)")
+            elif result.get("state") in ("SUCCEEDED", "FAILED"):
+                lines.append(f"  not pushed: {result.get('reason') or 'see the log'}")
+            if result.get("log"):
+                lines.append(f"  training log: {result['log']}")
+        else:
+            lines += ["", f"Nothing launched: {launch.get('reason')}"]
+    if not run.ok:
+        lines += ["", f"Error: {run.error}"]
+    lines.append("=" * 72)
+    return "\n".join(lines)

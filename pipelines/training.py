@@ -51,6 +51,7 @@ def make_training_pipeline(gpu: bool = False):
         seed: int = 42,
         thresholds: str = DEFAULT_THRESHOLDS,
         slices: list = ["island"],
+        trigger: str = "",
     ):
         validated = validate(data_path=data_path, problem=problem, schema_path=schema_path,
                              push_destination=push_destination, strict=strict,
@@ -84,7 +85,7 @@ def make_training_pipeline(gpu: bool = False):
                       schema=validated.outputs["schema"],
                       evaluation=evaluated.outputs["evaluation"],
                       run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                      run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+                      run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, trigger=trigger)
         pushed.set_caching_options(False)
 
     return training_pipeline

@@ -126,3 +126,52 @@ def gcs_upload_order(monkeypatch):
 
     monkeypatch.setattr(Blob, "upload_from_filename", spy)
     return order
+
+
+# --------------------------------------------------------------- drift baselines
+
+PENGUINS_PROBLEM_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                     "pipelines", "penguins", "problem.json")
+
+
+@dataclasses.dataclass
+class DriftBase:
+    """A model base whose production version keeps real TFDV statistics of generated
+    penguins-like rows (the model file is a placeholder: no prediction profile)."""
+
+    base: str
+    data: str  # the rows the statistics describe
+    rows: int
+
+
+def make_stats_only_base(root, rows: int = 5000, seed: int = 11) -> DriftBase:
+    import tensorflow_data_validation as tfdv
+
+    from components.common import registry, synth
+    from components.common.problem import load_problem
+    from components.validate.logic import compute_statistics
+
+    root = str(root)
+    data = os.path.join(root, "base.csv")
+    synth.write_penguins_like(data, rows, seed=seed)
+    spec = load_problem(PENGUINS_PROBLEM_PATH)
+    stats, _ = compute_statistics(data, spec)
+    schema = tfdv.infer_schema(stats)
+    model = os.path.join(root, "model")
+    os.makedirs(model, exist_ok=True)
+    with open(os.path.join(model, registry.SAVED_MODEL), "wb") as fh:
+        fh.write(b"placeholder: the drift tests never load this model")
+    from google.protobuf import text_format
+
+    base = os.path.join(root, "serving")
+    registry.publish(base, model, {"metrics": {}}, {
+        registry.STATISTICS: stats.SerializeToString(),
+        registry.SCHEMA: text_format.MessageToString(schema),
+        registry.PROBLEM: open(PENGUINS_PROBLEM_PATH).read(),
+    })
+    return DriftBase(base=base, data=data, rows=rows)
+
+
+@pytest.fixture(scope="session")
+def drift_base(tmp_path_factory):
+    return make_stats_only_base(tmp_path_factory.mktemp("drift_base"))

@@ -46,12 +46,22 @@ def _format_of(path: str) -> str | None:
 
 
 def resolve_inputs(path: str) -> list[str]:
-    """Expands a file, folder or glob into a sorted list of CSV / Parquet files."""
+    """Expands a file, folder or glob (or several, comma-separated) into a list of CSV /
+    Parquet files (sorted within each)."""
     if not path or not path.strip():
         raise InputDataError("data path is empty")
     path = path.strip()
     if path == BUNDLED_PENGUINS:
         return [bundled_penguins_path()]
+    if "," in path and not os.path.exists(path):
+        # Several paths, folders or globs (e.g. the newest N date partitions).
+        files = []
+        for part in (p.strip() for p in path.split(",")):
+            if part:
+                files += [f for f in resolve_inputs(part) if f not in files]
+        if len({_format_of(f) for f in files}) > 1:
+            raise InputDataError(f"data path {path}: mixes CSV and Parquet files; use one format")
+        return files
     has_wildcard = any(c in path for c in "*?[")
     try:
         if has_wildcard:
@@ -237,6 +247,29 @@ def _local(path: str):
             yield local
     except StorageError as exc:
         raise InputDataError(str(exc)) from None
+
+
+def as_list_batch(batch: pa.RecordBatch, spec: ProblemSpec,
+                  columns: list[str] | None = None) -> pa.RecordBatch:
+    """Scalar columns -> list columns (one value per row, an empty list for a missing value)
+    in sorted name order: what tfx_bsl's tf.Example encoder and TFT's adapter take.
+
+    Keeps the spec's dtypes (tfx_bsl's CanonicalizeRecordBatch would widen float32 to
+    float64, which tf.Examples cannot hold); text becomes bytes.
+    """
+    names = sorted(columns if columns is not None else set(spec.features) | {spec.label})
+    types = arrow_types(spec)
+    arrays = []
+    for name in names:
+        column = batch.column(batch.schema.get_field_index(name))
+        if name in types and column.type != types[name]:
+            column = column.cast(types[name])
+        valid = np.asarray(column.is_valid(), dtype=np.int32)
+        offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int32)
+        values = column.drop_null()
+        values = values.cast(pa.binary() if pa.types.is_string(values.type) else values.type)
+        arrays.append(pa.ListArray.from_arrays(pa.array(offsets), values))
+    return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
 def eval_mask(batch: pa.RecordBatch, spec: ProblemSpec) -> np.ndarray:

@@ -34,6 +34,16 @@ from components.common.errors import RegistryError, StorageError
 SAVED_MODEL = "saved_model.pb"
 AUDIT_DIR = "kfp_ct"
 METADATA = "metadata.json"
+# Audit files kept beside each version (push writes them; evaluate, validate and the drift
+# check read them).
+STATISTICS = "statistics.pb"  # TFDV statistics of the training data (the drift baseline)
+SCHEMA = "schema.pbtxt"
+PROBLEM = "problem.json"
+EVALUATION = "evaluation.json"
+BLESSING = "blessing.json"
+PREDICTION_PROFILE = "prediction_profile.json"  # the model's predictions on its eval rows
+# Retraining launch records (create-only, one per launch): <base>/RETRAIN_DIR/
+RETRAIN_DIR = "kfp_ct_retraining"
 
 COMPLETE = "complete"
 INCOMPLETE = "incomplete"
@@ -94,6 +104,11 @@ def _inspect(base: str, version: int) -> VersionInfo:
 def list_versions(base: str) -> list[VersionInfo]:
     """Every numeric version under ``base``, ascending; [] when ``base`` is missing."""
     return [_inspect(base, v) for v in _numeric_children(base)]
+
+
+def audit_file(info: VersionInfo, name: str) -> str:
+    """Path of an audit file kept beside a version (``<version>/kfp_ct/<name>``)."""
+    return storage.join(info.path, AUDIT_DIR, name)
 
 
 def production(base: str) -> VersionInfo | None:
@@ -293,13 +308,25 @@ def _key_metric(metadata: dict | None) -> str:
     return f"{name}={value}"
 
 
+def _trigger(metadata: dict | None) -> str:
+    """Why a version was trained, in a few words (e.g. "drift: island, sex (launch 3)")."""
+    trigger = (metadata or {}).get("trigger")
+    if not isinstance(trigger, dict) or not trigger:
+        return ""
+    if trigger.get("kind") == "drift":
+        features = ", ".join(str(f) for f in trigger.get("drifted") or []) or "-"
+        launch = trigger.get("launch")
+        return f"drift: {features}" + (f" (launch {launch})" if launch else "")
+    return str(trigger.get("kind") or "")
+
+
 def describe(base: str) -> str:
     """A plain-text table of the versions under ``base`` (``*`` marks production)."""
     versions = list_versions(base)
     if not versions:
         return f"No model versions under {base}\n"
     prod = production(base)
-    header = ("", "VERSION", "STATE", "PUSHED_AT", "METRIC", "ROLLBACK_OF", "DETAIL")
+    header = ("", "VERSION", "STATE", "PUSHED_AT", "METRIC", "ROLLBACK_OF", "TRIGGER", "DETAIL")
     rows = [header]
     for v in versions:
         meta = v.metadata or {}
@@ -311,6 +338,7 @@ def describe(base: str) -> str:
             str(meta.get("pushed_at", "")),
             _key_metric(meta),
             "" if rb is None else str(rb),
+            _trigger(meta),
             v.detail,
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

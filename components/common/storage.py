@@ -224,6 +224,27 @@ def glob(pattern: str) -> list[str]:
     )
 
 
+def glob_entries(pattern: str) -> list[str]:
+    """Sorted files *and folders* matching ``pattern`` (e.g. partitions ``.../date=*``)."""
+    if not is_gcs(pattern):
+        return sorted(p.rstrip("/") for p in _glob.glob(pattern.rstrip("/")))
+    bucket, key_pattern = _split(pattern)
+    key_pattern = key_pattern.rstrip("/")
+    cut = min((i for i, c in enumerate(key_pattern) if c in _WILDCARDS), default=None)
+    if cut is None:
+        return [pattern.rstrip("/")] if exists(pattern) else []
+    with _gcs_errors(pattern, "list"):
+        blobs, _ = _list_blobs(bucket, key_pattern[:cut])
+    found = set()
+    for b in blobs:
+        parts = b.name.rstrip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            candidate = "/".join(parts[:i])
+            if fnmatch.fnmatchcase(candidate, key_pattern):
+                found.add(_uri(bucket, candidate))
+    return sorted(found)
+
+
 # ---------------------------------------------------------------------- read/write
 
 
@@ -268,6 +289,59 @@ def write_bytes(path: str, data: bytes) -> None:
         raise StorageError(f"Cannot write {path}: it is a bucket, not an object")
     with _gcs_errors(path, "write"):
         _client().bucket(bucket).blob(key).upload_from_string(bytes(data))
+
+
+def version_tag(path: str) -> dict:
+    """What identifies this content of a file: size and mtime (local), size and
+    generation (gs://); {} when it cannot be read."""
+    if not is_gcs(path):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return {}
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    bucket, key = _split(path)
+    with _gcs_errors(path, "stat"):
+        blob = _client().bucket(bucket).get_blob(key)
+    return {} if blob is None else {"size": blob.size, "generation": blob.generation}
+
+
+def create_only(path: str, data: bytes) -> bool:
+    """Writes ``path`` only if it does not exist yet; True if this call created it.
+
+    Safe under races: locally the content is written to a private file and hard-linked
+    into place (``link`` fails if the name exists, and readers never see a partial file);
+    on gs:// the upload carries the precondition ``ifGenerationMatch=0`` (only if absent).
+    """
+    if is_gcs(path):
+        from google.api_core import exceptions as gexc
+
+        bucket, key = _split(path)
+        blob = _client().bucket(bucket).blob(key)
+        try:
+            with _gcs_errors(path, "create"):
+                try:
+                    blob.upload_from_string(data, if_generation_match=0)
+                except gexc.PreconditionFailed:
+                    return False
+        except StorageError:
+            raise
+        return True
+    with _local_errors(path, "create"):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".create-", dir=os.path.dirname(path) or ".")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            os.unlink(tmp)
 
 
 def write_text(path: str, text: str, encoding: str = "utf-8") -> None:

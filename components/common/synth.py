@@ -17,9 +17,13 @@ Rows are generated and written ``chunk_rows`` at a time, so memory stays flat at
 ``n_rows``. The output is a pure function of ``(n_rows, seed, fmt, chunk_rows)``: the
 same arguments give byte-identical files.
 
+Windows with controlled shifts (drift monitoring tests and benchmarks), see ``SHIFTS``:
+``write_penguins_like(..., shift="numeric_mean", strength=0.5)``.
+
 Command line::
 
     python -m components.common.synth OUT N [--seed S] [--format csv|parquet]
+                                      [--shift KIND [--strength X] [--feature NAME]]
 """
 
 from __future__ import annotations
@@ -109,6 +113,25 @@ class PenguinStats:
     chol: np.ndarray  # (S, X, 4, 4) Cholesky factor of the covariance
     p_unmeasured: float  # P(all four measurements missing; sex missing too)
     p_sex_missing: float  # P(sex missing | measured)
+    marginal_sd: tuple[float, ...] = ()  # real standard deviation of each measurement
+
+
+# Controlled shifts: kind -> (what it changes, default feature, "moderate" strength).
+# The strength's unit depends on the kind (see ``apply_shift``).
+SHIFTS = {
+    "none": ("nothing: the same distribution as the base data", None, 0.0),
+    "numeric_mean": ("adds strength x the feature's real standard deviation", "body_mass_g", 0.5),
+    "category_mix": ("moves a share `strength` of rows to the category NEW_MIX_VALUE",
+                     "island", 0.2),
+    "new_category": ("gives a share `strength` of rows the unseen category NEW_CATEGORY",
+                     "island", 0.1),
+    "missing_column": ("drops the feature's column", "sex", 0.0),
+    "label": ("moves a share `strength` of birds to the species LABEL_SHIFT_VALUE "
+              "(measurements follow the species)", "species", 0.2),
+}
+NEW_MIX_VALUE = "Torgersen"
+NEW_CATEGORY = "Anvers"
+LABEL_SHIFT_VALUE = "Gentoo"
 
 
 def _cumulative(frequencies: np.ndarray) -> np.ndarray:
@@ -165,7 +188,62 @@ def penguin_stats(frame=None) -> PenguinStats:
         chol=chol,
         p_unmeasured=p_unmeasured,
         p_sex_missing=p_sex_missing,
+        marginal_sd=tuple(float(df[c].std()) for c in NUMERIC_COLUMNS),
     )
+
+
+def shifted_stats(stats: PenguinStats, shift: str, strength: float) -> PenguinStats:
+    """The distributions a shifted window is drawn from (shifts that act before drawing)."""
+    if shift == "label":
+        target = np.array([s == LABEL_SHIFT_VALUE for s in stats.species], dtype=np.float64)
+        return dataclasses.replace(stats, species_p=(1 - strength) * stats.species_p
+                                   + strength * target)
+    if shift == "category_mix":
+        target = np.array([i == NEW_MIX_VALUE for i in stats.islands], dtype=np.float64)
+        freq = np.diff(np.concatenate([np.zeros((len(stats.species), 1)), stats.island_cum],
+                                      axis=1), axis=1)
+        return dataclasses.replace(stats, island_cum=_cumulative(
+            (1 - strength) * freq + strength * target[None, :]))
+    return stats
+
+
+def apply_shift(table: pa.Table, stats: PenguinStats, shift: str, strength: float,
+                feature: str | None, rng: np.random.Generator) -> pa.Table:
+    """Shifts that act on drawn rows: a numeric mean shift, a new category, a dropped column."""
+    if shift == "numeric_mean":
+        j = NUMERIC_COLUMNS.index(feature)
+        step = ROUNDING[feature]
+        column = table.column(feature).combine_chunks()
+        values = column.to_numpy(zero_copy_only=False) + strength * stats.marginal_sd[j]
+        values = np.round(np.round(values / step) * step, 1)
+        return table.set_column(table.schema.get_field_index(feature), feature,
+                                pa.array(values, type=pa.float64(),
+                                         mask=np.asarray(column.is_null())))
+    if shift == "new_category":
+        column = table.column(feature).combine_chunks()
+        hit = rng.random(table.num_rows) < strength
+        values = pa.array(np.where(hit, NEW_CATEGORY, column.fill_null("").to_numpy(
+            zero_copy_only=False)), type=pa.string())
+        values = pa.array(values.to_pylist(), mask=np.asarray(column.is_null()) & ~hit)
+        return table.set_column(table.schema.get_field_index(feature), feature, values)
+    if shift == "missing_column":
+        return table.drop([feature])
+    return table
+
+
+def _check_shift(shift: str, strength: float, feature: str | None) -> str | None:
+    if shift not in SHIFTS:
+        raise ValueError(f"shift must be one of {sorted(SHIFTS)}, got {shift!r}")
+    feature = feature or SHIFTS[shift][1]
+    if shift == "numeric_mean" and feature not in NUMERIC_COLUMNS:
+        raise ValueError(f"a numeric_mean shift needs one of {NUMERIC_COLUMNS}, got {feature!r}")
+    if shift in ("category_mix", "new_category") and feature != "island":
+        raise ValueError(f"{shift} shifts the island column only, got {feature!r}")
+    if shift == "missing_column" and feature not in COLUMNS:
+        raise ValueError(f"missing_column needs one of {COLUMNS}, got {feature!r}")
+    if shift in ("category_mix", "new_category", "label") and not 0 <= strength <= 1:
+        raise ValueError(f"{shift} strength is a share of rows in [0, 1], got {strength!r}")
+    return feature
 
 
 def _draw_category(rng: np.random.Generator, cum: np.ndarray) -> np.ndarray:
@@ -212,6 +290,9 @@ def write_penguins_like(
     seed: int = 0,
     fmt: str = "csv",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    shift: str = "none",
+    strength: float | None = None,
+    feature: str | None = None,
 ) -> Path:
     """Write ``n_rows`` seeded penguins-like rows to a local file, chunk by chunk.
 
@@ -222,6 +303,11 @@ def write_penguins_like(
         fmt: "csv" (header row, empty field for a missing value) or "parquet"
             (one row group per chunk).
         chunk_rows: Rows generated and written at a time; bounds memory use.
+        shift: One of ``SHIFTS``: a window drawn from a controlled shift of the base
+            distribution; "none" draws from the base distribution itself.
+        strength: The shift's size (unit per kind, see ``SHIFTS``); None: its moderate
+            default.
+        feature: The column shifted; None: the kind's default.
 
     Returns:
         The path written.
@@ -233,26 +319,36 @@ def write_penguins_like(
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
 
+    strength = SHIFTS[shift][2] if strength is None and shift in SHIFTS else strength
+    feature = _check_shift(shift, float(strength or 0.0), feature)
+    strength = float(strength or 0.0)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    stats = penguin_stats()
+    base = penguin_stats()
+    stats = shifted_stats(base, shift, strength)
     rng = np.random.default_rng(seed)
+    schema = SCHEMA
+    if shift == "missing_column":
+        schema = pa.schema([f for f in SCHEMA if f.name != feature])
 
     if fmt == "csv":
         import pyarrow.csv as pacsv
 
-        writer = pacsv.CSVWriter(str(out), SCHEMA)
+        writer = pacsv.CSVWriter(str(out), schema)
     else:
         import pyarrow.parquet as pq
 
-        writer = pq.ParquetWriter(str(out), SCHEMA)
+        writer = pq.ParquetWriter(str(out), schema)
     with writer:
         remaining = int(n_rows)
         if remaining == 0 and fmt == "csv":
-            writer.write_table(SCHEMA.empty_table())  # the header row
+            writer.write_table(schema.empty_table())  # the header row
         while remaining > 0:
             n = min(int(chunk_rows), remaining)
-            writer.write_table(generate_chunk(stats, n, rng))
+            chunk = generate_chunk(stats, n, rng)
+            if shift != "none":
+                chunk = apply_shift(chunk, base, shift, strength, feature, rng)
+            writer.write_table(chunk)
             remaining -= n
     return out
 
@@ -268,15 +364,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", dest="fmt", choices=FORMATS, default=None,
                         help="default: from OUT's suffix (.parquet -> parquet), else csv")
     parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS)
+    parser.add_argument("--shift", choices=sorted(SHIFTS), default="none",
+                        help="draw a window with a controlled shift (default: none)")
+    parser.add_argument("--strength", type=float, default=None,
+                        help="size of the shift (default: the kind's moderate strength)")
+    parser.add_argument("--feature", default=None, help="column to shift (default per kind)")
     args = parser.parse_args(argv)
     fmt = args.fmt or ("parquet" if args.out.endswith((".parquet", ".pq")) else "csv")
     start = time.perf_counter()
     try:
-        out = write_penguins_like(args.out, args.n_rows, seed=args.seed, fmt=fmt, chunk_rows=args.chunk_rows)
+        out = write_penguins_like(args.out, args.n_rows, seed=args.seed, fmt=fmt,
+                                  chunk_rows=args.chunk_rows, shift=args.shift,
+                                  strength=args.strength, feature=args.feature)
     except ValueError as exc:
         parser.error(str(exc))
     elapsed = time.perf_counter() - start
-    print(f"wrote {args.n_rows} rows ({fmt}, seed {args.seed}) to {out} in {elapsed:.1f} s")
+    shifted = "" if args.shift == "none" else f", shift {args.shift}"
+    print(f"wrote {args.n_rows} rows ({fmt}, seed {args.seed}{shifted}) to {out} "
+          f"in {elapsed:.1f} s")
     return 0
 
 

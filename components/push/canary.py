@@ -12,8 +12,7 @@ object::
 
 ``write_warmup_requests`` writes ``assets.extra/tf_serving_warmup_requests``: a TFRecord
 file of serialized ``tensorflow.serving.PredictionLog`` messages, which TF Serving
-replays when it loads the version. tensorflow-serving-api is not a dependency: the few
-messages needed are declared here with the same field numbers (see ``_wire_messages``).
+replays when it loads the version (the messages: ``components.common.prediction_log``).
 """
 
 from __future__ import annotations
@@ -24,12 +23,17 @@ import sys
 import time
 
 from components.common import tfenv  # noqa: F401  (before TensorFlow loads)
+from components.common.prediction_log import (  # noqa: F401  (re-exported for callers)
+    INPUT_KEY,
+    SIGNATURE,
+    parse_prediction_log,
+    prediction_log_bytes,
+)
 
-SIGNATURE = "serving_default"
-INPUT_KEY = "examples"
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 SINGLE_REQUESTS = 3  # one-by-one requests after the batch
+PROFILE_ROWS = 10_000  # eval rows scored for the prediction-drift baseline
 
 
 class CanaryError(Exception):
@@ -70,8 +74,12 @@ def _check_outputs(outputs, batch: int, where: str) -> list[str]:
     return sorted(outputs)
 
 
-def run_canary(model_dir: str, examples_path: str, n: int) -> dict:
+def run_canary(model_dir: str, examples_path: str, n: int, profile_path: str = "",
+               profile_rows: int = PROFILE_ROWS) -> dict:
     """Loads the model and sends it canary requests; returns the result record.
+
+    With ``profile_path``, also scores up to ``profile_rows`` eval rows and writes the
+    model's prediction profile there (the baseline of prediction drift).
 
     Raises:
         CanaryError: the model does not load or does not answer properly.
@@ -107,9 +115,34 @@ def run_canary(model_dir: str, examples_path: str, n: int) -> dict:
         _check_outputs(call([record], where), 1, where)
         latencies.append(time.perf_counter() - started)
     latencies.sort()
-    return {"ok": True, "requests": len(latencies), "rows": len(records),
-            "latency_ms_p50": round(1000 * latencies[len(latencies) // 2], 3),
-            "outputs": names}
+    result = {"ok": True, "requests": len(latencies), "rows": len(records),
+              "latency_ms_p50": round(1000 * latencies[len(latencies) // 2], 3),
+              "outputs": names}
+    if profile_path:
+        profile = prediction_profile(call, read_records(examples_path, profile_rows))
+        with open(profile_path, "w") as fh:
+            json.dump(profile, fh, indent=1)
+        result["profile_rows"] = profile["rows"]
+    return result
+
+
+def prediction_profile(call, records: list[bytes], batch: int = 1024) -> dict:
+    """What the model predicts on ``records``, as a drift reference (JSON-ready)."""
+    import numpy as np
+
+    from components.common import drift
+
+    kinds, values = set(), []
+    for start in range(0, len(records), batch):
+        chunk = records[start:start + batch]
+        outputs = call(chunk, f"profile rows {start}..{start + len(chunk) - 1}")
+        kind, predicted = drift.predicted_values({k: v.numpy() for k, v in outputs.items()})
+        kinds.add(kind)
+        values.append(predicted)
+    kind = kinds.pop()
+    ref = drift.prediction_reference(kind, np.concatenate(values))
+    return {"rows": len(records), "source": "eval rows scored at push",
+            "reference": ref.to_json()}
 
 
 def _first_line(exc: Exception) -> str:
@@ -119,13 +152,14 @@ def _first_line(exc: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 3:
+    if len(argv) not in (3, 4):
         print(json.dumps({"ok": False, "error": "usage: python -m components.push.canary "
-                                                "MODEL_DIR EXAMPLES_TFRECORD N"}))
+                                                "MODEL_DIR EXAMPLES_TFRECORD N [PROFILE_OUT]"}))
         return 2
-    model_dir, examples, n = argv
+    model_dir, examples, n = argv[:3]
     try:
-        result = run_canary(model_dir, examples, int(n))
+        result = run_canary(model_dir, examples, int(n),
+                            profile_path=argv[3] if len(argv) == 4 else "")
     except (CanaryError, ValueError) as exc:
         print(json.dumps({"ok": False, "error": str(exc)}), flush=True)
         return 1
@@ -138,90 +172,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ----------------------------------------------------------------- warmup requests
-
-_WIRE_FILE = "kfp_ct/tf_serving_warmup.proto"
-_WIRE_PACKAGE = "kfp_ct.tf_serving_wire"
-_wire_cache: dict = {}
-
-
-def _wire_messages() -> dict:
-    """Message classes wire-compatible with TF Serving's warmup records.
-
-    Field numbers copied from tensorflow_serving/apis/prediction_log.proto
-    (PredictionLog.predict_log = 6; PredictLog.request = 1), tensorflow_serving/apis/
-    predict.proto (PredictRequest.model_spec = 1, inputs = 2 as
-    map<string, tensorflow.TensorProto>) and tensorflow_serving/apis/model.proto
-    (ModelSpec.name = 1, signature_name = 3). Only the fields we write are declared;
-    the package name differs on purpose (no clash if tensorflow-serving-api is ever
-    imported) and does not appear on the wire. TensorProto is TensorFlow's own.
-    """
-    if _wire_cache:
-        return _wire_cache
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-    from tensorflow.core.framework import tensor_pb2
-
-    f = descriptor_pb2.FieldDescriptorProto
-    pool = descriptor_pool.Default()
-    try:
-        pool.FindFileByName(_WIRE_FILE)
-    except KeyError:
-        fd = descriptor_pb2.FileDescriptorProto(
-            name=_WIRE_FILE, package=_WIRE_PACKAGE, syntax="proto3",
-            dependency=[tensor_pb2.DESCRIPTOR.name])
-
-        def message(name, fields, nested=()):
-            m = fd.message_type.add(name=name)
-            for fname, number, ftype, type_name, label in fields:
-                field = m.field.add(name=fname, number=number, type=ftype, label=label)
-                if type_name:
-                    field.type_name = type_name
-            for n in nested:
-                m.nested_type.add().CopyFrom(n)
-            return m
-
-        opt, rep = f.LABEL_OPTIONAL, f.LABEL_REPEATED
-        message("ModelSpec", [("name", 1, f.TYPE_STRING, "", opt),
-                              ("signature_name", 3, f.TYPE_STRING, "", opt)])
-        entry = descriptor_pb2.DescriptorProto(name="InputsEntry")
-        entry.field.add(name="key", number=1, type=f.TYPE_STRING, label=opt)
-        entry.field.add(name="value", number=2, type=f.TYPE_MESSAGE, label=opt,
-                        type_name=".tensorflow.TensorProto")
-        entry.options.map_entry = True
-        message("PredictRequest", [
-            ("model_spec", 1, f.TYPE_MESSAGE, f".{_WIRE_PACKAGE}.ModelSpec", opt),
-            ("inputs", 2, f.TYPE_MESSAGE, f".{_WIRE_PACKAGE}.PredictRequest.InputsEntry", rep),
-        ], nested=[entry])
-        message("PredictLog", [
-            ("request", 1, f.TYPE_MESSAGE, f".{_WIRE_PACKAGE}.PredictRequest", opt)])
-        message("PredictionLog", [
-            ("predict_log", 6, f.TYPE_MESSAGE, f".{_WIRE_PACKAGE}.PredictLog", opt)])
-        pool.AddSerializedFile(fd.SerializeToString())
-    for name in ("ModelSpec", "PredictRequest", "PredictLog", "PredictionLog"):
-        desc = pool.FindMessageTypeByName(f"{_WIRE_PACKAGE}.{name}")
-        _wire_cache[name] = message_factory.GetMessageClass(desc)
-    return _wire_cache
-
-
-def prediction_log_bytes(records: list[bytes], model_name: str = "") -> bytes:
-    """One serialized PredictionLog asking ``serving_default`` about ``records``."""
-    import tensorflow as tf
-
-    msgs = _wire_messages()
-    log = msgs["PredictionLog"]()
-    request = log.predict_log.request
-    request.model_spec.name = model_name
-    request.model_spec.signature_name = SIGNATURE
-    request.inputs[INPUT_KEY].CopyFrom(
-        tf.make_tensor_proto(list(records), dtype=tf.string, shape=[len(records)]))
-    return log.SerializeToString()
-
-
-def parse_prediction_log(data: bytes):
-    """Parses bytes written by ``prediction_log_bytes`` (tests, inspection)."""
-    msg = _wire_messages()["PredictionLog"]()
-    msg.ParseFromString(data)
-    return msg
-
 
 def write_warmup_requests(model_dir: str, records: list[bytes], model_name: str = "",
                           batch_sizes: tuple[int, ...] = (0, 1)) -> str:

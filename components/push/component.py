@@ -19,6 +19,7 @@ def push(
     pushed: Output[Artifact],
     run_id: str = "",
     run_name: str = "",
+    trigger: str = "",
 ):
     """Pushes a blessed model to the TF Serving model base after a serving check.
 
@@ -37,6 +38,8 @@ def push(
         evaluation: The evaluation, kept with the version (audit).
         run_id: The pipeline run id, kept as the version's parent run.
         run_name: The pipeline run name.
+        trigger: Why this training ran (JSON; set by the drift trigger), kept in the
+            version's metadata.
 
     Returns:
         pushed: push.json and a PUSHED / NOT_PUSHED marker; metadata names the version.
@@ -51,6 +54,6 @@ def push(
         model_dir=model.path, blessing_dir=blessing.path, push_destination=push_destination,
         raw_eval_dir=raw_eval.path, pushed_dir=pushed.path, statistics_dir=statistics.path,
         schema_dir=schema.path, problem=problem, evaluation_dir=evaluation.path,
-        run_info={"run_id": run_id, "run_name": run_name})
+        run_info={"run_id": run_id, "run_name": run_name}, trigger=trigger)
     pushed.metadata.update(json.loads(json.dumps(result.summary(), default=str)))
     print(f"[kfp-ct] timing task=push logic_s={time.perf_counter() - started:.2f}")

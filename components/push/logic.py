@@ -93,6 +93,21 @@ def check_blessing(blessing_dir: str) -> tuple[bool, str, dict | None]:
                    f"(expected {BLESSED} or {NOT_BLESSED}): treated as not blessed"), record
 
 
+def parse_trigger(trigger: str | dict) -> dict:
+    """The trigger record (why this training ran) as a dict; {} when not given."""
+    if isinstance(trigger, dict):
+        return trigger
+    if not (trigger or "").strip():
+        return {}
+    try:
+        record = json.loads(trigger)
+    except ValueError as exc:
+        raise KfpCtError(f"trigger: not valid JSON ({exc}): {trigger[:80]!r}") from None
+    if not isinstance(record, dict):
+        raise KfpCtError(f"trigger: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
 def _write_outcome(pushed_dir: str, record: dict, marker: str) -> None:
     storage.write_text(storage.join(pushed_dir, PUSH_JSON),
                        json.dumps(record, indent=2, sort_keys=True) + "\n")
@@ -114,7 +129,7 @@ def _check_destination(base: str) -> None:
 
 
 def run_canary_subprocess(model_dir: str, examples_path: str, n: int,
-                          timeout_s: int = CANARY_TIMEOUT_S) -> dict:
+                          timeout_s: int = CANARY_TIMEOUT_S, profile_path: str = "") -> dict:
     """Runs ``components.push.canary`` in a fresh Python; returns its JSON result.
 
     Raises:
@@ -126,6 +141,8 @@ def run_canary_subprocess(model_dir: str, examples_path: str, n: int,
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     cmd = [sys.executable, "-m", "components.push.canary", model_dir, examples_path, str(n)]
+    if profile_path:
+        cmd.append(profile_path)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -175,7 +192,7 @@ def _extra_file(extra: dict, name: str, directory: str, filename: str) -> None:
 def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_dir: str,
              pushed_dir: str, statistics_dir: str = "", schema_dir: str = "",
              problem: str = "", evaluation_dir: str = "", run_info: dict | None = None,
-             canary_rows: int = 16) -> PushResult:
+             canary_rows: int = 16, trigger: str | dict = "") -> PushResult:
     """Pushes a blessed model to ``push_destination`` as a new version.
 
     Args:
@@ -188,6 +205,9 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
         problem: The problem spec (inline JSON or a path), kept with the version.
         run_info: The parent run (e.g. run id, task name), kept with the version.
         canary_rows: How many eval rows the serving check and warmup requests use.
+        trigger: Why this training ran, JSON text or a dict (e.g. drift: the monitoring
+            run, the window, the features that moved); kept in the version's metadata
+            as ``trigger``.
 
     Returns:
         A PushResult; ``pushed`` is False (with ``reason``) for a model not blessed.
@@ -196,6 +216,7 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
         KfpCtError: the serving check failed or the destination cannot be written;
             nothing is published then.
     """
+    trigger = parse_trigger(trigger)
     blessed, reason, blessing = check_blessing(blessing_dir)
     if not blessed:
         _write_outcome(pushed_dir, {"pushed": False, "reason": reason,
@@ -220,7 +241,9 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
         local_eval = raw_eval
         if storage.is_gcs(raw_eval):
             local_eval = storage.download(raw_eval, os.path.join(work, RAW_EVAL_FILE))
-        canary = run_canary_subprocess(staged, local_eval, canary_rows)
+        profile_path = os.path.join(work, registry.PREDICTION_PROFILE)
+        canary = run_canary_subprocess(staged, local_eval, canary_rows,
+                                       profile_path=profile_path)
 
         from components.push import canary as canary_lib
 
@@ -242,13 +265,16 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
                                   .isoformat(timespec="seconds"),
             "serving_check": canary,
         }
+        if trigger:
+            metadata["trigger"] = trigger
         extra: dict[str, bytes] = {}
-        _extra_file(extra, "statistics.pb", statistics_dir, FEATURE_STATS)
-        _extra_file(extra, "schema.pbtxt", schema_dir, SCHEMA_FILE)
-        _extra_file(extra, "evaluation.json", evaluation_dir, EVALUATION_JSON)
-        _extra_file(extra, "blessing.json", blessing_dir, BLESSING_JSON)
+        _extra_file(extra, registry.STATISTICS, statistics_dir, FEATURE_STATS)
+        _extra_file(extra, registry.SCHEMA, schema_dir, SCHEMA_FILE)
+        _extra_file(extra, registry.EVALUATION, evaluation_dir, EVALUATION_JSON)
+        _extra_file(extra, registry.BLESSING, blessing_dir, BLESSING_JSON)
+        _extra_file(extra, registry.PREDICTION_PROFILE, work, registry.PREDICTION_PROFILE)
         if metadata["problem"]:
-            extra["problem.json"] = metadata["problem"].encode()
+            extra[registry.PROBLEM] = metadata["problem"].encode()
 
         info = registry.publish(push_destination, staged, metadata, extra)
     finally:

@@ -62,29 +62,9 @@ def _list_value_type(typ):
     return pa.binary() if pa.types.is_string(typ) else typ
 
 
-def _as_list_array(column):
-    """A nullable scalar column -> list array: one value per row, an empty list for null.
-
-    (tfx_bsl's CanonicalizeRecordBatch would widen float32 to float64, which TF Examples
-    cannot hold; this keeps the spec's dtypes.)
-    """
-    import numpy as np
-    import pyarrow as pa
-
-    valid = np.asarray(column.is_valid(), dtype=np.int32)
-    offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int32)
-    values = column.drop_null()
-    values = values.cast(_list_value_type(column.type))
-    return pa.ListArray.from_arrays(pa.array(offsets), values)
-
-
 def _project(batch, spec: ProblemSpec):
     """The batch's raw-feature columns, canonicalized to list arrays in schema order."""
-    import pyarrow as pa
-
-    names = sorted(set(spec.features) | {spec.label})
-    cols = [_as_list_array(batch.column(batch.schema.get_field_index(n))) for n in names]
-    return pa.RecordBatch.from_arrays(cols, names=names)
+    return data_lib.as_list_batch(batch, spec)
 
 
 def _split_batches(data_path: str, spec: ProblemSpec, tracker=None):

@@ -180,7 +180,7 @@ def run_validate(data_path: str, problem: str, statistics_dir: str, schema_dir: 
     elif push_destination:
         prod = registry.production(push_destination)
         if prod is not None and prod.state == "complete":
-            kept = storage.join(prod.path, "kfp_ct", SCHEMA_FILE)
+            kept = registry.audit_file(prod, registry.SCHEMA)
             if storage.exists(kept):
                 schema = load_schema(kept)
                 source = f"kept with production version {prod.version} ({push_destination})"

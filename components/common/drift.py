@@ -1,0 +1,280 @@
+"""Drift measures and their calibration: the math shared by push and the drift check.
+
+A feature's training distribution is a :class:`Reference`: counts over *cells*.
+
+- numeric: ``missing``, ``< min``, the training histogram's buckets, ``> max``. The
+  buckets are TFDV's STANDARD histogram (equal width between the training min and max);
+  a window value is counted in the training bucket it falls in, so both sides share one
+  set of cells.
+- categorical: ``missing``, each training value (TFDV's top values), ``(other)`` for the
+  training mass outside the top values, then any value the window brings that training
+  never saw.
+
+Measures are TFDV's comparators (what Vertex AI Model Monitoring uses too):
+Jensen-Shannon divergence (log base 2, so 0..1) for numeric cells and L-infinity distance
+(the largest change of any cell's share) for categorical ones. The missing share is one
+more cell, so a column that empties out is drift too.
+
+**Calibration.** A distance between two finite samples is never 0: with 10 fresh rows,
+JSD is large even with no shift at all. :func:`null_distances` draws, ``resamples``
+times, a training sample of the training size and a window of the window's size from
+the *same* training distribution (multinomial over the cells) and measures each pair:
+the spread of distances that sampling alone gives at this window size. The *no-drift
+level* is its ``1 - alpha`` quantile, with ``alpha`` the false-alarm rate split over
+every test of the window (Bonferroni), so the false-alarm rate holds for the window as a
+whole, not per feature.
+
+No TensorFlow, no kfp here: numpy only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Iterable
+
+import numpy as np
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+JSD = "jensen_shannon_divergence"
+LINF = "l_infinity"
+MEASURE = {NUMERIC: JSD, CATEGORICAL: LINF}
+
+MISSING = "(missing)"
+OTHER = "(other)"
+BELOW = "< min"
+ABOVE = "> max"
+
+DEFAULT_RESAMPLES = 4000
+
+
+@dataclasses.dataclass
+class Reference:
+    """A distribution over cells: training counts, the cell labels and how to fill them."""
+
+    kind: str  # NUMERIC | CATEGORICAL
+    counts: np.ndarray  # float counts per cell
+    labels: list[str]
+    edges: list[float] = dataclasses.field(default_factory=list)  # numeric bucket bounds
+    values: list[str] = dataclasses.field(default_factory=list)  # categorical known values
+    has_other: bool = False
+
+    @property
+    def rows(self) -> float:
+        return float(self.counts.sum())
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "counts": [float(c) for c in self.counts],
+                "labels": list(self.labels), "edges": list(self.edges),
+                "values": list(self.values), "has_other": self.has_other}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Reference":
+        if not isinstance(data, dict) or data.get("kind") not in (NUMERIC, CATEGORICAL):
+            raise ValueError(f"not a drift reference: {str(data)[:80]!r}")
+        counts = np.asarray(data["counts"], dtype=np.float64)
+        if counts.ndim != 1 or len(counts) != len(data["labels"]) or (counts < 0).any():
+            raise ValueError("drift reference: counts and labels do not match")
+        return cls(kind=data["kind"], counts=counts, labels=list(data["labels"]),
+                   edges=[float(e) for e in data.get("edges", [])],
+                   values=[str(v) for v in data.get("values", [])],
+                   has_other=bool(data.get("has_other", False)))
+
+
+# -------------------------------------------------------------------- references
+
+
+def numeric_reference(edges: Iterable[float], bucket_counts: Iterable[float],
+                      missing: float) -> Reference:
+    """Cells: missing, below the first edge, each bucket, above the last edge."""
+    edges = [float(e) for e in edges]
+    counts = [float(c) for c in bucket_counts]
+    if len(edges) != len(counts) + 1 or not counts:
+        raise ValueError(f"numeric reference needs K buckets and K+1 edges, got "
+                         f"{len(counts)} and {len(edges)}")
+    labels = [MISSING, BELOW] + [f"[{_short(a)}, {_short(b)})"
+                                 for a, b in zip(edges[:-1], edges[1:])] + [ABOVE]
+    return Reference(NUMERIC, np.array([float(missing), 0.0, *counts, 0.0]), labels,
+                     edges=edges)
+
+
+def categorical_reference(values: Iterable[str], value_counts: Iterable[float],
+                          missing: float, other: float = 0.0) -> Reference:
+    """Cells: missing, each known value, and ``(other)`` when training had more values."""
+    values = [str(v) for v in values]
+    counts = [float(missing), *[float(c) for c in value_counts]]
+    labels = [MISSING, *values]
+    has_other = other > 0
+    if has_other:
+        counts.append(float(other))
+        labels.append(OTHER)
+    return Reference(CATEGORICAL, np.array(counts), labels, values=values, has_other=has_other)
+
+
+def numeric_reference_from_values(values: np.ndarray, buckets: int = 10) -> Reference:
+    """A reference with TFDV-style equal-width buckets between the values' min and max."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    missing = float(len(values) - len(finite))
+    if not len(finite):
+        return numeric_reference([0.0, 1.0], [0.0], missing)
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:
+        edges = [lo, lo]
+        return numeric_reference(edges, [float(len(finite))], missing)
+    edges = list(np.linspace(lo, hi, buckets + 1))
+    counts = np.bincount(_bucket_index(finite, np.asarray(edges)), minlength=buckets + 2)
+    return numeric_reference(edges, counts[1:-1], missing)
+
+
+def _short(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _bucket_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """0: below edges[0]; i in 1..K: bucket i ([e_{i-1}, e_i), the last one closed); K+1: above."""
+    idx = np.searchsorted(edges, values, side="right")
+    idx[values == edges[-1]] = len(edges) - 1
+    return idx
+
+
+# -------------------------------------------------------------------- window counts
+
+
+class Counter:
+    """Fills a reference's cells from streamed window values; new categories get cells."""
+
+    def __init__(self, ref: Reference):
+        self.ref = ref
+        self.counts = np.zeros(len(ref.labels), dtype=np.float64)
+        self.new: dict[str, float] = {}  # categorical values training never had
+        self._index = {v: i + 1 for i, v in enumerate(ref.values)}
+
+    def add_numeric(self, values: np.ndarray) -> None:
+        """``values``: float array, NaN for missing."""
+        values = np.asarray(values, dtype=np.float64)
+        missing = np.isnan(values)
+        self.counts[0] += float(missing.sum())
+        present = values[~missing]
+        if present.size:
+            idx = _bucket_index(present, np.asarray(self.ref.edges))
+            self.counts[1:] += np.bincount(idx, minlength=len(self.ref.labels) - 1)
+
+    def add_value_counts(self, counts: dict, missing: float) -> None:
+        """``counts``: value -> count for one batch; ``missing``: null count."""
+        self.counts[0] += float(missing)
+        other = len(self.ref.labels) - 1 if self.ref.has_other else None
+        for value, n in counts.items():
+            i = self._index.get(value)
+            if i is not None:
+                self.counts[i] += n
+            elif other is not None:
+                self.counts[other] += n
+                self.new[value] = self.new.get(value, 0.0) + n
+            else:
+                self.new[value] = self.new.get(value, 0.0) + n
+
+    @property
+    def rows(self) -> float:
+        return float(self.counts.sum() + (0 if self.ref.has_other else sum(self.new.values())))
+
+    def aligned(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(training counts, window counts, labels) over the union of cells."""
+        ref = self.ref
+        if ref.kind == NUMERIC or ref.has_other or not self.new:
+            return ref.counts.copy(), self.counts.copy(), list(ref.labels)
+        new = sorted(self.new, key=lambda v: (-self.new[v], v))
+        return (np.concatenate([ref.counts, np.zeros(len(new))]),
+                np.concatenate([self.counts, [self.new[v] for v in new]]),
+                list(ref.labels) + new)
+
+
+# ----------------------------------------------------------------------- distances
+
+
+def _normalize(counts: np.ndarray) -> np.ndarray:
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum(axis=-1, keepdims=True)
+    return np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
+
+
+def jsd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon divergence, log base 2 (0 = same, 1 = disjoint), along the last axis."""
+    p, q = _normalize(p), _normalize(q)
+    m = 0.5 * (p + q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=-1)
+        kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=-1)
+    return np.clip(0.5 * (kl_p + kl_q), 0.0, 1.0)
+
+
+def linf(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """L-infinity distance of the two distributions (largest change of a cell's share)."""
+    return np.abs(_normalize(p) - _normalize(q)).max(axis=-1)
+
+
+def distance(kind: str, train: np.ndarray, window: np.ndarray) -> float:
+    return float((jsd if kind == NUMERIC else linf)(train, window))
+
+
+def null_distances(kind: str, train: np.ndarray, train_rows: int, window_rows: int,
+                   resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """Distances between a training sample and a window drawn from the same distribution.
+
+    Both are multinomial draws over the training shares (``train`` counts): one of
+    ``train_rows`` rows, one of ``window_rows`` rows, ``resamples`` times.
+    """
+    p = _normalize(train)
+    rng = np.random.default_rng(seed)
+    a = rng.multinomial(max(int(round(train_rows)), 1), p, size=resamples)
+    b = rng.multinomial(max(int(window_rows), 1), p, size=resamples)
+    return (jsd if kind == NUMERIC else linf)(a, b)
+
+
+def no_drift_level(null: np.ndarray, alpha: float) -> float:
+    """The ``1 - alpha`` quantile of the null distances (higher, conservative interpolation)."""
+    return float(np.quantile(null, 1.0 - alpha, method="higher"))
+
+
+def p_value(null: np.ndarray, observed: float) -> float:
+    """Share of null distances at least as large as the observed one (+1 smoothing)."""
+    return float((1 + np.count_nonzero(null >= observed - 1e-12)) / (len(null) + 1))
+
+
+def bonferroni(alpha: float, tests: int) -> float:
+    return alpha / max(int(tests), 1)
+
+
+# ---------------------------------------------------------------------- predictions
+
+
+def predicted_values(outputs: dict) -> tuple[str, np.ndarray]:
+    """What the model predicted, from its ``serving_default`` outputs (numpy arrays).
+
+    Classification (``scores`` + ``classes``): the predicted class of each row.
+    Regression (``outputs``): the predicted value of each row.
+    """
+    if "scores" in outputs and "classes" in outputs:
+        scores = np.asarray(outputs["scores"])
+        classes = np.asarray(outputs["classes"])
+        best = scores.argmax(axis=-1)
+        picked = classes[np.arange(len(best)), best]
+        return CATEGORICAL, np.array([v.decode() if isinstance(v, bytes) else str(v)
+                                      for v in picked], dtype=object)
+    if "outputs" in outputs:
+        return NUMERIC, np.asarray(outputs["outputs"], dtype=np.float64).reshape(-1)
+    raise ValueError(f"cannot tell the prediction from outputs {sorted(outputs)} "
+                     "(expected scores + classes, or outputs)")
+
+
+def prediction_reference(kind: str, values: np.ndarray) -> Reference:
+    """The reference of a model's predictions (push keeps it beside each version)."""
+    if kind == NUMERIC:
+        return numeric_reference_from_values(values)
+    names, counts = np.unique(np.asarray(values, dtype=str), return_counts=True)
+    return categorical_reference(list(names), counts, missing=0.0)
+
+
+def finite_or_none(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)

@@ -1,0 +1,827 @@
+"""Drift check: a window of fresh data (and/or serving request logs) against the data the
+production model was trained on, decided with calibrated, window-size-aware levels.
+
+Inputs:
+
+- the **window**: CSV / Parquet, a file, folder or glob, local or gs://; and/or
+- the **request log**: TFRecord files of TF Serving ``PredictionLog`` records (what
+  request logging writes; the format of the warmup file push writes), so drift is
+  measured on what the model was actually asked.
+
+The **baseline** comes from the registry only: the production version's training
+statistics (``kfp_ct/statistics.pb``), schema, problem spec and prediction profile.
+
+For every feature (and the label, when the window has it, and the production model's
+predictions) the distance between training and window (:mod:`components.common.drift`)
+is compared with the user's threshold *and* with the no-drift level at this window size;
+drift is flagged only above both. Below ``min_rows`` rows the decision is
+``INSUFFICIENT_DATA``, never drift.
+
+Outputs: ``drift.json`` (the decision record, for machines and for the trigger), an
+HTML report and its Markdown twin, and per-feature distances for ``dsl.Metrics``.
+
+No kfp here. TensorFlow only when the production model scores the window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+import os
+import re
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from components.common import data as data_lib
+from components.common import drift, registry, report, storage
+from components.common.errors import InputDataError, KfpCtError, RegistryError
+from components.common.problem import ProblemSpec, load_problem
+
+DRIFT_JSON = "drift.json"
+
+DRIFT = "DRIFT"
+NO_DRIFT = "NO_DRIFT"
+INSUFFICIENT_DATA = "INSUFFICIENT_DATA"
+
+# Verdicts per tested feature.
+V_DRIFT = "drift"
+V_OK = "no drift"
+V_BELOW_LEVEL = "within sampling noise"  # above the threshold, not above the no-drift level
+V_FEW_ROWS = "insufficient data"
+V_MISSING = "missing column"
+V_TYPE = "type change"
+BLOCKING = (V_MISSING, V_TYPE)  # anomalies that a retraining on this data would fail on
+
+ROLE_FEATURE, ROLE_LABEL, ROLE_PREDICTION = "feature", "label", "prediction"
+SOURCE_WINDOW, SOURCE_REQUESTS = "window", "requests"
+
+DEFAULTS = {
+    "numeric": 0.02,        # Jensen-Shannon divergence (log2)
+    "categorical": 0.05,    # L-infinity distance
+    "false_alarm_rate": 0.01,
+    "min_rows": 100,
+    "prediction_rows": 5000,
+    "resamples": drift.DEFAULT_RESAMPLES,
+}
+_SETTING_KEYS = set(DEFAULTS) | {"features"}
+_FLOAT_RE = (r"^\s*[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf|infinity|nan)\s*$")
+
+
+class NoBaselineError(RegistryError):
+    """There is nothing trustworthy to compare the window with: no decision is taken."""
+
+
+# ------------------------------------------------------------------------- settings
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    numeric: float = DEFAULTS["numeric"]
+    categorical: float = DEFAULTS["categorical"]
+    false_alarm_rate: float = DEFAULTS["false_alarm_rate"]
+    min_rows: int = DEFAULTS["min_rows"]
+    prediction_rows: int = DEFAULTS["prediction_rows"]
+    resamples: int = DEFAULTS["resamples"]
+    features: dict = dataclasses.field(default_factory=dict)  # name -> threshold
+
+    def threshold(self, name: str, kind: str) -> float:
+        if name in self.features:
+            return float(self.features[name])
+        return self.numeric if kind == drift.NUMERIC else self.categorical
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def parse_settings(text: str | dict | None) -> Settings:
+    """Drift settings from JSON: thresholds per type and per feature, alpha, min rows.
+
+    ``{"numeric": 0.02, "categorical": 0.05, "features": {"island": 0.1},
+    "false_alarm_rate": 0.01, "min_rows": 100}``; every key is optional.
+    """
+    if isinstance(text, dict):
+        data = text
+    else:
+        text = (text or "").strip()
+        if not text:
+            return Settings()
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise KfpCtError(f"drift settings: not valid JSON ({exc}): {text[:80]!r}") from None
+    if not isinstance(data, dict):
+        raise KfpCtError(f"drift settings: expected a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - _SETTING_KEYS)
+    if unknown:
+        raise KfpCtError(f"drift settings: unknown key(s) {unknown}; known: {sorted(_SETTING_KEYS)}")
+
+    def number(key, value, lo, hi, integer=False):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            math.isfinite(value) and lo <= value <= hi and (not integer or float(value).is_integer())
+        if not ok:
+            kind = "an integer" if integer else "a number"
+            raise KfpCtError(f"drift settings: {key!r} must be {kind} in [{lo}, {hi}], got {value!r}")
+        return int(value) if integer else float(value)
+
+    out = {}
+    for key in ("numeric", "categorical"):
+        if key in data:
+            out[key] = number(key, data[key], 0.0, 1.0)
+    if "false_alarm_rate" in data:
+        out["false_alarm_rate"] = number("false_alarm_rate", data["false_alarm_rate"], 1e-6, 0.5)
+    if "min_rows" in data:
+        out["min_rows"] = number("min_rows", data["min_rows"], 1, 10**9, integer=True)
+    if "prediction_rows" in data:
+        out["prediction_rows"] = number("prediction_rows", data["prediction_rows"], 0, 10**6,
+                                        integer=True)
+    if "resamples" in data:
+        out["resamples"] = number("resamples", data["resamples"], 200, 10**6, integer=True)
+    features = data.get("features", {})
+    if not isinstance(features, dict):
+        raise KfpCtError("drift settings: 'features' must be an object: feature -> threshold")
+    out["features"] = {str(k): number(f"features.{k}", v, 0.0, 1.0) for k, v in features.items()}
+    return Settings(**out)
+
+
+# ------------------------------------------------------------------------- baseline
+
+
+@dataclasses.dataclass
+class Baseline:
+    model_base: str
+    version: registry.VersionInfo
+    spec: ProblemSpec
+    rows: int  # training rows the statistics cover
+    references: dict  # name -> (role, Reference)
+    domains: dict  # categorical name -> set of values the schema allows (may be empty)
+    prediction: drift.Reference | None
+    prediction_rows: int
+    notes: list
+
+
+def _feature_name(f) -> str:
+    return f.path.step[-1] if f.path.step else f.name
+
+
+def references_from_statistics(stats, spec: ProblemSpec) -> tuple[int, dict]:
+    """(training rows, {column: (role, Reference)}) from TFDV statistics."""
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    if not stats.datasets:
+        raise ValueError("the statistics hold no dataset")
+    dataset = stats.datasets[0]
+    rows = int(dataset.num_examples)
+    by_name = {_feature_name(f): f for f in dataset.features}
+    wanted = [(c, ROLE_FEATURE) for c in spec.features] + [(spec.label, ROLE_LABEL)]
+    refs = {}
+    for column, role in wanted:
+        f = by_name.get(column)
+        if f is None:
+            raise ValueError(f"no statistics for column {column!r}")
+        numeric = column in spec.numeric or (role == ROLE_LABEL and spec.task == "regression")
+        if numeric:
+            if not f.HasField("num_stats"):
+                raise ValueError(f"column {column!r} is numeric in the spec but its statistics "
+                                 "are not numeric")
+            ns = f.num_stats
+            hist = next((h for h in ns.histograms
+                         if h.type == statistics_pb2.Histogram.STANDARD), None)
+            if hist is None or not hist.buckets:
+                edges, counts = [ns.min, ns.max], [float(ns.common_stats.num_non_missing)]
+            else:
+                edges = [hist.buckets[0].low_value] + [b.high_value for b in hist.buckets]
+                counts = [b.sample_count for b in hist.buckets]
+            missing = ns.common_stats.num_missing
+            refs[column] = (role, drift.numeric_reference(edges, counts, missing))
+        else:
+            if not f.HasField("string_stats"):
+                raise ValueError(f"column {column!r} is categorical in the spec but its "
+                                 "statistics are not string statistics")
+            ss = f.string_stats
+            values = [v.value for v in ss.top_values]
+            counts = [v.frequency for v in ss.top_values]
+            present = float(ss.common_stats.num_non_missing)
+            missing = float(ss.common_stats.num_missing)
+            other = max(0.0, present - sum(counts))
+            refs[column] = (role, drift.categorical_reference(values, counts, missing, other))
+    return rows, refs
+
+
+def load_baseline(model_base: str) -> Baseline:
+    """The production version's training statistics and what goes with them.
+
+    Raises:
+        NoBaselineError: no production version, or its statistics / problem are missing
+            or unreadable. No decision can be taken then.
+    """
+    from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
+
+    if not (model_base or "").strip():
+        raise NoBaselineError("model base is empty: give the TF Serving model base the "
+                              "production model is pushed to")
+    prod = registry.production(model_base)
+    if prod is None:
+        raise NoBaselineError(
+            f"{model_base}: no production version (no complete model version under it), so "
+            "there is no training data to compare the window with; no drift decision is "
+            "taken. Train and push a model there first.")
+    if prod.state != registry.COMPLETE:
+        raise NoBaselineError(f"{model_base}: production version {prod.version} is "
+                              f"{prod.state} ({prod.detail}); no drift decision is taken")
+    stats_path = registry.audit_file(prod, registry.STATISTICS)
+    problem_path = registry.audit_file(prod, registry.PROBLEM)
+    for path, what in ((stats_path, "training statistics"), (problem_path, "problem spec")):
+        if not storage.exists(path):
+            raise NoBaselineError(
+                f"{model_base}: production version {prod.version} has no {what} ({path}); "
+                "no drift decision is taken. Push a model with this version of kfp-ct.")
+    stats = statistics_pb2.DatasetFeatureStatisticsList()
+    try:
+        stats.ParseFromString(storage.read_bytes(stats_path))
+    except Exception as exc:  # DecodeError and friends: a corrupt file
+        raise NoBaselineError(f"{stats_path}: the training statistics of production version "
+                              f"{prod.version} do not parse ({exc}); no drift decision is "
+                              "taken") from None
+    try:
+        spec = load_problem(problem_path)
+        rows, refs = references_from_statistics(stats, spec)
+    except (ValueError, KfpCtError) as exc:
+        raise NoBaselineError(f"{stats_path}: unusable as a drift baseline for production "
+                              f"version {prod.version}: {exc}; no drift decision is taken") from None
+    if rows <= 0:
+        raise NoBaselineError(f"{stats_path}: the training statistics cover no rows; no drift "
+                              "decision is taken")
+    notes, domains = [], {}
+    schema_path = registry.audit_file(prod, registry.SCHEMA)
+    if storage.exists(schema_path):
+        from google.protobuf import text_format
+
+        schema = schema_pb2.Schema()
+        try:
+            text_format.Parse(storage.read_text(schema_path), schema)
+        except text_format.ParseError as exc:
+            notes.append(f"schema {schema_path} does not parse ({exc}); new categories are "
+                         "judged from the training statistics only")
+        else:
+            named = {d.name: set(d.value) for d in schema.string_domain}
+            for f in schema.feature:
+                name = f.name
+                if f.HasField("string_domain"):
+                    domains[name] = set(f.string_domain.value)
+                elif f.HasField("domain") and f.domain in named:
+                    domains[name] = named[f.domain]
+    prediction, prediction_rows = None, 0
+    profile_path = registry.audit_file(prod, registry.PREDICTION_PROFILE)
+    if storage.exists(profile_path):
+        try:
+            profile = json.loads(storage.read_text(profile_path))
+            prediction = drift.Reference.from_json(profile["reference"])
+            prediction_rows = int(profile["rows"])
+        except (ValueError, KeyError, TypeError) as exc:
+            notes.append(f"prediction profile {profile_path} is unusable ({exc}); prediction "
+                         "drift is not measured")
+            prediction = None
+    else:
+        notes.append(f"production version {prod.version} keeps no prediction profile; "
+                     "prediction drift is not measured")
+    return Baseline(model_base=model_base, version=prod, spec=spec, rows=rows, references=refs,
+                    domains=domains, prediction=prediction, prediction_rows=prediction_rows,
+                    notes=notes)
+
+
+# ------------------------------------------------------------------------- reading
+
+
+@dataclasses.dataclass
+class Scan:
+    """What one source (window or request log) brought, per column."""
+
+    source: str
+    path: str
+    files: list
+    rows: int = 0
+    counters: dict = dataclasses.field(default_factory=dict)  # column -> drift.Counter
+    missing_columns: list = dataclasses.field(default_factory=list)
+    type_errors: dict = dataclasses.field(default_factory=dict)  # column -> (count, example)
+    sample: pa.Table | None = None  # rows kept for scoring (spec columns)
+    serialized: list | None = None  # request log: the serialized tf.Examples sampled
+
+
+def _fingerprint(files: list[str]) -> list[dict]:
+    """Each file with its size and modification time (local) or generation (gs://)."""
+    return [{"path": f, **storage.version_tag(f)} for f in files]
+
+
+def _to_float(column: pa.Array, name: str, scan: Scan) -> np.ndarray:
+    """A column as float64 with NaN for missing; text that is not a number is counted."""
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or \
+            pa.types.is_decimal(column.type) or pa.types.is_boolean(column.type):
+        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    text = column.cast(pa.string())
+    try:
+        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        ok = pc.match_substring_regex(text, _FLOAT_RE, ignore_case=True)
+        bad = pc.and_(pc.invert(ok.fill_null(True)), pc.is_valid(text))
+        bad_values = text.filter(bad)
+        count, example = scan.type_errors.get(name, (0, None))
+        scan.type_errors[name] = (count + len(bad_values),
+                                  example if example is not None else bad_values[0].as_py())
+        cleaned = pc.if_else(bad, pa.scalar(None, pa.string()), text)
+        return pc.cast(cleaned, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _update(scan: Scan, batch: pa.RecordBatch | pa.Table, refs: dict) -> None:
+    names = batch.schema.names
+    for column, (_, ref) in refs.items():
+        if column not in names:
+            continue
+        counter = scan.counters.setdefault(column, drift.Counter(ref))
+        array = batch.column(names.index(column))
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        if ref.kind == drift.NUMERIC:
+            counter.add_numeric(_to_float(array, column, scan))
+        else:
+            text = array.cast(pa.string()) if not pa.types.is_string(array.type) else array
+            counts = pc.value_counts(text.drop_null())
+            counter.add_value_counts(
+                dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())),
+                missing=text.null_count)
+    scan.rows += batch.num_rows
+
+
+class _Reservoir:
+    """A uniform random sample of up to ``size`` rows of a stream (smallest random keys)."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.rng = size, np.random.default_rng(seed)
+        self.table: pa.Table | None = None
+        self.keys = np.empty(0)
+
+    def add(self, table: pa.Table) -> None:
+        if self.size <= 0 or table.num_rows == 0:
+            return
+        keys = self.rng.random(table.num_rows)
+        if self.table is not None:
+            table = pa.concat_tables([self.table, table], promote=True)
+            keys = np.concatenate([self.keys, keys])
+        if len(keys) > self.size:
+            keep = np.sort(np.argpartition(keys, self.size - 1)[:self.size])
+            table, keys = table.take(pa.array(keep)), keys[keep]
+        self.table, self.keys = table, keys
+
+
+class _Restart(Exception):
+    """A numeric column stopped parsing after the first block: reread the window as text."""
+
+
+def _csv_batches(path: str, columns: dict, typed: bool) -> Iterator[pa.RecordBatch]:
+    """CSV batches of the wanted columns present in the file. ``typed``: numeric columns
+    parse as float (fast path); when the first block does not parse, the file is read as
+    text, so text in a numeric column is counted as a type change, not a crash."""
+    import csv
+    import io
+
+    import pyarrow.csv as pacsv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        first = fh.readline()
+    if not first.strip():
+        raise InputDataError(f"{path}: the file is empty (no header, no rows)")
+    header = next(csv.reader(io.StringIO(first)))
+    present = [c for c in columns if c in header]
+
+    def reader(as_float: bool):
+        types = {c: (pa.float64() if as_float and columns[c] else pa.string()) for c in present}
+        convert = pacsv.ConvertOptions(
+            column_types=types, include_columns=present, null_values=data_lib.NULL_VALUES,
+            strings_can_be_null=True, quoted_strings_can_be_null=True)
+        return pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=4 << 20),
+                              convert_options=convert)
+
+    if not typed:
+        yield from reader(as_float=False)
+        return
+    yielded = 0
+    try:
+        for batch in reader(as_float=True):
+            yielded += 1
+            yield batch
+        return
+    except pa.ArrowInvalid:
+        if yielded:
+            raise _Restart(path) from None
+    yield from reader(as_float=False)
+
+
+def _file_batches(file: str, columns: dict, typed: bool) -> tuple[list[str], Iterator]:
+    """(header, batches) for one local CSV or Parquet file."""
+    import csv
+    import io
+
+    import pyarrow.parquet as pq
+
+    if data_lib._format_of(file) == "parquet":
+        try:
+            pf = pq.ParquetFile(file)
+        except Exception as exc:
+            raise InputDataError(f"{file}: not a readable Parquet file: {exc}") from None
+        header = pf.schema_arrow.names
+        present = [c for c in columns if c in header]
+        return header, pf.iter_batches(batch_size=65_536, columns=present)
+    with open(file, newline="", encoding="utf-8", errors="replace") as fh:
+        first = fh.readline()
+    header = next(csv.reader(io.StringIO(first))) if first.strip() else []
+    return header, _csv_batches(file, columns, typed)
+
+
+def scan_window(path: str, baseline: Baseline, sample_rows: int, typed: bool = True) -> Scan:
+    """One streaming pass over the tabular window: counts per cell, anomalies, a sample."""
+    spec = baseline.spec
+    files = data_lib.resolve_inputs(path)
+    scan = Scan(source=SOURCE_WINDOW, path=path, files=_fingerprint(files))
+    columns = {c: ref.kind == drift.NUMERIC for c, (_, ref) in baseline.references.items()}
+    reservoir = _Reservoir(sample_rows)
+    headers = []
+    for file in files:
+        with data_lib._local(file) as local:
+            header, batches = _file_batches(local, columns, typed)
+            headers.append(set(header))
+            before = scan.rows
+            try:
+                for batch in batches:
+                    _update(scan, batch, baseline.references)
+                    reservoir.add(pa.Table.from_batches([batch]))
+            except _Restart:
+                return scan_window(path, baseline, sample_rows, typed=False)
+            except pa.ArrowInvalid as exc:
+                raise InputDataError(f"{file}: cannot parse: {str(exc).splitlines()[0]}") from None
+            if scan.rows == before:
+                raise InputDataError(f"{file}: the window file has no data rows")
+    # The label is optional in a window (it is often not known yet); features are not.
+    scan.missing_columns = sorted(c for c in set(spec.features) - set.intersection(*headers))
+    if not all(spec.label in h for h in headers):
+        scan.counters.pop(spec.label, None)
+    for column in scan.missing_columns:  # a column absent from some files: not comparable
+        scan.counters.pop(column, None)
+    scan.sample = reservoir.table
+    return scan
+
+
+def scan_requests(path: str, baseline: Baseline, sample_rows: int) -> Scan:
+    """The tf.Examples inside TF Serving PredictionLog TFRecords, as a source like the window."""
+    import tensorflow as tf
+    from tfx_bsl.coders import example_coder
+
+    from components.common.prediction_log import parse_prediction_log, serialized_examples
+
+    files = _resolve_logs(path)
+    scan = Scan(source=SOURCE_REQUESTS, path=path, files=_fingerprint(files))
+    decoder = example_coder.ExamplesToRecordBatchDecoder()
+    rng = np.random.default_rng(1)
+    kept: list[bytes] = []
+    keys = np.empty(0)
+    seen_columns: set = set()
+    for file in files:
+        with data_lib._local(file) as local:
+            try:
+                records = [r.numpy() for r in tf.data.TFRecordDataset(local)]
+            except tf.errors.OpError as exc:
+                raise InputDataError(f"{file}: not a TFRecord file of PredictionLog records "
+                                     f"({exc.message.splitlines()[0]})") from None
+        examples = []
+        for i, record in enumerate(records):
+            try:
+                examples += serialized_examples(parse_prediction_log(record))
+            except Exception as exc:  # DecodeError: not a PredictionLog
+                raise InputDataError(f"{file}: record {i} is not a PredictionLog ({exc})") from None
+        if not examples:
+            continue
+        batch = decoder.DecodeBatch(examples)
+        seen_columns |= set(batch.schema.names)
+        _update(scan, _scalar_columns(batch), baseline.references)
+        new_keys = rng.random(len(examples))
+        kept += examples
+        keys = np.concatenate([keys, new_keys])
+        if len(kept) > sample_rows:
+            keep = np.sort(np.argpartition(keys, sample_rows - 1)[:sample_rows]) \
+                if sample_rows else np.empty(0, dtype=int)
+            kept, keys = [kept[i] for i in keep], keys[keep]
+    if scan.rows == 0:
+        raise InputDataError(f"request log {path}: holds no predict requests with "
+                             "tf.Examples (nothing to measure)")
+    scan.missing_columns = sorted(c for c in baseline.spec.features if c not in seen_columns)
+    scan.counters.pop(baseline.spec.label, None)  # requests carry no labels
+    scan.serialized = kept
+    return scan
+
+
+def _resolve_logs(path: str) -> list[str]:
+    if not path or not path.strip():
+        raise InputDataError("request log path is empty")
+    path = path.strip()
+    try:
+        if any(c in path for c in "*?["):
+            files = [p for p in storage.glob(path) if not storage.isdir(p)]
+            if not files:
+                raise InputDataError(f"request log {path}: the pattern matches no file")
+        elif storage.isdir(path):
+            files = [storage.join(path, n) for n in storage.listdir(path)
+                     if not n.startswith((".", "_")) and not storage.isdir(storage.join(path, n))]
+            if not files:
+                raise InputDataError(f"request log {path}: the folder holds no file")
+        elif storage.exists(path):
+            files = [path]
+        else:
+            raise InputDataError(f"request log {path}: no such file or folder")
+    except KfpCtError as exc:
+        if isinstance(exc, InputDataError):
+            raise
+        raise InputDataError(f"request log {path}: {exc}") from None
+    return sorted(files)
+
+
+def _scalar_columns(batch: pa.RecordBatch) -> pa.Table:
+    """List columns (one value per tf.Example feature) -> their first value, null if none."""
+    arrays, names = [], []
+    for name, column in zip(batch.schema.names, batch.columns):
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            offsets = column.offsets.to_numpy()
+            values = column.flatten()
+            has = offsets[1:] > offsets[:-1]
+            idx = pa.array(np.where(has, offsets[:-1], 0)[:len(column)], type=pa.int64())
+            picked = values.take(idx) if len(values) else pa.nulls(len(column), values.type)
+            picked = pc.if_else(pa.array(has & np.asarray(column.is_valid())), picked,
+                                pa.scalar(None, picked.type))
+            if pa.types.is_binary(picked.type) or pa.types.is_large_binary(picked.type):
+                picked = picked.cast(pa.string())
+            column = picked
+        arrays.append(column)
+        names.append(name)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+# ---------------------------------------------------------------------- predictions
+
+
+def _examples_from_sample(table: pa.Table, spec: ProblemSpec) -> list[bytes]:
+    from tfx_bsl.coders import example_coder
+
+    columns = [c for c in spec.features if c in table.schema.names]
+    batch = table.select(columns).combine_chunks().to_batches()
+    out = []
+    for b in batch:
+        out += example_coder.RecordBatchToExamples(data_lib.as_list_batch(b, spec, columns))
+    return out
+
+
+def score(model_base: str, version: registry.VersionInfo, examples: list[bytes]) -> tuple[str, np.ndarray]:
+    """The production model's predictions for serialized tf.Examples (serving signature)."""
+    from components.common import tfenv  # noqa: F401
+    import tensorflow as tf
+
+    from components.common.prediction_log import INPUT_KEY, SIGNATURE
+
+    with storage.local_copy(version.path) as local:
+        try:
+            fn = tf.saved_model.load(local).signatures[SIGNATURE]
+        except Exception as exc:
+            raise RegistryError(f"{version.path}: production version {version.version} does "
+                                f"not load for scoring ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        kinds, values = set(), []
+        for start in range(0, len(examples), 1024):
+            chunk = examples[start:start + 1024]
+            outputs = fn(**{INPUT_KEY: tf.constant(chunk, dtype=tf.string)})
+            kind, predicted = drift.predicted_values({k: v.numpy() for k, v in outputs.items()})
+            kinds.add(kind)
+            values.append(predicted)
+    return kinds.pop(), np.concatenate(values) if values else np.empty(0)
+
+
+def _prediction_counter(baseline: Baseline, kind: str, values: np.ndarray) -> drift.Counter:
+    counter = drift.Counter(baseline.prediction)
+    if baseline.prediction.kind == drift.NUMERIC:
+        counter.add_numeric(np.asarray(values, dtype=np.float64))
+    else:
+        names, counts = np.unique(np.asarray(values, dtype=str), return_counts=True)
+        counter.add_value_counts(dict(zip(names.tolist(), counts.tolist())), missing=0)
+    return counter
+
+
+# ------------------------------------------------------------------------- deciding
+
+
+def _test(name: str, role: str, source: str, counter: drift.Counter, train_rows: float,
+          settings: Settings, alpha: float, seed: int) -> dict:
+    ref = counter.ref
+    train, window, labels = counter.aligned()
+    rows = int(window.sum())
+    d = drift.distance(ref.kind, train, window)
+    threshold = settings.threshold(name if role != ROLE_PREDICTION else "(prediction)", ref.kind)
+    entry = {"feature": name, "role": role, "source": source, "kind": ref.kind,
+             "measure": drift.MEASURE[ref.kind], "distance": d, "threshold": threshold,
+             "rows": rows, "cells": [{"label": lab, "train": float(t), "window": float(w)}
+                                     for lab, t, w in zip(labels, train, window)]}
+    if rows < settings.min_rows:
+        entry.update(no_drift_level=None, p_value=None, verdict=V_FEW_ROWS)
+        return entry
+    null = drift.null_distances(ref.kind, train, train_rows, rows, settings.resamples, seed)
+    level = drift.no_drift_level(null, alpha)
+    pval = drift.p_value(null, d)
+    if d > threshold and d > level:
+        verdict = V_DRIFT
+    elif d > threshold:
+        verdict = V_BELOW_LEVEL
+    else:
+        verdict = V_OK
+    entry.update(no_drift_level=level, p_value=pval, verdict=verdict)
+    return entry
+
+
+def _anomalies(scan: Scan, baseline: Baseline) -> list[dict]:
+    out = []
+    for column in scan.missing_columns:
+        out.append({"source": scan.source, "feature": column, "kind": V_MISSING,
+                    "detail": f"the {scan.source} has no column {column!r}"})
+    for column, (count, example) in sorted(scan.type_errors.items()):
+        out.append({"source": scan.source, "feature": column, "kind": V_TYPE,
+                    "detail": f"{count} value(s) are not numbers (e.g. {example!r}); "
+                              "training declared it numeric"})
+    for column, counter in sorted(scan.counters.items()):
+        if counter.ref.kind != drift.CATEGORICAL:
+            continue
+        domain = baseline.domains.get(column)
+        new = {v: n for v, n in counter.new.items() if not domain or v not in domain}
+        if domain:
+            new.update({v: counter.counts[i + 1] for i, v in enumerate(counter.ref.values)
+                        if v not in domain and counter.counts[i + 1] > 0})
+        if new:
+            total = max(counter.rows, 1)
+            shown = ", ".join(f"{v!r} ({100.0 * n / total:.1f}%)"
+                              for v, n in sorted(new.items(), key=lambda kv: -kv[1])[:5])
+            out.append({"source": scan.source, "feature": column, "kind": "new values",
+                        "detail": f"{len(new)} value(s) training never had: {shown}"})
+    return out
+
+
+def decide(scans: list[Scan], baseline: Baseline, settings: Settings,
+           predictions: dict | None = None) -> dict:
+    """Per-feature tests and the window's decision (no I/O)."""
+    predictions = predictions or {}
+    plan = []  # (name, role, source, counter, train_rows)
+    for scan in scans:
+        for column in sorted(scan.counters):
+            role = baseline.references[column][0]
+            plan.append((column, role, scan.source, scan.counters[column], baseline.rows))
+        if scan.source in predictions:
+            plan.append(("(prediction)", ROLE_PREDICTION, scan.source,
+                         predictions[scan.source], baseline.prediction_rows))
+    tests = max(len(plan), 1)
+    alpha = drift.bonferroni(settings.false_alarm_rate, tests)
+    results = [_test(name, role, source, counter, train_rows, settings, alpha, seed=i)
+               for i, (name, role, source, counter, train_rows) in enumerate(plan)]
+    anomalies = [a for scan in scans for a in _anomalies(scan, baseline)]
+    for a in anomalies:
+        if a["kind"] in BLOCKING:
+            results.append({"feature": a["feature"], "role": ROLE_FEATURE, "source": a["source"],
+                            "kind": "", "measure": "", "distance": None, "threshold": None,
+                            "no_drift_level": None, "p_value": None, "rows": 0, "cells": [],
+                            "verdict": a["kind"]})
+    drifted = sorted({r["feature"] for r in results if r["verdict"] in (V_DRIFT, *BLOCKING)})
+    blocking = sorted({a["feature"] for a in anomalies if a["kind"] in BLOCKING})
+    enough = [s for s in scans if s.rows >= settings.min_rows]
+    reasons = []
+    if drifted:
+        decision = DRIFT
+        for r in results:
+            if r["verdict"] == V_DRIFT:
+                where = "" if len(scans) == 1 else f" in the {r['source']}"
+                what = {"label": "label ", "prediction": ""}.get(r["role"], "")
+                reasons.append(
+                    f"{what}{r['feature']}{where}: {r['measure']} {r['distance']:.4f} above the "
+                    f"threshold {r['threshold']:.4g} and the no-drift level "
+                    f"{r['no_drift_level']:.4f} at {r['rows']} rows")
+        reasons += [f"{a['feature']}: {a['kind']}: {a['detail']}" for a in anomalies
+                    if a["kind"] in BLOCKING]
+    elif not enough:
+        decision = INSUFFICIENT_DATA
+        rows = ", ".join(f"{s.source} {s.rows}" for s in scans)
+        reasons.append(f"too few rows to decide ({rows}; min_rows is {settings.min_rows}): "
+                       "no drift decision, nothing is launched")
+    else:
+        decision = NO_DRIFT
+        noisy = [r for r in results if r["verdict"] == V_BELOW_LEVEL]
+        reasons.append("no feature moved beyond both its threshold and the no-drift level")
+        reasons += [f"{r['feature']}: {r['measure']} {r['distance']:.4f} is above the threshold "
+                    f"{r['threshold']:.4g} but within sampling noise at {r['rows']} rows (level "
+                    f"{r['no_drift_level']:.4f})" for r in noisy]
+    return {"decision": decision, "reasons": reasons, "drifted": drifted, "blocking": blocking,
+            "anomalies": anomalies, "features": results, "tests": tests,
+            "alpha_per_test": alpha}
+
+
+# ---------------------------------------------------------------------------- run
+
+
+def window_key(scans: list[Scan]) -> str:
+    """Identifies the window: its files (path, size, mtime) and the request-log files."""
+    doc = [[s.source, s.files] for s in scans]
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def run_drift_check(model_base: str, window_path: str = "", request_log_path: str = "",
+                    settings: str | dict | Settings | None = None, decision_dir: str = "",
+                    report_html: str = "", report_md: str = "",
+                    run_info: dict | None = None) -> dict:
+    """Measures drift of the window against production's training data and decides.
+
+    Returns the decision record (also written to ``<decision_dir>/drift.json``).
+
+    Raises:
+        InputDataError: the window / request log is missing, matches nothing or is empty.
+        NoBaselineError: no production version or no usable statistics (no decision).
+        KfpCtError: bad settings.
+    """
+    settings = settings if isinstance(settings, Settings) else parse_settings(settings)
+    if not (window_path or "").strip() and not (request_log_path or "").strip():
+        raise InputDataError("give a window (data path) or a request log, or both")
+    baseline = load_baseline(model_base)
+    unknown = sorted(set(settings.features) - set(baseline.references) - {"(prediction)"})
+    if unknown:
+        raise KfpCtError(f"drift settings: threshold(s) for {unknown}, which the production "
+                         f"model does not use; its columns: {sorted(baseline.references)}")
+    scans = []
+    if (window_path or "").strip():
+        scans.append(scan_window(window_path, baseline, settings.prediction_rows))
+    if (request_log_path or "").strip():
+        scans.append(scan_requests(request_log_path, baseline, settings.prediction_rows))
+
+    predictions, notes = {}, list(baseline.notes)
+    if baseline.prediction is not None and settings.prediction_rows > 0:
+        for scan in scans:
+            if scan.rows < settings.min_rows:
+                continue
+            if scan.missing_columns or scan.type_errors:
+                notes.append(f"prediction drift on the {scan.source} is not measured: the "
+                             "model cannot be asked about rows that lack its columns")
+                continue
+            examples = scan.serialized if scan.serialized is not None else \
+                _examples_from_sample(scan.sample, baseline.spec)
+            if not examples:
+                continue
+            kind, values = score(model_base, baseline.version, examples)
+            if kind != baseline.prediction.kind:
+                notes.append(f"prediction drift not measured: the model now predicts {kind} "
+                             f"values, its profile holds {baseline.prediction.kind} ones")
+                continue
+            predictions[scan.source] = _prediction_counter(baseline, kind, values)
+
+    record = decide(scans, baseline, settings, predictions)
+    record.update({
+        "window": {"path": window_path, "request_log": request_log_path,
+                   "key": window_key(scans),
+                   "rows": {s.source: s.rows for s in scans},
+                   "files": {s.source: s.files for s in scans}},
+        "baseline": {"model_base": model_base, "version": baseline.version.version,
+                     "path": baseline.version.path, "rows": baseline.rows,
+                     "prediction_rows": baseline.prediction_rows},
+        "settings": settings.to_json(),
+        "notes": notes,
+        "monitor_run": dict(run_info or {}),
+        "checked_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    })
+    if decision_dir:
+        os.makedirs(decision_dir, exist_ok=True)
+        storage.write_text(os.path.join(decision_dir, DRIFT_JSON),
+                           json.dumps(record, indent=1, sort_keys=True) + "\n")
+    if report_html:
+        from components.drift import render
+
+        os.makedirs(os.path.dirname(report_html) or ".", exist_ok=True)
+        storage.write_text(report_html, render.html(record))
+    if report_md:
+        from components.drift import render
+
+        os.makedirs(os.path.dirname(report_md) or ".", exist_ok=True)
+        storage.write_text(report_md, render.markdown(record))
+    return record
+
+
+def metrics(record: dict) -> dict:
+    """Flat name -> value for ``dsl.Metrics``: each tested distance, and counts."""
+    out = {"drifted_features": float(len(record["drifted"]))}
+    for r in record["features"]:
+        if r.get("distance") is None:
+            continue
+        prefix = "" if r["source"] == SOURCE_WINDOW else f"{r['source']}."
+        name = re.sub(r"[^A-Za-z0-9_.()-]", "_", f"{prefix}{r['feature']}")
+        out[f"{name}.{'jsd' if r['kind'] == drift.NUMERIC else 'linf'}"] = round(r["distance"], 6)
+    return out

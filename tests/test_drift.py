@@ -1,0 +1,298 @@
+"""The drift check: calibrated per-feature decisions on generated windows with controlled
+shifts, against real TFDV statistics kept beside a production version."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from components.common import drift, registry, synth
+from components.common.errors import InputDataError, KfpCtError
+from components.drift import logic
+
+
+def window(tmp_path, rows, shift="none", seed=100, name=None, **kw):
+    path = tmp_path / (name or f"w_{shift}_{rows}_{seed}.csv")
+    synth.write_penguins_like(path, rows, seed=seed, shift=shift, **kw)
+    return str(path)
+
+
+def check(drift_base, path, tmp_path=None, **kw):
+    out = {}
+    if tmp_path is not None:
+        out = dict(decision_dir=str(tmp_path / "decision"), report_html=str(tmp_path / "r.html"),
+                   report_md=str(tmp_path / "r.md"))
+    return logic.run_drift_check(drift_base.base, window_path=path, **out, **kw)
+
+
+# ------------------------------------------------------------------------- measures
+
+
+def test_jsd_is_base2_jensen_shannon_and_linf_is_the_largest_share_change():
+    from scipy.spatial.distance import jensenshannon
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        p, q = rng.random(8), rng.random(8)
+        q[rng.integers(8)] = 0.0
+        assert drift.jsd(p, q) == pytest.approx(jensenshannon(p, q, base=2) ** 2, abs=1e-12)
+        assert drift.linf(p, q) == pytest.approx(np.abs(p / p.sum() - q / q.sum()).max())
+    assert drift.jsd(np.array([1.0, 0]), np.array([0, 1.0])) == pytest.approx(1.0)
+
+
+def test_sampling_noise_shrinks_with_window_size_and_explains_tiny_window_alarms():
+    # TFDV issue 216: JSD 0.43 between 1,000 reference rows and 10 fresh rows of the same data.
+    train = np.array([0, 0, 40, 120, 260, 300, 180, 70, 25, 5, 0], dtype=float)
+    levels = [drift.no_drift_level(drift.null_distances(drift.NUMERIC, train, 1000, n), 0.01)
+              for n in (10, 100, 1000, 10000)]
+    assert levels == sorted(levels, reverse=True)
+    assert levels[0] > 0.1  # a fixed 0.1 threshold alarms on 10 unshifted rows
+    assert levels[-1] < 0.01
+
+
+def test_numeric_cells_follow_the_training_buckets():
+    ref = drift.numeric_reference([0.0, 1.0, 2.0], [3, 5], missing=2)
+    counter = drift.Counter(ref)
+    counter.add_numeric(np.array([-1.0, 0.0, 0.5, 1.0, 2.0, 2.5, np.nan]))
+    assert ref.labels[:2] == [drift.MISSING, drift.BELOW] and ref.labels[-1] == drift.ABOVE
+    # missing, below, [0,1), [1,2] (last bucket closed), above
+    assert counter.counts.tolist() == [1, 1, 2, 2, 1]
+
+
+# ------------------------------------------------------------------------- decisions
+
+
+@pytest.mark.parametrize("rows", [500, 3000])
+def test_unshifted_windows_show_no_drift(drift_base, tmp_path, rows):
+    for seed in (1, 2, 3):
+        record = check(drift_base, window(tmp_path, rows, seed=seed))
+        assert record["decision"] == logic.NO_DRIFT, record["reasons"]
+        assert record["drifted"] == []
+
+
+def test_a_tiny_unshifted_window_is_insufficient_data_never_drift(drift_base, tmp_path):
+    record = check(drift_base, window(tmp_path, 30, seed=5))
+    assert record["decision"] == logic.INSUFFICIENT_DATA
+    assert "too few rows" in record["reasons"][0]
+    # The raw distances a fixed threshold would have alarmed on:
+    assert max(f["distance"] for f in record["features"]) > 0.1
+    assert {f["verdict"] for f in record["features"]} == {logic.V_FEW_ROWS}
+
+
+def test_a_small_window_below_the_noise_level_is_not_drift_even_above_the_threshold(
+        drift_base, tmp_path):
+    # 120 rows: categorical distances of a few percent are noise, not drift.
+    record = check(drift_base, window(tmp_path, 120, seed=9),
+                   settings={"categorical": 0.01, "numeric": 0.005})
+    assert record["decision"] == logic.NO_DRIFT, record["reasons"]
+    assert any(f["verdict"] == logic.V_BELOW_LEVEL for f in record["features"])
+
+
+SHIFT_CASES = {
+    "numeric_mean": (["body_mass_g"], None),
+    "category_mix": (["island"], None),
+    "new_category": (["island"], "new values"),
+    "missing_column": (["sex"], logic.V_MISSING),
+    "label": (["species"], None),
+}
+
+
+@pytest.mark.parametrize("shift", sorted(SHIFT_CASES))
+def test_each_shift_kind_is_found_on_the_right_feature_and_named_in_the_report(
+        drift_base, tmp_path, shift):
+    expected, anomaly = SHIFT_CASES[shift]
+    record = check(drift_base, window(tmp_path, 3000, shift=shift, seed=21), tmp_path)
+    assert record["decision"] == logic.DRIFT
+    for feature in expected:
+        assert feature in record["drifted"]
+    if shift in ("numeric_mean", "category_mix", "new_category"):
+        assert record["drifted"] == expected  # nothing else flagged
+    if anomaly:
+        assert any(a["feature"] == expected[0] and a["kind"] == anomaly
+                   for a in record["anomalies"])
+    html = (tmp_path / "r.html").read_text()
+    md = (tmp_path / "r.md").read_text()
+    assert html.index("Decision: DRIFT") < html.index("<h3>Features</h3>")
+    for feature in expected:
+        assert feature in record["reasons"][0] or any(feature in r for r in record["reasons"])
+        assert feature in md and feature in html
+    assert html.count("<svg") >= 6  # a picture per tested feature
+    saved = json.loads((tmp_path / "decision" / logic.DRIFT_JSON).read_text())
+    assert saved["decision"] == logic.DRIFT and saved["drifted"] == record["drifted"]
+
+
+def test_label_drift_is_measured_only_when_the_window_has_the_label(drift_base, tmp_path):
+    path = window(tmp_path, 1000, seed=4, shift="missing_column", feature="species")
+    record = check(drift_base, path)
+    assert record["decision"] == logic.NO_DRIFT
+    assert "species" not in {f["feature"] for f in record["features"]}
+    assert not record["anomalies"]
+
+
+def test_missing_column_and_type_change_block_retraining(drift_base, tmp_path):
+    import pandas as pd
+
+    path = window(tmp_path, 1000, seed=6)
+    frame = pd.read_csv(path)
+    frame["body_mass_g"] = frame["body_mass_g"].astype(object)
+    frame.loc[::7, "body_mass_g"] = "heavy"
+    frame.to_csv(path, index=False)
+    record = check(drift_base, path)
+    assert record["decision"] == logic.DRIFT
+    assert record["blocking"] == ["body_mass_g"]
+    change = [a for a in record["anomalies"] if a["kind"] == logic.V_TYPE]
+    assert change and "'heavy'" in change[0]["detail"]
+
+
+def test_parquet_windows_and_folders_read_like_csv(drift_base, tmp_path):
+    folder = tmp_path / "date=2026-11-23"
+    synth.write_penguins_like(folder / "a.parquet", 800, seed=31, fmt="parquet",
+                              shift="category_mix")
+    synth.write_penguins_like(folder / "b.parquet", 800, seed=32, fmt="parquet",
+                              shift="category_mix")
+    record = check(drift_base, str(folder) + "/")
+    assert record["window"]["rows"] == {"window": 1600}
+    assert record["drifted"] == ["island"]
+    assert len(record["window"]["files"]["window"]) == 2
+
+
+def test_per_feature_thresholds_are_user_settings(drift_base, tmp_path):
+    path = window(tmp_path, 3000, shift="category_mix", seed=41)
+    assert check(drift_base, path)["drifted"] == ["island"]
+    relaxed = check(drift_base, path, settings={"features": {"island": 0.5}})
+    assert relaxed["decision"] == logic.NO_DRIFT
+    island = next(f for f in relaxed["features"] if f["feature"] == "island")
+    assert island["threshold"] == 0.5
+
+
+def test_window_key_changes_with_the_files_and_not_between_checks(drift_base, tmp_path):
+    path = window(tmp_path, 500, seed=51)
+    first, again = check(drift_base, path), check(drift_base, path)
+    assert first["window"]["key"] == again["window"]["key"]
+    other = check(drift_base, window(tmp_path, 500, seed=52))
+    assert other["window"]["key"] != first["window"]["key"]
+
+
+def test_metrics_hold_each_distance(drift_base, tmp_path):
+    record = check(drift_base, window(tmp_path, 500, seed=61))
+    metrics = logic.metrics(record)
+    assert metrics["body_mass_g.jsd"] == pytest.approx(
+        next(f["distance"] for f in record["features"] if f["feature"] == "body_mass_g"), abs=1e-6)
+    assert "island.linf" in metrics and metrics["drifted_features"] == 0
+
+
+# ----------------------------------------------------------------------- bad input
+
+
+def test_bad_windows_are_named_and_nothing_is_written(drift_base, tmp_path):
+    cases = {
+        str(tmp_path / "nothing-*.csv"): "matches no file",
+        str(tmp_path / "absent.csv"): "no such file or folder",
+    }
+    header_only = tmp_path / "header.csv"
+    synth.write_penguins_like(header_only, 0)
+    cases[str(header_only)] = "no data rows"
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    cases[str(empty_dir)] = "holds no .csv or .parquet"
+    for path, message in cases.items():
+        out = tmp_path / "out"
+        with pytest.raises(InputDataError, match=message) as info:
+            check(drift_base, path, out)
+        assert os.path.basename(path.rstrip("/*")).split("-")[0] in str(info.value)
+        assert not (out / "decision").exists() and not (out / "r.html").exists()
+
+
+def test_no_production_version_means_no_decision(tmp_path):
+    with pytest.raises(logic.NoBaselineError, match="no production version"):
+        logic.run_drift_check(str(tmp_path / "nowhere"), window_path=window(tmp_path, 200))
+
+
+def test_corrupt_or_missing_statistics_mean_no_decision(drift_base, tmp_path):
+    base = tmp_path / "copy"
+    shutil.copytree(drift_base.base, base)
+    stats = base / "1" / registry.AUDIT_DIR / registry.STATISTICS
+    stats.write_bytes(b"\x0b\xff not a statistics proto")
+    with pytest.raises(logic.NoBaselineError, match="do not parse"):
+        logic.run_drift_check(str(base), window_path=window(tmp_path, 200))
+    stats.unlink()
+    with pytest.raises(logic.NoBaselineError, match="no training statistics"):
+        logic.run_drift_check(str(base), window_path=window(tmp_path, 200))
+
+
+@pytest.mark.parametrize("settings, message", [
+    ("{not json", "not valid JSON"),
+    ('{"numeric": 2}', "'numeric' must be a number in"),
+    ('{"threshold": 0.1}', "unknown key"),
+    ('{"min_rows": 0}', "'min_rows' must be an integer"),
+    ('{"features": {"island": "high"}}', "features.island"),
+    ('{"features": {"wingspan": 0.1}}', "wingspan"),
+])
+def test_bad_settings_are_named(drift_base, tmp_path, settings, message):
+    with pytest.raises(KfpCtError, match=message):
+        check(drift_base, window(tmp_path, 200, seed=71), settings=settings)
+
+
+def test_no_window_and_no_request_log_is_a_usage_error(drift_base):
+    with pytest.raises(InputDataError, match="give a window"):
+        logic.run_drift_check(drift_base.base)
+
+
+# ---------------------------------------------------------------- request logs
+
+
+def _request_log(tmp_path, rows, shift="none", seed=81) -> str:
+    import pyarrow.csv as pacsv
+    import tensorflow as tf
+    from tfx_bsl.coders import example_coder
+
+    from components.common import data as data_lib
+    from components.common.prediction_log import prediction_log_bytes
+    from components.common.problem import load_problem
+
+    spec = load_problem(os.path.join(os.path.dirname(__file__), "..", "pipelines", "penguins",
+                                     "problem.json"))
+    table = pacsv.read_csv(window(tmp_path, rows, shift=shift, seed=seed),
+                           convert_options=pacsv.ConvertOptions(column_types={
+                               c: "string" for c in spec.categorical}))
+    columns = [c for c in spec.features if c in table.schema.names]
+    batch = table.select(columns).combine_chunks().to_batches()[0]
+    examples = example_coder.RecordBatchToExamples(data_lib.as_list_batch(batch, spec, columns))
+    path = str(tmp_path / "requests" / "log-00000.tfrecord")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for start in range(0, len(examples), 50):  # 50 rows per logged request
+            writer.write(prediction_log_bytes(examples[start:start + 50], "penguins"))
+    return path
+
+
+def test_request_log_is_measured_like_a_window(drift_base, tmp_path):
+    calm = logic.run_drift_check(drift_base.base,
+                                 request_log_path=_request_log(tmp_path / "a", 1500))
+    assert calm["decision"] == logic.NO_DRIFT, calm["reasons"]
+    assert calm["window"]["rows"] == {"requests": 1500}
+    assert "species" not in {f["feature"] for f in calm["features"]}  # requests carry no label
+    moved = logic.run_drift_check(drift_base.base, request_log_path=_request_log(
+        tmp_path / "b", 1500, shift="numeric_mean", seed=82))
+    assert moved["drifted"] == ["body_mass_g"]
+
+
+def test_window_and_request_log_together_are_tested_side_by_side(drift_base, tmp_path):
+    record = logic.run_drift_check(
+        drift_base.base, window_path=window(tmp_path, 1500, seed=91),
+        request_log_path=_request_log(tmp_path, 1500, shift="category_mix", seed=92))
+    assert record["decision"] == logic.DRIFT
+    sources = {(f["feature"], f["source"]): f["verdict"] for f in record["features"]}
+    assert sources[("island", "requests")] == logic.V_DRIFT
+    assert sources[("island", "window")] == logic.V_OK
+
+
+def test_a_file_that_is_not_a_request_log_is_named(drift_base, tmp_path):
+    bad = tmp_path / "log.tfrecord"
+    bad.write_bytes(b"this is not a TFRecord file at all")
+    with pytest.raises(InputDataError, match="log.tfrecord"):
+        logic.run_drift_check(drift_base.base, request_log_path=str(bad))
