@@ -35,6 +35,31 @@ except ImportError:
                 yield ep
     shim.iter_entry_points = iter_entry_points
     sys.modules["pkg_resources"] = shim
+# The emulator ignores GCS preconditions; the real service honours ifGenerationMatch on
+# uploads (create-only records depend on it). Honour it here too, atomically.
+import http, threading
+from gcp_storage_emulator.exceptions import NotFound
+from gcp_storage_emulator.handlers import objects
+_insert, _lock = objects.insert, threading.Lock()
+def insert(request, response, storage, *args, **kwargs):
+    wanted = request.query.get("ifGenerationMatch")
+    if not wanted:
+        return _insert(request, response, storage, *args, **kwargs)
+    with _lock:
+        name = (request.query.get("name") or [None])[0]
+        if name is None and isinstance(request.data, dict):
+            name = (request.data.get("meta") or {}).get("name")
+        try:
+            current = str(storage.get_file_obj(request.params["bucket_name"], name)["generation"])
+        except NotFound:
+            current = "0"
+        if current != wanted[0]:
+            response.status = http.HTTPStatus.PRECONDITION_FAILED
+            response.json({"error": {"code": 412, "message": "Precondition Failed",
+                                     "errors": [{"reason": "conditionNotMet"}]}})
+            return
+        return _insert(request, response, storage, *args, **kwargs)
+objects.insert = insert
 sys.argv = ["gcp_storage_emulator"] + sys.argv[1:]
 runpy.run_module("gcp_storage_emulator", run_name="__main__", alter_sys=True)
 """
