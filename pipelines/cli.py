@@ -181,6 +181,14 @@ def _monitor_local(args: argparse.Namespace) -> int:
             return path
         return ",".join(os.path.abspath(p) for p in path.split(","))
 
+    # What can be known before any task starts is checked here, in about a second.
+    from components.common.data import resolve_inputs
+    from components.drift.logic import load_baseline
+
+    load_baseline(base)
+    if args.window:
+        resolve_inputs(local_path(args.window))
+
     arguments = {
         "model_base": base, "window_path": local_path(args.window),
         "request_log_path": local_path(args.request_log), "drift_settings": args.settings,

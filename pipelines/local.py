@@ -23,6 +23,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TASK_START = re.compile(r"Executing task '?([\w-]+)'?")
 _TASK_END = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
 _LOGIC = re.compile(r"\[kfp-ct\] timing task=([\w-]+) logic_s=([\d.]+)")
+# The last line of a task's traceback when it raised one of our errors: its message.
+_OUR_ERROR = re.compile(r"^\s*components\.[\w.]+\.(\w+): (.+)$", re.M)
 
 
 @dataclasses.dataclass
@@ -66,12 +68,14 @@ class _Tee:
 
     def __init__(self, stream):
         self.stream, self.logic, self.starts, self.ends = stream, {}, {}, {}
+        self.errors: list[str] = []
 
     def write(self, text):
         now = time.time()
         plain = _ANSI.sub("", text)
         for match in _LOGIC.finditer(plain):
             self.logic[match.group(1)] = float(match.group(2))
+        self.errors += [m.group(2).strip() for m in _OUR_ERROR.finditer(plain)]
         if match := _TASK_START.search(plain):
             self.starts.setdefault(match.group(1), now)
         elif match := _TASK_END.search(plain):
@@ -102,6 +106,8 @@ def run_local(pipeline_func, arguments: dict, workdir: str = "local_outputs") ->
             pipeline_func(**arguments)
     except RuntimeError as exc:  # kfp.local: a task failed; its log was printed above
         ok, error = False, str(exc)
+        if tee.errors:  # the task's own message says what to fix
+            error = f"{error}\n{tee.errors[-1]}"
     total = time.perf_counter() - started
     runs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     tasks = []

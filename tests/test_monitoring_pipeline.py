@@ -1,0 +1,140 @@
+"""The monitoring pipeline end to end under kfp.local, through the command line:
+train version 1 on a base partition; an unshifted window launches nothing; a shifted
+window launches one real retraining on the newest partitions, which is evaluated against
+version 1 and pushed with its drift lineage; the same window again launches nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from components.common import registry, synth
+from pipelines import cli
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(capsys, *argv):
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("monitoring")
+    data = root / "data"
+    synth.write_penguins_like(data / "date=2026-11-22" / "part.csv", 1500, seed=1)
+    synth.write_penguins_like(data / "date=2026-11-23" / "part.csv", 1500, seed=2)
+    synth.write_penguins_like(data / "date=2026-11-24" / "part.csv", 1500, seed=3,
+                              shift="category_mix")
+    base = str(root / "serving")
+    code = cli.main(["run-local", "--destination", base, "--data",
+                     str(data / "date=2026-11-22"), "--workdir", str(root / "runs")])
+    assert code == 0 and [v.version for v in registry.list_versions(base)] == [1]
+    return root, data, base
+
+
+def monitor(capsys, world, window, *extra):
+    root, data, base = world
+    summary = root / f"summary-{window}-{len(os.listdir(root))}.json"
+    code, out, err = run_cli(
+        capsys, "monitor-local", "--model-base", base, "--window", str(data / window),
+        "--training-data", str(data / "date=*"), "--training-partitions", "2",
+        "--workdir", str(root / "runs"), "--summary-json", str(summary), *extra)
+    return code, out, err, (json.loads(summary.read_text()) if summary.exists() else None)
+
+
+def test_version_1_keeps_what_drift_needs(world):
+    _, _, base = world
+    prod = registry.production(base)
+    for name in (registry.STATISTICS, registry.SCHEMA, registry.PROBLEM,
+                 registry.PREDICTION_PROFILE):
+        assert os.path.exists(registry.audit_file(prod, name)), name
+    profile = json.loads(open(registry.audit_file(prod, registry.PREDICTION_PROFILE)).read())
+    assert profile["reference"]["kind"] == "categorical"
+    assert sorted(profile["reference"]["values"]) == ["Adelie", "Chinstrap", "Gentoo"]
+    assert profile["rows"] == sum(profile["reference"]["counts"]) > 200
+
+
+def test_an_unshifted_window_launches_nothing(capsys, world):
+    code, out, _, summary = monitor(capsys, world, "date=2026-11-23")
+    assert code == 0, out[-3000:]
+    assert summary["decision"] == "NO_DRIFT" and summary["drifted"] == []
+    assert summary["launch"]["launched"] is False
+    assert "Drift decision: NO_DRIFT" in out and "Nothing launched: decision is NO_DRIFT" in out
+    assert "(prediction)" in out  # prediction drift measured with the production model
+    assert [v.version for v in registry.list_versions(world[2])] == [1]
+
+
+def test_a_shifted_window_retrains_once_and_the_registry_shows_the_lineage(capsys, world):
+    root, data, base = world
+    code, out, _, summary = monitor(capsys, world, "date=2026-11-24")
+    assert code == 0, out[-3000:]
+    assert summary["decision"] == "DRIFT" and summary["drifted"] == ["island"]
+    launch = summary["launch"]
+    assert launch["launched"] is True and launch["seq"] == 1
+    assert [os.path.basename(p) for p in launch["training_data"].split(",")] == [
+        "date=2026-11-23", "date=2026-11-24"]
+    result = launch["result"]
+    assert result["state"] == "SUCCEEDED", result
+    # The retraining was evaluated against version 1 by the normal gate.
+    run_dir = result["run_id"]
+    evaluation = json.load(open(os.path.join(run_dir, "evaluate", "evaluation", "evaluation.json")))
+    assert evaluation["baseline"]["version"] == 1
+    versions = registry.list_versions(base)
+    if result["pushed"]:
+        assert [v.version for v in versions] == [1, 2]
+        trigger = versions[-1].metadata["trigger"]
+        assert trigger["kind"] == "drift" and trigger["drifted"] == ["island"]
+        assert trigger["window"] == str(data / "date=2026-11-24")
+        assert trigger["monitor_run"]["run_id"] and trigger["production_version"] == 1
+        code, table, _ = run_cli(capsys, "versions", base)
+        assert code == 0 and "drift: island (launch 1)" in table
+        assert "Retraining launched (launch 1)" in out and "pushed version 2" in out
+    else:  # not blessed: nothing new is served, and the report says why
+        assert [v.version for v in versions] == [1]
+        assert result["reason"] and "not pushed" in out
+
+
+def test_the_same_window_again_launches_nothing(capsys, world):
+    before = [v.version for v in registry.list_versions(world[2])]
+    code, out, _, summary = monitor(capsys, world, "date=2026-11-24")
+    assert code == 0
+    assert summary["decision"] == "DRIFT" and summary["launch"]["launched"] is False
+    assert "already launched: launch 1" in summary["launch"]["reason"]
+    assert [v.version for v in registry.list_versions(world[2])] == before
+
+
+def test_bad_input_fails_before_any_task_with_a_clear_message(capsys, world, tmp_path):
+    import time
+
+    root, data, base = world
+    cases = [
+        (["--model-base", str(tmp_path / "empty-base"), "--window", str(data / "date=2026-11-23"),
+          "--retrain", "off"], "no production version"),
+        (["--model-base", base, "--window", str(data / "date=2099-*"), "--retrain", "off"],
+         "matches no file"),
+        (["--model-base", base, "--window", str(data / "date=2026-11-23"), "--retrain", "off",
+          "--settings", '{"numeric": "high"}'], "'numeric' must be a number"),
+        (["--model-base", base, "--window", str(data / "date=2026-11-23")],
+         "--training-data is needed"),
+    ]
+    for argv, message in cases:
+        started = time.perf_counter()
+        code, out, err = run_cli(capsys, "monitor-local", *argv)
+        assert code == cli.EXIT_ERROR and message in err, (argv, err)
+        assert time.perf_counter() - started < 3
+        assert "Traceback" not in err
+
+
+def test_a_window_missing_a_column_is_reported_and_launches_nothing(capsys, world):
+    root, data, base = world
+    synth.write_penguins_like(data / "broken" / "part.csv", 800, seed=5, shift="missing_column")
+    code, out, _, summary = monitor(capsys, world, "broken")
+    assert code == 0
+    assert summary["decision"] == "DRIFT" and "sex" in summary["drifted"]
+    assert summary["launch"]["launched"] is False
+    assert "sex" in summary["launch"]["reason"] and "missing column" in out
