@@ -75,19 +75,9 @@ def _add_run_local(p: argparse.ArgumentParser) -> None:
 
 
 def _json_object(text: str, what: str) -> dict:
-    import json
+    from components.common.params import json_object
 
-    from components.common.errors import KfpCtError
-
-    if not text.strip():
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise KfpCtError(f"{what}: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise KfpCtError(f"{what}: expected a JSON object, got {type(value).__name__}")
-    return value
+    return json_object(text, what)
 
 
 def _write_summary(path: str, summary: dict) -> None:

@@ -182,6 +182,10 @@ def make_stats_only_base(root, rows: int = 5000, seed: int = 11) -> DriftBase:
     spec = load_problem(PENGUINS_PROBLEM_PATH)
     stats, _ = compute_statistics(data, spec)
     schema = tfdv.infer_schema(stats)
+    from components.common import data as data_lib
+    from components.common import drift
+
+    reference = drift.exact_reference(data_lib.iter_batches(data, spec), stats, spec)
     model = os.path.join(root, "model")
     os.makedirs(model, exist_ok=True)
     with open(os.path.join(model, registry.SAVED_MODEL), "wb") as fh:
@@ -193,6 +197,7 @@ def make_stats_only_base(root, rows: int = 5000, seed: int = 11) -> DriftBase:
         registry.STATISTICS: stats.SerializeToString(),
         registry.SCHEMA: text_format.MessageToString(schema),
         registry.PROBLEM: open(PENGUINS_PROBLEM_PATH).read(),
+        registry.DRIFT_REFERENCE: json.dumps(reference),
     })
     return DriftBase(base=base, data=data, rows=rows)
 

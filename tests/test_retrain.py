@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from components.common import registry, storage, synth
+from components.common import storage, synth
 from components.common.errors import InputDataError, KfpCtError
 from components.drift import logic as drift_logic
 from components.retrain import logic

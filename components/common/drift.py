@@ -47,6 +47,7 @@ BELOW = "< min"
 ABOVE = "> max"
 
 DEFAULT_RESAMPLES = 4000
+ROLE_FEATURE, ROLE_LABEL = "feature", "label"
 
 
 @dataclasses.dataclass
@@ -137,6 +138,116 @@ def _bucket_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     idx = np.searchsorted(edges, values, side="right")
     idx[values == edges[-1]] = len(edges) - 1
     return idx
+
+
+def _feature_name(f) -> str:
+    return f.path.step[-1] if f.path.step else f.name
+
+
+def _columns(spec) -> list[tuple[str, str, bool]]:
+    """(column, role, numeric) for every feature and the label."""
+    out = [(c, ROLE_FEATURE, c in spec.numeric) for c in spec.features]
+    return out + [(spec.label, ROLE_LABEL, spec.task == "regression")]
+
+
+def references_from_statistics(stats, spec) -> tuple[int, dict]:
+    """(training rows, {column: (role, Reference)}) from TFDV statistics alone.
+
+    Numeric cells are TFDV's STANDARD histogram buckets with TFDV's counts, which TFDV
+    interpolates from a quantile sketch: close, not exact (on discrete values such as
+    whole millimetres the interpolation is biased). :func:`exact_reference` fixes that.
+    """
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    if not stats.datasets:
+        raise ValueError("the statistics hold no dataset")
+    dataset = stats.datasets[0]
+    rows = int(dataset.num_examples)
+    by_name = {_feature_name(f): f for f in dataset.features}
+    refs = {}
+    for column, role, numeric in _columns(spec):
+        f = by_name.get(column)
+        if f is None:
+            raise ValueError(f"no statistics for column {column!r}")
+        if numeric:
+            if not f.HasField("num_stats"):
+                raise ValueError(f"column {column!r} is numeric in the spec but its statistics "
+                                 "are not numeric")
+            ns = f.num_stats
+            hist = next((h for h in ns.histograms
+                         if h.type == statistics_pb2.Histogram.STANDARD), None)
+            if hist is None or not hist.buckets:
+                edges, counts = [ns.min, ns.max], [float(ns.common_stats.num_non_missing)]
+            else:
+                edges = [hist.buckets[0].low_value] + [b.high_value for b in hist.buckets]
+                counts = [b.sample_count for b in hist.buckets]
+            refs[column] = (role, numeric_reference(edges, counts, ns.common_stats.num_missing))
+        else:
+            if not f.HasField("string_stats"):
+                raise ValueError(f"column {column!r} is categorical in the spec but its "
+                                 "statistics are not string statistics")
+            ss = f.string_stats
+            counts = [v.frequency for v in ss.top_values]
+            other = max(0.0, float(ss.common_stats.num_non_missing) - sum(counts))
+            refs[column] = (role, categorical_reference(
+                [v.value for v in ss.top_values], counts, float(ss.common_stats.num_missing),
+                other))
+    return rows, refs
+
+
+def quantile_edges(stats, column: str) -> list[float]:
+    """The distinct boundaries of TFDV's QUANTILES histogram of ``column`` (equal-mass
+    cells), or [] when the statistics have none."""
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    for f in stats.datasets[0].features:
+        if _feature_name(f) == column and f.HasField("num_stats"):
+            for h in f.num_stats.histograms:
+                if h.type == statistics_pb2.Histogram.QUANTILES and h.buckets:
+                    edges = [h.buckets[0].low_value] + [b.high_value for b in h.buckets]
+                    return sorted({float(e) for e in edges if math.isfinite(e)})
+    return []
+
+
+def exact_reference(batches, stats, spec) -> dict:
+    """The drift reference of the training data: exact counts per cell.
+
+    Numeric cells are bounded by the distinct boundaries of TFDV's QUANTILES histogram
+    (about equal mass each, the best cells for a test), counted exactly in a second pass
+    over ``batches`` (Arrow batches of the same data); categorical cells are TFDV's top
+    values, whose counts are exact already. JSON-ready: validate keeps it beside the
+    statistics and push keeps it beside the version.
+    """
+    rows, refs = references_from_statistics(stats, spec)
+    counters = {}
+    for column, (role, ref) in refs.items():
+        if ref.kind == NUMERIC:
+            edges = quantile_edges(stats, column) or ref.edges
+            if len(edges) == 1:
+                edges = [edges[0], edges[0]]
+            counters[column] = Counter(numeric_reference(edges, [0.0] * (len(edges) - 1), 0.0))
+    seen = 0
+    for batch in batches:
+        seen += batch.num_rows
+        for column, counter in counters.items():
+            array = batch.column(batch.schema.get_field_index(column))
+            counter.add_numeric(array.cast("double").to_numpy(zero_copy_only=False))
+    if seen != rows:
+        raise ValueError(f"the data holds {seen} rows, its statistics {rows}")
+    columns = {}
+    for column, (role, ref) in refs.items():
+        if column in counters:
+            c = counters[column]
+            ref = Reference(NUMERIC, c.counts.copy(), list(c.ref.labels), edges=list(c.ref.edges))
+        columns[column] = {"role": role, "reference": ref.to_json()}
+    return {"rows": rows, "cells": "numeric: exact counts between TFDV's quantile boundaries; "
+                                   "categorical: TFDV's top values", "columns": columns}
+
+
+def references_from_document(doc: dict) -> tuple[int, dict]:
+    """(rows, {column: (role, Reference)}) from an :func:`exact_reference` document."""
+    return int(doc["rows"]), {c: (v["role"], Reference.from_json(v["reference"]))
+                              for c, v in doc["columns"].items()}
 
 
 # -------------------------------------------------------------------- window counts

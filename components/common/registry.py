@@ -37,6 +37,7 @@ METADATA = "metadata.json"
 # Audit files kept beside each version (push writes them; evaluate, validate and the drift
 # check read them).
 STATISTICS = "statistics.pb"  # TFDV statistics of the training data (the drift baseline)
+DRIFT_REFERENCE = "drift_reference.json"  # exact training counts per drift cell
 SCHEMA = "schema.pbtxt"
 PROBLEM = "problem.json"
 EVALUATION = "evaluation.json"

@@ -39,8 +39,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.common import data as data_lib
-from components.common import drift, registry, report, storage
+from components.common import drift, registry, storage
 from components.common.errors import InputDataError, KfpCtError, RegistryError
+from components.common.params import json_object
 from components.common.problem import ProblemSpec, load_problem
 
 DRIFT_JSON = "drift.json"
@@ -58,7 +59,8 @@ V_MISSING = "missing column"
 V_TYPE = "type change"
 BLOCKING = (V_MISSING, V_TYPE)  # anomalies that a retraining on this data would fail on
 
-ROLE_FEATURE, ROLE_LABEL, ROLE_PREDICTION = "feature", "label", "prediction"
+ROLE_FEATURE, ROLE_LABEL = drift.ROLE_FEATURE, drift.ROLE_LABEL
+ROLE_PREDICTION = "prediction"
 SOURCE_WINDOW, SOURCE_REQUESTS = "window", "requests"
 
 DEFAULTS = {
@@ -105,18 +107,7 @@ def parse_settings(text: str | dict | None) -> Settings:
     ``{"numeric": 0.02, "categorical": 0.05, "features": {"island": 0.1},
     "false_alarm_rate": 0.01, "min_rows": 100}``; every key is optional.
     """
-    if isinstance(text, dict):
-        data = text
-    else:
-        text = (text or "").strip()
-        if not text:
-            return Settings()
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise KfpCtError(f"drift settings: not valid JSON ({exc}): {text[:80]!r}") from None
-    if not isinstance(data, dict):
-        raise KfpCtError(f"drift settings: expected a JSON object, got {type(data).__name__}")
+    data = json_object(text, "drift settings")
     unknown = sorted(set(data) - _SETTING_KEYS)
     if unknown:
         raise KfpCtError(f"drift settings: unknown key(s) {unknown}; known: {sorted(_SETTING_KEYS)}")
@@ -165,54 +156,6 @@ class Baseline:
     notes: list
 
 
-def _feature_name(f) -> str:
-    return f.path.step[-1] if f.path.step else f.name
-
-
-def references_from_statistics(stats, spec: ProblemSpec) -> tuple[int, dict]:
-    """(training rows, {column: (role, Reference)}) from TFDV statistics."""
-    from tensorflow_metadata.proto.v0 import statistics_pb2
-
-    if not stats.datasets:
-        raise ValueError("the statistics hold no dataset")
-    dataset = stats.datasets[0]
-    rows = int(dataset.num_examples)
-    by_name = {_feature_name(f): f for f in dataset.features}
-    wanted = [(c, ROLE_FEATURE) for c in spec.features] + [(spec.label, ROLE_LABEL)]
-    refs = {}
-    for column, role in wanted:
-        f = by_name.get(column)
-        if f is None:
-            raise ValueError(f"no statistics for column {column!r}")
-        numeric = column in spec.numeric or (role == ROLE_LABEL and spec.task == "regression")
-        if numeric:
-            if not f.HasField("num_stats"):
-                raise ValueError(f"column {column!r} is numeric in the spec but its statistics "
-                                 "are not numeric")
-            ns = f.num_stats
-            hist = next((h for h in ns.histograms
-                         if h.type == statistics_pb2.Histogram.STANDARD), None)
-            if hist is None or not hist.buckets:
-                edges, counts = [ns.min, ns.max], [float(ns.common_stats.num_non_missing)]
-            else:
-                edges = [hist.buckets[0].low_value] + [b.high_value for b in hist.buckets]
-                counts = [b.sample_count for b in hist.buckets]
-            missing = ns.common_stats.num_missing
-            refs[column] = (role, drift.numeric_reference(edges, counts, missing))
-        else:
-            if not f.HasField("string_stats"):
-                raise ValueError(f"column {column!r} is categorical in the spec but its "
-                                 "statistics are not string statistics")
-            ss = f.string_stats
-            values = [v.value for v in ss.top_values]
-            counts = [v.frequency for v in ss.top_values]
-            present = float(ss.common_stats.num_non_missing)
-            missing = float(ss.common_stats.num_missing)
-            other = max(0.0, present - sum(counts))
-            refs[column] = (role, drift.categorical_reference(values, counts, missing, other))
-    return rows, refs
-
-
 def load_baseline(model_base: str) -> Baseline:
     """The production version's training statistics and what goes with them.
 
@@ -248,16 +191,31 @@ def load_baseline(model_base: str) -> Baseline:
         raise NoBaselineError(f"{stats_path}: the training statistics of production version "
                               f"{prod.version} do not parse ({exc}); no drift decision is "
                               "taken") from None
+    notes, domains = [], {}
     try:
         spec = load_problem(problem_path)
-        rows, refs = references_from_statistics(stats, spec)
+        rows, refs = drift.references_from_statistics(stats, spec)
     except (ValueError, KfpCtError) as exc:
         raise NoBaselineError(f"{stats_path}: unusable as a drift baseline for production "
                               f"version {prod.version}: {exc}; no drift decision is taken") from None
     if rows <= 0:
         raise NoBaselineError(f"{stats_path}: the training statistics cover no rows; no drift "
                               "decision is taken")
-    notes, domains = [], {}
+    exact_path = registry.audit_file(prod, registry.DRIFT_REFERENCE)
+    if storage.exists(exact_path):
+        try:
+            rows, exact = drift.references_from_document(json.loads(storage.read_text(exact_path)))
+            if set(exact) != set(refs):
+                raise ValueError(f"it covers {sorted(exact)}, the problem {sorted(refs)}")
+            refs = exact
+        except (ValueError, KeyError, TypeError) as exc:
+            raise NoBaselineError(f"{exact_path}: the drift reference of production version "
+                                  f"{prod.version} is unusable ({exc}); no drift decision is "
+                                  "taken") from None
+    else:
+        notes.append(f"production version {prod.version} keeps no exact drift reference "
+                     f"({registry.DRIFT_REFERENCE}); numeric cells use TFDV's interpolated "
+                     "histogram counts, which can over-alarm on large windows of discrete values")
     schema_path = registry.audit_file(prod, registry.SCHEMA)
     if storage.exists(schema_path):
         from google.protobuf import text_format
@@ -319,22 +277,28 @@ def _fingerprint(files: list[str]) -> list[dict]:
 
 
 def _to_float(column: pa.Array, name: str, scan: Scan) -> np.ndarray:
-    """A column as float64 with NaN for missing; text that is not a number is counted."""
+    """A column as float64 with NaN for missing; text that is not a number is counted.
+
+    Values go through float32 first, as training read them (``data.arrow_types``): a value
+    on a cell boundary then lands in the same cell for the window as for training.
+    """
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or \
             pa.types.is_decimal(column.type) or pa.types.is_boolean(column.type):
-        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    text = column.cast(pa.string())
-    try:
-        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        ok = pc.match_substring_regex(text, _FLOAT_RE, ignore_case=True)
-        bad = pc.and_(pc.invert(ok.fill_null(True)), pc.is_valid(text))
-        bad_values = text.filter(bad)
-        count, example = scan.type_errors.get(name, (0, None))
-        scan.type_errors[name] = (count + len(bad_values),
-                                  example if example is not None else bad_values[0].as_py())
-        cleaned = pc.if_else(bad, pa.scalar(None, pa.string()), text)
-        return pc.cast(cleaned, pa.float64()).to_numpy(zero_copy_only=False)
+        single = column.cast(pa.float32())
+    else:
+        text = column.cast(pa.string())
+        try:
+            single = pc.cast(text, pa.float32())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            ok = pc.match_substring_regex(text, _FLOAT_RE, ignore_case=True)
+            bad = pc.and_(pc.invert(ok.fill_null(True)), pc.is_valid(text))
+            bad_values = text.filter(bad)
+            count, example = scan.type_errors.get(name, (0, None))
+            scan.type_errors[name] = (count + len(bad_values),
+                                      example if example is not None else bad_values[0].as_py())
+            cleaned = pc.if_else(bad, pa.scalar(None, pa.string()), text)
+            single = pc.cast(cleaned, pa.float32())
+    return single.to_numpy(zero_copy_only=False).astype(np.float64)
 
 
 def _update(scan: Scan, batch: pa.RecordBatch | pa.Table, refs: dict) -> None:
@@ -399,7 +363,7 @@ def _csv_batches(path: str, columns: dict, typed: bool) -> Iterator[pa.RecordBat
     present = [c for c in columns if c in header]
 
     def reader(as_float: bool):
-        types = {c: (pa.float64() if as_float and columns[c] else pa.string()) for c in present}
+        types = {c: (pa.float32() if as_float and columns[c] else pa.string()) for c in present}
         convert = pacsv.ConvertOptions(
             column_types=types, include_columns=present, null_values=data_lib.NULL_VALUES,
             strings_can_be_null=True, quoted_strings_can_be_null=True)
@@ -584,7 +548,7 @@ def _examples_from_sample(table: pa.Table, spec: ProblemSpec) -> list[bytes]:
 
 def score(model_base: str, version: registry.VersionInfo, examples: list[bytes]) -> tuple[str, np.ndarray]:
     """The production model's predictions for serialized tf.Examples (serving signature)."""
-    from components.common import tfenv  # noqa: F401
+    from components.common import tfenv  # noqa: F401  (before TensorFlow loads)
     import tensorflow as tf
 
     from components.common.prediction_log import INPUT_KEY, SIGNATURE

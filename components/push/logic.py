@@ -28,6 +28,7 @@ import tempfile
 
 from components.common import registry, storage
 from components.common.errors import KfpCtError, StorageError
+from components.common.params import json_object
 
 BLESSED = "BLESSED"  # written by the gate
 NOT_BLESSED = "NOT_BLESSED"
@@ -95,17 +96,7 @@ def check_blessing(blessing_dir: str) -> tuple[bool, str, dict | None]:
 
 def parse_trigger(trigger: str | dict) -> dict:
     """The trigger record (why this training ran) as a dict; {} when not given."""
-    if isinstance(trigger, dict):
-        return trigger
-    if not (trigger or "").strip():
-        return {}
-    try:
-        record = json.loads(trigger)
-    except ValueError as exc:
-        raise KfpCtError(f"trigger: not valid JSON ({exc}): {trigger[:80]!r}") from None
-    if not isinstance(record, dict):
-        raise KfpCtError(f"trigger: expected a JSON object, got {type(record).__name__}")
-    return record
+    return json_object(trigger, "trigger")
 
 
 def _write_outcome(pushed_dir: str, record: dict, marker: str) -> None:
@@ -269,6 +260,7 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
             metadata["trigger"] = trigger
         extra: dict[str, bytes] = {}
         _extra_file(extra, registry.STATISTICS, statistics_dir, FEATURE_STATS)
+        _extra_file(extra, registry.DRIFT_REFERENCE, statistics_dir, registry.DRIFT_REFERENCE)
         _extra_file(extra, registry.SCHEMA, schema_dir, SCHEMA_FILE)
         _extra_file(extra, registry.EVALUATION, evaluation_dir, EVALUATION_JSON)
         _extra_file(extra, registry.BLESSING, blessing_dir, BLESSING_JSON)

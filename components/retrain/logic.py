@@ -35,6 +35,7 @@ import time
 
 from components.common import registry, storage
 from components.common.errors import InputDataError, KfpCtError
+from components.common.params import json_object
 
 LAUNCH_JSON = "launch.json"
 LAUNCHED = "LAUNCHED"
@@ -74,19 +75,8 @@ class TriggerConfig:
 
 
 def parse_params(text: str | dict) -> dict:
-    if isinstance(text, dict):
-        return dict(text)
-    text = (text or "").strip()
-    if not text:
-        return {}
-    try:
-        params = json.loads(text)
-    except ValueError as exc:
-        raise KfpCtError(f"training_params: not valid JSON ({exc}): {text[:80]!r}") from None
-    if not isinstance(params, dict):
-        raise KfpCtError(f"training_params: expected a JSON object of training pipeline "
-                         f"parameters, got {type(params).__name__}")
-    return params
+    """Extra training pipeline parameters (JSON object)."""
+    return json_object(text, "training_params")
 
 
 def check_config(cfg: TriggerConfig) -> None:

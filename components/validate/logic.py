@@ -196,7 +196,13 @@ def run_validate(data_path: str, problem: str, statistics_dir: str, schema_dir: 
             f"{data_path}: {len(anomalies)} anomalies against the schema ({source}):\n{lines}")
     for d in (statistics_dir, schema_dir, anomalies_dir, os.path.dirname(report_path) or "."):
         os.makedirs(d, exist_ok=True)
+    # The drift baseline: exact training counts per cell, one more cheap pass.
+    from components.common import drift
+
+    reference = drift.exact_reference(data_lib.iter_batches(data_path, spec), stats, spec)
     storage.write_bytes(os.path.join(statistics_dir, STATS_FILE), stats.SerializeToString())
+    storage.write_text(os.path.join(statistics_dir, registry.DRIFT_REFERENCE),
+                       json.dumps(reference, indent=1, sort_keys=True))
     tfdv.write_schema_text(schema, os.path.join(schema_dir, SCHEMA_FILE))
     storage.write_bytes(os.path.join(anomalies_dir, ANOMALIES_FILE),
                         anomalies_proto.SerializeToString())
