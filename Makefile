@@ -37,6 +37,8 @@ bench: setup
 	$(PY) -m tests.benchmarks.bench_pipeline --runs 2
 	$(PY) -m tests.benchmarks.bench_data 344 100000 1000000
 	$(PY) -m tests.benchmarks.bench_train
+	$(PY) -m tests.benchmarks.bench_drift_quality
+	$(PY) -m tests.benchmarks.bench_drift_speed 100000 1000000
 
 clean:
 	rm -rf build $(RUNS) serving .pytest_cache

@@ -63,6 +63,29 @@ def test_numeric_cells_follow_the_training_buckets():
     assert counter.counts.tolist() == [1, 1, 2, 2, 1]
 
 
+def test_the_exact_reference_counts_every_training_row_in_equal_mass_cells(drift_base):
+    prod = registry.production(drift_base.base)
+    doc = json.loads(open(registry.audit_file(prod, registry.DRIFT_REFERENCE)).read())
+    assert doc["rows"] == drift_base.rows
+    for column, entry in doc["columns"].items():
+        ref = drift.Reference.from_json(entry["reference"])
+        assert ref.rows == pytest.approx(drift_base.rows), column
+        if ref.kind == drift.NUMERIC:
+            buckets = ref.counts[2:-1]
+            assert ref.counts[1] == ref.counts[-1] == 0  # nothing outside training's range
+            assert buckets.min() > 0.4 * buckets.mean(), (column, buckets)  # about equal mass
+
+
+def test_without_the_exact_reference_tfdv_histograms_serve_with_a_note(drift_base, tmp_path):
+    base = tmp_path / "old"
+    shutil.copytree(drift_base.base, base)
+    (base / "1" / registry.AUDIT_DIR / registry.DRIFT_REFERENCE).unlink()
+    record = logic.run_drift_check(str(base), window_path=window(tmp_path, 800, seed=13,
+                                                                  shift="numeric_mean"))
+    assert record["drifted"] == ["body_mass_g"]
+    assert any("interpolated" in n for n in record["notes"])
+
+
 # ------------------------------------------------------------------------- decisions
 
 
@@ -296,3 +319,22 @@ def test_a_file_that_is_not_a_request_log_is_named(drift_base, tmp_path):
     bad.write_bytes(b"this is not a TFRecord file at all")
     with pytest.raises(InputDataError, match="log.tfrecord"):
         logic.run_drift_check(drift_base.base, request_log_path=str(bad))
+
+
+def test_gs_window_and_gs_model_base_through_the_storage_emulator(drift_base, tmp_path,
+                                                                  gcs_emulator):
+    from components.common import storage
+
+    bucket = gcs_emulator.new_bucket()
+    base = storage.join(bucket, "serving", "penguins")
+    storage.copy_tree(drift_base.base, base, last=())
+    for day, shift in (("2026-11-23", "none"), ("2026-11-24", "category_mix")):
+        local = window(tmp_path, 1200, shift=shift, seed=17, name=f"{day}.csv")
+        storage.write_bytes(storage.join(bucket, "data", f"date={day}", "part.csv"),
+                            open(local, "rb").read())
+    calm = logic.run_drift_check(base, window_path=storage.join(bucket, "data", "date=2026-11-23"))
+    moved = logic.run_drift_check(base, window_path=storage.join(bucket, "data/date=2026-11-24/*.csv"))
+    assert calm["decision"] == logic.NO_DRIFT and moved["drifted"] == ["island"]
+    files = moved["window"]["files"]["window"]
+    assert files[0]["path"].startswith("gs://") and files[0]["generation"]
+    assert calm["window"]["key"] != moved["window"]["key"]

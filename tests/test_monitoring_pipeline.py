@@ -51,7 +51,7 @@ def test_version_1_keeps_what_drift_needs(world):
     _, _, base = world
     prod = registry.production(base)
     for name in (registry.STATISTICS, registry.SCHEMA, registry.PROBLEM,
-                 registry.PREDICTION_PROFILE):
+                 registry.PREDICTION_PROFILE, registry.DRIFT_REFERENCE):
         assert os.path.exists(registry.audit_file(prod, name)), name
     profile = json.loads(open(registry.audit_file(prod, registry.PREDICTION_PROFILE)).read())
     assert profile["reference"]["kind"] == "categorical"
