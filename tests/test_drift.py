@@ -338,3 +338,15 @@ def test_gs_window_and_gs_model_base_through_the_storage_emulator(drift_base, tm
     files = moved["window"]["files"]["window"]
     assert files[0]["path"].startswith("gs://") and files[0]["generation"]
     assert calm["window"]["key"] != moved["window"]["key"]
+
+
+def test_the_prediction_sample_is_uniform_even_for_data_made_with_seed_0(drift_base, tmp_path):
+    # A sample drawn with numpy seed 0 from data generated with numpy seed 0 once picked
+    # the rows whose species draw was smallest: one species only.
+    baseline = logic.load_baseline(drift_base.base)
+    scan = logic.scan_window(window(tmp_path, 20000, seed=0), baseline, 2000)
+    species = scan.counters["species"]
+    full = dict(zip(species.ref.labels, species.counts / species.counts.sum()))
+    values = scan.sample.column("species").to_pylist()
+    for name in ("Adelie", "Chinstrap", "Gentoo"):
+        assert abs(values.count(name) / len(values) - full[name]) < 0.05, name

@@ -321,10 +321,18 @@ def _update(scan: Scan, batch: pa.RecordBatch | pa.Table, refs: dict) -> None:
     scan.rows += batch.num_rows
 
 
+def _sample_seed(files: list[dict]) -> int:
+    """A seed drawn from the window's identity: the same window gives the same sample, and
+    it shares no random stream with whatever seeded generator made the data (a window
+    written with numpy seed 0 and sampled with seed 0 gave one species only)."""
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
 class _Reservoir:
     """A uniform random sample of up to ``size`` rows of a stream (smallest random keys)."""
 
-    def __init__(self, size: int, seed: int = 0):
+    def __init__(self, size: int, seed: int):
         self.size, self.rng = size, np.random.default_rng(seed)
         self.table: pa.Table | None = None
         self.keys = np.empty(0)
@@ -412,7 +420,7 @@ def scan_window(path: str, baseline: Baseline, sample_rows: int, typed: bool = T
     files = data_lib.resolve_inputs(path)
     scan = Scan(source=SOURCE_WINDOW, path=path, files=_fingerprint(files))
     columns = {c: ref.kind == drift.NUMERIC for c, (_, ref) in baseline.references.items()}
-    reservoir = _Reservoir(sample_rows)
+    reservoir = _Reservoir(sample_rows, _sample_seed(scan.files))
     headers = []
     for file in files:
         with data_lib._local(file) as local:
@@ -449,7 +457,7 @@ def scan_requests(path: str, baseline: Baseline, sample_rows: int) -> Scan:
     files = _resolve_logs(path)
     scan = Scan(source=SOURCE_REQUESTS, path=path, files=_fingerprint(files))
     decoder = example_coder.ExamplesToRecordBatchDecoder()
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(_sample_seed(scan.files))
     kept: list[bytes] = []
     keys = np.empty(0)
     seen_columns: set = set()
