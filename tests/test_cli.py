@@ -73,7 +73,8 @@ def test_cli_as_a_process_exits_2_without_traceback(base):
 
 def test_parser_has_a_handler_per_subcommand():
     parser = cli.build_parser()
-    examples = {"versions": ["x"], "rollback": ["x", "1"], "run-local": ["--destination", "x"]}
+    examples = {"versions": ["x"], "rollback": ["x", "1"], "run-local": ["--destination", "x"],
+                "monitor-local": ["--model-base", "x", "--window", "w"]}
     assert set(examples) == set(cli.SUBCOMMANDS)
     for name, rest in examples.items():
         assert parser.parse_args([name, *rest]).handler is cli.SUBCOMMANDS[name][2]
