@@ -156,7 +156,12 @@ def test_blessed_model_is_pushed_as_version_1_then_2(trained, upstream, tmp_path
     audit = os.path.join(result.path, registry.AUDIT_DIR)
     assert sorted(os.listdir(audit)) == sorted([
         "metadata.json", "statistics.pb", "schema.pbtxt", "problem.json",
-        "evaluation.json", "blessing.json"])
+        "evaluation.json", "blessing.json", "prediction_profile.json"])
+    # The model's predictions on its eval rows: the baseline of prediction drift.
+    profile = json.load(open(os.path.join(audit, "prediction_profile.json")))
+    assert profile["reference"]["kind"] == "categorical"
+    assert profile["rows"] == sum(profile["reference"]["counts"]) > 0
+    assert set(profile["reference"]["values"]) <= {"Adelie", "Chinstrap", "Gentoo"}
     meta = json.load(open(os.path.join(audit, "metadata.json")))
     assert meta["version"] == 1
     assert meta["metrics"] == {"accuracy": 0.97, "loss": 0.1}

@@ -183,8 +183,10 @@ def test_a_failed_launch_is_recorded_and_the_next_run_retries(drift_base, tmp_pa
 _RACER = textwrap.dedent("""
     import json, os, sys, time
     from components.retrain import logic
-    decision, base, launch_dir, go, host, data = sys.argv[1:7]
+    decision, base, launch_dir, go, host, data, ready = sys.argv[1:8]
     cfg = logic.TriggerConfig(mode="kfp", host=host, training_data=data, training_partitions=2)
+    import kfp.client  # noqa: F401  (imported before the go, like everything else)
+    open(ready, "w").close()
     # Widen the race: both racers have checked the records (none yet) before either claims.
     real_claim = logic.claim
     logic.claim = lambda *a: (time.sleep(1.0), real_claim(*a))[1]
@@ -196,13 +198,17 @@ _RACER = textwrap.dedent("""
 
 
 def _race(decisions, base, api, tmp_path):
-    go = tmp_path / "go"
+    go = tmp_path / f"go-{time.monotonic_ns()}"
     data = training_data(tmp_path)
+    ready = [tmp_path / f"ready-{i}-{time.monotonic_ns()}" for i in range(len(decisions))]
     procs = [subprocess.Popen([sys.executable, "-c", _RACER, d, base, str(tmp_path / f"l{i}"),
-                               str(go), api.url, data], stdout=subprocess.PIPE, text=True,
-                              cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+                               str(go), api.url, data, str(ready[i])], stdout=subprocess.PIPE,
+                              text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
              for i, d in enumerate(decisions)]
-    time.sleep(4)  # both have imported everything and wait for the go
+    deadline = time.monotonic() + 60
+    while not all(r.exists() for r in ready):  # both have imported everything
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.05)
     go.write_text("go")
     outs = [json.loads(p.communicate(timeout=60)[0].strip().splitlines()[-1]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
