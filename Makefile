@@ -10,6 +10,9 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 DEST ?= serving/penguins
+# Debian's chromium: the tests check in a real browser that reports draw.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUNS ?= local_outputs
 
 .PHONY: setup run test compile bench clean
@@ -26,7 +29,11 @@ setup: $(UV)
 run: setup
 	$(PY) -m pipelines.cli run-local --destination $(DEST) --workdir $(RUNS)
 
-test: setup
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+test: setup $(CHROMIUM)
 	$(PY) -m pytest -q
 
 compile: setup

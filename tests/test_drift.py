@@ -350,3 +350,43 @@ def test_the_prediction_sample_is_uniform_even_for_data_made_with_seed_0(drift_b
     values = scan.sample.column("species").to_pylist()
     for name in ("Adelie", "Chinstrap", "Gentoo"):
         assert abs(values.count(name) / len(values) - full[name]) < 0.05, name
+
+
+# ------------------------------------------------------------- the report, drawn
+
+_TRAIN_RGB, _WINDOW_RGB = (0x5B, 0x8D, 0xEF), (0xF2, 0x8E, 0x2B)  # components.drift.render
+
+
+def _screenshot(html_path: str, png_path: str, tmp_path) -> None:
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("Debian's chromium is needed to check that reports draw: `make test` "
+                    "installs it (apt-get install chromium)")
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+           "--window-size=1400,1400", f"--screenshot={png_path}", f"file://{html_path}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and os.path.exists(png_path), proc.stderr[-2000:]
+
+
+def test_the_drift_report_draws_in_a_real_browser(drift_base, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    check(drift_base, window(tmp_path, 3000, shift="numeric_mean", seed=23), tmp_path)
+    png = str(tmp_path / "report.png")
+    _screenshot(str(tmp_path / "r.html"), png, tmp_path)
+    pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)
+
+    def count(rgb):
+        return int((np.abs(pixels.astype(int) - rgb).sum(axis=1) < 12).sum())
+
+    # Bars of both colours for every tested feature: thousands of pixels each.
+    assert count(_TRAIN_RGB) > 5000 and count(_WINDOW_RGB) > 5000
+    # The decision line comes first, in the report's red: near the top of the page.
+    image = np.asarray(Image.open(png).convert("RGB"))
+    red = np.argwhere((np.abs(image.astype(int) - (0xB0, 0x00, 0x20)).sum(axis=2) < 30))
+    assert len(red) and red[:, 0].min() < 100
