@@ -113,3 +113,25 @@ def test_gpu_pipeline_requests_a_gpu_and_uses_the_gpu_image(compiled):
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
     assert platform["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert int(platform["activeDeadlineSeconds"]) > 0
+
+
+def test_monitoring_pipeline_runs_uncached_with_timeouts_and_a_retried_trigger(compiled):
+    import yaml
+
+    out, _ = compiled
+    docs = list(yaml.safe_load_all((out / "pipelines/monitoring_pipeline.yaml").read_text()))
+    spec = docs[0]
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"drift-check", "retrain-trigger"}
+    for task in tasks.values():  # fresh data and launch records change under the same names
+        assert task["cachingOptions"] == {} or task["cachingOptions"].get("enableCache") is False
+    assert tasks["retrain-trigger"]["retryPolicy"]["maxRetryCount"] == 2
+    assert tasks["retrain-trigger"]["dependentTasks"] == ["drift-check"]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["retrain_mode"]["defaultValue"] == "kfp"  # the compiled graph is the cluster's
+    assert "model_base" in params and not params["model_base"].get("isOptional")
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in ("exec-drift-check", "exec-retrain-trigger"):
+        assert int(platform[name]["activeDeadlineSeconds"]) > 0
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert executor["container"]["image"].startswith("ghcr.io/kfp-ct/kfp-ct-cpu:")
