@@ -41,8 +41,12 @@ def bundled_penguins_path() -> str:
     return os.path.join(spec.submodule_search_locations[0], "data", "penguins.csv")
 
 
-def _format_of(path: str) -> str | None:
+def format_of(path: str) -> str | None:
+    """'csv' or 'parquet' from the file name; None when it is neither."""
     return _FORMATS.get(os.path.splitext(path)[1].lower())
+
+
+
 
 
 def resolve_inputs(path: str) -> list[str]:
@@ -59,7 +63,7 @@ def resolve_inputs(path: str) -> list[str]:
         for part in (p.strip() for p in path.split(",")):
             if part:
                 files += [f for f in resolve_inputs(part) if f not in files]
-        if len({_format_of(f) for f in files}) > 1:
+        if len({format_of(f) for f in files}) > 1:
             raise InputDataError(f"data path {path}: mixes CSV and Parquet files; use one format")
         return files
     has_wildcard = any(c in path for c in "*?[")
@@ -70,7 +74,7 @@ def resolve_inputs(path: str) -> list[str]:
                 raise InputDataError(f"data path {path}: the pattern matches no file")
         elif storage.isdir(path):
             files = [storage.join(path, n) for n in storage.listdir(path)
-                     if _format_of(n) and not n.startswith((".", "_"))]
+                     if format_of(n) and not n.startswith((".", "_"))]
             if not files:
                 raise InputDataError(
                     f"data path {path}: the folder holds no .csv or .parquet file")
@@ -80,12 +84,12 @@ def resolve_inputs(path: str) -> list[str]:
             raise InputDataError(f"data path {path}: no such file or folder")
     except StorageError as exc:
         raise InputDataError(f"data path {path}: {exc}") from None
-    unknown = [f for f in files if not _format_of(f)]
+    unknown = [f for f in files if not format_of(f)]
     if unknown:
         raise InputDataError(
             f"data path {path}: cannot tell the format of {unknown[0]} "
             "(expected a .csv or .parquet file)")
-    formats = {_format_of(f) for f in files}
+    formats = {format_of(f) for f in files}
     if len(formats) > 1:
         raise InputDataError(f"data path {path}: mixes CSV and Parquet files; use one format")
     return sorted(files)
@@ -226,8 +230,8 @@ def iter_batches(path: str, spec: ProblemSpec, batch_rows: int = DEFAULT_BATCH_R
     """
     files = resolve_inputs(path)
     for file in files:
-        with _local(file) as local:
-            reader = _csv_batches if _format_of(file) == "csv" else _parquet_batches
+        with local_input(file) as local:
+            reader = _csv_batches if format_of(file) == "csv" else _parquet_batches
             offset = 0
             for batch in reader(local, spec, batch_rows):
                 if tracker is not None:
@@ -241,7 +245,8 @@ def iter_batches(path: str, spec: ProblemSpec, batch_rows: int = DEFAULT_BATCH_R
 
 
 @contextlib.contextmanager
-def _local(path: str):
+def local_input(path: str):
+    """A local path holding an input file (gs://: downloaded); InputDataError on failure."""
     try:
         with storage.local_copy(path) as local:
             yield local

@@ -400,7 +400,7 @@ def _file_batches(file: str, columns: dict, typed: bool) -> tuple[list[str], Ite
 
     import pyarrow.parquet as pq
 
-    if data_lib._format_of(file) == "parquet":
+    if data_lib.format_of(file) == "parquet":
         try:
             pf = pq.ParquetFile(file)
         except Exception as exc:
@@ -423,7 +423,7 @@ def scan_window(path: str, baseline: Baseline, sample_rows: int, typed: bool = T
     reservoir = _Reservoir(sample_rows, _sample_seed(scan.files))
     headers = []
     for file in files:
-        with data_lib._local(file) as local:
+        with data_lib.local_input(file) as local:
             header, batches = _file_batches(local, columns, typed)
             headers.append(set(header))
             before = scan.rows
@@ -462,7 +462,7 @@ def scan_requests(path: str, baseline: Baseline, sample_rows: int) -> Scan:
     keys = np.empty(0)
     seen_columns: set = set()
     for file in files:
-        with data_lib._local(file) as local:
+        with data_lib.local_input(file) as local:
             try:
                 records = [r.numpy() for r in tf.data.TFRecordDataset(local)]
             except tf.errors.OpError as exc:
