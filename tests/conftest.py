@@ -169,7 +169,8 @@ class DriftBase:
     rows: int
 
 
-def make_stats_only_base(root, rows: int = 5000, seed: int = 11) -> DriftBase:
+def make_stats_only_base(root, rows: int = 5000, seed: int = 11,
+                         problem: str = PENGUINS_PROBLEM_PATH) -> DriftBase:
     import tensorflow_data_validation as tfdv
 
     from components.common import registry, synth
@@ -179,7 +180,15 @@ def make_stats_only_base(root, rows: int = 5000, seed: int = 11) -> DriftBase:
     root = str(root)
     data = os.path.join(root, "base.csv")
     synth.write_penguins_like(data, rows, seed=seed)
-    spec = load_problem(PENGUINS_PROBLEM_PATH)
+    spec = load_problem(problem)
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(data)
+    if table.column(spec.label).null_count:  # training needs a label on every row
+        table = table.filter(pc.is_valid(table.column(spec.label)))
+        pacsv.write_csv(table, data)
+    rows = table.num_rows
     stats, _ = compute_statistics(data, spec)
     schema = tfdv.infer_schema(stats)
     from components.common import data as data_lib
@@ -196,7 +205,7 @@ def make_stats_only_base(root, rows: int = 5000, seed: int = 11) -> DriftBase:
     registry.publish(base, model, {"metrics": {}}, {
         registry.STATISTICS: stats.SerializeToString(),
         registry.SCHEMA: text_format.MessageToString(schema),
-        registry.PROBLEM: open(PENGUINS_PROBLEM_PATH).read(),
+        registry.PROBLEM: spec.to_json(),
         registry.DRIFT_REFERENCE: json.dumps(reference),
     })
     return DriftBase(base=base, data=data, rows=rows)

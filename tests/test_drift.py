@@ -156,6 +156,23 @@ def test_label_drift_is_measured_only_when_the_window_has_the_label(drift_base, 
     assert not record["anomalies"]
 
 
+def test_a_regression_label_drifts_by_jensen_shannon(tmp_path):
+    from conftest import make_stats_only_base
+
+    problem = tmp_path / "regression.json"
+    problem.write_text(json.dumps({
+        "label": "body_mass_g", "task": "regression",
+        "numeric": ["bill_length_mm", "bill_depth_mm", "flipper_length_mm"],
+        "categorical": ["island", "sex"]}))
+    base = make_stats_only_base(tmp_path / "base", rows=4000, problem=str(problem))
+    calm = check(base, window(tmp_path, 2000, seed=3))
+    assert calm["decision"] == logic.NO_DRIFT, calm["reasons"]
+    moved = check(base, window(tmp_path, 2000, seed=4, shift="numeric_mean"))
+    label = next(f for f in moved["features"] if f["feature"] == "body_mass_g")
+    assert label["role"] == "label" and label["measure"] == drift.JSD
+    assert moved["drifted"] == ["body_mass_g"] and "label body_mass_g" in moved["reasons"][0]
+
+
 def test_missing_column_and_type_change_block_retraining(drift_base, tmp_path):
     import pandas as pd
 

@@ -156,6 +156,24 @@ def test_nothing_while_the_launched_retraining_runs_then_the_next_window_launche
     assert third["launched"] is True and third["seq"] == 2
 
 
+def test_a_local_launch_runs_while_its_process_lives(drift_base, tmp_path):
+    import socket
+
+    base = private_base(drift_base, tmp_path)
+    cfg = logic.TriggerConfig(mode="local", training_data=training_data(tmp_path))
+    live = {"mode": "local", "window_key": "other", "claimed_at": "2026-11-25T00:00:00+00:00",
+            "host": socket.gethostname(), "pid": os.getpid(), "monitor_run": {"run_id": "m1"}}
+    assert logic.claim(base, 1, live)
+    why, seq = logic.refusal(base, "this-window", cfg)
+    assert "launch 1" in why and "still running" in why and seq == 2
+    # The same claim from a process that is gone: that launch died, the next may start.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    assert logic.claim(base, 2, {**live, "pid": int(dead)})
+    os.remove(os.path.join(base, "kfp_ct_retraining", "launch-1.json"))
+    assert logic.refusal(base, "this-window", cfg) == ("", 3)
+
+
 def test_cooldown_is_respected(drift_base, tmp_path, api):
     base = private_base(drift_base, tmp_path)
     cfg = kfp_cfg(api, tmp_path, cooldown_hours=6)
