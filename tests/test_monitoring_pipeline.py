@@ -60,6 +60,7 @@ def test_version_1_keeps_what_drift_needs(world):
     assert profile["reference"]["kind"] == "categorical"
     assert sorted(profile["reference"]["values"]) == ["Adelie", "Chinstrap", "Gentoo"]
     assert profile["rows"] == sum(profile["reference"]["counts"]) > 200
+    assert sum(profile["confidence"]["counts"]) == profile["rows"]
 
 
 def test_an_unshifted_window_launches_nothing(capsys, world):
@@ -68,7 +69,8 @@ def test_an_unshifted_window_launches_nothing(capsys, world):
     assert summary["decision"] == "NO_DRIFT" and summary["drifted"] == []
     assert summary["launch"]["launched"] is False
     assert "Drift decision: NO_DRIFT" in out and "Nothing launched: decision is NO_DRIFT" in out
-    assert "(prediction)" in out  # prediction drift measured with the production model
+    # Prediction drift measured with the production model: classes and confidence.
+    assert "(prediction)" in out and "(confidence)" in out
     assert [v.version for v in registry.list_versions(world[2])] == [1]
 
 

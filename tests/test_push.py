@@ -162,6 +162,9 @@ def test_blessed_model_is_pushed_as_version_1_then_2(trained, upstream, tmp_path
     assert profile["reference"]["kind"] == "categorical"
     assert profile["rows"] == sum(profile["reference"]["counts"]) > 0
     assert set(profile["reference"]["values"]) <= {"Adelie", "Chinstrap", "Gentoo"}
+    confidence = profile["confidence"]  # top class scores in ten cells of [0, 1]
+    assert confidence["edges"] == [i / 10 for i in range(11)]
+    assert sum(confidence["counts"]) == profile["rows"]
     meta = json.load(open(os.path.join(audit, "metadata.json")))
     assert meta["version"] == 1
     assert meta["metrics"] == {"accuracy": 0.97, "loss": 0.1}

@@ -379,6 +379,27 @@ def predicted_values(outputs: dict) -> tuple[str, np.ndarray]:
                      "(expected scores + classes, or outputs)")
 
 
+PREDICTION = "(prediction)"  # the predicted class (or value) of each row
+CONFIDENCE = "(confidence)"  # classification: the top class score of each row
+CONFIDENCE_EDGES = [i / 10 for i in range(11)]  # scores live in [0, 1]
+
+
+def top_scores(outputs: dict) -> np.ndarray | None:
+    """Classification: each row's highest class score (the model's confidence); None for
+    regression."""
+    if "scores" not in outputs:
+        return None
+    return np.asarray(outputs["scores"], dtype=np.float64).max(axis=-1)
+
+
+def confidence_reference(scores: np.ndarray) -> Reference:
+    """Top scores counted in ten equal cells of [0, 1] (the same cells for every model)."""
+    counter = Counter(numeric_reference(CONFIDENCE_EDGES, [0.0] * 10, 0.0))
+    counter.add_numeric(np.asarray(scores, dtype=np.float64))
+    return Reference(NUMERIC, counter.counts.copy(), list(counter.ref.labels),
+                     edges=list(CONFIDENCE_EDGES))
+
+
 def prediction_reference(kind: str, values: np.ndarray) -> Reference:
     """The reference of a model's predictions (push keeps it beside each version)."""
     if kind == NUMERIC:

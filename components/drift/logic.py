@@ -151,7 +151,7 @@ class Baseline:
     rows: int  # training rows the statistics cover
     references: dict  # name -> (role, Reference)
     domains: dict  # categorical name -> set of values the schema allows (may be empty)
-    prediction: drift.Reference | None
+    prediction: dict  # drift.PREDICTION / drift.CONFIDENCE -> Reference (empty: none kept)
     prediction_rows: int
     notes: list
 
@@ -234,17 +234,19 @@ def load_baseline(model_base: str) -> Baseline:
                     domains[name] = set(f.string_domain.value)
                 elif f.HasField("domain") and f.domain in named:
                     domains[name] = named[f.domain]
-    prediction, prediction_rows = None, 0
+    prediction, prediction_rows = {}, 0
     profile_path = registry.audit_file(prod, registry.PREDICTION_PROFILE)
     if storage.exists(profile_path):
         try:
             profile = json.loads(storage.read_text(profile_path))
-            prediction = drift.Reference.from_json(profile["reference"])
+            prediction[drift.PREDICTION] = drift.Reference.from_json(profile["reference"])
+            if "confidence" in profile:
+                prediction[drift.CONFIDENCE] = drift.Reference.from_json(profile["confidence"])
             prediction_rows = int(profile["rows"])
         except (ValueError, KeyError, TypeError) as exc:
             notes.append(f"prediction profile {profile_path} is unusable ({exc}); prediction "
                          "drift is not measured")
-            prediction = None
+            prediction = {}
     else:
         notes.append(f"production version {prod.version} keeps no prediction profile; "
                      "prediction drift is not measured")
@@ -554,8 +556,10 @@ def _examples_from_sample(table: pa.Table, spec: ProblemSpec) -> list[bytes]:
     return out
 
 
-def score(model_base: str, version: registry.VersionInfo, examples: list[bytes]) -> tuple[str, np.ndarray]:
-    """The production model's predictions for serialized tf.Examples (serving signature)."""
+def score(model_base: str, version: registry.VersionInfo,
+          examples: list[bytes]) -> tuple[str, np.ndarray, np.ndarray | None]:
+    """The production model's predictions for serialized tf.Examples (serving signature):
+    (kind, predicted values, top class scores or None for regression)."""
     from components.common import tfenv  # noqa: F401  (before TensorFlow loads)
     import tensorflow as tf
 
@@ -568,19 +572,24 @@ def score(model_base: str, version: registry.VersionInfo, examples: list[bytes])
             raise RegistryError(f"{version.path}: production version {version.version} does "
                                 f"not load for scoring ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-        kinds, values = set(), []
+        kinds, values, scores = set(), [], []
         for start in range(0, len(examples), 1024):
             chunk = examples[start:start + 1024]
             outputs = fn(**{INPUT_KEY: tf.constant(chunk, dtype=tf.string)})
-            kind, predicted = drift.predicted_values({k: v.numpy() for k, v in outputs.items()})
+            outputs = {k: v.numpy() for k, v in outputs.items()}
+            kind, predicted = drift.predicted_values(outputs)
             kinds.add(kind)
             values.append(predicted)
-    return kinds.pop(), np.concatenate(values) if values else np.empty(0)
+            top = drift.top_scores(outputs)
+            if top is not None:
+                scores.append(top)
+    return (kinds.pop(), np.concatenate(values) if values else np.empty(0),
+            np.concatenate(scores) if scores else None)
 
 
-def _prediction_counter(baseline: Baseline, kind: str, values: np.ndarray) -> drift.Counter:
-    counter = drift.Counter(baseline.prediction)
-    if baseline.prediction.kind == drift.NUMERIC:
+def _counter(ref: drift.Reference, values: np.ndarray) -> drift.Counter:
+    counter = drift.Counter(ref)
+    if ref.kind == drift.NUMERIC:
         counter.add_numeric(np.asarray(values, dtype=np.float64))
     else:
         names, counts = np.unique(np.asarray(values, dtype=str), return_counts=True)
@@ -597,7 +606,7 @@ def _test(name: str, role: str, source: str, counter: drift.Counter, train_rows:
     train, window, labels = counter.aligned()
     rows = int(window.sum())
     d = drift.distance(ref.kind, train, window)
-    threshold = settings.threshold(name if role != ROLE_PREDICTION else "(prediction)", ref.kind)
+    threshold = settings.threshold(name, ref.kind)
     entry = {"feature": name, "role": role, "source": source, "kind": ref.kind,
              "measure": drift.MEASURE[ref.kind], "distance": d, "threshold": threshold,
              "rows": rows, "cells": [{"label": lab, "train": float(t), "window": float(w)}
@@ -653,9 +662,8 @@ def decide(scans: list[Scan], baseline: Baseline, settings: Settings,
         for column in sorted(scan.counters):
             role = baseline.references[column][0]
             plan.append((column, role, scan.source, scan.counters[column], baseline.rows))
-        if scan.source in predictions:
-            plan.append(("(prediction)", ROLE_PREDICTION, scan.source,
-                         predictions[scan.source], baseline.prediction_rows))
+        for name, counter in sorted(predictions.get(scan.source, {}).items()):
+            plan.append((name, ROLE_PREDICTION, scan.source, counter, baseline.prediction_rows))
     tests = max(len(plan), 1)
     alpha = drift.bonferroni(settings.false_alarm_rate, tests)
     results = [_test(name, role, source, counter, train_rows, settings, alpha, seed=i)
@@ -726,7 +734,8 @@ def run_drift_check(model_base: str, window_path: str = "", request_log_path: st
     if not (window_path or "").strip() and not (request_log_path or "").strip():
         raise InputDataError("give a window (data path) or a request log, or both")
     baseline = load_baseline(model_base)
-    unknown = sorted(set(settings.features) - set(baseline.references) - {"(prediction)"})
+    unknown = sorted(set(settings.features) - set(baseline.references)
+                     - {drift.PREDICTION, drift.CONFIDENCE})
     if unknown:
         raise KfpCtError(f"drift settings: threshold(s) for {unknown}, which the production "
                          f"model does not use; its columns: {sorted(baseline.references)}")
@@ -737,7 +746,7 @@ def run_drift_check(model_base: str, window_path: str = "", request_log_path: st
         scans.append(scan_requests(request_log_path, baseline, settings.prediction_rows))
 
     predictions, notes = {}, list(baseline.notes)
-    if baseline.prediction is not None and settings.prediction_rows > 0:
+    if baseline.prediction and settings.prediction_rows > 0:
         for scan in scans:
             if scan.rows < settings.min_rows:
                 continue
@@ -749,12 +758,17 @@ def run_drift_check(model_base: str, window_path: str = "", request_log_path: st
                 _examples_from_sample(scan.sample, baseline.spec)
             if not examples:
                 continue
-            kind, values = score(model_base, baseline.version, examples)
-            if kind != baseline.prediction.kind:
+            kind, values, scores = score(model_base, baseline.version, examples)
+            expected = baseline.prediction[drift.PREDICTION].kind
+            if kind != expected:
                 notes.append(f"prediction drift not measured: the model now predicts {kind} "
-                             f"values, its profile holds {baseline.prediction.kind} ones")
+                             f"values, its profile holds {expected} ones")
                 continue
-            predictions[scan.source] = _prediction_counter(baseline, kind, values)
+            predictions[scan.source] = {
+                drift.PREDICTION: _counter(baseline.prediction[drift.PREDICTION], values)}
+            if scores is not None and drift.CONFIDENCE in baseline.prediction:
+                predictions[scan.source][drift.CONFIDENCE] = _counter(
+                    baseline.prediction[drift.CONFIDENCE], scores)
 
     record = decide(scans, baseline, settings, predictions)
     record.update({

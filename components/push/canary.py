@@ -132,17 +132,24 @@ def prediction_profile(call, records: list[bytes], batch: int = 1024) -> dict:
 
     from components.common import drift
 
-    kinds, values = set(), []
+    kinds, values, scores = set(), [], []
     for start in range(0, len(records), batch):
         chunk = records[start:start + batch]
         outputs = call(chunk, f"profile rows {start}..{start + len(chunk) - 1}")
-        kind, predicted = drift.predicted_values({k: v.numpy() for k, v in outputs.items()})
+        outputs = {k: v.numpy() for k, v in outputs.items()}
+        kind, predicted = drift.predicted_values(outputs)
         kinds.add(kind)
         values.append(predicted)
+        top = drift.top_scores(outputs)
+        if top is not None:
+            scores.append(top)
     kind = kinds.pop()
     ref = drift.prediction_reference(kind, np.concatenate(values))
-    return {"rows": len(records), "source": "eval rows scored at push",
-            "reference": ref.to_json()}
+    profile = {"rows": len(records), "source": "eval rows scored at push",
+               "reference": ref.to_json()}
+    if scores:
+        profile["confidence"] = drift.confidence_reference(np.concatenate(scores)).to_json()
+    return profile
 
 
 def _first_line(exc: Exception) -> str:
