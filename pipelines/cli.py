@@ -17,6 +17,7 @@ import sys
 from typing import Callable
 
 from components.common.errors import KfpCtError
+from components.common.params import json_object
 
 EXIT_ERROR = 2
 
@@ -74,12 +75,6 @@ def _add_run_local(p: argparse.ArgumentParser) -> None:
                    help="also write the outcome (pushed version, gate, error) to this file")
 
 
-def _json_object(text: str, what: str) -> dict:
-    from components.common.params import json_object
-
-    return json_object(text, what)
-
-
 def _write_summary(path: str, summary: dict) -> None:
     import json
     import os
@@ -108,13 +103,11 @@ def _run_local(args: argparse.Namespace) -> int:
     if args.slices is not None:
         arguments["slices"] = list(args.slices)
     if args.trigger:
-        _json_object(args.trigger, "--trigger")
+        json_object(args.trigger, "--trigger")
         arguments["trigger"] = args.trigger
-    params = _json_object(args.params, "--params")
+    params = json_object(args.params, "--params")
     for reserved in ("push_destination", "data_path"):
         if reserved in params:
-            from components.common.errors import KfpCtError
-
             raise KfpCtError(f"--params: set {reserved} with --destination / --data")
     arguments.update(params)
     run = run_local(training_pipeline, arguments, workdir=args.workdir)
@@ -151,7 +144,6 @@ def _monitor_local(args: argparse.Namespace) -> int:
     import json
     import os
 
-    from components.common.errors import KfpCtError
     from pipelines.local import monitoring_report, monitoring_summary, run_local
     from pipelines.monitoring import monitoring_pipeline
 
@@ -159,7 +151,7 @@ def _monitor_local(args: argparse.Namespace) -> int:
         raise KfpCtError("give --window (fresh data) or --request-log, or both")
     if args.retrain != "off" and not args.training_data:
         raise KfpCtError("--training-data is needed to retrain (or use --retrain off)")
-    _json_object(args.params, "--params")
+    params = json_object(args.params, "--params")
     if args.settings:
         from components.drift.logic import parse_settings
 
@@ -185,7 +177,7 @@ def _monitor_local(args: argparse.Namespace) -> int:
         "training_data": local_path(args.training_data),
         "training_partitions": args.training_partitions, "retrain_mode": args.retrain,
         "cooldown_hours": args.cooldown_hours,
-        "training_params": json.dumps(_json_object(args.params, "--params")),
+        "training_params": json.dumps(params),
     }
     run = run_local(monitoring_pipeline, arguments, workdir=args.workdir)
     print(monitoring_report(run))

@@ -49,6 +49,12 @@ ABOVE = "> max"
 DEFAULT_RESAMPLES = 4000
 ROLE_FEATURE, ROLE_LABEL = "feature", "label"
 
+# The drift check's decision record (written by the drift check, read by the trigger).
+DRIFT_JSON = "drift.json"
+DRIFT = "DRIFT"
+NO_DRIFT = "NO_DRIFT"
+INSUFFICIENT_DATA = "INSUFFICIENT_DATA"
+
 
 @dataclasses.dataclass
 class Reference:
@@ -392,6 +398,22 @@ def top_scores(outputs: dict) -> np.ndarray | None:
     return np.asarray(outputs["scores"], dtype=np.float64).max(axis=-1)
 
 
+def collect_predictions(outputs) -> tuple[str, np.ndarray, np.ndarray | None]:
+    """(kind, predicted values, top scores or None) over ``outputs``: the serving
+    signature's outputs (dicts of numpy arrays), one per batch of rows."""
+    kinds, values, scores = set(), [], []
+    for batch in outputs:
+        kind, predicted = predicted_values(batch)
+        kinds.add(kind)
+        values.append(predicted)
+        top = top_scores(batch)
+        if top is not None:
+            scores.append(top)
+    if len(kinds) != 1:
+        raise ValueError(f"expected predictions of one kind, got {sorted(kinds) or 'none'}")
+    return kinds.pop(), np.concatenate(values), np.concatenate(scores) if scores else None
+
+
 def confidence_reference(scores: np.ndarray) -> Reference:
     """Top scores counted in ten equal cells of [0, 1] (the same cells for every model)."""
     counter = Counter(numeric_reference(CONFIDENCE_EDGES, [0.0] * 10, 0.0))
@@ -406,7 +428,3 @@ def prediction_reference(kind: str, values: np.ndarray) -> Reference:
         return numeric_reference_from_values(values)
     names, counts = np.unique(np.asarray(values, dtype=str), return_counts=True)
     return categorical_reference(list(names), counts, missing=0.0)
-
-
-def finite_or_none(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)

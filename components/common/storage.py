@@ -318,14 +318,11 @@ def create_only(path: str, data: bytes) -> bool:
 
         bucket, key = _split(path)
         blob = _client().bucket(bucket).blob(key)
-        try:
-            with _gcs_errors(path, "create"):
-                try:
-                    blob.upload_from_string(data, if_generation_match=0)
-                except gexc.PreconditionFailed:
-                    return False
-        except StorageError:
-            raise
+        with _gcs_errors(path, "create"):
+            try:
+                blob.upload_from_string(data, if_generation_match=0)
+            except gexc.PreconditionFailed:
+                return False
         return True
     with _local_errors(path, "create"):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

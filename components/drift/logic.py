@@ -44,11 +44,8 @@ from components.common.errors import InputDataError, KfpCtError, RegistryError
 from components.common.params import json_object
 from components.common.problem import ProblemSpec, load_problem
 
-DRIFT_JSON = "drift.json"
-
-DRIFT = "DRIFT"
-NO_DRIFT = "NO_DRIFT"
-INSUFFICIENT_DATA = "INSUFFICIENT_DATA"
+DRIFT_JSON = drift.DRIFT_JSON
+DRIFT, NO_DRIFT, INSUFFICIENT_DATA = drift.DRIFT, drift.NO_DRIFT, drift.INSUFFICIENT_DATA
 
 # Verdicts per tested feature.
 V_DRIFT = "drift"
@@ -270,7 +267,7 @@ class Scan:
     missing_columns: list = dataclasses.field(default_factory=list)
     type_errors: dict = dataclasses.field(default_factory=dict)  # column -> (count, example)
     sample: pa.Table | None = None  # rows kept for scoring (spec columns)
-    serialized: list | None = None  # request log: the serialized tf.Examples sampled
+    serialized: list = dataclasses.field(default_factory=list)  # request log: sampled tf.Examples
 
 
 def _fingerprint(files: list[str]) -> list[dict]:
@@ -459,9 +456,7 @@ def scan_requests(path: str, baseline: Baseline, sample_rows: int) -> Scan:
     files = _resolve_logs(path)
     scan = Scan(source=SOURCE_REQUESTS, path=path, files=_fingerprint(files))
     decoder = example_coder.ExamplesToRecordBatchDecoder()
-    rng = np.random.default_rng(_sample_seed(scan.files))
-    kept: list[bytes] = []
-    keys = np.empty(0)
+    reservoir = _Reservoir(sample_rows, _sample_seed(scan.files))
     seen_columns: set = set()
     for file in files:
         with data_lib.local_input(file) as local:
@@ -481,19 +476,14 @@ def scan_requests(path: str, baseline: Baseline, sample_rows: int) -> Scan:
         batch = decoder.DecodeBatch(examples)
         seen_columns |= set(batch.schema.names)
         _update(scan, _scalar_columns(batch), baseline.references)
-        new_keys = rng.random(len(examples))
-        kept += examples
-        keys = np.concatenate([keys, new_keys])
-        if len(kept) > sample_rows:
-            keep = np.sort(np.argpartition(keys, sample_rows - 1)[:sample_rows]) \
-                if sample_rows else np.empty(0, dtype=int)
-            kept, keys = [kept[i] for i in keep], keys[keep]
+        reservoir.add(pa.table({"example": pa.array(examples, type=pa.binary())}))
     if scan.rows == 0:
         raise InputDataError(f"request log {path}: holds no predict requests with "
                              "tf.Examples (nothing to measure)")
     scan.missing_columns = sorted(c for c in baseline.spec.features if c not in seen_columns)
     scan.counters.pop(baseline.spec.label, None)  # requests carry no labels
-    scan.serialized = kept
+    scan.serialized = [] if reservoir.table is None else \
+        reservoir.table.column("example").to_pylist()
     return scan
 
 
@@ -556,10 +546,11 @@ def _examples_from_sample(table: pa.Table, spec: ProblemSpec) -> list[bytes]:
     return out
 
 
-def score(model_base: str, version: registry.VersionInfo,
-          examples: list[bytes]) -> tuple[str, np.ndarray, np.ndarray | None]:
-    """The production model's predictions for serialized tf.Examples (serving signature):
-    (kind, predicted values, top class scores or None for regression)."""
+def score(version: registry.VersionInfo,
+          examples: dict[str, list[bytes]]) -> dict[str, tuple[str, np.ndarray, np.ndarray | None]]:
+    """The production model's predictions for serialized tf.Examples, per source: (kind,
+    predicted values, top class scores or None for regression). The model is fetched and
+    loaded once for every source."""
     from components.common import tfenv  # noqa: F401  (before TensorFlow loads)
     import tensorflow as tf
 
@@ -572,19 +563,14 @@ def score(model_base: str, version: registry.VersionInfo,
             raise RegistryError(f"{version.path}: production version {version.version} does "
                                 f"not load for scoring ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-        kinds, values, scores = set(), [], []
-        for start in range(0, len(examples), 1024):
-            chunk = examples[start:start + 1024]
-            outputs = fn(**{INPUT_KEY: tf.constant(chunk, dtype=tf.string)})
-            outputs = {k: v.numpy() for k, v in outputs.items()}
-            kind, predicted = drift.predicted_values(outputs)
-            kinds.add(kind)
-            values.append(predicted)
-            top = drift.top_scores(outputs)
-            if top is not None:
-                scores.append(top)
-    return (kinds.pop(), np.concatenate(values) if values else np.empty(0),
-            np.concatenate(scores) if scores else None)
+
+        def outputs(records: list[bytes]):
+            for start in range(0, len(records), 1024):
+                chunk = tf.constant(records[start:start + 1024], dtype=tf.string)
+                yield {k: v.numpy() for k, v in fn(**{INPUT_KEY: chunk}).items()}
+
+        return {source: drift.collect_predictions(outputs(records))
+                for source, records in examples.items()}
 
 
 def _counter(ref: drift.Reference, values: np.ndarray) -> drift.Counter:
@@ -745,7 +731,7 @@ def run_drift_check(model_base: str, window_path: str = "", request_log_path: st
     if (request_log_path or "").strip():
         scans.append(scan_requests(request_log_path, baseline, settings.prediction_rows))
 
-    predictions, notes = {}, list(baseline.notes)
+    predictions, notes, examples = {}, list(baseline.notes), {}
     if baseline.prediction and settings.prediction_rows > 0:
         for scan in scans:
             if scan.rows < settings.min_rows:
@@ -754,21 +740,21 @@ def run_drift_check(model_base: str, window_path: str = "", request_log_path: st
                 notes.append(f"prediction drift on the {scan.source} is not measured: the "
                              "model cannot be asked about rows that lack its columns")
                 continue
-            examples = scan.serialized if scan.serialized is not None else \
+            rows = scan.serialized if scan.source == SOURCE_REQUESTS else \
                 _examples_from_sample(scan.sample, baseline.spec)
-            if not examples:
-                continue
-            kind, values, scores = score(model_base, baseline.version, examples)
-            expected = baseline.prediction[drift.PREDICTION].kind
-            if kind != expected:
-                notes.append(f"prediction drift not measured: the model now predicts {kind} "
-                             f"values, its profile holds {expected} ones")
-                continue
-            predictions[scan.source] = {
-                drift.PREDICTION: _counter(baseline.prediction[drift.PREDICTION], values)}
-            if scores is not None and drift.CONFIDENCE in baseline.prediction:
-                predictions[scan.source][drift.CONFIDENCE] = _counter(
-                    baseline.prediction[drift.CONFIDENCE], scores)
+            if rows:
+                examples[scan.source] = rows
+    expected = baseline.prediction.get(drift.PREDICTION)
+    for source, (kind, values, scores) in (score(baseline.version, examples)
+                                           if examples else {}).items():
+        if kind != expected.kind:
+            notes.append(f"prediction drift not measured: the model now predicts {kind} "
+                         f"values, its profile holds {expected.kind} ones")
+            continue
+        predictions[source] = {drift.PREDICTION: _counter(expected, values)}
+        if scores is not None and drift.CONFIDENCE in baseline.prediction:
+            predictions[source][drift.CONFIDENCE] = _counter(
+                baseline.prediction[drift.CONFIDENCE], scores)
 
     record = decide(scans, baseline, settings, predictions)
     record.update({
@@ -788,16 +774,12 @@ def run_drift_check(model_base: str, window_path: str = "", request_log_path: st
         os.makedirs(decision_dir, exist_ok=True)
         storage.write_text(os.path.join(decision_dir, DRIFT_JSON),
                            json.dumps(record, indent=1, sort_keys=True) + "\n")
-    if report_html:
-        from components.drift import render
+    from components.drift import render
 
-        os.makedirs(os.path.dirname(report_html) or ".", exist_ok=True)
-        storage.write_text(report_html, render.html(record))
-    if report_md:
-        from components.drift import render
-
-        os.makedirs(os.path.dirname(report_md) or ".", exist_ok=True)
-        storage.write_text(report_md, render.markdown(record))
+    for path, draw in ((report_html, render.html), (report_md, render.markdown)):
+        if path:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            storage.write_text(path, draw(record))
     return record
 
 

@@ -1,6 +1,6 @@
 """The drift report: HTML the Kubeflow UI renders, and its Markdown twin.
 
-Decision and reasons first, then what was launched (when known), anomalies, and a row per
+Decision and reasons first, then anomalies, and a row per
 tested feature: distance, threshold, no-drift level at this window size, verdict, and an
 inline SVG of the training vs window shares per cell (no external assets).
 """
@@ -62,25 +62,11 @@ def _feature_rows(record: dict, with_svg: bool) -> list[list]:
     return rows
 
 
-def _launch_lines(launch: dict | None) -> list[str]:
-    if not launch:
-        return []
-    if launch.get("launched"):
-        out = [f"Retraining launched: run {launch.get('run_id')} ({launch.get('mode')})"]
-        if launch.get("training_data"):
-            out.append(f"training window: {launch['training_data']}")
-        if launch.get("result"):
-            out.append(f"result: {launch['result']}")
-        return out
-    return [f"Nothing launched: {launch.get('reason', '')}"]
-
-
-def html(record: dict, launch: dict | None = None) -> str:
+def html(record: dict) -> str:
     decision = record["decision"]
     cls = "bad" if decision == "DRIFT" else "ok" if decision == "NO_DRIFT" else ""
     head = (f"<p class='{cls}'>Decision: {report.esc(decision)}</p><ul>"
             + "".join(f"<li>{report.esc(r)}</li>" for r in record["reasons"]) + "</ul>")
-    head += "".join(f"<p>{report.esc(line)}</p>" for line in _launch_lines(launch))
     base = record["baseline"]
     window = record["window"]
     context = (f"<p>Window: {report.esc(window.get('path') or '-')}"
@@ -107,10 +93,9 @@ def html(record: dict, launch: dict | None = None) -> str:
     return report.page("Drift check", head, context, anomalies, features, notes)
 
 
-def markdown(record: dict, launch: dict | None = None) -> str:
+def markdown(record: dict) -> str:
     lines = [f"# Drift check: {record['decision']}", ""]
     lines += [f"- {r}" for r in record["reasons"]]
-    lines += [""] + [f"**{line}**" for line in _launch_lines(launch)]
     base, window = record["baseline"], record["window"]
     lines += ["", f"Window `{window.get('path') or '-'}`"
               + (f", request log `{window['request_log']}`" if window.get("request_log") else "")

@@ -128,27 +128,20 @@ def run_canary(model_dir: str, examples_path: str, n: int, profile_path: str = "
 
 def prediction_profile(call, records: list[bytes], batch: int = 1024) -> dict:
     """What the model predicts on ``records``, as a drift reference (JSON-ready)."""
-    import numpy as np
-
     from components.common import drift
 
-    kinds, values, scores = set(), [], []
-    for start in range(0, len(records), batch):
-        chunk = records[start:start + batch]
-        outputs = call(chunk, f"profile rows {start}..{start + len(chunk) - 1}")
-        outputs = {k: v.numpy() for k, v in outputs.items()}
-        kind, predicted = drift.predicted_values(outputs)
-        kinds.add(kind)
-        values.append(predicted)
-        top = drift.top_scores(outputs)
-        if top is not None:
-            scores.append(top)
-    kind = kinds.pop()
-    ref = drift.prediction_reference(kind, np.concatenate(values))
+    def outputs():
+        for start in range(0, len(records), batch):
+            chunk = records[start:start + batch]
+            answer = call(chunk, f"profile rows {start}..{start + len(chunk) - 1}")
+            yield {k: v.numpy() for k, v in answer.items()}
+
+    kind, values, scores = drift.collect_predictions(outputs())
+    ref = drift.prediction_reference(kind, values)
     profile = {"rows": len(records), "source": "eval rows scored at push",
                "reference": ref.to_json()}
-    if scores:
-        profile["confidence"] = drift.confidence_reference(np.concatenate(scores)).to_json()
+    if scores is not None:
+        profile["confidence"] = drift.confidence_reference(scores).to_json()
     return profile
 
 

@@ -34,22 +34,22 @@ import sys
 import time
 
 from components.common import registry, storage
+from components.common.drift import DRIFT, DRIFT_JSON
 from components.common.errors import InputDataError, KfpCtError
 from components.common.params import json_object
+from components.retrain.kfp_launcher import TERMINAL_STATES
 
 LAUNCH_JSON = "launch.json"
 LAUNCHED = "LAUNCHED"
 NOT_LAUNCHED = "NOT_LAUNCHED"
 
 MODES = ("local", "kfp", "off")
-DRIFT = "DRIFT"  # components.drift.logic.DRIFT
-DRIFT_JSON = "drift.json"  # components.drift.logic.DRIFT_JSON
 
 _RECORD_RE = re.compile(r"launch-(\d+)\.json")
 LOCAL_COMMAND = ("-m", "pipelines.cli", "run-local")  # the local entry point, run as a process
 LAUNCH_GRACE_S = 600  # a claim with no result yet is "being launched" for this long
 FAILED_LAUNCH = "launch_failed"
-TERMINAL = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED", FAILED_LAUNCH}
+TERMINAL = TERMINAL_STATES | {FAILED_LAUNCH}
 
 
 class LaunchFailed(KfpCtError):
