@@ -46,7 +46,26 @@ def format_of(path: str) -> str | None:
     return _FORMATS.get(os.path.splitext(path)[1].lower())
 
 
-
+def expand_paths(path: str, what: str, accept, folder_holds: str) -> list[str]:
+    """A file, a folder (its entries that ``accept(folder, name)``) or a glob, local or
+    gs://, as a sorted list of files; InputDataError names ``what`` and ``path`` when it
+    gives nothing."""
+    try:
+        if any(c in path for c in "*?["):
+            files = [p for p in storage.glob(path) if not storage.isdir(p)]
+            if not files:
+                raise InputDataError(f"{what} {path}: the pattern matches no file")
+        elif storage.isdir(path):
+            files = [storage.join(path, n) for n in storage.listdir(path) if accept(path, n)]
+            if not files:
+                raise InputDataError(f"{what} {path}: the folder holds {folder_holds}")
+        elif storage.exists(path):
+            files = [path]
+        else:
+            raise InputDataError(f"{what} {path}: no such file or folder")
+    except StorageError as exc:
+        raise InputDataError(f"{what} {path}: {exc}") from None
+    return sorted(files)
 
 
 def resolve_inputs(path: str) -> list[str]:
@@ -66,24 +85,9 @@ def resolve_inputs(path: str) -> list[str]:
         if len({format_of(f) for f in files}) > 1:
             raise InputDataError(f"data path {path}: mixes CSV and Parquet files; use one format")
         return files
-    has_wildcard = any(c in path for c in "*?[")
-    try:
-        if has_wildcard:
-            files = [p for p in storage.glob(path) if not storage.isdir(p)]
-            if not files:
-                raise InputDataError(f"data path {path}: the pattern matches no file")
-        elif storage.isdir(path):
-            files = [storage.join(path, n) for n in storage.listdir(path)
-                     if format_of(n) and not n.startswith((".", "_"))]
-            if not files:
-                raise InputDataError(
-                    f"data path {path}: the folder holds no .csv or .parquet file")
-        elif storage.exists(path):
-            files = [path]
-        else:
-            raise InputDataError(f"data path {path}: no such file or folder")
-    except StorageError as exc:
-        raise InputDataError(f"data path {path}: {exc}") from None
+    files = expand_paths(path, "data path",
+                         lambda folder, n: format_of(n) and not n.startswith((".", "_")),
+                         "no .csv or .parquet file")
     unknown = [f for f in files if not format_of(f)]
     if unknown:
         raise InputDataError(
@@ -92,7 +96,7 @@ def resolve_inputs(path: str) -> list[str]:
     formats = {format_of(f) for f in files}
     if len(formats) > 1:
         raise InputDataError(f"data path {path}: mixes CSV and Parquet files; use one format")
-    return sorted(files)
+    return files
 
 
 def arrow_types(spec: ProblemSpec) -> dict[str, pa.DataType]:
@@ -120,12 +124,17 @@ def _check_header(path: str, header: list[str], spec: ProblemSpec) -> None:
 _ARROW_CONVERSION = re.compile(r"CSV column #(\d+).*?(?:Row #(\d+): )?.*?invalid value '(.*)'", re.S)
 
 
-def _csv_batches(path: str, spec: ProblemSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
+def csv_header(path: str) -> list[str]:
+    """The column names of a local CSV file; InputDataError when the file is empty."""
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         first = fh.readline()
     if not first.strip():
         raise InputDataError(f"{path}: the file is empty (no header, no rows)")
-    header = next(csv.reader(io.StringIO(first)))
+    return next(csv.reader(io.StringIO(first)))
+
+
+def _csv_batches(path: str, spec: ProblemSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    header = csv_header(path)
     _check_header(path, header, spec)
     types = arrow_types(spec)
     # Every column not in the spec is read as text and dropped, so stray values never fail.

@@ -353,20 +353,13 @@ class _Restart(Exception):
     """A numeric column stopped parsing after the first block: reread the window as text."""
 
 
-def _csv_batches(path: str, columns: dict, typed: bool) -> Iterator[pa.RecordBatch]:
+def _csv_batches(path: str, header: list[str], columns: dict,
+                 typed: bool) -> Iterator[pa.RecordBatch]:
     """CSV batches of the wanted columns present in the file. ``typed``: numeric columns
     parse as float (fast path); when the first block does not parse, the file is read as
     text, so text in a numeric column is counted as a type change, not a crash."""
-    import csv
-    import io
-
     import pyarrow.csv as pacsv
 
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-        first = fh.readline()
-    if not first.strip():
-        raise InputDataError(f"{path}: the file is empty (no header, no rows)")
-    header = next(csv.reader(io.StringIO(first)))
     present = [c for c in columns if c in header]
 
     def reader(as_float: bool):
@@ -394,9 +387,6 @@ def _csv_batches(path: str, columns: dict, typed: bool) -> Iterator[pa.RecordBat
 
 def _file_batches(file: str, columns: dict, typed: bool) -> tuple[list[str], Iterator]:
     """(header, batches) for one local CSV or Parquet file."""
-    import csv
-    import io
-
     import pyarrow.parquet as pq
 
     if data_lib.format_of(file) == "parquet":
@@ -407,10 +397,8 @@ def _file_batches(file: str, columns: dict, typed: bool) -> tuple[list[str], Ite
         header = pf.schema_arrow.names
         present = [c for c in columns if c in header]
         return header, pf.iter_batches(batch_size=65_536, columns=present)
-    with open(file, newline="", encoding="utf-8", errors="replace") as fh:
-        first = fh.readline()
-    header = next(csv.reader(io.StringIO(first))) if first.strip() else []
-    return header, _csv_batches(file, columns, typed)
+    header = data_lib.csv_header(file)
+    return header, _csv_batches(file, header, columns, typed)
 
 
 def scan_window(path: str, baseline: Baseline, sample_rows: int, typed: bool = True) -> Scan:
@@ -490,26 +478,10 @@ def scan_requests(path: str, baseline: Baseline, sample_rows: int) -> Scan:
 def _resolve_logs(path: str) -> list[str]:
     if not path or not path.strip():
         raise InputDataError("request log path is empty")
-    path = path.strip()
-    try:
-        if any(c in path for c in "*?["):
-            files = [p for p in storage.glob(path) if not storage.isdir(p)]
-            if not files:
-                raise InputDataError(f"request log {path}: the pattern matches no file")
-        elif storage.isdir(path):
-            files = [storage.join(path, n) for n in storage.listdir(path)
-                     if not n.startswith((".", "_")) and not storage.isdir(storage.join(path, n))]
-            if not files:
-                raise InputDataError(f"request log {path}: the folder holds no file")
-        elif storage.exists(path):
-            files = [path]
-        else:
-            raise InputDataError(f"request log {path}: no such file or folder")
-    except KfpCtError as exc:
-        if isinstance(exc, InputDataError):
-            raise
-        raise InputDataError(f"request log {path}: {exc}") from None
-    return sorted(files)
+    return data_lib.expand_paths(
+        path.strip(), "request log",
+        lambda folder, n: not n.startswith((".", "_"))
+        and not storage.isdir(storage.join(folder, n)), "no file")
 
 
 def _scalar_columns(batch: pa.RecordBatch) -> pa.Table:
