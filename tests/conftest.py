@@ -155,60 +155,7 @@ def gcs_upload_order(monkeypatch):
 
 # --------------------------------------------------------------- drift baselines
 
-PENGUINS_PROBLEM_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                     "pipelines", "penguins", "problem.json")
-
-
-@dataclasses.dataclass
-class DriftBase:
-    """A model base whose production version keeps real TFDV statistics of generated
-    penguins-like rows (the model file is a placeholder: no prediction profile)."""
-
-    base: str
-    data: str  # the rows the statistics describe
-    rows: int
-
-
-def make_stats_only_base(root, rows: int = 5000, seed: int = 11,
-                         problem: str = PENGUINS_PROBLEM_PATH) -> DriftBase:
-    import tensorflow_data_validation as tfdv
-
-    from components.common import registry, synth
-    from components.common.problem import load_problem
-    from components.validate.logic import compute_statistics
-
-    root = str(root)
-    data = os.path.join(root, "base.csv")
-    synth.write_penguins_like(data, rows, seed=seed)
-    spec = load_problem(problem)
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
-    table = pacsv.read_csv(data)
-    if table.column(spec.label).null_count:  # training needs a label on every row
-        table = table.filter(pc.is_valid(table.column(spec.label)))
-        pacsv.write_csv(table, data)
-    rows = table.num_rows
-    stats, _ = compute_statistics(data, spec)
-    schema = tfdv.infer_schema(stats)
-    from components.common import data as data_lib
-    from components.common import drift
-
-    reference = drift.exact_reference(data_lib.iter_batches(data, spec), stats, spec)
-    model = os.path.join(root, "model")
-    os.makedirs(model, exist_ok=True)
-    with open(os.path.join(model, registry.SAVED_MODEL), "wb") as fh:
-        fh.write(b"placeholder: the drift tests never load this model")
-    from google.protobuf import text_format
-
-    base = os.path.join(root, "serving")
-    registry.publish(base, model, {"metrics": {}}, {
-        registry.STATISTICS: stats.SerializeToString(),
-        registry.SCHEMA: text_format.MessageToString(schema),
-        registry.PROBLEM: spec.to_json(),
-        registry.DRIFT_REFERENCE: json.dumps(reference),
-    })
-    return DriftBase(base=base, data=data, rows=rows)
+from drift_base import make_stats_only_base  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.fixture(scope="session")

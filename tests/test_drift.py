@@ -157,7 +157,7 @@ def test_label_drift_is_measured_only_when_the_window_has_the_label(drift_base, 
 
 
 def test_a_regression_label_drifts_by_jensen_shannon(tmp_path):
-    from conftest import make_stats_only_base
+    from drift_base import make_stats_only_base
 
     problem = tmp_path / "regression.json"
     problem.write_text(json.dumps({

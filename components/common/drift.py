@@ -120,19 +120,19 @@ def categorical_reference(values: Iterable[str], value_counts: Iterable[float],
 
 
 def numeric_reference_from_values(values: np.ndarray, buckets: int = 10) -> Reference:
-    """A reference with TFDV-style equal-width buckets between the values' min and max."""
+    """A reference with TFDV-style equal-width buckets between the values' min and max
+    (a value that is not finite counts as missing)."""
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
-    missing = float(len(values) - len(finite))
     if not len(finite):
-        return numeric_reference([0.0, 1.0], [0.0], missing)
-    lo, hi = float(finite.min()), float(finite.max())
-    if hi <= lo:
-        edges = [lo, lo]
-        return numeric_reference(edges, [float(len(finite))], missing)
-    edges = list(np.linspace(lo, hi, buckets + 1))
-    counts = np.bincount(_bucket_index(finite, np.asarray(edges)), minlength=buckets + 2)
-    return numeric_reference(edges, counts[1:-1], missing)
+        edges = [0.0, 1.0]
+    elif finite.max() <= finite.min():
+        edges = [float(finite.min())] * 2
+    else:
+        edges = [float(e) for e in np.linspace(finite.min(), finite.max(), buckets + 1)]
+    counter = Counter(numeric_reference(edges, [0.0] * (len(edges) - 1), 0.0))
+    counter.add_numeric(np.where(np.isfinite(values), values, np.nan))
+    return counter.reference()
 
 
 def _short(x: float) -> str:
@@ -243,8 +243,7 @@ def exact_reference(batches, stats, spec) -> dict:
     columns = {}
     for column, (role, ref) in refs.items():
         if column in counters:
-            c = counters[column]
-            ref = Reference(NUMERIC, c.counts.copy(), list(c.ref.labels), edges=list(c.ref.edges))
+            ref = counters[column].reference()
         columns[column] = {"role": role, "reference": ref.to_json()}
     return {"rows": rows, "cells": "numeric: exact counts between TFDV's quantile boundaries; "
                                    "categorical: TFDV's top values", "columns": columns}
@@ -295,6 +294,10 @@ class Counter:
     @property
     def rows(self) -> float:
         return float(self.counts.sum() + (0 if self.ref.has_other else sum(self.new.values())))
+
+    def reference(self) -> Reference:
+        """What was counted, as a reference over the same cells (numeric)."""
+        return dataclasses.replace(self.ref, counts=self.counts.copy())
 
     def aligned(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(training counts, window counts, labels) over the union of cells."""
@@ -418,8 +421,7 @@ def confidence_reference(scores: np.ndarray) -> Reference:
     """Top scores counted in ten equal cells of [0, 1] (the same cells for every model)."""
     counter = Counter(numeric_reference(CONFIDENCE_EDGES, [0.0] * 10, 0.0))
     counter.add_numeric(np.asarray(scores, dtype=np.float64))
-    return Reference(NUMERIC, counter.counts.copy(), list(counter.ref.labels),
-                     edges=list(CONFIDENCE_EDGES))
+    return counter.reference()
 
 
 def prediction_reference(kind: str, values: np.ndarray) -> Reference:

@@ -39,38 +39,17 @@ EXPECTED = {"numeric_mean": "body_mass_g", "category_mix": "island",
 
 
 def make_baseline(work: str):
-    import tensorflow_data_validation as tfdv
-    from google.protobuf import text_format
+    from tests.drift_base import make_stats_only_base
 
-    from components.common import registry, synth
-    from components.common.problem import load_problem
-    from components.validate.logic import compute_statistics
-
-    data = os.path.join(work, "base.csv")
-    synth.write_penguins_like(data, BASE_ROWS, seed=12345)
-    spec = load_problem(PROBLEM)
-    stats, _ = compute_statistics(data, spec)
-    schema = tfdv.infer_schema(stats)
-    from components.common import data as data_lib
-    from components.common import drift
-
-    reference = drift.exact_reference(data_lib.iter_batches(data, spec), stats, spec)
-    model = os.path.join(work, "model")
-    os.makedirs(model)
-    open(os.path.join(model, registry.SAVED_MODEL), "wb").write(b"placeholder")
-    base = os.path.join(work, "serving")
-    registry.publish(base, model, {"metrics": {}}, {
-        registry.STATISTICS: stats.SerializeToString(),
-        registry.SCHEMA: text_format.MessageToString(schema), registry.PROBLEM: open(PROBLEM).read(),
-        registry.DRIFT_REFERENCE: json.dumps(reference)})
-    fixed = type(schema)()
-    fixed.CopyFrom(schema)
+    made = make_stats_only_base(work, rows=BASE_ROWS, seed=12345, problem=PROBLEM)
+    fixed = type(made.schema)()
+    fixed.CopyFrom(made.schema)
     for feature in fixed.feature:
         if feature.type == 1:  # BYTES: categorical
             feature.drift_comparator.infinity_norm.threshold = FIXED
         else:
             feature.drift_comparator.jensen_shannon_divergence.threshold = FIXED
-    return base, spec, stats, fixed
+    return made.base, made.spec, made.stats, fixed
 
 
 def tfdv_verdict(path: str, spec, base_stats, fixed_schema) -> set:
