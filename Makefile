@@ -27,7 +27,7 @@ setup: $(UV)
 	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 
 run: setup
-	$(PY) -m pipelines.cli run-local --destination $(DEST) --workdir $(RUNS)
+	$(VENV)/bin/kfp-ct run-local --destination $(DEST) --workdir $(RUNS)
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq

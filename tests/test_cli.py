@@ -1,4 +1,4 @@
-"""pipelines.cli: versions and rollback at a model base."""
+"""The kfp-ct command line: versions and rollback at a model base; the command set."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from components.common import registry
-from pipelines import cli
+from pipelines.entrypoints import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,19 +65,27 @@ def test_rollback_to_a_missing_version_exits_2_with_the_message(base, capsys):
 
 
 def test_cli_as_a_process_exits_2_without_traceback(base):
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "rollback", base, "7"],
+    proc = subprocess.run([sys.executable, "-m", "pipelines.entrypoints.cli", "rollback", base, "7"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 
-def test_parser_has_a_handler_per_subcommand():
-    parser = cli.build_parser()
-    examples = {"versions": ["x"], "rollback": ["x", "1"], "run-local": ["--destination", "x"],
-                "monitor-local": ["--model-base", "x", "--window", "w"]}
-    assert set(examples) == set(cli.SUBCOMMANDS)
-    for name, rest in examples.items():
-        assert parser.parse_args([name, *rest]).handler is cli.SUBCOMMANDS[name][2]
-    with pytest.raises(SystemExit) as exc:
-        parser.parse_args(["rollback", "x", "not-a-number"])
-    assert exc.value.code == 2
+def test_every_command_is_there_and_bad_arguments_exit_2(capsys):
+    assert set(cli.cli.commands) == {
+        "run-local", "monitor-local", "versions", "rollback", "compile", "upload",
+        "pipelines", "run", "runs", "schedule", "local-server"}
+    assert set(cli.cli.commands["runs"].commands) == {"list", "get", "wait"}
+    assert set(cli.cli.commands["schedule"].commands) == {
+        "create", "list", "enable", "disable", "delete"}
+    assert cli.main(["rollback", "x", "not-a-number"]) == 2
+    assert "not-a-number" in capsys.readouterr().err
+    assert cli.main(["no-such-command"]) == 2
+
+
+def test_console_script_is_installed_and_answers():
+    script = os.path.join(os.path.dirname(sys.executable), "kfp-ct")
+    proc = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for command in ("upload", "run", "runs", "schedule", "local-server", "run-local"):
+        assert command in proc.stdout

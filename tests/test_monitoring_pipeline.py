@@ -11,7 +11,7 @@ import os
 import pytest
 
 from components.common import registry, synth
-from pipelines import cli
+from pipelines.entrypoints import cli
 
 pytestmark = pytest.mark.slow
 TRAIN_STEPS = 120  # enough for accuracy >= 0.9 on these rows; keeps the suite short

@@ -186,8 +186,8 @@ def _bounded_client_class() -> type:
     return _BoundedClient
 
 
-class KfpLauncher:
-    """Starts runs of an uploaded pipeline version and reads their state.
+class KfpConnection:
+    """A ``kfp.Client`` 2.13 that fails fast and names the host and the auth it tried.
 
     Auth (kfp.Client 2.13):
 
@@ -196,52 +196,67 @@ class KfpLauncher:
       and loads the service-account token itself from ``$KF_PIPELINES_SA_TOKEN_PATH`` or
       ``DEFAULT_TOKEN_PATH``.
     * explicit ``host`` (or ``$KF_PIPELINES_ENDPOINT``, which kfp treats the same way):
-      kfp loads no token, so ``ServiceAccountTokenVolumeCredentials`` is passed when
-      ``token_path`` is given or the ``$KF_PIPELINES_SA_TOKEN_PATH`` / default file
-      exists; otherwise no credentials.
+      kfp loads no token. ``existing_token`` is sent as a bearer token when given;
+      otherwise ``ServiceAccountTokenVolumeCredentials`` is passed when ``token_path`` is
+      given or the ``$KF_PIPELINES_SA_TOKEN_PATH`` / default file exists; otherwise no
+      credentials.
 
     Args:
-        pipeline_name: Display name of the uploaded pipeline.
-        pipeline_version: Display name of the version to run; ``""`` = newest by
-            ``created_at``.
-        experiment: Experiment display name; created if missing.
         host: KFP API base URL (``http://ml-pipeline.kubeflow:8888``); ``""`` = in-cluster.
-        namespace: Profile namespace of the experiment (multi-user). ``""`` lets kfp
-            decide (in multi-user mode: the pod's own namespace).
+        namespace: Profile namespace (multi-user); ``""`` lets kfp decide.
         token_path: Service-account token file for an explicit host.
         healthz_timeout_s: Time allowed for the first contact with the API server.
+        existing_token: A bearer token for an explicit host (e.g. a user's token).
+        token_source: Where ``existing_token`` came from, for messages on 401/403.
     """
 
-    def __init__(self, pipeline_name: str, pipeline_version: str = "",
-                 experiment: str = "kfp-ct-retraining", host: str = "", namespace: str = "",
-                 token_path: str = "", healthz_timeout_s: float = 10.0) -> None:
-        if not pipeline_name:
-            raise LaunchError("KfpLauncher: pipeline_name is empty")
-        if not experiment:
-            raise LaunchError(f"KfpLauncher: experiment is empty (pipeline {pipeline_name!r})")
+    def __init__(self, host: str = "", namespace: str = "", token_path: str = "",
+                 healthz_timeout_s: float = 10.0, existing_token: str = "",
+                 token_source: str = "") -> None:
         if healthz_timeout_s <= 0:
-            raise LaunchError(f"KfpLauncher: healthz_timeout_s must be > 0, "
-                              f"got {healthz_timeout_s}")
-        self.pipeline_name = pipeline_name
-        self.pipeline_version = pipeline_version
-        self.experiment = experiment
+            raise LaunchError(f"healthz_timeout_s must be > 0, got {healthz_timeout_s}")
         self.host = host
         self.namespace = namespace
         self.token_path = token_path
+        self.existing_token = existing_token
+        self.token_source = token_source or "existing_token"
         self.healthz_timeout_s = float(healthz_timeout_s)
         self._client: Any = None
         self._api_host = host or os.environ.get(ENDPOINT_ENV, "") or "<in-cluster default>"
         self._auth = "not decided yet"
 
+    @property
+    def api_host(self) -> str:
+        """The API host in use (as kfp.Client resolved it, once connected)."""
+        return self._api_host
+
+    @property
+    def auth(self) -> str:
+        """The auth tried, in words."""
+        return self._auth
+
+    def connect(self) -> Any:
+        """The connected ``kfp.Client`` (built and probed once); see ``_connect``."""
+        return self._connect()
+
+    def call(self, step: str, fn: Callable[[], _T]) -> _T:
+        """Runs one kfp.Client call; errors become a LaunchError (see ``_call``)."""
+        return self._call(step, fn)
+
+    def error(self, what: str, status: int = 0) -> LaunchError:
+        """A LaunchError naming the host (and the auth on 401/403)."""
+        return self._error(what, status)
+
     # ------------------------------------------------------------------ messages
 
     def _where(self) -> str:
-        version = repr(self.pipeline_version) if self.pipeline_version else "latest version"
-        return f"pipeline {self.pipeline_name!r}, {version}"
+        """What the calls are about, added to messages in parentheses ("" = nothing)."""
+        return ""
 
     def _error(self, what: str, status: int = 0) -> LaunchError:
-        """Builds a LaunchError naming the host, the pipeline and, for 401/403, the auth."""
-        message = f"KFP API {self._api_host}: {what} ({self._where()})"
+        """Builds a LaunchError naming the host, the subject and, for 401/403, the auth."""
+        where = self._where()
+        message = f"KFP API {self._api_host}: {what}" + (f" ({where})" if where else "")
         if status in (401, 403):
             message += f"; auth tried: {self._auth}"
         return LaunchError(message)
@@ -350,7 +365,12 @@ class KfpLauncher:
         kwargs: dict = {"healthz_timeout_s": self.healthz_timeout_s}
         if explicit_host:
             kwargs["host"] = explicit_host
-            token_file = self._explicit_credentials()
+            token_file = ""
+            if self.existing_token:
+                kwargs["existing_token"] = self.existing_token
+                self._auth = f"bearer token from {self.token_source}"
+            else:
+                token_file = self._explicit_credentials()
             if token_file:
                 kwargs["credentials"] = kfp.client.ServiceAccountTokenVolumeCredentials(
                     path=token_file)
@@ -392,6 +412,43 @@ class KfpLauncher:
         if not explicit_host:
             has_token = bool(config is not None and config.api_key.get("authorization"))
             self._auth = self._describe_default_auth(self._api_host, has_token)
+
+class KfpLauncher(KfpConnection):
+    """Starts runs of an uploaded pipeline version and reads their state.
+
+    Auth and fast failure: see :class:`KfpConnection`.
+
+    Args:
+        pipeline_name: Display name of the uploaded pipeline.
+        pipeline_version: Display name of the version to run; ``""`` = newest by
+            ``created_at``.
+        experiment: Experiment display name; created if missing.
+        host: KFP API base URL (``http://ml-pipeline.kubeflow:8888``); ``""`` = in-cluster.
+        namespace: Profile namespace of the experiment (multi-user). ``""`` lets kfp
+            decide (in multi-user mode: the pod's own namespace).
+        token_path: Service-account token file for an explicit host.
+        healthz_timeout_s: Time allowed for the first contact with the API server.
+    """
+
+    def __init__(self, pipeline_name: str, pipeline_version: str = "",
+                 experiment: str = "kfp-ct-retraining", host: str = "", namespace: str = "",
+                 token_path: str = "", healthz_timeout_s: float = 10.0) -> None:
+        if not pipeline_name:
+            raise LaunchError("KfpLauncher: pipeline_name is empty")
+        if not experiment:
+            raise LaunchError(f"KfpLauncher: experiment is empty (pipeline {pipeline_name!r})")
+        if healthz_timeout_s <= 0:
+            raise LaunchError(f"KfpLauncher: healthz_timeout_s must be > 0, "
+                              f"got {healthz_timeout_s}")
+        super().__init__(host=host, namespace=namespace, token_path=token_path,
+                         healthz_timeout_s=healthz_timeout_s)
+        self.pipeline_name = pipeline_name
+        self.pipeline_version = pipeline_version
+        self.experiment = experiment
+
+    def _where(self) -> str:
+        version = repr(self.pipeline_version) if self.pipeline_version else "latest version"
+        return f"pipeline {self.pipeline_name!r}, {version}"
 
     # ------------------------------------------------------------------- lookups
 

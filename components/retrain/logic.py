@@ -4,7 +4,7 @@ The decision lives here, inside a component (kfp.local cannot run ``dsl.If``), a
 same code serves both ways of launching:
 
 - ``local``: the training pipeline runs on this machine through kfp.local
-  (``python -m pipelines.cli run-local``, in a child process), and the trigger waits for
+  (``python -m pipelines.entrypoints.cli run-local``, in a child process), and the trigger waits for
   it, so the monitoring run's outputs say what the retraining did.
 - ``kfp``: a run of the uploaded training pipeline (by name; latest or pinned version) is
   created through ``kfp.Client`` from inside the pod
@@ -46,7 +46,7 @@ NOT_LAUNCHED = "NOT_LAUNCHED"
 MODES = ("local", "kfp", "off")
 
 _RECORD_RE = re.compile(r"launch-(\d+)\.json")
-LOCAL_COMMAND = ("-m", "pipelines.cli", "run-local")  # the local entry point, run as a process
+LOCAL_COMMAND = ("-m", "pipelines.entrypoints.cli", "run-local")  # the local entry point, run as a process
 LAUNCH_GRACE_S = 600  # a claim with no result yet is "being launched" for this long
 FAILED_LAUNCH = "launch_failed"
 TERMINAL = TERMINAL_STATES | {FAILED_LAUNCH}

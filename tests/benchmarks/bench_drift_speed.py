@@ -54,7 +54,7 @@ def train_production(out: str) -> str:
         write_penguins_like(data, 10_000, seed=12345)
     base = os.path.join(out, "drift_serving")
     subprocess.run(["rm", "-rf", base], check=True)
-    subprocess.run([sys.executable, "-m", "pipelines.cli", "run-local", "--destination", base,
+    subprocess.run([sys.executable, "-m", "pipelines.entrypoints.cli", "run-local", "--destination", base,
                     "--data", data, "--workdir", os.path.join(out, "drift_runs")], cwd=ROOT,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return base

@@ -1,0 +1,135 @@
+"""The pipelines this package ships, by the short names the CLI and the client use.
+
+    training       kfp-ct-training       validate -> transform -> train -> evaluate -> gate -> push
+    training-gpu   kfp-ct-training-gpu   the same, training in the GPU image on one GPU
+    monitoring     kfp-ct-monitoring     drift check -> retraining trigger
+    data           kfp-ct-data           validate -> transform
+
+``compile.py`` writes every one of them; ``kfp-ct upload`` compiles one and uploads it
+as a new version named by :func:`version_name`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import subprocess
+import tempfile
+from typing import Any, Callable
+
+from components import __version__
+from components.common.errors import KfpCtError
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogEntry:
+    """One shipped pipeline.
+
+    Attributes:
+        name: Short name (``training``).
+        file_stem: File name of its compiled YAML without ``.yaml`` (``training_pipeline``).
+        display_name: Its ``pipelineInfo.name`` and the name it is uploaded under.
+        load: Returns the ``@dsl.pipeline`` function (imports kfp and the components).
+    """
+
+    name: str
+    file_stem: str
+    display_name: str
+    load: Callable[[], Any]
+
+
+def _training() -> Any:
+    from pipelines.training import training_pipeline
+
+    return training_pipeline
+
+
+def _training_gpu() -> Any:
+    from pipelines.training import training_pipeline_gpu
+
+    return training_pipeline_gpu
+
+
+def _monitoring() -> Any:
+    from pipelines.monitoring import monitoring_pipeline
+
+    return monitoring_pipeline
+
+
+def _data() -> Any:
+    from pipelines.data import data_pipeline
+
+    return data_pipeline
+
+
+CATALOG: dict[str, CatalogEntry] = {e.name: e for e in (
+    CatalogEntry("training", "training_pipeline", "kfp-ct-training", _training),
+    CatalogEntry("training-gpu", "training_pipeline_gpu", "kfp-ct-training-gpu",
+                 _training_gpu),
+    CatalogEntry("monitoring", "monitoring_pipeline", "kfp-ct-monitoring", _monitoring),
+    CatalogEntry("data", "data_pipeline", "kfp-ct-data", _data),
+)}
+
+
+def entry(name: str) -> CatalogEntry:
+    """The catalog entry for a short name or a display name (``kfp-ct-training``)."""
+    for item in CATALOG.values():
+        if name in (item.name, item.display_name, item.file_stem):
+            return item
+    raise KfpCtError(f"unknown pipeline {name!r}; the shipped pipelines are "
+                     f"{', '.join(CATALOG)} (or give a compiled YAML file)")
+
+
+def compile_to(name: str, path: str) -> str:
+    """Compiles a shipped pipeline into ``path`` (KFP IR YAML); returns the path."""
+    from kfp import compiler
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    compiler.Compiler().compile(entry(name).load(), package_path=path)
+    return path
+
+
+def compiled_text(name: str) -> str:
+    """The compiled YAML of a shipped pipeline, as text."""
+    with tempfile.TemporaryDirectory(prefix="kfp-ct-compile-") as tmp:
+        path = compile_to(name, os.path.join(tmp, "pipeline.yaml"))
+        with open(path) as fh:
+            return fh.read()
+
+
+def git_commit(folder: str | None = None) -> tuple[str, bool] | None:
+    """``(short commit, dirty)`` of the checkout holding this package, or None.
+
+    Dirty means tracked files differ from the commit (untracked files do not count).
+    """
+    here = folder or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__))))
+    try:
+        commit = subprocess.run(["git", "-C", here, "rev-parse", "--short=8", "HEAD"],
+                                capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0 or not commit.stdout.strip():
+            return None
+        status = subprocess.run(["git", "-C", here, "status", "--porcelain",
+                                 "--untracked-files=no"], capture_output=True, text=True,
+                                timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip(), bool(status.stdout.strip())
+
+
+def version_name(spec_text: str, folder: str | None = None) -> str:
+    """The version name an upload gets: the package version, the commit, the spec.
+
+    ``0.1.0-g1a2b3c4d`` on a clean checkout; ``0.1.0-g1a2b3c4d-dirty-<spec hash>`` when
+    tracked files changed since the commit; ``0.1.0-<spec hash>`` outside git. The spec
+    hash (8 hex digits of the compiled YAML's SHA-256) makes two different uncommitted
+    builds two versions, and the same build the same version.
+    """
+    digest = hashlib.sha256(spec_text.encode()).hexdigest()[:8]
+    git = git_commit(folder)
+    if git is None:
+        return f"{__version__}-{digest}"
+    commit, dirty = git
+    return f"{__version__}-g{commit}" + (f"-dirty-{digest}" if dirty else "")

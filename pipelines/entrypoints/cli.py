@@ -1,0 +1,608 @@
+"""kfp-ct: run pipelines locally, submit and schedule them on Kubeflow, manage model bases.
+
+    kfp-ct run-local --destination DEST [--data PATH] [--problem SPEC] ...
+    kfp-ct monitor-local --model-base DEST --window PATH [--training-data ...]
+    kfp-ct versions DEST | rollback DEST VERSION
+    kfp-ct compile [PIPELINE ...] [--out build]
+    kfp-ct --endpoint URL upload training
+    kfp-ct --endpoint URL run training -p push_destination=gs://b/models [--wait]
+    kfp-ct --endpoint URL runs list | get RUN_ID | wait RUN_ID
+    kfp-ct --endpoint URL schedule create training --name daily --cron '0 0 3 * * *' ...
+    kfp-ct --endpoint URL schedule list | enable | disable | delete ID_OR_NAME
+    kfp-ct local-server [--port 8888] [--state-dir .kfp-ct]
+
+Global flags follow the ``kfp`` CLI's: ``--endpoint`` ($KF_PIPELINES_ENDPOINT),
+``-n/--namespace`` ($KFP_CT_NAMESPACE), ``--existing-token`` ($KFP_CT_TOKEN),
+``--output table|json``.
+
+Exit status: 0 done (a waited run SUCCEEDED); 1 a run or a local pipeline did not
+succeed; 2 the input or the server said no (the message says why, no traceback);
+3 a wait timed out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import sys
+import time
+import types
+from typing import Any, Optional, Sequence
+
+import click
+
+from components.common.errors import KfpCtError
+from components.common.params import json_object
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+EXIT_TIMEOUT = 3
+DEFAULT_STATE_DIR = ".kfp-ct-local"
+
+
+class _Exit(Exception):
+    """Ends a command with a status (click's standalone mode is off)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+# ------------------------------------------------------------------------ output
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value
+
+
+def _when(value: Optional[dt.datetime]) -> str:
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h).upper() for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+                     for r in cells)
+
+
+def _emit(ctx: click.Context, data: Any, headers: Sequence[str], rows: Sequence) -> None:
+    if ctx.obj["output"] == "json":
+        click.echo(json.dumps(_plain(data), indent=2, sort_keys=True))
+    else:
+        click.echo(_table(headers, rows))
+
+
+def _run_rows(runs: Sequence) -> list:
+    return [[r.run_id, r.name, r.state, _when(r.created_at), _when(r.finished_at)]
+            for r in runs]
+
+
+_RUN_HEADERS = ("run id", "name", "state", "created", "finished")
+_SCHEDULE_HEADERS = ("schedule id", "name", "status", "trigger", "max concurrency",
+                     "catchup", "created")
+
+
+def _schedule_rows(items: Sequence) -> list:
+    return [[s.recurring_run_id, s.name, s.status, s.trigger, s.max_concurrency,
+             "no" if s.no_catchup else "yes", _when(s.created_at)] for s in items]
+
+
+# -------------------------------------------------------------------- the group
+
+
+@click.group(name="kfp-ct", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--endpoint", envvar="KF_PIPELINES_ENDPOINT", default=None,
+              help="KFP API host, e.g. http://127.0.0.1:8888 [$KF_PIPELINES_ENDPOINT]; "
+                   "empty inside a pod: the in-cluster address")
+@click.option("-n", "--namespace", envvar="KFP_CT_NAMESPACE", default="",
+              help="Profile namespace for experiments and runs (multi-user Kubeflow) "
+                   "[$KFP_CT_NAMESPACE]")
+@click.option("--existing-token", envvar="KFP_CT_TOKEN", default=None,
+              help="Bearer token to send [$KFP_CT_TOKEN]")
+@click.option("--sa-token-path", envvar="KF_PIPELINES_SA_TOKEN_PATH", default="",
+              help="Service-account token file, used when no bearer token is given "
+                   "[$KF_PIPELINES_SA_TOKEN_PATH]")
+@click.option("--timeout", "connect_timeout", type=float, default=3.0, show_default=True,
+              help="Seconds allowed for the first contact with the server")
+@click.option("--output", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format of API commands")
+@click.version_option(package_name="kfp-ct", prog_name="kfp-ct")
+@click.pass_context
+def cli(ctx: click.Context, endpoint: Optional[str], namespace: str,
+        existing_token: Optional[str], sa_token_path: str, connect_timeout: float,
+        output: str) -> None:
+    """Continuous training of TensorFlow models on Kubeflow Pipelines."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(endpoint=endpoint, namespace=namespace, token=existing_token,
+                   token_path=sa_token_path, timeout=connect_timeout, output=output)
+
+
+def _client(ctx: click.Context) -> Any:
+    from pipelines.entrypoints.client import Client
+
+    obj = ctx.obj
+    token_path = obj["token_path"]
+    if token_path and not os.path.isfile(token_path):
+        raise KfpCtError(f"--sa-token-path {token_path}: no such file")
+    return Client(host=obj["endpoint"], namespace=obj["namespace"],
+                  token=obj["token"], token_path=token_path, timeout_s=obj["timeout"])
+
+
+# ----------------------------------------------------------------- local commands
+
+
+@cli.command("run-local")
+@click.option("--destination", required=True,
+              help="TF Serving model base to push to: local path or gs://BUCKET/PATH")
+@click.option("--data", default=None,
+              help="CSV/Parquet file, folder or glob (default: the bundled penguins)")
+@click.option("--problem", default=None, help="problem spec: inline JSON or a path "
+                                              "(default: penguins)")
+@click.option("--thresholds", default=None, help="gate thresholds (JSON)")
+@click.option("--schema", default="", help="curated schema.pbtxt")
+@click.option("--strict", is_flag=True, help="fail on data anomalies")
+@click.option("--train-steps", type=int, default=300, show_default=True)
+@click.option("--accelerator", default="auto", type=click.Choice(["auto", "cpu", "gpu", "tpu"]))
+@click.option("--slice", "slices", multiple=True,
+              help="raw feature to slice evaluation by (repeatable; default: island)")
+@click.option("--beam-arg", "beam_args", multiple=True,
+              help="Beam pipeline option, e.g. --beam-arg=--direct_num_workers=2")
+@click.option("--workdir", default="local_outputs", show_default=True,
+              help="where run folders go")
+@click.option("--params", default="",
+              help="JSON object of further training pipeline parameters (applied last)")
+@click.option("--trigger", default="",
+              help="JSON: why this training runs (kept in the pushed version's metadata)")
+@click.option("--summary-json", default="",
+              help="also write the outcome (pushed version, gate, error) to this file")
+def run_local_cmd(**kw: Any) -> None:
+    """Run the training pipeline on this machine through kfp.local."""
+    from pipelines.training import BUNDLED_PENGUINS, DEFAULT_THRESHOLDS, PENGUINS_PROBLEM
+
+    kw["data"] = kw["data"] or BUNDLED_PENGUINS
+    kw["problem"] = kw["problem"] or PENGUINS_PROBLEM
+    kw["thresholds"] = kw["thresholds"] or DEFAULT_THRESHOLDS
+    kw["slices"] = list(kw["slices"]) or None
+    kw["beam_args"] = list(kw["beam_args"])
+    raise _Exit(_run_local(types.SimpleNamespace(**kw)))
+
+
+def _write_summary(path: str, summary: dict) -> None:
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as fh:
+            json.dump(summary, fh, indent=1, sort_keys=True)
+
+
+def _run_local(args: types.SimpleNamespace) -> int:
+    from pipelines.local import run_local, training_report, training_summary
+    from pipelines.training import training_pipeline
+
+    destination = args.destination
+    if "://" not in destination:
+        destination = os.path.abspath(destination)
+    arguments = {
+        "push_destination": destination, "data_path": args.data, "problem": args.problem,
+        "thresholds": args.thresholds, "schema_path": args.schema, "strict": args.strict,
+        "train_steps": args.train_steps, "accelerator": args.accelerator,
+        "beam_args": list(args.beam_args),
+    }
+    if args.slices is not None:
+        arguments["slices"] = list(args.slices)
+    if args.trigger:
+        json_object(args.trigger, "--trigger")
+        arguments["trigger"] = args.trigger
+    params = json_object(args.params, "--params")
+    for reserved in ("push_destination", "data_path"):
+        if reserved in params:
+            raise KfpCtError(f"--params: set {reserved} with --destination / --data")
+    arguments.update(params)
+    run = run_local(training_pipeline, arguments, workdir=args.workdir)
+    print(training_report(run))
+    _write_summary(args.summary_json, training_summary(run))
+    return EXIT_OK if run.ok else EXIT_FAILED
+
+
+@cli.command("monitor-local")
+@click.option("--model-base", required=True,
+              help="TF Serving model base of the production model: local path or gs://")
+@click.option("--window", default="",
+              help="fresh data: CSV/Parquet file, folder or glob (e.g. .../date=2026-11-23/)")
+@click.option("--request-log", default="",
+              help="TF Serving request log: PredictionLog TFRecord file, folder or glob")
+@click.option("--settings", default="",
+              help='drift settings JSON, e.g. \'{"numeric": 0.02, "categorical": 0.05, '
+                   '"features": {"island": 0.1}, "min_rows": 100}\'')
+@click.option("--training-data", default="",
+              help="training window to retrain on: path, folder or glob")
+@click.option("--training-partitions", type=int, default=0,
+              help="with a glob: train on the newest N matches only (0: all)")
+@click.option("--retrain", default="local", type=click.Choice(["local", "off"]),
+              help="local: run the training pipeline here when drift is found; off: "
+                   "record only")
+@click.option("--cooldown-hours", type=float, default=0.0)
+@click.option("--params", default="",
+              help="JSON object of training pipeline parameters for the retraining")
+@click.option("--workdir", default="local_outputs", help="where run folders go")
+@click.option("--summary-json", default="", help="also write the outcome to this file")
+def monitor_local_cmd(**kw: Any) -> None:
+    """Check fresh data for drift on this machine; retrain when it moved."""
+    raise _Exit(_monitor_local(types.SimpleNamespace(**kw)))
+
+
+def _monitor_local(args: types.SimpleNamespace) -> int:
+    from pipelines.local import monitoring_report, monitoring_summary, run_local
+    from pipelines.monitoring import monitoring_pipeline
+
+    if not args.window and not args.request_log:
+        raise KfpCtError("give --window (fresh data) or --request-log, or both")
+    if args.retrain != "off" and not args.training_data:
+        raise KfpCtError("--training-data is needed to retrain (or use --retrain off)")
+    params = json_object(args.params, "--params")
+    if args.settings:
+        from components.drift.logic import parse_settings
+
+        parse_settings(args.settings)  # a typo fails here, before any task runs
+    base = args.model_base if "://" in args.model_base else os.path.abspath(args.model_base)
+
+    def local_path(path: str) -> str:
+        if not path or "://" in path:
+            return path
+        return ",".join(os.path.abspath(p) for p in path.split(","))
+
+    # What can be known before any task starts is checked here, in about a second.
+    from components.common.data import resolve_inputs
+    from components.drift.logic import load_baseline
+
+    load_baseline(base)
+    if args.window:
+        resolve_inputs(local_path(args.window))
+
+    arguments = {
+        "model_base": base, "window_path": local_path(args.window),
+        "request_log_path": local_path(args.request_log), "drift_settings": args.settings,
+        "training_data": local_path(args.training_data),
+        "training_partitions": args.training_partitions, "retrain_mode": args.retrain,
+        "cooldown_hours": args.cooldown_hours,
+        "training_params": json.dumps(params),
+    }
+    run = run_local(monitoring_pipeline, arguments, workdir=args.workdir)
+    print(monitoring_report(run))
+    summary = monitoring_summary(run)
+    _write_summary(args.summary_json, summary)
+    if not run.ok:
+        return EXIT_FAILED
+    launch = summary.get("launch") or {}
+    if launch.get("launched") and (launch.get("result") or {}).get("state") == "FAILED":
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+@cli.command("versions")
+@click.argument("dest")
+def versions_cmd(dest: str) -> None:
+    """List the versions under a model base DEST (* marks production)."""
+    from components.common import registry
+
+    sys.stdout.write(registry.describe(dest))
+
+
+@cli.command("rollback")
+@click.argument("dest")
+@click.argument("version", type=int)
+@click.option("--reason", default="", help="why, kept in the new version's metadata")
+def rollback_cmd(dest: str, version: int, reason: str) -> None:
+    """Republish an earlier VERSION of model base DEST as the new newest one."""
+    from components.common import registry
+
+    info = registry.rollback(dest, version, reason=reason)
+    print(f"Rolled back {dest} to version {version}: "
+          f"now serving version {info.version} ({info.path})")
+
+
+@cli.command("compile")
+@click.argument("pipelines", nargs=-1)
+@click.option("--out", default="build", show_default=True,
+              help="folder: <out>/<pipeline>_pipeline.yaml")
+def compile_cmd(pipelines: Sequence[str], out: str) -> None:
+    """Compile shipped PIPELINES (default: all) into KFP IR YAML."""
+    from pipelines.entrypoints import catalog
+
+    names = list(pipelines) or list(catalog.CATALOG)
+    started = time.perf_counter()
+    for name in names:
+        item = catalog.entry(name)
+        click.echo(catalog.compile_to(item.name, os.path.join(out, f"{item.file_stem}.yaml")))
+    click.echo(f"compiled {len(names)} pipelines in {time.perf_counter() - started:.2f} s",
+               err=True)
+
+
+@cli.command("local-server")
+@click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True,
+              help="where pipelines, runs, schedules (SQLite) and run outputs are kept")
+@click.option("--port", type=int, default=8888, show_default=True,
+              help="port on 127.0.0.1 (0: any free port)")
+@click.option("--token", envvar="KFP_CT_LOCAL_TOKEN", default=None,
+              help="require this bearer token on every call but healthz "
+                   "[$KFP_CT_LOCAL_TOKEN]")
+def local_server_cmd(state_dir: str, port: int, token: Optional[str]) -> None:
+    """Serve the KFP v2beta1 API on 127.0.0.1; runs execute here through kfp.local."""
+    from pipelines.entrypoints.local_server import serve
+
+    serve(os.path.abspath(state_dir), port, token or None)
+
+
+# ------------------------------------------------------------------ API commands
+
+
+def _params(client: Any, pipeline: str, version: str, pairs: Sequence[str],
+            params_file: str) -> dict:
+    from pipelines.entrypoints.client import parse_params
+
+    if not pairs and not params_file:
+        return {}
+    doc = client.version_spec(pipeline, version)
+    return parse_params(doc, pairs, params_file, pipeline=f"pipeline {pipeline!r}")
+
+
+@cli.command("upload")
+@click.argument("pipeline")
+@click.option("--name", default="", help="pipeline name (default: the compiled name, "
+                                         "e.g. kfp-ct-training)")
+@click.option("--version", "version", default="",
+              help="version name (default: package version + git commit)")
+@click.option("--description", default="")
+@click.pass_context
+def upload_cmd(ctx: click.Context, pipeline: str, name: str, version: str,
+               description: str) -> None:
+    """Upload PIPELINE (training, monitoring, ... or a compiled YAML) as a new version."""
+    client = _client(ctx)
+    package = pipeline if pipeline.endswith((".yaml", ".yml")) else ""
+    made = client.upload(pipeline="" if package else pipeline, package=package, name=name,
+                         version=version, description=description)
+    if not made.uploaded:
+        click.echo(f"version {made.version!r} of {made.pipeline!r} is already there with "
+                   "the same spec: nothing uploaded", err=True)
+    _emit(ctx, made, ("pipeline", "pipeline id", "version", "version id", "created"),
+          [[made.pipeline, made.pipeline_id, made.version, made.version_id,
+            _when(made.created_at)]])
+
+
+@cli.group("pipelines")
+def pipelines_group() -> None:
+    """Uploaded pipelines and their versions."""
+
+
+@pipelines_group.command("list")
+@click.pass_context
+def pipelines_list(ctx: click.Context) -> None:
+    """Names of the uploaded pipelines."""
+    names = _client(ctx).pipelines()
+    _emit(ctx, names, ("pipeline",), [[n] for n in names])
+
+
+@pipelines_group.command("versions")
+@click.argument("pipeline")
+@click.pass_context
+def pipelines_versions(ctx: click.Context, pipeline: str) -> None:
+    """Versions of an uploaded PIPELINE, newest first."""
+    items = _client(ctx).versions(pipeline)
+    _emit(ctx, items, ("version", "version id", "created"),
+          [[v.version, v.version_id, _when(v.created_at)] for v in items])
+
+
+def _progress(started: float):
+    def show(info: Any) -> None:
+        done = [t for t in info.tasks if t.state in ("SUCCEEDED", "FAILED", "SKIPPED",
+                                                     "CANCELED")]
+        running = [t.name for t in info.tasks if t.state == "RUNNING"]
+        line = f"[{time.monotonic() - started:6.1f} s] {info.state}"
+        if info.tasks:
+            line += f"  tasks done {len(done)}/{len(info.tasks)}"
+        if running:
+            line += f"  running: {', '.join(running)}"
+        click.echo(line, err=True)
+    return show
+
+
+def _wait(ctx: click.Context, client: Any, run_id: str, timeout: float, poll: float) -> None:
+    try:
+        info = client.wait(run_id, timeout_s=timeout, poll_s=poll,
+                           progress=_progress(time.monotonic()))
+    except TimeoutError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise _Exit(EXIT_TIMEOUT) from None
+    _emit(ctx, info, _RUN_HEADERS, _run_rows([info]))
+    if info.error:
+        click.echo(f"error: {info.error}", err=True)
+    raise _Exit(EXIT_OK if info.succeeded else EXIT_FAILED)
+
+
+@cli.command("run")
+@click.argument("pipeline")
+@click.option("-p", "--param", "pairs", multiple=True, metavar="NAME=VALUE",
+              help="runtime parameter (repeatable), read by its declared type")
+@click.option("-f", "--params-file", default="", help="JSON or YAML mapping of parameters")
+@click.option("--version", default="", help="version name or id (default: newest)")
+@click.option("-e", "--experiment", default="kfp-ct", show_default=True)
+@click.option("--run-name", default="")
+@click.option("-w", "--wait", "wait", is_flag=True, help="wait for the run and show progress")
+@click.option("--timeout", type=float, default=6 * 3600.0, help="seconds to wait at most")
+@click.option("--poll", type=float, default=2.0, help="seconds between polls")
+@click.pass_context
+def run_cmd(ctx: click.Context, pipeline: str, pairs: Sequence[str], params_file: str,
+            version: str, experiment: str, run_name: str, wait: bool, timeout: float,
+            poll: float) -> None:
+    """Start a run of an uploaded PIPELINE version."""
+    client = _client(ctx)
+    params = _params(client, pipeline, version, pairs, params_file)
+    info = client.run(pipeline, params, version=version, experiment=experiment,
+                      run_name=run_name)
+    if wait:
+        click.echo(f"run {info.run_id} ({info.name}) created", err=True)
+        _wait(ctx, client, info.run_id, timeout, poll)
+    _emit(ctx, info, _RUN_HEADERS, _run_rows([info]))
+
+
+@cli.group("runs")
+def runs_group() -> None:
+    """Runs on the server."""
+
+
+@runs_group.command("list")
+@click.option("-e", "--experiment", default="", help="only this experiment's runs")
+@click.option("-m", "--max-size", type=int, default=20, show_default=True)
+@click.pass_context
+def runs_list(ctx: click.Context, experiment: str, max_size: int) -> None:
+    """Runs, newest first."""
+    items = _client(ctx).list_runs(experiment=experiment, limit=max_size)
+    _emit(ctx, items, _RUN_HEADERS, _run_rows(items))
+
+
+@runs_group.command("get")
+@click.argument("run_id")
+@click.pass_context
+def runs_get(ctx: click.Context, run_id: str) -> None:
+    """One run, with its tasks."""
+    info = _client(ctx).get_run(run_id)
+    _emit(ctx, info, _RUN_HEADERS, _run_rows([info]))
+    if ctx.obj["output"] == "table":
+        for task in info.tasks:
+            click.echo(f"  {task.name:<16} {task.state:<10} {_when(task.start_time)} -> "
+                       f"{_when(task.end_time)}")
+        if info.error:
+            click.echo(f"error: {info.error}")
+
+
+@runs_group.command("wait")
+@click.argument("run_id")
+@click.option("--timeout", type=float, default=6 * 3600.0, help="seconds to wait at most")
+@click.option("--poll", type=float, default=2.0, help="seconds between polls")
+@click.pass_context
+def runs_wait(ctx: click.Context, run_id: str, timeout: float, poll: float) -> None:
+    """Wait for RUN_ID to end; exit 0 if it SUCCEEDED, 1 if not, 3 on timeout."""
+    _wait(ctx, _client(ctx), run_id, timeout, poll)
+
+
+@cli.group("schedule")
+def schedule_group() -> None:
+    """Recurring runs: create, list, enable, disable, delete."""
+
+
+@schedule_group.command("create")
+@click.argument("pipeline")
+@click.option("--name", required=True, help="the schedule's name")
+@click.option("--cron", default="",
+              help="six fields, seconds first: '0 0 3 * * *' is 03:00 daily; or @hourly, "
+                   "@daily, '@every 90s'")
+@click.option("--interval", type=int, default=None, help="or: every N seconds")
+@click.option("-p", "--param", "pairs", multiple=True, metavar="NAME=VALUE")
+@click.option("-f", "--params-file", default="")
+@click.option("--version", default="", help="version name or id (default: newest)")
+@click.option("-e", "--experiment", default="kfp-ct", show_default=True)
+@click.option("--max-concurrency", type=int, default=1, show_default=True,
+              help="active runs of this schedule at once (1..10)")
+@click.option("--catchup/--no-catchup", default=False, show_default=True,
+              help="after a pause, run every missed slot (catchup) or only the latest")
+@click.option("--start-time", default="", help="RFC 3339, e.g. 2026-12-01T00:00:00Z")
+@click.option("--end-time", default="")
+@click.option("--disabled", is_flag=True, help="create it disabled")
+@click.option("--description", default="")
+@click.pass_context
+def schedule_create(ctx: click.Context, pipeline: str, name: str, cron: str,
+                    interval: Optional[int], pairs: Sequence[str], params_file: str,
+                    version: str, experiment: str, max_concurrency: int, catchup: bool,
+                    start_time: str, end_time: str, disabled: bool,
+                    description: str) -> None:
+    """Run an uploaded PIPELINE on a cron or every --interval seconds."""
+    from pipelines.entrypoints import rules
+
+    # The backend's rules first: no connection is made for a bad schedule.
+    if bool(cron) == (interval is not None):
+        raise rules.RuleError("give exactly one of --cron (six fields, e.g. '0 0 3 * * *') "
+                              "or --interval SECONDS")
+    if cron:
+        rules.check_cron(cron)
+    else:
+        rules.check_interval(interval)
+    rules.check_max_concurrency(max_concurrency)
+    rules.check_window(start_time, end_time)
+    client = _client(ctx)
+    params = _params(client, pipeline, version, pairs, params_file)
+    made = client.schedule(pipeline, name, cron=cron, interval_s=interval, params=params,
+                           version=version, experiment=experiment,
+                           max_concurrency=max_concurrency, no_catchup=not catchup,
+                           start_time=start_time or None, end_time=end_time or None,
+                           enabled=not disabled, description=description)
+    _emit(ctx, made, _SCHEDULE_HEADERS, _schedule_rows([made]))
+
+
+@schedule_group.command("list")
+@click.option("-e", "--experiment", default="", help="only this experiment's schedules")
+@click.pass_context
+def schedule_list(ctx: click.Context, experiment: str) -> None:
+    """Schedules, newest first."""
+    items = _client(ctx).schedules(experiment=experiment)
+    _emit(ctx, items, _SCHEDULE_HEADERS, _schedule_rows(items))
+
+
+def _schedule_action(name: str, doc: str):
+    @schedule_group.command(name, help=doc)
+    @click.argument("schedule")
+    @click.pass_context
+    def action(ctx: click.Context, schedule: str) -> None:
+        client = _client(ctx)
+        if name == "delete":
+            job_id = client.delete_schedule(schedule)
+            _emit(ctx, {"recurring_run_id": job_id, "deleted": True}, ("deleted",),
+                  [[job_id]])
+            return
+        made = getattr(client, f"{name}_schedule")(schedule)
+        _emit(ctx, made, _SCHEDULE_HEADERS, _schedule_rows([made]))
+
+    return action
+
+
+_schedule_action("enable", "Enable SCHEDULE (id or name).")
+_schedule_action("disable", "Disable SCHEDULE (id or name): no new runs until enabled.")
+_schedule_action("delete", "Delete SCHEDULE (id or name); its runs stay.")
+
+
+# ------------------------------------------------------------------------ main
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the CLI; returns the exit status (see the module docstring)."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="kfp-ct",
+                 standalone_mode=False)
+    except _Exit as done:
+        return done.code
+    except KfpCtError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_ERROR
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_ERROR
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
