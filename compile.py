@@ -26,16 +26,10 @@ from components.retrain.component import retrain_trigger
 from components.train.component import train, train_gpu
 from components.transform.component import transform
 from components.validate.component import validate
-from pipelines.data import data_pipeline
-from pipelines.monitoring import monitoring_pipeline
-from pipelines.training import training_pipeline, training_pipeline_gpu
+from pipelines.entrypoints.catalog import CATALOG
 
-PIPELINES = {
-    "data_pipeline": data_pipeline,
-    "monitoring_pipeline": monitoring_pipeline,
-    "training_pipeline": training_pipeline,
-    "training_pipeline_gpu": training_pipeline_gpu,
-}
+# File stem -> pipeline function; the catalog is the one list of shipped pipelines.
+PIPELINES = {item.file_stem: item.load() for item in CATALOG.values()}
 COMPONENTS = {
     "validate": validate, "transform": transform, "train": train, "train_gpu": train_gpu,
     "evaluate": evaluate, "gate": gate, "push": push, "drift_check": drift_check,
