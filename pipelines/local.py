@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import time
+from typing import Any, Callable, Mapping, Optional
 
 from components.common import report
 from components.common import tfenv  # noqa: F401  (subprocesses inherit TF_USE_LEGACY_KERAS)
@@ -47,6 +48,7 @@ class LocalRun:
     tasks: list[TaskTiming]
     ok: bool
     error: str = ""
+    failed_task: str = ""  # the task that failed (empty when ok)
 
     def artifact(self, task: str, output: str, *parts: str) -> str:
         return os.path.join(self.run_dir, task, output, *parts)
@@ -59,16 +61,32 @@ class LocalRun:
             return json.load(fh)
 
 
+# The last line of any traceback: "ValueError: message" (the exception and its text).
+_ANY_ERROR = re.compile(r"^\s*(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception|Exit|"
+                        r"Interrupt|Failure|Warning)): (.+)$", re.M)
+
+# on_task_event(event, task, status, when): event "start" or "end", status kfp.local's
+# ("SUCCESS", "FAILURE") at the end and None at the start, when a time.time().
+TaskEventCallback = Callable[[str, str, Optional[str], float], None]
+
+
 class _Tee:
     """Passes stdout through and notes task starts / ends and the tasks' own timings.
 
     kfp.local logs "Executing task" / "finished with status" to sys.stdout (its logging
     context installs a stdout handler) and relays each task's output there too.
+
+    Args:
+        stream: Where the text goes on to.
+        on_task_event: Called at every task start and end (see TaskEventCallback).
     """
 
-    def __init__(self, stream):
+    def __init__(self, stream, on_task_event: Optional[TaskEventCallback] = None):
         self.stream, self.logic, self.starts, self.ends = stream, {}, {}, {}
         self.errors: list[str] = []
+        self.task_errors: dict[str, str] = {}  # task -> the last exception line it printed
+        self.on_task_event = on_task_event
+        self._current: Optional[str] = None
 
     def write(self, text):
         now = time.time()
@@ -76,11 +94,23 @@ class _Tee:
         for match in _LOGIC.finditer(plain):
             self.logic[match.group(1)] = float(match.group(2))
         self.errors += [m.group(2).strip() for m in _OUR_ERROR.finditer(plain)]
+        if self._current is not None:
+            for match in _ANY_ERROR.finditer(plain):
+                self.task_errors[self._current] = f"{match.group(1)}: {match.group(2).strip()}"
         if match := _TASK_START.search(plain):
-            self.starts.setdefault(match.group(1), now)
+            if match.group(1) not in self.starts:
+                self.starts[match.group(1)] = now
+                self._current = match.group(1)
+                self._event("start", match.group(1), None, now)
         elif match := _TASK_END.search(plain):
             self.ends[match.group(1)] = (now, match.group(2))
+            self._current = None
+            self._event("end", match.group(1), match.group(2), now)
         return self.stream.write(text)
+
+    def _event(self, event: str, task: str, status: Optional[str], when: float) -> None:
+        if self.on_task_event is not None:
+            self.on_task_event(event, task, status, when)
 
     def flush(self):
         self.stream.flush()
@@ -89,33 +119,92 @@ class _Tee:
         return getattr(self.stream, name)
 
 
-def run_local(pipeline_func, arguments: dict, workdir: str = "local_outputs") -> LocalRun:
-    """Runs `pipeline_func(**arguments)` under kfp.local in a fresh run folder of workdir."""
+def _run_traced(call: Callable[[], Any], root: str,
+                on_task_event: Optional[TaskEventCallback] = None,
+                any_task_error: bool = False) -> LocalRun:
+    """Runs ``call()`` under kfp.local with pipeline root ``root``, watching stdout.
+
+    Args:
+        call: Starts the pipeline (kfp.local must run it in this thread).
+        root: The pipeline root (created); kfp.local makes one folder per run in it.
+        on_task_event: Called at every task start and end.
+        any_task_error: Name the failing task's last exception line in the error when it
+            raised none of our errors (without it, only our errors are named).
+
+    Returns:
+        What happened (LocalRun).
+    """
     from kfp import local
 
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    root = os.path.abspath(os.path.join(workdir, stamp))
     os.makedirs(root, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root,
                raise_on_error=True)
-    tee = _Tee(sys.stdout)
+    tee = _Tee(sys.stdout, on_task_event)
     started = time.perf_counter()
     ok, error = True, ""
     try:
         with contextlib.redirect_stdout(tee):
-            pipeline_func(**arguments)
+            call()
     except RuntimeError as exc:  # kfp.local: a task failed; its log was printed above
         ok, error = False, str(exc)
         if tee.errors:  # the task's own message says what to fix
             error = f"{error}\n{tee.errors[-1]}"
+        elif any_task_error and tee.task_errors:
+            failed = [n for n, (_, status) in tee.ends.items() if status != "SUCCESS"]
+            message = tee.task_errors.get(failed[-1] if failed else "") or next(
+                reversed(tee.task_errors.values()))
+            error = f"{error}\n{message}"
     total = time.perf_counter() - started
     runs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     tasks = []
     for name, start in sorted(tee.starts.items(), key=lambda kv: kv[1]):
         end, status = tee.ends.get(name, (time.time(), "UNFINISHED"))
         tasks.append(TaskTiming(name, end - start, tee.logic.get(name), status))
+    failed_task = next((t.name for t in reversed(tasks) if t.status != "SUCCESS"), "")
     return LocalRun(run_dir=os.path.join(root, runs[-1]) if runs else root, total_s=total,
-                    tasks=tasks, ok=ok, error=_ANSI.sub("", error))
+                    tasks=tasks, ok=ok, error=_ANSI.sub("", error),
+                    failed_task="" if ok else failed_task)
+
+
+def run_local(pipeline_func, arguments: dict, workdir: str = "local_outputs") -> LocalRun:
+    """Runs `pipeline_func(**arguments)` under kfp.local in a fresh run folder of workdir."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    root = os.path.abspath(os.path.join(workdir, stamp))
+    return _run_traced(lambda: pipeline_func(**arguments), root)
+
+
+def run_local_spec(pipeline_spec, arguments: Mapping[str, Any], root: str,
+                   on_task_event: Optional[TaskEventCallback] = None) -> LocalRun:
+    """Runs an already-compiled pipeline under kfp.local, as `run_local` runs a function.
+
+    Args:
+        pipeline_spec: A ``pipeline_spec_pb2.PipelineSpec``, or its JSON dict (a
+            compiled YAML's first document), or ``{"pipeline_spec": ..., "platform_spec":
+            ...}`` as a KFP server stores a version with platform settings (kfp.local
+            ignores platform settings).
+        arguments: Runtime parameters; kfp.local applies the defaults of those left out.
+        root: The pipeline root (an absolute local folder, created); the run's folder is
+            made inside it.
+        on_task_event: Called at every task start and end with ``(event, task, status,
+            when)``: event "start" / "end", status None / "SUCCESS" / "FAILURE".
+
+    Returns:
+        What happened (LocalRun); on failure ``error`` names the failing task and its own
+        last error line, ``failed_task`` the task.
+    """
+    from kfp.local import pipeline_orchestrator
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    if isinstance(pipeline_spec, Mapping):
+        from google.protobuf import json_format
+
+        doc = pipeline_spec
+        if isinstance(doc.get("pipeline_spec"), Mapping):
+            doc = doc["pipeline_spec"]
+        pipeline_spec = json_format.ParseDict(doc, pipeline_spec_pb2.PipelineSpec())
+    return _run_traced(
+        lambda: pipeline_orchestrator.run_local_pipeline(pipeline_spec, dict(arguments)),
+        os.path.abspath(root), on_task_event, any_task_error=True)
 
 
 def training_report(run: LocalRun) -> str:

@@ -27,7 +27,6 @@ Usage::
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import datetime as dt
@@ -37,22 +36,17 @@ import re
 import threading
 import urllib.parse
 import uuid
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 from kfp_server_api import models as m
 
-# google.rpc.Code values the server uses.
-CODE_INVALID_ARGUMENT = 3
-CODE_NOT_FOUND = 5
-CODE_ALREADY_EXISTS = 6
-CODE_UNAUTHENTICATED = 16
-CODE_UNIMPLEMENTED = 12
+from pipelines.entrypoints.kfp_json import (  # noqa: F401  (re-exported for the tests)
+    _OPERATION_BY_NUMBER, CODE_ALREADY_EXISTS, CODE_INVALID_ARGUMENT, CODE_NOT_FOUND,
+    CODE_UNAUTHENTICATED, CODE_UNIMPLEMENTED, HttpError as _HttpError, from_json,
+    list_page as _list, model_class as _model_class, parse_filter as _parse_filter,
+    snake as _snake, to_json)
+from pipelines.entrypoints.kfp_json import _read_field  # noqa: F401
 
-# filter.proto Predicate.Operation numbers (kfp.Client sends the number, e.g. 1).
-_OPERATION_BY_NUMBER = {0: "OPERATION_UNSPECIFIED", 1: "EQUALS", 2: "NOT_EQUALS",
-                        3: "GREATER_THAN", 5: "GREATER_THAN_EQUALS", 6: "LESS_THAN",
-                        7: "LESS_THAN_EQUALS", 8: "IN", 9: "IS_SUBSTRING"}
-_DEFAULT_PAGE_SIZE = 20
 _EPOCH = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 _TERMINAL = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"}
 
@@ -76,131 +70,6 @@ class RecordedRequest:
     query: dict
     headers: dict
     body: Any
-
-
-class _HttpError(Exception):
-    """An error answer: HTTP status, google.rpc code and message."""
-
-    def __init__(self, status: int, code: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-# ---------------------------------------------------------------- model <-> JSON
-
-
-def _is_model(value: Any) -> bool:
-    return hasattr(value, "attribute_map") and hasattr(value, "openapi_types")
-
-
-def to_json(value: Any) -> Any:
-    """Serializes a kfp_server_api model (recursively) with its attribute_map names.
-
-    None fields are left out, as the server's protojson marshaller leaves out unset
-    fields; datetimes are RFC 3339 in UTC with a ``Z``.
-    """
-    if _is_model(value):
-        out = {}
-        for attr, json_name in value.attribute_map.items():
-            field = getattr(value, attr)
-            if field is None or field == [] or field == {}:
-                continue
-            out[json_name] = to_json(field)
-        return out
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if isinstance(value, list):
-        return [to_json(v) for v in value]
-    if isinstance(value, dict):
-        return {k: to_json(v) for k, v in value.items()}
-    return value
-
-
-def _model_class(type_name: str) -> Optional[type]:
-    cls = getattr(m, type_name, None)
-    return cls if isinstance(cls, type) else None
-
-
-def from_json(data: Any, cls: type, where: str) -> Any:
-    """Reads a JSON object into a kfp_server_api model, refusing unknown fields.
-
-    Args:
-        data: The parsed JSON.
-        cls: The model class (e.g. ``m.V2beta1Run``).
-        where: Field path for messages ("run").
-
-    Returns:
-        An instance of ``cls``.
-
-    Raises:
-        _HttpError: 400 when the JSON does not fit the model.
-    """
-    if not isinstance(data, dict):
-        raise _HttpError(400, CODE_INVALID_ARGUMENT, f"Invalid input error: {where} must be "
-                                                     "a JSON object")
-    by_json_name = {json_name: attr for attr, json_name in cls.attribute_map.items()}
-    kwargs = {}
-    for key, value in data.items():
-        attr = by_json_name.get(key) or by_json_name.get(_snake(key))
-        if attr is None:
-            raise _HttpError(400, CODE_INVALID_ARGUMENT,
-                             f'Invalid input error: unknown field "{key}" in {where} '
-                             f"({cls.__name__})")
-        kwargs[attr] = _read_field(value, cls.openapi_types[attr], f"{where}.{key}")
-    return cls(**kwargs)
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
-
-
-def _read_field(value: Any, type_name: str, where: str) -> Any:
-    if value is None:
-        return None
-    bad = _HttpError(400, CODE_INVALID_ARGUMENT,
-                     f"Invalid input error: {where} must be {type_name}, got "
-                     f"{type(value).__name__}")
-    if type_name == "str":
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if type_name == "bool":
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if type_name == "int":
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise bad
-        return int(value)
-    if type_name == "datetime":
-        if not isinstance(value, str):
-            raise bad
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if type_name == "object":
-        return value
-    if type_name.startswith("dict("):
-        if not isinstance(value, dict):
-            raise _HttpError(400, CODE_INVALID_ARGUMENT,
-                             f"Invalid input error: {where} must be a JSON object, got "
-                             f"{type(value).__name__}")
-        return value
-    if type_name.startswith("list["):
-        if not isinstance(value, list):
-            raise bad
-        inner = type_name[5:-1]
-        return [_read_field(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-    cls = _model_class(type_name)
-    if cls is None:
-        return value
-    allowed = getattr(cls, "allowable_values", None)
-    if allowed is not None and not cls.attribute_map:  # an enum
-        if value not in allowed:
-            raise _HttpError(400, CODE_INVALID_ARGUMENT,
-                             f"Invalid input error: {where}: {value!r} is not one of {allowed}")
-        return value
-    return from_json(value, cls, where)
 
 
 # -------------------------------------------------------------------- the double
@@ -518,76 +387,6 @@ class KfpApiDouble:
 def _minimal_spec(name: str) -> dict:
     return {"pipelineInfo": {"name": name}, "schemaVersion": "2.1.0",
             "sdkVersion": "kfp-2.13.0", "root": {"dag": {"tasks": {}}}}
-
-
-def _parse_filter(text: str) -> list:
-    """Reads a URL-decoded V2beta1Filter JSON into V2beta1Predicate models."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise _HttpError(400, CODE_INVALID_ARGUMENT,
-                         f"Invalid input error: failed to parse the filter {text!r}") from None
-    if isinstance(data, dict):  # protojson accepts enum numbers: name them for the model
-        for pred in data.get("predicates") or []:
-            if isinstance(pred, dict) and isinstance(pred.get("operation"), int):
-                pred["operation"] = _OPERATION_BY_NUMBER.get(pred["operation"],
-                                                             str(pred["operation"]))
-    parsed = from_json(data, m.V2beta1Filter, "filter")
-    return list(parsed.predicates or [])
-
-
-def _list(items: list, query: dict, keys: dict) -> tuple:
-    """Applies filter, sort_by, page_size and page_token as the server does.
-
-    Returns:
-        ``(page, next_page_token, total_size)``.
-    """
-    if query.get("filter"):
-        for pred in _parse_filter(query["filter"]):
-            attr = keys.get(pred.key)
-            if attr is None:
-                raise _HttpError(400, CODE_INVALID_ARGUMENT,
-                                 f"Invalid input error: unsupported filter key {pred.key!r}")
-            value = pred.string_value
-            test: Callable[[Any], bool]
-            if pred.operation == "EQUALS":
-                test = lambda v, value=value: v == value  # noqa: E731
-            elif pred.operation == "NOT_EQUALS":
-                test = lambda v, value=value: v != value  # noqa: E731
-            elif pred.operation == "IS_SUBSTRING":
-                test = lambda v, value=value: value is not None and value in (v or "")  # noqa
-            else:
-                raise _HttpError(400, CODE_INVALID_ARGUMENT,
-                                 f"Invalid input error: operation {pred.operation} is not "
-                                 "supported by this double")
-            items = [i for i in items if test(getattr(i, attr))]
-    sort_by = (query.get("sort_by") or "").strip()
-    if sort_by:
-        parts = sort_by.split()
-        attr = keys.get(parts[0])
-        if attr is None or len(parts) > 2 or (len(parts) == 2 and parts[1] not in
-                                              ("asc", "desc")):
-            raise _HttpError(400, CODE_INVALID_ARGUMENT,
-                             f"Invalid input error: invalid sorting field {sort_by!r}")
-        items = sorted(items, key=lambda i: getattr(i, attr),
-                       reverse=len(parts) == 2 and parts[1] == "desc")
-    try:
-        page_size = int(query.get("page_size") or 0) or _DEFAULT_PAGE_SIZE
-        offset = 0
-        if query.get("page_token"):
-            offset = int(json.loads(base64.urlsafe_b64decode(query["page_token"]))["offset"])
-    except (ValueError, KeyError, TypeError):
-        raise _HttpError(400, CODE_INVALID_ARGUMENT,
-                         "Invalid input error: invalid page_size or page_token") from None
-    if page_size < 0:
-        raise _HttpError(400, CODE_INVALID_ARGUMENT,
-                         "Invalid input error: page_size must not be negative")
-    page = items[offset:offset + page_size]
-    next_token = ""
-    if offset + page_size < len(items):
-        next_token = base64.urlsafe_b64encode(
-            json.dumps({"offset": offset + page_size}).encode()).decode()
-    return page, next_token, len(items)
 
 
 _ROUTES = [

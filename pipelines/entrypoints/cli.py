@@ -125,7 +125,10 @@ def cli(ctx: click.Context, endpoint: Optional[str], namespace: str,
         output: str) -> None:
     """Continuous training of TensorFlow models on Kubeflow Pipelines."""
     ctx.ensure_object(dict)
+    from_env = ctx.get_parameter_source("existing_token") == \
+        click.core.ParameterSource.ENVIRONMENT
     ctx.obj.update(endpoint=endpoint, namespace=namespace, token=existing_token,
+                   token_source="$KFP_CT_TOKEN" if from_env else "--existing-token",
                    token_path=sa_token_path, timeout=connect_timeout, output=output)
 
 
@@ -137,7 +140,8 @@ def _client(ctx: click.Context) -> Any:
     if token_path and not os.path.isfile(token_path):
         raise KfpCtError(f"--sa-token-path {token_path}: no such file")
     return Client(host=obj["endpoint"], namespace=obj["namespace"],
-                  token=obj["token"], token_path=token_path, timeout_s=obj["timeout"])
+                  token=obj["token"], token_path=token_path, timeout_s=obj["timeout"],
+                  token_source=obj["token_source"])
 
 
 # ----------------------------------------------------------------- local commands

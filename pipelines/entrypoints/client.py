@@ -219,11 +219,12 @@ class Client:
             when no bearer token is given; ``$KF_PIPELINES_SA_TOKEN_PATH`` or the
             projected-token default path are tried too.
         timeout_s: Time allowed for the first contact (healthz) with the server.
+        token_source: Where ``token`` came from, for messages on 401/403.
     """
 
     def __init__(self, host: Optional[str] = None, namespace: Optional[str] = None,
                  token: Optional[str] = None, token_path: str = "",
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, token_source: str = "") -> None:
         if host is None:
             host = os.environ.get(ENDPOINT_ENV, "")
         if not host and not _in_pod():
@@ -232,7 +233,7 @@ class Client:
                               "`kfp-ct local-server`; inside a pod it may stay empty")
         if host and "://" not in host:
             host = "http://" + host
-        token_source = "the token argument (--existing-token)"
+        token_source = token_source or "the token argument (--existing-token)"
         if token is None:
             token = os.environ.get(TOKEN_ENV, "")
             token_source = f"${TOKEN_ENV}"

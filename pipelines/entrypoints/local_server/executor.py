@@ -1,0 +1,300 @@
+"""Executes the local endpoint's runs, one at a time, each in a worker subprocess.
+
+One thread takes the oldest PENDING run, writes ``job.json`` into
+``<state_dir>/runs/<run_id>/``, starts ``python -m pipelines.entrypoints.local_server.worker``
+there (cwd: the server's; environment inherited; stdout and stderr to ``log.txt``; its own
+process group, so that terminating it also ends the task it runs), marks the run RUNNING,
+and while it runs copies the worker's ``status.json`` into the run's
+``run_details.task_details``. When the worker exits the run is SUCCEEDED, or FAILED with the
+worker's error, or CANCELED when it was terminated.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from kfp_server_api import models as m
+
+from pipelines.entrypoints.local_server import worker as worker_mod
+from pipelines.entrypoints.local_server.store import Store
+
+KILL_AFTER_S = 3.0
+STOPPED_ERROR = "interrupted: the local server stopped"
+RESTARTED_ERROR = "interrupted: the local server restarted"
+_LOG_TAIL_LINES = 20
+
+
+def utcnow() -> dt.datetime:
+    """Now, timezone-aware UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _from_epoch(value: Optional[float]) -> Optional[dt.datetime]:
+    return None if value is None else dt.datetime.fromtimestamp(value, dt.timezone.utc)
+
+
+def set_state(run: m.V2beta1Run, state: str, when: Optional[dt.datetime] = None,
+              error: Optional[str] = None) -> m.V2beta1Run:
+    """Moves a run (in memory) to ``state``, appending to its state history.
+
+    Args:
+        run: The run.
+        state: A V2beta1RuntimeState value.
+        when: The time of the change (default now).
+        error: The error message of a FAILED (or CANCELED) run.
+
+    Returns:
+        The same run.
+    """
+    when = when or utcnow()
+    status = m.GooglerpcStatus(code=13 if state == "FAILED" else 1, message=error,
+                               details=[]) if error else None
+    run.state = state
+    run.state_history = list(run.state_history or []) + [
+        m.V2beta1RuntimeStatus(update_time=when, state=state, error=status)]
+    if status is not None:
+        run.error = status
+    if state in ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"):
+        run.finished_at = when
+    return run
+
+
+def task_details(run_id: str, status: dict) -> list:
+    """The worker's task list as V2beta1PipelineTaskDetail models."""
+    out = []
+    for i, task in enumerate(status.get("tasks") or []):
+        start = _from_epoch(task.get("start"))
+        out.append(m.V2beta1PipelineTaskDetail(
+            run_id=run_id, task_id=f"{run_id}-{i}-{task['name']}", display_name=task["name"],
+            create_time=start, start_time=start, end_time=_from_epoch(task.get("end")),
+            state=task.get("state") or "RUNNING"))
+    return out
+
+
+class Executor:
+    """Runs PENDING runs one at a time (see the module docstring).
+
+    Args:
+        store: The endpoint's state.
+        state_dir: The state folder; runs live in ``<state_dir>/runs/<run_id>/``.
+        poll_s: How often to look for work and at the worker's status file.
+        default_root: The pipeline root of a run: ``default_root(run_id)``.
+    """
+
+    def __init__(self, store: Store, state_dir: str, poll_s: float = 0.25,
+                 default_root: Optional[Callable[[str], str]] = None) -> None:
+        self.store = store
+        self.state_dir = os.path.abspath(state_dir)
+        self.poll_s = min(poll_s, 0.25)
+        self.default_root = default_root or (lambda rid: os.path.join(self.run_dir(rid),
+                                                                      "outputs"))
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._proc: Optional[subprocess.Popen] = None
+        self._current: Optional[str] = None
+        self._terminated: set = set()
+        self._thread: Optional[threading.Thread] = None
+
+    def run_dir(self, run_id: str) -> str:
+        """The folder of one run."""
+        return os.path.join(self.state_dir, "runs", run_id)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def recover(self) -> None:
+        """After a crash: runs left RUNNING are FAILED; PENDING ones stay queued."""
+        with self.store.lock:
+            for run in self.store.list("run", "state=?", ("RUNNING",)):
+                self.store.save_run(set_state(run, "FAILED", error=RESTARTED_ERROR))
+
+    def start(self) -> None:
+        """Starts the executor thread."""
+        self._thread = threading.Thread(target=self._loop, name="kfp-ct-executor",
+                                        daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Looks for PENDING runs now (a run was created)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stops taking runs; a running worker is ended and its run FAILED (stopped)."""
+        self._stopping.set()
+        self._wake.set()
+        with self._lock:
+            proc = self._proc
+        if proc is not None:
+            _end_process(proc)
+        if self._thread is not None:
+            self._thread.join(timeout=KILL_AFTER_S + 10)
+            self._thread = None
+
+    def terminate(self, run_id: str) -> bool:
+        """Ends a run: a PENDING one is CANCELED at once, a RUNNING one's worker killed.
+
+        Returns:
+            Whether the run was PENDING or RUNNING.
+        """
+        with self.store.lock:
+            run = self.store.get("run", run_id)
+            if run is None or run.state not in ("PENDING", "RUNNING"):
+                return False
+            if run.state == "PENDING":
+                self.store.save_run(set_state(run, "CANCELED",
+                                              error="terminated before it started"))
+                return True
+        with self._lock:
+            self._terminated.add(run_id)
+            proc = self._proc if self._current == run_id else None
+        if proc is not None:
+            threading.Thread(target=_end_process, args=(proc,), daemon=True).start()
+        return True
+
+    # --------------------------------------------------------------------- loop
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            run = self.store.next_pending_run()
+            if run is None:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+                continue
+            try:
+                self._execute(run)
+            except Exception as exc:  # keep the executor alive; the run says why
+                with self.store.lock:
+                    again = self.store.get("run", run.run_id)
+                    if again is not None and again.state in ("PENDING", "RUNNING"):
+                        self.store.save_run(set_state(
+                            again, "FAILED", error=f"the local server could not run it: "
+                                                   f"{type(exc).__name__}: {exc}"))
+
+    def _execute(self, run: m.V2beta1Run) -> None:
+        run_id = run.run_id
+        run_dir = self.run_dir(run_id)
+        os.makedirs(run_dir, exist_ok=True)
+        config = run.runtime_config or m.V2beta1RuntimeConfig()
+        root = config.pipeline_root or ""
+        if root.startswith("file://"):
+            root = root[len("file://"):]
+        note = ""
+        if not root or "://" in root or not os.path.isabs(root):
+            if root:
+                note = (f"[kfp-ct] pipeline_root {config.pipeline_root!r} is not an absolute "
+                        "local folder; using the run folder's outputs/ instead\n")
+            root = self.default_root(run_id)
+        job = {"run_id": run_id, "pipeline_spec": self.store.run_spec(run_id),
+               "parameters": config.parameters or {}, "pipeline_root": root}
+        worker_mod.write_json_atomically(os.path.join(run_dir, worker_mod.JOB_FILE), job)
+        status_path = os.path.join(run_dir, worker_mod.STATUS_FILE)
+        if os.path.exists(status_path):  # a resumed run starts afresh
+            os.remove(status_path)
+        log_path = os.path.join(run_dir, "log.txt")
+        with self.store.lock, self._lock:
+            current = self.store.get("run", run_id)
+            if current is None or current.state != "PENDING" or self._stopping.is_set():
+                return  # deleted, terminated or stopping meanwhile
+            with open(log_path, "ab") as log:
+                if note:
+                    log.write(note.encode())
+                    log.flush()
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "pipelines.entrypoints.local_server.worker",
+                     "--run-dir", run_dir], stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True)
+            self._current = run_id
+            self.store.save_run(set_state(current, "RUNNING"))
+        proc = self._proc
+        seen: Any = None
+        try:
+            while proc.poll() is None:
+                seen = self._sync(run_id, status_path, seen)
+                time.sleep(self.poll_s)
+            self._finish(run_id, proc.returncode, status_path, log_path)
+        finally:
+            with self._lock:
+                self._proc, self._current = None, None
+                self._terminated.discard(run_id)
+
+    def _read_status(self, path: str) -> Optional[dict]:
+        try:
+            with open(path) as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return None
+
+    def _sync(self, run_id: str, status_path: str, seen: Any) -> Any:
+        """Copies the worker's task list into the stored run when it changed."""
+        status = self._read_status(status_path)
+        if status is None or status.get("tasks") == seen:
+            return seen
+        with self.store.lock:
+            run = self.store.get("run", run_id)
+            if run is not None and run.state == "RUNNING":
+                run.run_details = m.V2beta1RunDetails(task_details=task_details(run_id,
+                                                                                status))
+                self.store.save_run(run)
+        return status.get("tasks")
+
+    def _finish(self, run_id: str, returncode: int, status_path: str, log_path: str) -> None:
+        status = self._read_status(status_path) or {}
+        with self._lock:
+            terminated = run_id in self._terminated
+        with self.store.lock:
+            run = self.store.get("run", run_id)
+            if run is None:  # deleted while it ran
+                return
+            if status.get("tasks") is not None:
+                details = task_details(run_id, status)
+                if terminated or self._stopping.is_set():
+                    for task in details:
+                        if task.state == "RUNNING":
+                            task.state, task.end_time = "CANCELED", utcnow()
+                run.run_details = m.V2beta1RunDetails(task_details=details)
+            if self._stopping.is_set() and not terminated:
+                set_state(run, "FAILED", error=STOPPED_ERROR)
+            elif terminated:
+                set_state(run, "CANCELED", error="terminated")
+            elif returncode == 0 and status.get("state") == "SUCCEEDED":
+                set_state(run, "SUCCEEDED")
+            else:
+                error = status.get("error") or (
+                    f"the worker exited with status {returncode}: {_log_tail(log_path)}")
+                set_state(run, "FAILED", error=error)
+            self.store.save_run(run)
+
+
+def _log_tail(path: str) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            lines = [line.rstrip() for line in fh if line.strip()]
+    except OSError:
+        return "(no log)"
+    return " | ".join(lines[-_LOG_TAIL_LINES:]) or "(empty log)"
+
+
+def _end_process(proc: subprocess.Popen) -> None:
+    """SIGTERM to the worker's process group, SIGKILL after a few seconds."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    try:
+        proc.wait(timeout=KILL_AFTER_S)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait(timeout=KILL_AFTER_S)

@@ -1,0 +1,118 @@
+"""Runs one run of the local endpoint: ``python -m pipelines.entrypoints.local_server.worker``.
+
+The executor starts it as a subprocess with the run folder::
+
+    python -m pipelines.entrypoints.local_server.worker --run-dir STATE/runs/RUN_ID
+
+It reads ``job.json`` there (``run_id``, ``pipeline_spec``, ``parameters``,
+``pipeline_root``), runs the compiled pipeline through kfp.local
+(``pipelines.local.run_local_spec``), and rewrites ``status.json`` atomically (a temporary
+file, then ``os.replace``) at every task start and end and at the end::
+
+    {"run_id": "<the server's run id>", "state": "RUNNING" | "SUCCEEDED" | "FAILED",
+     "tasks": [{"name", "state", "start", "end"}], "error": "...", "run_dir": "...",
+     "pid": 1234, "updated": <epoch s>}
+
+Exit status 0 when the run succeeded, 1 when it failed, 2 when the job cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any, Optional
+
+JOB_FILE = "job.json"
+STATUS_FILE = "status.json"
+_TASK_STATE = {"SUCCESS": "SUCCEEDED", "FAILURE": "FAILED"}
+
+
+def write_json_atomically(path: str, data: Any) -> None:
+    """Writes JSON to ``path`` through a temporary file and ``os.replace``."""
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1)
+    os.replace(tmp, path)
+
+
+class _Status:
+    """The status file of one run, rewritten on every change."""
+
+    def __init__(self, run_dir: str, run_id: str) -> None:
+        self.path = os.path.join(run_dir, STATUS_FILE)
+        self.data: dict = {"run_id": run_id, "state": "RUNNING", "tasks": [], "error": "",
+                           "run_dir": "", "pid": os.getpid(), "updated": time.time()}
+        self.write()
+
+    def write(self) -> None:
+        self.data["updated"] = time.time()
+        write_json_atomically(self.path, self.data)
+
+    def on_task_event(self, event: str, task: str, status: Optional[str],
+                      when: float) -> None:
+        tasks = self.data["tasks"]
+        if event == "start":
+            tasks.append({"name": task, "state": "RUNNING", "start": when, "end": None})
+        else:
+            entry = next((t for t in reversed(tasks) if t["name"] == task), None)
+            if entry is None:
+                entry = {"name": task, "start": when}
+                tasks.append(entry)
+            entry["end"] = when
+            entry["state"] = _TASK_STATE.get(status or "", "FAILED")
+        self.write()
+
+
+def failure_message(run: Any) -> str:
+    """The run's error for people: the failing task and its own last error line."""
+    lines = [line for line in (run.error or "").splitlines() if line.strip()]
+    detail = lines[-1] if len(lines) > 1 else ""
+    if run.failed_task:
+        return f"task {run.failed_task} failed" + (f": {detail}" if detail else
+                                                  f" ({lines[0] if lines else 'no message'})")
+    return run.error or "the run failed (no task started; see log.txt)"
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Entry point; see the module docstring."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", required=True, help="the run folder holding job.json")
+    args = parser.parse_args(argv)
+    run_dir = os.path.abspath(args.run_dir)
+    try:
+        with open(os.path.join(run_dir, JOB_FILE)) as fh:
+            job = json.load(fh)
+        run_id, spec = job["run_id"], job["pipeline_spec"]
+        parameters, root = job.get("parameters") or {}, job["pipeline_root"]
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"[kfp-ct] cannot read {os.path.join(run_dir, JOB_FILE)}: {exc}", flush=True)
+        return 2
+    status = _Status(run_dir, run_id)
+    print(f"[kfp-ct] local endpoint run {run_id}: pipeline root {root}", flush=True)
+    from pipelines.local import run_local_spec
+
+    try:
+        run = run_local_spec(spec, parameters, root, on_task_event=status.on_task_event)
+    except Exception as exc:  # the spec or kfp.local refused before any task ran
+        import traceback
+
+        traceback.print_exc()
+        status.data.update(state="FAILED", error=f"{type(exc).__name__}: {exc}")
+        status.write()
+        return 1
+    status.data["run_dir"] = run.run_dir
+    if run.ok:
+        status.data["state"] = "SUCCEEDED"
+    else:
+        status.data.update(state="FAILED", error=failure_message(run))
+    status.write()
+    sys.stdout.flush()
+    return 0 if run.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
