@@ -40,12 +40,12 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 from kfp_server_api import models as m
 
-from pipelines.entrypoints.kfp_json import (  # noqa: F401  (re-exported for the tests)
-    _OPERATION_BY_NUMBER, CODE_ALREADY_EXISTS, CODE_INVALID_ARGUMENT, CODE_NOT_FOUND,
-    CODE_UNAUTHENTICATED, CODE_UNIMPLEMENTED, HttpError as _HttpError, from_json,
-    list_page as _list, model_class as _model_class, parse_filter as _parse_filter,
-    snake as _snake, to_json)
-from pipelines.entrypoints.kfp_json import _read_field  # noqa: F401
+# JSON <-> model conversion, filters and paging are the local endpoint's (one copy).
+from pipelines.entrypoints.kfp_json import (CODE_ALREADY_EXISTS, CODE_INVALID_ARGUMENT,
+                                            CODE_NOT_FOUND, CODE_UNAUTHENTICATED,
+                                            CODE_UNIMPLEMENTED, from_json, to_json)
+from pipelines.entrypoints.kfp_json import HttpError as _HttpError
+from pipelines.entrypoints.kfp_json import list_page as _list
 
 _EPOCH = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 _TERMINAL = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"}

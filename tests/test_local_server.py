@@ -173,6 +173,19 @@ def test_upload_versions_and_duplicate_names(start_server, tmp_path, package):
                                                             by_name.pipeline_version_id))
     assert status == 404
 
+    assert client.get_pipeline(pipeline.pipeline_id).description == "small"
+    empty = client._pipelines_api.pipeline_service_create_pipeline(
+        body=m.V2beta1Pipeline(display_name="no-versions"))
+    assert [p.display_name for p in client.list_pipelines(sort_by="created_at desc")
+            .pipelines] == ["no-versions", "tiny"]
+    client.delete_pipeline(empty.pipeline_id)
+    status, _ = _status(lambda: client.get_pipeline(empty.pipeline_id))
+    assert status == 404
+    experiment = client.create_experiment("exp")
+    assert {e.display_name for e in client.list_experiments().experiments} == {"Default", "exp"}
+    client.delete_experiment(experiment.experiment_id)
+    assert [e.display_name for e in client.list_experiments().experiments] == ["Default"]
+
     uploads = [r for r in server.requests if r.path == "/apis/v2beta1/pipelines/upload"]
     assert uploads[0].query["name"] == "tiny"
     assert uploads[0].body == {"multipart": [{"name": "uploadfile", "filename": "tiny.yaml",
@@ -337,7 +350,7 @@ def test_recurring_run_fires_within_max_concurrency_and_obeys_enable_disable_del
 
     client.enable_recurring_run(rid)
     assert client.get_recurring_run(rid).status == "ENABLED"
-    _until(lambda: len(_runs_of(client, rid)) > count, timeout=10, what="a run after enable")
+    _until(lambda: len(_runs_of(client, rid)) > count, timeout=25, what="a run after enable")
     listed = client.list_recurring_runs(experiment_id=experiment.experiment_id)
     assert [r.recurring_run_id for r in listed.recurring_runs] == [rid]
 

@@ -2,10 +2,10 @@
 
 One thread takes the oldest PENDING run, writes ``job.json`` into
 ``<state_dir>/runs/<run_id>/``, starts ``python -m pipelines.entrypoints.local_server.worker``
-there (cwd: the server's; environment inherited; stdout and stderr to ``log.txt``; its own
-process group, so that terminating it also ends the task it runs), marks the run RUNNING,
-and while it runs copies the worker's ``status.json`` into the run's
-``run_details.task_details``. When the worker exits the run is SUCCEEDED, or FAILED with the
+there (cwd: the server's; environment inherited, unbuffered; stdout and stderr to
+``log.txt``; its own process group, so that terminating it also ends the task it runs),
+marks the run RUNNING, and while it runs copies the worker's ``status.json`` into the
+run's ``run_details.task_details``. When the worker exits the run is SUCCEEDED, or FAILED with the
 worker's error, or CANCELED when it was terminated.
 """
 
@@ -210,7 +210,8 @@ class Executor:
                 self._proc = subprocess.Popen(
                     [sys.executable, "-m", "pipelines.entrypoints.local_server.worker",
                      "--run-dir", run_dir], stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True)
+                    stdin=subprocess.DEVNULL, start_new_session=True,
+                    env=dict(os.environ, PYTHONUNBUFFERED="1"))  # log.txt as it happens
             self._current = run_id
             self.store.save_run(set_state(current, "RUNNING"))
         proc = self._proc
