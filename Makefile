@@ -1,6 +1,7 @@
 # The two commands the README gives:
 #   make run   set everything up, then run the training pipeline locally on penguins
-#   make test  set everything up, then run the test suite
+#   make test  set everything up, then run the test suite (all but the `long` tests)
+#   make test-long  the longest end-to-end checks (CI runs them after make test)
 # Set-up is a virtual environment from the committed lock file (uv.lock), nothing else.
 
 PYTHON ?= python3.11
@@ -15,7 +16,7 @@ CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUNS ?= local_outputs
 
-.PHONY: setup run test compile bench clean
+.PHONY: setup run test test-long compile bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -34,7 +35,11 @@ $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
 test: setup $(CHROMIUM)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not long"
+
+# Drift's cluster path on the local KFP endpoint: two trainings and two monitoring runs.
+test-long: setup
+	$(PY) -m pytest -q -m long
 
 compile: setup
 	$(PY) compile.py --out build

@@ -119,6 +119,7 @@ def test_a_taken_version_name_with_another_spec_is_refused(uploaded, tiny_packag
 # ---------------------------------------------------------------- real run
 
 
+@pytest.mark.long
 def test_run_and_wait_trains_and_pushes_a_version(server, capsys, tmp_path):
     dest = str(tmp_path / "serving")
     code, _, err = run_cli(capsys, "--endpoint", server.url, "upload", "training")
@@ -389,8 +390,10 @@ def test_requests_are_what_kfp_sends_to_a_real_server(server, uploaded):
     created = [r for r in sent if r.path == "/apis/v2beta1/runs" and r.method == "POST"]
     assert len(created) == 1
     exp_id = created[0].body["experiment_id"]
+    # kfp.Client fills an empty namespace from its context file (~/.config/kfp).
+    namespace = client._kfp().get_user_namespace()
     assert experiment_id.body == serialize(kfp_server_api.V2beta1Experiment(
-        display_name="wire"))
+        display_name="wire", namespace=namespace))
     assert created[0].body == serialize(kfp_server_api.V2beta1Run(
         experiment_id=exp_id, display_name="wire-run",
         pipeline_version_reference=kfp_server_api.V2beta1PipelineVersionReference(

@@ -21,7 +21,7 @@ from nbclient import NotebookClient
 from components.common import registry
 from pipelines.entrypoints.client import Client
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "pipelines", "notebooks", "quickstart.ipynb")
 KFP_CT = os.path.join(os.path.dirname(sys.executable), "kfp-ct")

@@ -358,3 +358,26 @@ def test_double_pages_and_stops(token_file):
         port = api.port
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
+
+
+def test_launch_works_in_kfps_task_runtime_mode(api, token_file, tmp_path):
+    """In a pod the trigger runs as a KFP task, where `_KFP_RUNTIME=true` makes
+    `kfp/__init__` leave `kfp.Client` out: the launcher must not depend on it."""
+    import os
+    import subprocess
+    import sys
+
+    pipeline_id, versions = _seed(api)
+    script = ("import json, sys\n"
+              "from components.retrain.kfp_launcher import KfpLauncher\n"
+              "import kfp\n"
+              "assert not hasattr(kfp, 'Client')\n"
+              f"r = KfpLauncher({PIPELINE!r}, host={api.url!r}, token_path={token_file!r})"
+              ".launch({'epochs': 1}, run_name='in-a-task')\n"
+              "print(json.dumps(r))\n")
+    env = {**os.environ, "_KFP_RUNTIME": "true", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["version_id"] == versions["b-newest"] and result["state"] == "PENDING"

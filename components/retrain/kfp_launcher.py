@@ -163,9 +163,12 @@ def _bounded_client_class() -> type:
     Returns:
         The subclass; construct it with ``healthz_timeout_s=`` plus ``kfp.Client`` kwargs.
     """
-    import kfp
+    # Not ``kfp.Client``: inside a KFP task (``_KFP_RUNTIME=true``, as the launcher runs in
+    # the retraining trigger's pod) ``kfp/__init__`` leaves the client out; the module
+    # itself imports fine.
+    from kfp.client import Client
 
-    class _BoundedClient(kfp.Client):  # type: ignore[misc, name-defined]
+    class _BoundedClient(Client):  # type: ignore[misc, valid-type]
         """``kfp.Client`` whose healthz is a single bounded probe (result cached)."""
 
         def __init__(self, *, healthz_timeout_s: float, **kwargs: Any) -> None:
@@ -358,7 +361,6 @@ class KfpConnection:
         """
         if self._client is not None:
             return self._client
-        import kfp
         import kfp.client
 
         explicit_host = self.host or os.environ.get(ENDPOINT_ENV, "")
