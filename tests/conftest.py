@@ -161,3 +161,33 @@ from drift_base import make_stats_only_base  # noqa: E402  (tests/ is on sys.pat
 @pytest.fixture(scope="session")
 def drift_base(tmp_path_factory):
     return make_stats_only_base(tmp_path_factory.mktemp("drift_base"))
+
+
+# ------------------------------------------------------------------- kfp clients
+
+
+@pytest.fixture
+def kfp_isolated(monkeypatch, tmp_path):
+    """No kfp env vars, no ~/.config/kfp context or pod-namespace files for kfp.Client."""
+    import kfp.client.client as kfp_client
+
+    for var in ("KF_PIPELINES_SA_TOKEN_PATH", "KF_PIPELINES_ENDPOINT",
+                "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_IAP_OAUTH2_CLIENT_ID",
+                "KF_PIPELINES_APP_OAUTH2_CLIENT_ID", "KF_PIPELINES_APP_OAUTH2_CLIENT_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(kfp_client.Client, "_LOCAL_KFP_CONTEXT",
+                        str(tmp_path / "kfp" / "context.json"))
+    monkeypatch.setattr(kfp_client.Client, "_NAMESPACE_PATH", str(tmp_path / "sa-namespace"))
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Runs the kfp-ct CLI in this process: ``code, stdout, stderr = run_cli(*argv)``."""
+    from pipelines.entrypoints import cli
+
+    def run(*argv):
+        code = cli.main([str(a) for a in argv])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

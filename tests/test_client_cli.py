@@ -8,7 +8,6 @@ and a non-zero exit, most of them before anything is sent.
 
 
 import json
-import os
 import re
 import socket
 import time
@@ -17,7 +16,7 @@ import pytest
 from kfp import compiler, dsl
 
 from components.common import registry
-from pipelines.entrypoints import cli, rules
+from pipelines.entrypoints import rules
 from pipelines.entrypoints.client import Client
 from pipelines.entrypoints.local_server import LocalServer
 
@@ -37,11 +36,6 @@ def nap(seconds: float, tag: str) -> str:
 def tiny_pipeline(seconds: float = 0.5, tag: str = "t"):
     nap(seconds=seconds, tag=tag).set_caching_options(False)
 
-
-def run_cli(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +69,9 @@ def _closed_port() -> int:
 # ------------------------------------------------------------------- upload
 
 
-def test_upload_then_a_new_version_and_the_same_build_is_reused(server, capsys,
+def test_upload_then_a_new_version_and_the_same_build_is_reused(server, run_cli,
                                                                  tmp_path):
-    code, out, err = run_cli(capsys, "--endpoint", server.url, "--output", "json",
+    code, out, err = run_cli("--endpoint", server.url, "--output", "json",
                              "upload", "training")
     assert code == 0, err
     first = json.loads(out)
@@ -85,25 +79,25 @@ def test_upload_then_a_new_version_and_the_same_build_is_reused(server, capsys,
     assert re.fullmatch(r"\d+\.\d+\.\d+-(g[0-9a-f]{8}(-dirty-[0-9a-f]{8})?|[0-9a-f]{8})",
                         first["version"]), first["version"]
     # The same build again: nothing sent, the version is reused.
-    code, out, err = run_cli(capsys, "--endpoint", server.url, "--output", "json",
+    code, out, err = run_cli("--endpoint", server.url, "--output", "json",
                              "upload", "training")
     assert code == 0 and json.loads(out)["version_id"] == first["version_id"]
     assert "already there" in err
     # A new version of the same pipeline, named explicitly.
-    code, out, err = run_cli(capsys, "--endpoint", server.url, "upload", "training",
+    code, out, err = run_cli("--endpoint", server.url, "upload", "training",
                              "--version", "hand-named")
     assert code == 0, err
     names = [v.version for v in Client(server.url).versions("training")]
     assert names[0] == "hand-named" and first["version"] in names and len(names) == 2
-    code, out, _ = run_cli(capsys, "--endpoint", server.url, "pipelines", "versions",
+    code, out, _ = run_cli("--endpoint", server.url, "pipelines", "versions",
                            "training")
     assert code == 0 and "hand-named" in out and out.splitlines()[0].startswith("VERSION")
 
 
-def test_upload_refuses_a_file_that_is_not_a_compiled_pipeline(server, capsys, tmp_path):
+def test_upload_refuses_a_file_that_is_not_a_compiled_pipeline(server, run_cli, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("just: a mapping\n")
-    code, out, err = run_cli(capsys, "--endpoint", server.url, "upload", str(bad))
+    code, out, err = run_cli("--endpoint", server.url, "upload", str(bad))
     assert code == 2 and "not a compiled KFP pipeline" in err and str(bad) in err
 
 
@@ -120,12 +114,12 @@ def test_a_taken_version_name_with_another_spec_is_refused(uploaded, tiny_packag
 
 
 @pytest.mark.long
-def test_run_and_wait_trains_and_pushes_a_version(server, capsys, tmp_path):
+def test_run_and_wait_trains_and_pushes_a_version(server, run_cli, tmp_path):
     dest = str(tmp_path / "serving")
-    code, _, err = run_cli(capsys, "--endpoint", server.url, "upload", "training")
+    code, _, err = run_cli("--endpoint", server.url, "upload", "training")
     assert code == 0, err
     started = time.monotonic()
-    code, out, err = run_cli(capsys, "--endpoint", server.url, "run", "training",
+    code, out, err = run_cli("--endpoint", server.url, "run", "training",
                              "-p", f"push_destination={dest}",
                              "-p", f"train_steps={TRAIN_STEPS}", "--wait", "--poll", "0.5")
     wall = time.monotonic() - started
@@ -140,24 +134,24 @@ def test_run_and_wait_trains_and_pushes_a_version(server, capsys, tmp_path):
     tasks = {t.name: t.state for t in done[0].tasks}
     assert set(tasks) >= {"validate", "transform", "train", "evaluate", "gate", "push"}
     assert set(tasks.values()) == {"SUCCEEDED"}
-    code, out, _ = run_cli(capsys, "--endpoint", server.url, "runs", "get", done[0].run_id)
+    code, out, _ = run_cli("--endpoint", server.url, "runs", "get", done[0].run_id)
     assert code == 0 and "push" in out
     print(f"run + wait of the training pipeline on the local endpoint: {wall:.1f} s")
 
 
-def test_a_failed_run_exits_1_with_the_tasks_message(server, capsys, uploaded):
+def test_a_failed_run_exits_1_with_the_tasks_message(server, run_cli, uploaded):
     client, _ = uploaded
     run = client.run("kfp-ct-tiny", {"seconds": -1.0})  # time.sleep(-1) raises
-    code, out, err = run_cli(capsys, "--endpoint", server.url, "runs", "wait", run.run_id,
+    code, out, err = run_cli("--endpoint", server.url, "runs", "wait", run.run_id,
                              "--poll", "0.2", "--timeout", "120")
     assert code == 1
     assert "FAILED" in out and "must be non-negative" in err
 
 
-def test_wait_times_out_with_exit_3(server, capsys, uploaded):
+def test_wait_times_out_with_exit_3(server, run_cli, uploaded):
     client, _ = uploaded
     run = client.run("kfp-ct-tiny", {"seconds": 30.0})
-    code, out, err = run_cli(capsys, "--endpoint", server.url, "runs", "wait", run.run_id,
+    code, out, err = run_cli("--endpoint", server.url, "runs", "wait", run.run_id,
                              "--poll", "0.2", "--timeout", "0.5")
     assert code == 3 and "still" in err
     server_client = Client(server.url)
@@ -173,9 +167,9 @@ def _active(client, schedule_id):
 
 
 def test_interval_schedule_fires_respects_max_concurrency_disable_and_delete(
-        server, capsys, uploaded):
+        server, run_cli, uploaded):
     client, _ = uploaded
-    code, out, err = run_cli(capsys, "--endpoint", server.url, "--output", "json",
+    code, out, err = run_cli("--endpoint", server.url, "--output", "json",
                              "schedule", "create", "kfp-ct-tiny", "--name", "every-2s",
                              "--interval", "2", "--max-concurrency", "1",
                              "-p", "seconds=3.5", "-p", "tag=sched")
@@ -195,7 +189,7 @@ def test_interval_schedule_fires_respects_max_concurrency_disable_and_delete(
     # Every 2 s, but each run takes 3.5 s: max_concurrency 1 holds the next one back.
     assert most_active == 1
 
-    code, out, err = run_cli(capsys, "--endpoint", server.url, "schedule", "disable",
+    code, out, err = run_cli("--endpoint", server.url, "schedule", "disable",
                              "every-2s")
     assert code == 0 and "DISABLED" in out
     while _active(client, sid):
@@ -204,9 +198,9 @@ def test_interval_schedule_fires_respects_max_concurrency_disable_and_delete(
     time.sleep(5)
     assert len(client.runs_of_schedule(sid)) == count  # disabled: nothing new
 
-    code, out, err = run_cli(capsys, "--endpoint", server.url, "schedule", "list")
+    code, out, err = run_cli("--endpoint", server.url, "schedule", "list")
     assert code == 0 and "every-2s" in out and "DISABLED" in out
-    code, out, err = run_cli(capsys, "--endpoint", server.url, "schedule", "delete", sid)
+    code, out, err = run_cli("--endpoint", server.url, "schedule", "delete", sid)
     assert code == 0
     assert sid not in [s.recurring_run_id for s in client.schedules()]
     assert len([r for r in client.list_runs(limit=200) if r.recurring_run_id == sid]) \
@@ -261,9 +255,9 @@ def test_cron_schedule_fires_and_enable_resumes(server, uploaded):
       "--end-time", "2026-12-01T00:00:00Z"], "is not after start time"),
     (["--interval", "60", "--start-time", "tomorrow"], "not an RFC 3339 time"),
 ])
-def test_bad_schedules_are_refused_before_anything_is_sent(server, capsys, argv, message):
+def test_bad_schedules_are_refused_before_anything_is_sent(server, run_cli, argv, message):
     before = len(server.requests)
-    code, out, err = run_cli(capsys, "--endpoint", server.url, "schedule", "create",
+    code, out, err = run_cli("--endpoint", server.url, "schedule", "create",
                              "training", "--name", "bad", *argv)
     assert code == 2 and message in err, err
     assert "Traceback" not in err
@@ -284,37 +278,37 @@ def test_bad_schedules_are_refused_before_anything_is_sent(server, capsys, argv,
     (["schedule", "disable", "no-such-schedule"], "no schedule 'no-such-schedule'"),
     (["runs", "get", "0000-no-such-run"], "HTTP 404"),
 ])
-def test_bad_requests_name_the_problem(server, capsys, uploaded, argv, message):
-    code, out, err = run_cli(capsys, "--endpoint", server.url, *argv)
+def test_bad_requests_name_the_problem(server, run_cli, uploaded, argv, message):
+    code, out, err = run_cli("--endpoint", server.url, *argv)
     assert code == 2 and message in err, err
     assert "Traceback" not in err
 
 
-def test_a_parameters_file_of_the_wrong_type(server, capsys, uploaded, tmp_path):
+def test_a_parameters_file_of_the_wrong_type(server, run_cli, uploaded, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("seconds: [1, 2]\n")
-    code, out, err = run_cli(capsys, "--endpoint", server.url, "run", "kfp-ct-tiny",
+    code, out, err = run_cli("--endpoint", server.url, "run", "kfp-ct-tiny",
                              "-f", str(params))
     assert code == 2 and "parameter seconds of pipeline 'kfp-ct-tiny' version 'v1' must " \
                          "be a number, got [1, 2]" in err
 
 
-def test_an_unreachable_host_fails_fast_and_names_it(capsys):
+def test_an_unreachable_host_fails_fast_and_names_it(run_cli):
     port = _closed_port()
     started = time.monotonic()
-    code, out, err = run_cli(capsys, "--endpoint", f"http://127.0.0.1:{port}", "runs", "list")
+    code, out, err = run_cli("--endpoint", f"http://127.0.0.1:{port}", "runs", "list")
     elapsed = time.monotonic() - started
     assert code == 2 and f"127.0.0.1:{port}" in err and "not reachable" in err
     assert elapsed < 3, elapsed
 
 
-def test_a_host_that_never_answers_fails_within_the_timeout(capsys):
+def test_a_host_that_never_answers_fails_within_the_timeout(run_cli):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(0)  # accepts the connection, never answers
     try:
         started = time.monotonic()
-        code, out, err = run_cli(capsys, "--endpoint",
+        code, out, err = run_cli("--endpoint",
                                  f"http://127.0.0.1:{listener.getsockname()[1]}",
                                  "--timeout", "1.5", "runs", "list")
         elapsed = time.monotonic() - started
@@ -324,31 +318,31 @@ def test_a_host_that_never_answers_fails_within_the_timeout(capsys):
     assert elapsed < 3, elapsed
 
 
-def test_no_endpoint_says_how_to_give_one(capsys, monkeypatch):
+def test_no_endpoint_says_how_to_give_one(run_cli, monkeypatch):
     monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    code, out, err = run_cli(capsys, "runs", "list")
+    code, out, err = run_cli("runs", "list")
     assert code == 2 and "--endpoint" in err and "KF_PIPELINES_ENDPOINT" in err
 
 
-def test_refused_auth_names_the_auth_tried(tmp_path, capsys, monkeypatch):
+def test_refused_auth_names_the_auth_tried(tmp_path, run_cli, monkeypatch):
     with LocalServer(str(tmp_path / "secured"), token="right-token") as secured:
-        code, out, err = run_cli(capsys, "--endpoint", secured.url, "--existing-token",
+        code, out, err = run_cli("--endpoint", secured.url, "--existing-token",
                                  "wrong-token", "runs", "list")
         assert code == 2 and "HTTP 401" in err
         assert "auth tried: bearer token from --existing-token" in err
         monkeypatch.setenv("KFP_CT_TOKEN", "also-wrong")
-        code, out, err = run_cli(capsys, "--endpoint", secured.url, "runs", "list")
+        code, out, err = run_cli("--endpoint", secured.url, "runs", "list")
         assert code == 2 and "auth tried: bearer token from $KFP_CT_TOKEN" in err
         monkeypatch.delenv("KFP_CT_TOKEN")
-        code, out, err = run_cli(capsys, "--endpoint", secured.url, "runs", "list")
+        code, out, err = run_cli("--endpoint", secured.url, "runs", "list")
         assert code == 2 and "auth tried: no credentials" in err
-        code, out, err = run_cli(capsys, "--endpoint", secured.url, "--existing-token",
+        code, out, err = run_cli("--endpoint", secured.url, "--existing-token",
                                  "right-token", "runs", "list")
         assert code == 0, err
         token_file = tmp_path / "sa-token"
         token_file.write_text("right-token")
-        code, out, err = run_cli(capsys, "--endpoint", secured.url, "--sa-token-path",
+        code, out, err = run_cli("--endpoint", secured.url, "--sa-token-path",
                                  str(token_file), "runs", "list")
         assert code == 0, err
 

@@ -12,18 +12,13 @@ import json
 import pytest
 
 from components.common import registry, synth
-from pipelines.entrypoints import cli
+
 from pipelines.entrypoints.client import Client
 from pipelines.entrypoints.local_server import LocalServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
 TRAIN_STEPS = 120  # accuracy >= 0.9 on these rows (as in test_monitoring_pipeline)
 
-
-def run_cli(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +33,12 @@ def world(tmp_path_factory):
         yield server, data, str(root / "serving")
 
 
-def test_cli_run_and_wait_trains_and_pushes_version_1(world, capsys):
+def test_cli_run_and_wait_trains_and_pushes_version_1(world, run_cli):
     server, data, base = world
     for pipeline in ("training", "monitoring"):
-        code, _, err = run_cli(capsys, "--endpoint", server.url, "upload", pipeline)
+        code, _, err = run_cli("--endpoint", server.url, "upload", pipeline)
         assert code == 0, err
-    code, out, err = run_cli(capsys, "--endpoint", server.url, "run", "training",
+    code, out, err = run_cli("--endpoint", server.url, "run", "training",
                              "-p", f"push_destination={base}",
                              "-p", f"data_path={data / 'date=2026-11-22'}",
                              "-p", f"train_steps={TRAIN_STEPS}", "--wait", "--poll", "0.5")
@@ -57,10 +52,10 @@ def test_cli_run_and_wait_trains_and_pushes_version_1(world, capsys):
         ["validate", "transform", "train", "evaluate", "gate", "push"], "SUCCEEDED")
 
 
-def test_monitoring_on_the_endpoint_launches_a_retraining_through_the_kfp_api(world, capsys):
+def test_monitoring_on_the_endpoint_launches_a_retraining_through_the_kfp_api(world, run_cli):
     server, data, base = world
     code, out, err = run_cli(
-        capsys, "--endpoint", server.url, "--output", "json", "run", "monitoring",
+        "--endpoint", server.url, "--output", "json", "run", "monitoring",
         "-p", f"model_base={base}", "-p", f"window_path={data / 'date=2026-11-24'}",
         "-p", f"training_data={data / 'date=*'}", "-p", "training_partitions=2",
         "-p", "retrain_mode=kfp", "-p", f"kfp_host={server.url}",
@@ -71,7 +66,7 @@ def test_monitoring_on_the_endpoint_launches_a_retraining_through_the_kfp_api(wo
     retrains = client.list_runs(experiment="kfp-ct-retraining")
     assert [r.name for r in retrains] == ["retrain-drift-1"]
     # The endpoint runs it after the monitoring run: wait for it through the CLI.
-    code, out, err = run_cli(capsys, "--endpoint", server.url, "runs", "wait",
+    code, out, err = run_cli("--endpoint", server.url, "runs", "wait",
                              retrains[0].run_id, "--poll", "0.5")
     assert code == 0, err
     versions = registry.list_versions(base)
@@ -81,7 +76,7 @@ def test_monitoring_on_the_endpoint_launches_a_retraining_through_the_kfp_api(wo
     assert "island" in trigger["drifted"]
     # The same window again: the trigger finds its claim and launches nothing.
     code, out, err = run_cli(
-        capsys, "--endpoint", server.url, "run", "monitoring",
+        "--endpoint", server.url, "run", "monitoring",
         "-p", f"model_base={base}", "-p", f"window_path={data / 'date=2026-11-24'}",
         "-p", f"training_data={data / 'date=*'}", "-p", "retrain_mode=kfp",
         "-p", f"kfp_host={server.url}", "--wait", "--poll", "0.5")

@@ -57,17 +57,8 @@ def package(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def isolated_kfp(monkeypatch, tmp_path):
-    """No kfp env vars, no ~/.config/kfp or pod-namespace files; no client warnings."""
-    import kfp.client.client as kfp_client
-
-    for var in ("KF_PIPELINES_SA_TOKEN_PATH", "KF_PIPELINES_ENDPOINT",
-                "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_IAP_OAUTH2_CLIENT_ID",
-                "KF_PIPELINES_APP_OAUTH2_CLIENT_ID", "KF_PIPELINES_APP_OAUTH2_CLIENT_SECRET"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(kfp_client.Client, "_LOCAL_KFP_CONTEXT",
-                        str(tmp_path / "kfp" / "context.json"))
-    monkeypatch.setattr(kfp_client.Client, "_NAMESPACE_PATH", str(tmp_path / "sa-namespace"))
+def isolated_kfp(kfp_isolated):
+    """No kfp env vars or context files (conftest); no client warnings."""
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 

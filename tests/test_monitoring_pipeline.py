@@ -17,11 +17,6 @@ pytestmark = pytest.mark.slow
 TRAIN_STEPS = 120  # enough for accuracy >= 0.9 on these rows; keeps the suite short
 
 
-def run_cli(capsys, *argv):
-    code = cli.main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
@@ -39,11 +34,11 @@ def world(tmp_path_factory):
     return root, data, base
 
 
-def monitor(capsys, world, window, *extra):
+def monitor(run_cli, world, window, *extra):
     root, data, base = world
     summary = root / f"summary-{window}-{len(os.listdir(root))}.json"
     code, out, err = run_cli(
-        capsys, "monitor-local", "--model-base", base, "--window", str(data / window),
+        "monitor-local", "--model-base", base, "--window", str(data / window),
         "--training-data", str(data / "date=*"), "--training-partitions", "2",
         "--workdir", str(root / "runs"), "--summary-json", str(summary),
         "--params", json.dumps({"train_steps": TRAIN_STEPS}), *extra)
@@ -63,8 +58,8 @@ def test_version_1_keeps_what_drift_needs(world):
     assert sum(profile["confidence"]["counts"]) == profile["rows"]
 
 
-def test_an_unshifted_window_launches_nothing(capsys, world):
-    code, out, _, summary = monitor(capsys, world, "date=2026-11-23")
+def test_an_unshifted_window_launches_nothing(run_cli, world):
+    code, out, _, summary = monitor(run_cli, world, "date=2026-11-23")
     assert code == 0, out[-3000:]
     assert summary["decision"] == "NO_DRIFT" and summary["drifted"] == []
     assert summary["launch"]["launched"] is False
@@ -74,9 +69,9 @@ def test_an_unshifted_window_launches_nothing(capsys, world):
     assert [v.version for v in registry.list_versions(world[2])] == [1]
 
 
-def test_a_shifted_window_retrains_once_and_the_registry_shows_the_lineage(capsys, world):
+def test_a_shifted_window_retrains_once_and_the_registry_shows_the_lineage(run_cli, world):
     root, data, base = world
-    code, out, _, summary = monitor(capsys, world, "date=2026-11-24")
+    code, out, _, summary = monitor(run_cli, world, "date=2026-11-24")
     assert code == 0, out[-3000:]
     assert summary["decision"] == "DRIFT" and summary["drifted"] == ["island"]
     launch = summary["launch"]
@@ -96,7 +91,7 @@ def test_a_shifted_window_retrains_once_and_the_registry_shows_the_lineage(capsy
         assert trigger["kind"] == "drift" and trigger["drifted"] == ["island"]
         assert trigger["window"] == str(data / "date=2026-11-24")
         assert trigger["monitor_run"]["run_id"] and trigger["production_version"] == 1
-        code, table, _ = run_cli(capsys, "versions", base)
+        code, table, _ = run_cli("versions", base)
         assert code == 0 and "drift: island (launch 1)" in table
         assert "Retraining launched (launch 1)" in out and "pushed version 2" in out
     else:  # not blessed: nothing new is served, and the report says why
@@ -104,16 +99,16 @@ def test_a_shifted_window_retrains_once_and_the_registry_shows_the_lineage(capsy
         assert result["reason"] and "not pushed" in out
 
 
-def test_the_same_window_again_launches_nothing(capsys, world):
+def test_the_same_window_again_launches_nothing(run_cli, world):
     before = [v.version for v in registry.list_versions(world[2])]
-    code, out, _, summary = monitor(capsys, world, "date=2026-11-24")
+    code, out, _, summary = monitor(run_cli, world, "date=2026-11-24")
     assert code == 0
     assert summary["decision"] == "DRIFT" and summary["launch"]["launched"] is False
     assert "already launched: launch 1" in summary["launch"]["reason"]
     assert [v.version for v in registry.list_versions(world[2])] == before
 
 
-def test_bad_input_fails_before_any_task_with_a_clear_message(capsys, world, tmp_path):
+def test_bad_input_fails_before_any_task_with_a_clear_message(run_cli, world, tmp_path):
     import time
 
     root, data, base = world
@@ -129,16 +124,16 @@ def test_bad_input_fails_before_any_task_with_a_clear_message(capsys, world, tmp
     ]
     for argv, message in cases:
         started = time.perf_counter()
-        code, out, err = run_cli(capsys, "monitor-local", *argv)
+        code, out, err = run_cli("monitor-local", *argv)
         assert code == cli.EXIT_ERROR and message in err, (argv, err)
         assert time.perf_counter() - started < 3
         assert "Traceback" not in err
 
 
-def test_a_window_missing_a_column_is_reported_and_launches_nothing(capsys, world):
+def test_a_window_missing_a_column_is_reported_and_launches_nothing(run_cli, world):
     root, data, base = world
     synth.write_penguins_like(data / "broken" / "part.csv", 800, seed=5, shift="missing_column")
-    code, out, _, summary = monitor(capsys, world, "broken")
+    code, out, _, summary = monitor(run_cli, world, "broken")
     assert code == 0
     assert summary["decision"] == "DRIFT" and "sex" in summary["drifted"]
     assert summary["launch"]["launched"] is False

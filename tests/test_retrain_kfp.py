@@ -24,18 +24,9 @@ PARAMS = {"data_uri": "gs://bucket/window-42", "epochs": 3, "learning_rate": 0.0
 
 
 @pytest.fixture(autouse=True)
-def isolated_kfp(monkeypatch, tmp_path):
-    """No kfp env vars, no default token, no ~/.config/kfp or pod-namespace files."""
-    import kfp.client.client as kfp_client
-
-    for var in ("KF_PIPELINES_SA_TOKEN_PATH", "KF_PIPELINES_ENDPOINT",
-                "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_IAP_OAUTH2_CLIENT_ID",
-                "KF_PIPELINES_APP_OAUTH2_CLIENT_ID", "KF_PIPELINES_APP_OAUTH2_CLIENT_SECRET"):
-        monkeypatch.delenv(var, raising=False)
+def isolated_kfp(kfp_isolated, monkeypatch, tmp_path):
+    """No kfp env vars or context files (conftest), no default token."""
     monkeypatch.setattr(kfp_launcher, "DEFAULT_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(kfp_client.Client, "_LOCAL_KFP_CONTEXT",
-                        str(tmp_path / "kfp" / "context.json"))
-    monkeypatch.setattr(kfp_client.Client, "_NAMESPACE_PATH", str(tmp_path / "sa-namespace"))
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ import click
 
 from components.common.errors import KfpCtError
 from components.common.params import json_object
+from pipelines.entrypoints.client import DEFAULT_TIMEOUT_S
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -114,7 +115,8 @@ def _schedule_rows(items: Sequence) -> list:
 @click.option("--sa-token-path", envvar="KF_PIPELINES_SA_TOKEN_PATH", default="",
               help="Service-account token file, used when no bearer token is given "
                    "[$KF_PIPELINES_SA_TOKEN_PATH]")
-@click.option("--timeout", "connect_timeout", type=float, default=3.0, show_default=True,
+@click.option("--timeout", "connect_timeout", type=float, default=DEFAULT_TIMEOUT_S,
+              show_default=True,
               help="Seconds allowed for the first contact with the server")
 @click.option("--output", type=click.Choice(["table", "json"]), default="table",
               show_default=True, help="Output format of API commands")

@@ -36,7 +36,7 @@ from pipelines.entrypoints import catalog, rules
 TOKEN_ENV = "KFP_CT_TOKEN"
 NAMESPACE_ENV = "KFP_CT_NAMESPACE"
 DEFAULT_EXPERIMENT = "kfp-ct"
-DEFAULT_TIMEOUT_S = 3.0
+DEFAULT_TIMEOUT_S = 2.0  # healthz; the whole CLI reports an unanswering host in < 3 s
 _PAGE = 100
 
 
@@ -416,6 +416,25 @@ class Client:
         _, pipeline_id, ver = self._resolve_version(pipeline, version)
         return dict(self._version_spec(pipeline_id, ver))
 
+    def _checked(self, pipeline: str, version: str, params: Optional[Mapping]) -> tuple:
+        """``(name, pipeline_id, version, parameters)``: the version resolved, the
+        parameters checked against its declarations (:func:`rules.check_parameters`)."""
+        name, pipeline_id, ver = self._resolve_version(pipeline, version)
+        values = rules.check_parameters(self._version_spec(pipeline_id, ver),
+                                        dict(params or {}),
+                                        pipeline=f"pipeline {name!r} version "
+                                                 f"{ver.display_name!r}")
+        return name, pipeline_id, ver, values
+
+    def _experiment_of(self, experiment: str) -> Optional[str]:
+        """The id of an existing experiment by name (None for "")."""
+        if not experiment:
+            return None
+        kfp = self._kfp()
+        exp = self._call(f"reading experiment {experiment!r}", lambda: kfp.get_experiment(
+            experiment_name=experiment, namespace=self.namespace or None))
+        return str(exp.experiment_id)
+
     def run(self, pipeline: str = "training", params: Optional[Mapping] = None,
             version: str = "", experiment: str = DEFAULT_EXPERIMENT, run_name: str = ""
             ) -> RunInfo:
@@ -425,11 +444,7 @@ class Client:
         sent: an undeclared name, a value of the wrong type or a missing required
         parameter is a :class:`rules.RuleError`.
         """
-        name, pipeline_id, ver = self._resolve_version(pipeline, version)
-        values = rules.check_parameters(self._version_spec(pipeline_id, ver),
-                                        dict(params or {}),
-                                        pipeline=f"pipeline {name!r} version "
-                                                 f"{ver.display_name!r}")
+        name, pipeline_id, ver, values = self._checked(pipeline, version, params)
         experiment_id = self._experiment_id(experiment)
         run_name = run_name or f"{name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
         kfp = self._kfp()
@@ -446,11 +461,7 @@ class Client:
     def list_runs(self, experiment: str = "", limit: int = 20) -> list[RunInfo]:
         """Runs, newest first (of one experiment if named)."""
         kfp = self._kfp()
-        experiment_id = None
-        if experiment:
-            exp = self._call(f"reading experiment {experiment!r}", lambda: kfp.get_experiment(
-                experiment_name=experiment, namespace=self.namespace or None))
-            experiment_id = exp.experiment_id
+        experiment_id = self._experiment_of(experiment)
         resp = self._call("listing runs", lambda: kfp.list_runs(
             experiment_id=experiment_id, namespace=self.namespace or None,
             page_size=limit, sort_by="created_at desc"))
@@ -511,11 +522,7 @@ class Client:
         interval = rules.check_interval(interval_s) if interval_s is not None else None
         concurrency = rules.check_max_concurrency(max_concurrency)
         start, end = rules.check_window(start_time, end_time)
-        pipe_name, pipeline_id, ver = self._resolve_version(pipeline, version)
-        values = rules.check_parameters(self._version_spec(pipeline_id, ver),
-                                        dict(params or {}),
-                                        pipeline=f"pipeline {pipe_name!r} version "
-                                                 f"{ver.display_name!r}")
+        _, pipeline_id, ver, values = self._checked(pipeline, version, params)
         experiment_id = self._experiment_id(experiment)
         kfp = self._kfp()
 
@@ -534,11 +541,7 @@ class Client:
     def schedules(self, experiment: str = "") -> list[Schedule]:
         """Recurring runs (of one experiment if named), newest first."""
         kfp = self._kfp()
-        experiment_id = None
-        if experiment:
-            exp = self._call(f"reading experiment {experiment!r}", lambda: kfp.get_experiment(
-                experiment_name=experiment, namespace=self.namespace or None))
-            experiment_id = exp.experiment_id
+        experiment_id = self._experiment_of(experiment)
         out, token = [], ""
         while True:
             resp = self._call("listing schedules", lambda: kfp.list_recurring_runs(
