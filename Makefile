@@ -51,6 +51,7 @@ bench: setup
 	$(PY) -m tests.benchmarks.bench_train
 	$(PY) -m tests.benchmarks.bench_drift_quality
 	$(PY) -m tests.benchmarks.bench_drift_speed 100000 1000000
+	$(PY) -m tests.benchmarks.bench_endpoint --runs 3
 
 clean:
 	rm -rf build $(RUNS) serving .pytest_cache
