@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -89,3 +90,28 @@ def test_console_script_is_installed_and_answers():
     assert proc.returncode == 0
     for command in ("upload", "run", "runs", "schedule", "local-server", "run-local"):
         assert command in proc.stdout
+
+
+REGRESSION = ('{"label": "body_mass_g", "task": "regression", "numeric": ["bill_length_mm"], '
+              '"categorical": ["island"]}')
+
+
+@pytest.mark.parametrize("problem, thresholds, message", [
+    (REGRESSION, '{"change": {"mse": {"higher_is_better": true, "absolute": 0}}}',
+     "change.mse.higher_is_better is true, but for mse lower is better"),
+    (REGRESSION, None, "value.accuracy: a regression evaluation has no 'accuracy'"),
+    (None, '{"change": {"example_count": {"absolute": 0}}}', "has no known direction"),
+    (None, '{"value": {"mse": {"max": 1}}}', "a classification evaluation has no 'mse'"),
+])
+def test_run_local_refuses_thresholds_that_do_not_fit_before_any_task(
+        run_cli, tmp_path, problem, thresholds, message):
+    argv = ["run-local", "--destination", tmp_path / "serving", "--workdir", tmp_path / "runs"]
+    if problem:
+        argv += ["--problem", problem]
+    if thresholds:
+        argv += ["--thresholds", thresholds]
+    started = time.monotonic()
+    code, out, err = run_cli(*argv)
+    assert code == 2 and message in err, err
+    assert time.monotonic() - started < 3
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "serving").exists()

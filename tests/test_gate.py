@@ -11,13 +11,15 @@ from components.gate.logic import BLESSED, NOT_BLESSED, GateConfigError, decide,
 
 
 def evaluation(candidate: dict, baseline: dict | None = None, state: str | None = None,
-               detail: str = "") -> dict:
+               detail: str = "", task: str | None = None) -> dict:
+    """An evaluation.json document; without ``task`` the gate cannot check metric names
+    against the task (the decision table mixes metrics of both tasks)."""
     if state is None:
         state = "ok" if baseline is not None else "none"
     if state == "none" and not detail:
         detail = "no production model at /models/penguins: first push"
     return {
-        "task": "classification", "label": "species",
+        **({"task": task} if task else {}), "label": "species",
         "candidate": {"overall": candidate, "slices": {}},
         "baseline": {"state": state, "version": 3 if state != "none" else None,
                      "path": "/models/penguins/3" if state != "none" else None,
@@ -163,7 +165,54 @@ BAD_CONFIGS = [
 def test_bad_config_is_a_clear_error(config, message):
     with pytest.raises(GateConfigError, match=message):
         decide(evaluation({"accuracy": 0.9}), config)
+
+
+def test_a_configuration_error_is_one_of_ours():
+    """The CLI prints a KfpCtError as one line and exits 2 (no traceback)."""
     assert issubclass(GateConfigError, KfpCtError)
+
+
+def test_a_change_threshold_that_calls_a_worse_error_better_is_refused():
+    """The field report: mse with higher_is_better true blessed a 150x worse model."""
+    ev = evaluation({"mse": 150.0}, {"mse": 1.0}, task="regression")
+    with pytest.raises(GateConfigError, match=r"change\.mse\.higher_is_better is true, but "
+                                              r"for mse lower is better: a worse model would "
+                                              r"pass as an improvement"):
+        decide(ev, {"change": {"mse": {"higher_is_better": True, "absolute": 0.0}}})
+
+
+@pytest.mark.parametrize("metric", ["mse", "mae", "rmse"])
+def test_error_metrics_are_lower_is_better_without_saying_so(metric):
+    ev = evaluation({metric: 150.0}, {metric: 1.0}, task="regression")
+    result = decide(ev, {"change": {metric: {"absolute": 0.0}}})
+    assert result.blessed is False and "regression" in result.checks[0]["reason"]
+    better = decide(evaluation({metric: 0.5}, {metric: 1.0}, task="regression"),
+                    {"change": {metric: {"absolute": 0.0}}})
+    assert better.blessed is True and "improvement" in better.checks[0]["reason"]
+
+
+def test_accuracy_is_higher_is_better_without_saying_so():
+    ev = evaluation({"accuracy": 0.80}, {"accuracy": 0.95}, task="classification")
+    assert decide(ev, {"change": {"accuracy": {"absolute": -0.01}}}).blessed is False
+
+
+@pytest.mark.parametrize("metric", ["example_count", "auc", "loss"])
+def test_a_metric_with_no_known_direction_needs_one(metric):
+    ev = evaluation({metric: 1.0}, {metric: 1.0})
+    with pytest.raises(GateConfigError, match=f"change.{metric}: '{metric}' has no known "
+                                              "direction; set higher_is_better"):
+        decide(ev, {"change": {metric: {"absolute": 0.0}}})
+
+
+@pytest.mark.parametrize("task,section,metric", [
+    ("regression", "value", "accuracy"), ("regression", "change", "accuracy"),
+    ("classification", "value", "mse"), ("classification", "change", "rmse")])
+def test_a_metric_the_tasks_evaluation_lacks_is_a_configuration_error(task, section, metric):
+    bounds = {"min": 0.5} if section == "value" else {"absolute": 0.0}
+    ev = evaluation({"example_count": 10}, task=task)
+    with pytest.raises(GateConfigError, match=f"{section}.{metric}: a {task} evaluation has "
+                                              f"no '{metric}'; its metrics: example_count"):
+        decide(ev, {section: {metric: bounds}})
 
 
 def _write_evaluation(folder, doc):

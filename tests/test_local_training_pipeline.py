@@ -90,6 +90,7 @@ def test_pushed_version_serves_raw_examples_and_keeps_its_audit_files(runs):
         assert os.path.getsize(os.path.join(audit, name)) > 0, name
     metadata = json.load(open(os.path.join(audit, "metadata.json")))
     assert metadata["metrics"]["accuracy"] >= 0.9
+    assert metadata["key_metric"] == "accuracy"  # what `versions` shows
     assert metadata["parent_run"]["run_id"]
     warmup = os.path.join(production.path, "assets.extra", "tf_serving_warmup_requests")
     records = [r.numpy() for r in tf.data.TFRecordDataset(warmup)]

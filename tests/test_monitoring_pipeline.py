@@ -13,7 +13,7 @@ import pytest
 from components.common import registry, synth
 from pipelines.entrypoints import cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 TRAIN_STEPS = 120  # enough for accuracy >= 0.9 on these rows; keeps the suite short
 
 

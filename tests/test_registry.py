@@ -201,3 +201,16 @@ def test_old_staging_folder_of_a_killed_push_is_removed_by_the_next_push(tmp_pat
     assert info.version == 1
     assert not (base / ".tmp-old").exists()
     assert (base / ".tmp-fresh").exists()  # may belong to a push still running
+
+
+def test_versions_show_the_tasks_main_metric_not_example_count(base, tmp_path):
+    # As evaluate reports them: example_count first. Push names the main metric; a
+    # version pushed before it did is shown with its task's main metric too.
+    registry.publish(base, fake_model(tmp_path, "a"),
+                     {"metrics": {"example_count": 69, "accuracy": 0.9855}})
+    registry.publish(base, fake_model(tmp_path, "b"),
+                     {"metrics": {"example_count": 69, "mae": 0.4, "mse": 0.25,
+                                  "rmse": 0.5}, "key_metric": "rmse"})
+    table = registry.describe(base)
+    assert "accuracy=0.9855" in table and "rmse=0.5" in table
+    assert "example_count" not in table

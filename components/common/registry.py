@@ -30,6 +30,7 @@ from typing import Any
 
 from components.common import storage
 from components.common.errors import RegistryError, StorageError
+from components.common.metrics import MAIN_METRIC
 
 SAVED_MODEL = "saved_model.pb"
 AUDIT_DIR = "kfp_ct"
@@ -301,8 +302,8 @@ def _key_metric(metadata: dict | None) -> str:
     if not isinstance(metrics, dict) or not metrics:
         return ""
     name = (metadata or {}).get("key_metric")
-    if name not in metrics:
-        name = next(iter(metrics))
+    if name not in metrics:  # versions pushed before key_metric: the task's main metric
+        name = next((m for m in MAIN_METRIC.values() if m in metrics), next(iter(metrics)))
     value = metrics[name]
     if isinstance(value, float):
         value = f"{value:.4g}"

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 
+from components.common import metrics as metrics_lib
 from components.common import registry, report, storage, tfenv  # noqa: F401
 from components.common.errors import InputDataError, KfpCtError
 from components.common.problem import ProblemSpec, load_problem
@@ -42,14 +43,15 @@ PROBE_ROWS = 8
 DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=in_memory")
 
 # TFMA metric class -> the name we report (what thresholds refer to).
+# (The names, their direction and each task's set live in components/common/metrics.py.)
 _CLASSIFICATION_METRICS = {
-    "ExampleCount": "example_count",
-    "SparseCategoricalAccuracy": "accuracy",
+    "ExampleCount": metrics_lib.EXAMPLE_COUNT,
+    "SparseCategoricalAccuracy": metrics_lib.ACCURACY,
 }
 _REGRESSION_METRICS = {
-    "ExampleCount": "example_count",
-    "MeanSquaredError": "mse",
-    "MeanAbsoluteError": "mae",
+    "ExampleCount": metrics_lib.EXAMPLE_COUNT,
+    "MeanSquaredError": metrics_lib.MSE,
+    "MeanAbsoluteError": metrics_lib.MAE,
 }
 _CONFUSION_PLOT = "MultiClassConfusionMatrixPlot"
 
@@ -197,8 +199,8 @@ def _read_metrics(out: str, spec: ProblemSpec, models: list[str]) -> dict:
 
     wanted = set((_CLASSIFICATION_METRICS if spec.task == "classification"
                   else _REGRESSION_METRICS).values())
-    rename = {"sparse_categorical_accuracy": "accuracy", "mean_squared_error": "mse",
-              "mean_absolute_error": "mae"}
+    rename = {"sparse_categorical_accuracy": metrics_lib.ACCURACY,
+              "mean_squared_error": metrics_lib.MSE, "mean_absolute_error": metrics_lib.MAE}
     found: dict = {m: {} for m in models}
     for record in tfma.load_metrics(out):
         slice_name = _slice_name(record.slice_key)
@@ -211,13 +213,13 @@ def _read_metrics(out: str, spec: ProblemSpec, models: list[str]) -> dict:
             if model is None or name not in wanted or not kv.value.HasField("double_value"):
                 continue
             value = float(kv.value.double_value.value)
-            if name == "example_count":
+            if name == metrics_lib.EXAMPLE_COUNT:
                 value = int(round(value))
             found[model].setdefault(slice_name, {})[name] = value
     for per_slice in found.values():
         for metrics in per_slice.values():
-            if "mse" in metrics:
-                metrics["rmse"] = math.sqrt(max(metrics["mse"], 0.0))
+            if metrics_lib.MSE in metrics:
+                metrics[metrics_lib.RMSE] = math.sqrt(max(metrics[metrics_lib.MSE], 0.0))
     return found
 
 

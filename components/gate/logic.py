@@ -26,7 +26,7 @@ import math
 import os
 from typing import Any
 
-from components.common import report, storage
+from components.common import metrics, report, storage
 from components.common.errors import KfpCtError
 
 BLESSED = "BLESSED"
@@ -70,8 +70,43 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
-def parse_thresholds(thresholds: str | dict | None) -> dict:
-    """Checks the threshold config; returns {"value": {...}, "change": {...}}."""
+def _direction(metric: str, bounds: dict, where: str) -> bool:
+    """A change threshold's direction: the metric's own, or the one given for a metric
+    with none; one that contradicts the metric's is refused (it would bless a worse
+    model as an improvement)."""
+    known = metrics.HIGHER_IS_BETTER.get(metric)
+    given = bounds.get("higher_is_better")
+    if given is not None and not isinstance(given, bool):
+        raise GateConfigError(
+            f"thresholds: {where}.higher_is_better must be true or false, got {given!r}")
+    if known is None:
+        if given is None:
+            raise GateConfigError(
+                f"thresholds: {where}: {metric!r} has no known direction; set "
+                f"higher_is_better (known: {metrics.known_directions()})")
+        return given
+    if given is not None and given != known:
+        raise GateConfigError(
+            f"thresholds: {where}.higher_is_better is {str(given).lower()}, but for {metric} "
+            f"{metrics.direction_words(metric)}: a worse model would pass as an improvement; "
+            f"drop higher_is_better (the direction is known) or set it "
+            f"{str(known).lower()}")
+    return known
+
+
+def parse_thresholds(thresholds: str | dict | None, task: str | None = None) -> dict:
+    """Checks the threshold config; returns {"value": {...}, "change": {...}}.
+
+    Args:
+        thresholds: JSON text or a dict (empty: no thresholds).
+        task: ``classification`` / ``regression`` when known: every metric named must be
+            one evaluate emits for that task.
+
+    Raises:
+        GateConfigError: malformed, a change threshold whose direction contradicts the
+            metric's (or a metric with no known direction and none given), or a metric
+            the task's evaluation does not have.
+    """
     if thresholds is None or (isinstance(thresholds, str) and not thresholds.strip()):
         data: Any = {}
     elif isinstance(thresholds, str):
@@ -96,6 +131,11 @@ def parse_thresholds(thresholds: str | dict | None) -> dict:
                 f"got {type(entries).__name__}")
         for metric, bounds in entries.items():
             where = f"{section}.{metric}"
+            emitted = metrics.TASK_METRICS.get(task or "")
+            if emitted is not None and metric not in emitted:
+                raise GateConfigError(
+                    f"thresholds: {where}: a {task} evaluation has no {metric!r}; its "
+                    f"metrics: {', '.join(emitted)}")
             if not isinstance(bounds, dict):
                 raise GateConfigError(f"thresholds: {where} must be an object, got {bounds!r}")
             bad = sorted(set(bounds) - allowed)
@@ -113,11 +153,7 @@ def parse_thresholds(thresholds: str | dict | None) -> dict:
                 if "absolute" not in bounds and "relative" not in bounds:
                     raise GateConfigError(
                         f"thresholds: {where} needs 'absolute' and/or 'relative'")
-                hib = bounds.get("higher_is_better", True)
-                if not isinstance(hib, bool):
-                    raise GateConfigError(
-                        f"thresholds: {where}.higher_is_better must be true or false, got {hib!r}")
-                parsed = {"higher_is_better": hib}
+                parsed = {"higher_is_better": _direction(metric, bounds, where)}
                 for k in ("absolute", "relative"):
                     if k in bounds:
                         parsed[k] = _number(bounds[k], f"{where}.{k}")
@@ -201,9 +237,9 @@ def _change_check(metric: str, bounds: dict, overall: dict, base: dict) -> dict:
 
 def decide(evaluation: dict, thresholds: str | dict | None) -> Blessing:
     """Applies the thresholds to an evaluation.json document."""
-    config = parse_thresholds(thresholds)
     if not isinstance(evaluation, dict) or "candidate" not in evaluation:
         raise KfpCtError("evaluation: expected evaluation.json with a 'candidate' section")
+    config = parse_thresholds(thresholds, task=evaluation.get("task"))
     overall = (evaluation.get("candidate") or {}).get("overall") or {}
     baseline = evaluation.get("baseline") or {"state": "none", "detail": ""}
     state = baseline.get("state", "none")

@@ -28,6 +28,7 @@ import tempfile
 
 from components.common import registry, storage
 from components.common.errors import KfpCtError, StorageError
+from components.common.metrics import MAIN_METRIC
 from components.common.params import json_object
 
 BLESSED = "BLESSED"  # written by the gate
@@ -243,8 +244,10 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
         canary_lib.write_warmup_requests(staged, records, model_name=model_name)
 
         metrics = ((evaluation or {}).get("candidate") or {}).get("overall") or {}
+        task = (evaluation or {}).get("task")
         metadata = {
             "metrics": metrics,
+            "key_metric": MAIN_METRIC.get(task or "", ""),
             "blessing": {"blessed": True,
                          "checks": (blessing or {}).get("checks", []),
                          "notes": (blessing or {}).get("notes", [])},

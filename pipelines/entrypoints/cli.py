@@ -215,6 +215,12 @@ def _run_local(args: types.SimpleNamespace) -> int:
         if reserved in params:
             raise KfpCtError(f"--params: set {reserved} with --destination / --data")
     arguments.update(params)
+    # Known before any task starts: the problem spec and thresholds that fit its task.
+    from components.common.problem import load_problem
+    from components.gate.logic import parse_thresholds
+
+    spec = load_problem(arguments["problem"])
+    parse_thresholds(arguments["thresholds"], task=spec.task)
     run = run_local(training_pipeline, arguments, workdir=args.workdir)
     print(training_report(run))
     _write_summary(args.summary_json, training_summary(run))

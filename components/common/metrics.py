@@ -1,0 +1,41 @@
+"""The metric names evaluate reports, the gate thresholds and versions show, with their
+direction.
+
+One place for them: evaluate names TFMA's metrics with these, the gate checks a
+threshold's direction against ``HIGHER_IS_BETTER`` (a change threshold on ``mse`` that
+calls higher better would bless a worse model as an improvement), and the registry shows
+each version's ``MAIN_METRIC``.
+"""
+
+from __future__ import annotations
+
+EXAMPLE_COUNT = "example_count"
+ACCURACY = "accuracy"
+MSE = "mse"
+MAE = "mae"
+RMSE = "rmse"
+
+#: Direction of every quality metric evaluate emits (example_count has none).
+HIGHER_IS_BETTER: dict[str, bool] = {ACCURACY: True, MSE: False, MAE: False, RMSE: False}
+
+#: The overall metrics evaluate emits for each task.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": (EXAMPLE_COUNT, ACCURACY),
+    "regression": (EXAMPLE_COUNT, MSE, MAE, RMSE),
+}
+
+#: The one metric a person reads first for a task (``versions`` shows it).
+MAIN_METRIC: dict[str, str] = {"classification": ACCURACY, "regression": RMSE}
+
+
+def direction_words(metric: str) -> str:
+    """``"higher is better"`` / ``"lower is better"`` / ``"no known direction"``."""
+    known = HIGHER_IS_BETTER.get(metric)
+    if known is None:
+        return "no known direction"
+    return "higher is better" if known else "lower is better"
+
+
+def known_directions() -> str:
+    """E.g. ``accuracy (higher is better), mse (lower is better), ...``."""
+    return ", ".join(f"{m} ({direction_words(m)})" for m in HIGHER_IS_BETTER)
