@@ -265,3 +265,18 @@ def test_gate_module_does_not_import_tensorflow():
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_metric_evaluate_emits_can_be_gated_for_its_task():
+    """The task's metric list is what evaluate emits (a real evaluation.json is checked
+    in the pipeline tests); each quality metric takes a change threshold without a
+    direction, and example_count a value threshold."""
+    from components.common import metrics
+
+    for task, names in metrics.TASK_METRICS.items():
+        values = {m: 1.0 for m in names}
+        for name in names:
+            section = "value" if name == "example_count" else "change"
+            bounds = {"min": 0} if section == "value" else {"absolute": -1.0}
+            assert decide(evaluation(values, values, task=task),
+                          {section: {name: bounds}}).blessed, (task, name)

@@ -43,6 +43,10 @@ def test_first_run_has_no_baseline_and_is_pushed_as_version_1(runs):
     evaluation = first.read_json("evaluate", "evaluation", "evaluation.json")
     assert evaluation["baseline"]["state"] == "none"
     assert evaluation["candidate"]["overall"]["accuracy"] >= 0.9
+    # The gate's list of what a classification evaluation has is what evaluate emits.
+    from components.common.metrics import TASK_METRICS
+
+    assert set(evaluation["candidate"]["overall"]) == set(TASK_METRICS["classification"])
     blessing = first.read_json("gate", "blessing", "blessing.json")
     assert blessing["blessed"] is True
     change = [c for c in blessing["checks"] if c["kind"] == "change"]

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 EXAMPLE_COUNT = "example_count"
 ACCURACY = "accuracy"
+MACRO_PRECISION = "macro_precision"  # from the confusion matrix, classification only
+MACRO_RECALL = "macro_recall"
 MSE = "mse"
 MAE = "mae"
 RMSE = "rmse"
 
 #: Direction of every quality metric evaluate emits (example_count has none).
-HIGHER_IS_BETTER: dict[str, bool] = {ACCURACY: True, MSE: False, MAE: False, RMSE: False}
+HIGHER_IS_BETTER: dict[str, bool] = {ACCURACY: True, MACRO_PRECISION: True,
+                                     MACRO_RECALL: True, MSE: False, MAE: False,
+                                     RMSE: False}
 
 #: The overall metrics evaluate emits for each task.
 TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": (EXAMPLE_COUNT, ACCURACY),
+    "classification": (EXAMPLE_COUNT, ACCURACY, MACRO_PRECISION, MACRO_RECALL),
     "regression": (EXAMPLE_COUNT, MSE, MAE, RMSE),
 }
 

@@ -253,9 +253,9 @@ def macro_precision_recall(matrix: list[list[int]]) -> dict:
     recalls = [matrix[c][c] / row for c in range(n) if (row := sum(matrix[c]))]
     out = {}
     if precisions:
-        out["macro_precision"] = sum(precisions) / len(precisions)
+        out[metrics_lib.MACRO_PRECISION] = sum(precisions) / len(precisions)
     if recalls:
-        out["macro_recall"] = sum(recalls) / len(recalls)
+        out[metrics_lib.MACRO_RECALL] = sum(recalls) / len(recalls)
     return out
 
 
