@@ -65,3 +65,15 @@ def make_stats_only_base(root, rows: int = 5000, seed: int = 11,
         registry.DRIFT_REFERENCE: json.dumps(reference),
     })
     return DriftBase(base=base, data=data, rows=rows, stats=stats, schema=schema, spec=spec)
+
+
+def write_daily_partitions(data) -> None:
+    """Three daily partitions of 1,500 penguins-like rows under ``data``: 2026-11-22 and
+    -23 unshifted (seeds 1, 2), -24 with the island mix shifted (seed 3). The monitoring
+    end-to-end tests train on the first and check the others."""
+    from components.common import synth
+
+    synth.write_penguins_like(data / "date=2026-11-22" / "part.csv", 1500, seed=1)
+    synth.write_penguins_like(data / "date=2026-11-23" / "part.csv", 1500, seed=2)
+    synth.write_penguins_like(data / "date=2026-11-24" / "part.csv", 1500, seed=3,
+                              shift="category_mix")

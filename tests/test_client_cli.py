@@ -407,3 +407,24 @@ def test_requests_are_what_kfp_sends_to_a_real_server(server, uploaded):
     deleted = [r for r in sent if r.method == "DELETE"]
     assert deleted[0].path == f"/apis/v2beta1/recurringruns/{sched.recurring_run_id}"
     assert client.get_run(run.run_id).run_id == run.run_id
+
+
+def _timed_out_after(seconds):
+    from kfp import kubernetes
+
+    @dsl.pipeline(name="kfp-ct-tiny-timeout")
+    def timed(tag: str = "t"):
+        kubernetes.set_timeout(nap(seconds=0.1, tag=tag), seconds)
+
+    return timed
+
+
+def test_a_change_in_platform_settings_alone_is_another_version(server, tmp_path):
+    client = Client(server.url)
+    first, second = str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")
+    compiler.Compiler().compile(_timed_out_after(60), package_path=first)
+    compiler.Compiler().compile(_timed_out_after(120), package_path=second)
+    made = client.upload(package=first, version="v1")
+    assert client.upload(package=first, version="v1").version_id == made.version_id
+    with pytest.raises(rules.KfpCtError, match="already has a version 'v1' with a different"):
+        client.upload(package=second, version="v1")

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from components.common import registry, synth
-
+from components.common import registry
+from drift_base import write_daily_partitions  # tests/ is on sys.path
 from pipelines.entrypoints.client import Client
 from pipelines.entrypoints.local_server import LocalServer
 
@@ -25,10 +25,7 @@ TRAIN_STEPS = 120  # accuracy >= 0.9 on these rows (as in test_monitoring_pipeli
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("endpoint-retraining")
     data = root / "data"
-    synth.write_penguins_like(data / "date=2026-11-22" / "part.csv", 1500, seed=1)
-    synth.write_penguins_like(data / "date=2026-11-23" / "part.csv", 1500, seed=2)
-    synth.write_penguins_like(data / "date=2026-11-24" / "part.csv", 1500, seed=3,
-                              shift="category_mix")
+    write_daily_partitions(data)
     with LocalServer(str(root / "state"), poll_s=0.2) as server:
         yield server, data, str(root / "serving")
 

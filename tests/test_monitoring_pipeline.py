@@ -11,6 +11,7 @@ import os
 import pytest
 
 from components.common import registry, synth
+from drift_base import write_daily_partitions  # tests/ is on sys.path
 from pipelines.entrypoints import cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
@@ -22,10 +23,7 @@ TRAIN_STEPS = 120  # enough for accuracy >= 0.9 on these rows; keeps the suite s
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("monitoring")
     data = root / "data"
-    synth.write_penguins_like(data / "date=2026-11-22" / "part.csv", 1500, seed=1)
-    synth.write_penguins_like(data / "date=2026-11-23" / "part.csv", 1500, seed=2)
-    synth.write_penguins_like(data / "date=2026-11-24" / "part.csv", 1500, seed=3,
-                              shift="category_mix")
+    write_daily_partitions(data)
     base = str(root / "serving")
     code = cli.main(["run-local", "--destination", base, "--data",
                      str(data / "date=2026-11-22"), "--workdir", str(root / "runs"),

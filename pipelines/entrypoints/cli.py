@@ -542,15 +542,8 @@ def schedule_create(ctx: click.Context, pipeline: str, name: str, cron: str,
     from pipelines.entrypoints import rules
 
     # The backend's rules first: no connection is made for a bad schedule.
-    if bool(cron) == (interval is not None):
-        raise rules.RuleError("give exactly one of --cron (six fields, e.g. '0 0 3 * * *') "
-                              "or --interval SECONDS")
-    if cron:
-        rules.check_cron(cron)
-    else:
-        rules.check_interval(interval)
-    rules.check_max_concurrency(max_concurrency)
-    rules.check_window(start_time, end_time)
+    rules.check_schedule(cron, interval, max_concurrency, start_time, end_time,
+                         names=("--cron", "--interval"))
     client = _client(ctx)
     params = _params(client, pipeline, version, pairs, params_file)
     made = client.schedule(pipeline, name, cron=cron, interval_s=interval, params=params,

@@ -182,27 +182,43 @@ def schedule_info(job: Any) -> Schedule:
                     created_at=job.created_at)
 
 
-def read_package(path: str) -> tuple[str, dict]:
-    """Reads a compiled pipeline YAML; returns ``(text, pipeline spec dict)``.
+def compiled_document(text: str, where: str) -> tuple[dict, dict]:
+    """The pipeline spec of a compiled YAML, and the document a KFP server stores for it.
+
+    Returns:
+        ``(spec, stored)``: ``stored`` is the spec, or ``{"pipeline_spec": ...,
+        "platform_spec": ...}`` when the YAML has a platform document (kfp 2.13's
+        ``_PipelineDoc.to_dict()``, what a version's ``pipeline_spec`` holds).
+
+    Raises:
+        ClientError: not YAML, or not a compiled KFP pipeline.
+    """
+    import yaml
+
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ClientError(f"pipeline package {where}: not YAML ({exc})") from None
+    spec = docs[0] if docs else None
+    if not isinstance(spec, dict) or "root" not in spec or "pipelineInfo" not in spec:
+        raise ClientError(f"pipeline package {where}: not a compiled KFP pipeline (no root / "
+                          "pipelineInfo); compile it with `kfp-ct compile` or kfp's compiler")
+    platform = docs[1] if len(docs) > 1 else None
+    return spec, ({"pipeline_spec": spec, "platform_spec": platform} if platform else spec)
+
+
+def read_package(path: str) -> tuple[str, dict, dict]:
+    """Reads a compiled pipeline YAML; returns ``(text, spec, stored)``
+    (see :func:`compiled_document`).
 
     Raises:
         ClientError: missing file, not YAML, or not a compiled KFP pipeline.
     """
-    import yaml
-
     if not os.path.isfile(path):
         raise ClientError(f"pipeline package {path}: no such file")
     with open(path) as fh:
         text = fh.read()
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ClientError(f"pipeline package {path}: not YAML ({exc})") from None
-    spec = docs[0] if docs else None
-    if not isinstance(spec, dict) or "root" not in spec or "pipelineInfo" not in spec:
-        raise ClientError(f"pipeline package {path}: not a compiled KFP pipeline (no root / "
-                          "pipelineInfo); compile it with `kfp-ct compile` or kfp's compiler")
-    return text, spec
+    return (text, *compiled_document(text, path))
 
 
 class Client:
@@ -362,12 +378,10 @@ class Client:
                 by a different spec, or the server refused the upload.
         """
         if package:
-            text, spec = read_package(package)
+            text, spec, stored = read_package(package)
         else:
             text = catalog.compiled_text(pipeline)
-            import yaml
-
-            spec = next(d for d in yaml.safe_load_all(text) if d is not None)
+            spec, stored = compiled_document(text, pipeline)
         name = name or spec["pipelineInfo"]["name"]
         version = version or catalog.version_name(text)
         kfp = self._kfp()
@@ -375,8 +389,10 @@ class Client:
         if pipeline_id:
             same = self._version_objects(pipeline_id, version)
             if same:
-                existing = rules.pipeline_spec_of(self._version_spec(pipeline_id, same[0]))
-                if json.dumps(existing, sort_keys=True) == json.dumps(spec, sort_keys=True):
+                # The whole document: a change in platform settings alone (a timeout, a
+                # toleration) is a different version too.
+                existing = self._version_spec(pipeline_id, same[0])
+                if json.dumps(existing, sort_keys=True) == json.dumps(stored, sort_keys=True):
                     return PipelineVersion(name, pipeline_id, version,
                                            same[0].pipeline_version_id, same[0].created_at,
                                            uploaded=False)
@@ -515,13 +531,8 @@ class Client:
         """
         if not name:
             raise rules.RuleError("a schedule needs a name")
-        if bool(cron) == (interval_s is not None):
-            raise rules.RuleError("give exactly one of cron (six fields, e.g. '0 0 3 * * *') "
-                                  "or an interval in seconds")
-        cron = rules.check_cron(cron) if cron else ""
-        interval = rules.check_interval(interval_s) if interval_s is not None else None
-        concurrency = rules.check_max_concurrency(max_concurrency)
-        start, end = rules.check_window(start_time, end_time)
+        cron, interval, concurrency, start, end = rules.check_schedule(
+            cron, interval_s, max_concurrency, start_time, end_time)
         _, pipeline_id, ver, values = self._checked(pipeline, version, params)
         experiment_id = self._experiment_id(experiment)
         kfp = self._kfp()

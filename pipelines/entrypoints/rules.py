@@ -175,6 +175,33 @@ def check_window(start: Any, end: Any) -> tuple:
     return start_t, end_t
 
 
+def check_schedule(cron: str, interval: Any, max_concurrency: Any, start: Any = None,
+                   end: Any = None, names: tuple = ("cron", "interval")) -> tuple:
+    """A recurring run's trigger as the backend allows it.
+
+    Args:
+        cron: A cron expression ("" for none).
+        interval: Seconds between runs (None for none).
+        max_concurrency: Active runs at once (1..10).
+        start, end: RFC 3339 times or datetimes bounding the schedule.
+        names: How the caller calls cron and interval, for messages (the CLI's flags).
+
+    Returns:
+        ``(cron or "", interval or None, max_concurrency, start, end)``, checked.
+
+    Raises:
+        RuleError: not exactly one of cron and interval, or any part refused.
+    """
+    if bool(cron) == (interval is not None):
+        raise RuleError(f"give exactly one of {names[0]} (six fields, e.g. '0 0 3 * * *') "
+                        f"or {names[1]} SECONDS")
+    checked_cron = check_cron(cron) if cron else ""
+    checked_interval = check_interval(interval) if interval is not None else None
+    concurrency = check_max_concurrency(max_concurrency)
+    start_t, end_t = check_window(start, end)
+    return checked_cron, checked_interval, concurrency, start_t, end_t
+
+
 # ---------------------------------------------------------------------- parameters
 
 
