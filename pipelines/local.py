@@ -13,8 +13,11 @@ import datetime
 import json
 import os
 import re
+import shutil
+import signal
 import sys
 import time
+import warnings
 from typing import Any, Callable, Mapping, Optional
 
 from components.common import report
@@ -49,6 +52,12 @@ class LocalRun:
     ok: bool
     error: str = ""
     failed_task: str = ""  # the task that failed (empty when ok)
+    interrupted: bool = False  # stopped by Ctrl-C (SIGINT)
+    log_path: str = ""  # everything the tasks printed (kfp.local's log included)
+
+    def task_log(self, task: str) -> str:
+        """What one task printed (``<run folder>/logs/<task>.log``)."""
+        return os.path.join(os.path.dirname(self.log_path), "logs", f"{task}.log")
 
     def artifact(self, task: str, output: str, *parts: str) -> str:
         return os.path.join(self.run_dir, task, output, *parts)
@@ -71,22 +80,36 @@ TaskEventCallback = Callable[[str, str, Optional[str], float], None]
 
 
 class _Tee:
-    """Passes stdout through and notes task starts / ends and the tasks' own timings.
+    """Takes kfp.local's stdout: keeps it all in the run's log, notes task starts / ends
+    and the tasks' own timings, and shows either all of it (verbose) or one line per task.
 
     kfp.local logs "Executing task" / "finished with status" to sys.stdout (its logging
     context installs a stdout handler) and relays each task's output there too.
 
     Args:
-        stream: Where the text goes on to.
+        stream: The console.
         on_task_event: Called at every task start and end (see TaskEventCallback).
+        log_dir: Where ``run.log`` (everything) and ``logs/<task>.log`` go; None: no logs.
+        verbose: Pass everything on to the console; otherwise only one line per task.
     """
 
-    def __init__(self, stream, on_task_event: Optional[TaskEventCallback] = None):
+    def __init__(self, stream, on_task_event: Optional[TaskEventCallback] = None,
+                 log_dir: Optional[str] = None, verbose: bool = True):
         self.stream, self.logic, self.starts, self.ends = stream, {}, {}, {}
         self.errors: list[str] = []
         self.task_errors: dict[str, str] = {}  # task -> the last exception line it printed
         self.on_task_event = on_task_event
+        self.verbose = verbose
         self._current: Optional[str] = None
+        self._log = self._task_log = None
+        self.log_dir = log_dir
+        if log_dir is not None:
+            os.makedirs(os.path.join(log_dir, "logs"), exist_ok=True)
+            self._log = open(os.path.join(log_dir, "run.log"), "w", encoding="utf-8")
+
+    @property
+    def log_path(self) -> str:
+        return self._log.name if self._log is not None else ""
 
     def write(self, text):
         now = time.time()
@@ -101,76 +124,238 @@ class _Tee:
             if match.group(1) not in self.starts:
                 self.starts[match.group(1)] = now
                 self._current = match.group(1)
+                self._open_task_log(match.group(1))
                 self._event("start", match.group(1), None, now)
-        elif match := _TASK_END.search(plain):
+        if self._log is not None:
+            self._log.write(plain)
+            if self._task_log is not None:
+                self._task_log.write(plain)
+        if match := _TASK_END.search(plain):
             self.ends[match.group(1)] = (now, match.group(2))
             self._current = None
+            self._close_task_log()
             self._event("end", match.group(1), match.group(2), now)
-        return self.stream.write(text)
+        if self.verbose:
+            return self.stream.write(text)
+        return len(text)
+
+    def _open_task_log(self, task: str) -> None:
+        self._close_task_log()
+        if self.log_dir is not None:
+            self._task_log = open(os.path.join(self.log_dir, "logs", f"{task}.log"), "w",
+                                  encoding="utf-8")
+        if not self.verbose:  # the start of the task's one line; its end completes it
+            self.stream.write(f"  {task:<16}")
+            self.stream.flush()
+
+    def _close_task_log(self) -> None:
+        if self._task_log is not None:
+            self._task_log.close()
+            self._task_log = None
+
+    def progress_end(self, task: str, status: str, seconds: float) -> None:
+        if not self.verbose:
+            self.stream.write(f"{seconds:6.1f} s  {status}\n")
+            self.stream.flush()
 
     def _event(self, event: str, task: str, status: Optional[str], when: float) -> None:
+        if event == "end":
+            self.progress_end(task, status or "", when - self.starts.get(task, when))
         if self.on_task_event is not None:
             self.on_task_event(event, task, status, when)
 
+    def close(self, interrupted_task: Optional[str] = None) -> None:
+        if interrupted_task and not self.verbose and interrupted_task not in self.ends:
+            self.stream.write("interrupted\n")
+        self._close_task_log()
+        if self._log is not None:
+            self._log.close()
+
     def flush(self):
         self.stream.flush()
+        if self._log is not None:
+            self._log.flush()
 
     def __getattr__(self, name):
         return getattr(self.stream, name)
 
 
+# kfp.local warns, once per task, that our image is not a Python base image: it is (our
+# components run in this very environment); the warning only hides what matters.
+_KFP_IMAGE_WARNING = "You may be attemping to run a task that uses custom or non-Python"
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid``, deepest last (Linux /proc; [] elsewhere)."""
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return []
+    children: dict[int, list[int]] = {}
+    for child in pids:
+        try:
+            with open(f"/proc/{child}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _stop_children(grace_s: float = 10.0) -> None:
+    """Ends every process this one started (a task still running after Ctrl-C).
+
+    A Ctrl-C at a terminal reaches the task too (same process group), but a SIGINT sent to
+    this process alone does not, and a task is a shell running Python: without this the
+    task would go on, and could push. SIGINT first (the task's own clean-up runs), SIGKILL
+    after ``grace_s``. Linux: processes are found in /proc; elsewhere only the terminal's
+    Ctrl-C stops them.
+    """
+    tree = _descendants(os.getpid())
+    for pid in reversed(tree):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGINT)
+    deadline = time.time() + grace_s
+    while time.time() < deadline and any(_alive(p) for p in tree):
+        for pid in tree:  # reap our own children so they do not linger as zombies
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    for pid in tree:
+        if _alive(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _private_tmp(root: str):
+    """Points the tasks' temporary files (kfp.local's `mktemp -d` per task, Beam's and
+    Python's temp folders) into the run folder, and removes them at the end: nothing is
+    left in the system temp directory."""
+    import tempfile
+
+    tmp = os.path.join(root, "tmp")
+    os.makedirs(tmp, exist_ok=True)
+    saved = {k: os.environ.get(k) for k in ("TMPDIR", "TMP", "TEMP")}
+    os.environ.update(TMPDIR=tmp, TMP=tmp, TEMP=tmp)
+    tempfile.tempdir = None
+    try:
+        yield tmp
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        tempfile.tempdir = None
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _run_traced(call: Callable[[], Any], root: str,
                 on_task_event: Optional[TaskEventCallback] = None,
-                any_task_error: bool = False) -> LocalRun:
+                verbose: bool = True, warm: bool = False) -> LocalRun:
     """Runs ``call()`` under kfp.local with pipeline root ``root``, watching stdout.
 
     Args:
         call: Starts the pipeline (kfp.local must run it in this thread).
-        root: The pipeline root (created); kfp.local makes one folder per run in it.
+        root: The pipeline root (created); kfp.local makes one folder per run in it. The
+            full log goes to ``root/run.log`` and ``root/logs/<task>.log``.
         on_task_event: Called at every task start and end.
-        any_task_error: Name the failing task's last exception line in the error when it
-            raised none of our errors (without it, only our errors are named).
+        verbose: Show everything the tasks print; otherwise one line per task.
+        warm: Start each task as a fork of a process that has imported the heavy
+            libraries once (pipelines/warm.py); False: a new interpreter per task.
 
     Returns:
-        What happened (LocalRun).
+        What happened (LocalRun); on failure ``error`` names the failing task and its own
+        message (the project's error text when it raised one, else its last exception
+        line). Ctrl-C stops the run (``interrupted``) instead of raising.
     """
     from kfp import local
 
     os.makedirs(root, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root,
                raise_on_error=True)
-    tee = _Tee(sys.stdout, on_task_event)
+    tee = _Tee(sys.stdout, on_task_event, log_dir=root, verbose=verbose)
     started = time.perf_counter()
-    ok, error = True, ""
+    ok, error, interrupted = True, "", False
     try:
-        with contextlib.redirect_stdout(tee):
-            call()
-    except RuntimeError as exc:  # kfp.local: a task failed; its log was printed above
-        ok, error = False, str(exc)
-        if tee.errors:  # the task's own message says what to fix
-            error = f"{error}\n{tee.errors[-1]}"
-        elif any_task_error and tee.task_errors:
-            failed = [n for n, (_, status) in tee.ends.items() if status != "SUCCESS"]
-            message = tee.task_errors.get(failed[-1] if failed else "") or next(
-                reversed(tee.task_errors.values()))
-            error = f"{error}\n{message}"
+        with contextlib.redirect_stdout(tee), _private_tmp(root) as tmp, \
+                warnings.catch_warnings(), _task_starts(warm, tmp, root):
+            warnings.filterwarnings("ignore", message=_KFP_IMAGE_WARNING, category=RuntimeWarning)
+            try:
+                call()
+            except RuntimeError as exc:  # kfp.local: a task failed; its log is in the log
+                ok, error = False, str(exc)
+            except KeyboardInterrupt:  # the task is stopped before its temp files go
+                ok, interrupted = False, True
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a 2nd Ctrl-C too
+                try:
+                    _stop_children()
+                finally:
+                    signal.signal(signal.SIGINT, previous)
+    finally:
+        tee.close(interrupted_task=tee._current)
     total = time.perf_counter() - started
-    runs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    runs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))
+                  and d not in ("logs", "tmp"))
     tasks = []
     for name, start in sorted(tee.starts.items(), key=lambda kv: kv[1]):
-        end, status = tee.ends.get(name, (time.time(), "UNFINISHED"))
+        end, status = tee.ends.get(name, (time.time(),
+                                          "INTERRUPTED" if interrupted else "UNFINISHED"))
         tasks.append(TaskTiming(name, end - start, tee.logic.get(name), status))
     failed_task = next((t.name for t in reversed(tasks) if t.status != "SUCCESS"), "")
+    if interrupted:
+        error = (f"interrupted (Ctrl-C) during task '{failed_task}'" if failed_task
+                 else "interrupted (Ctrl-C)")
+    elif not ok:
+        message = tee.errors[-1] if tee.errors else tee.task_errors.get(failed_task, "")
+        if failed_task:
+            error = f"task '{failed_task}' failed" + (f": {message}" if message else
+                                                      f" ({_ANSI.sub('', error)})")
+        elif message:
+            error = f"{_ANSI.sub('', error)}\n{message}"
     return LocalRun(run_dir=os.path.join(root, runs[-1]) if runs else root, total_s=total,
                     tasks=tasks, ok=ok, error=_ANSI.sub("", error),
-                    failed_task="" if ok else failed_task)
+                    failed_task="" if ok else failed_task, interrupted=interrupted,
+                    log_path=tee.log_path)
 
 
-def run_local(pipeline_func, arguments: dict, workdir: str = "local_outputs") -> LocalRun:
-    """Runs `pipeline_func(**arguments)` under kfp.local in a fresh run folder of workdir."""
+def _task_starts(warm: bool, tmp: str, root: str):
+    if not warm:
+        return contextlib.nullcontext()
+    from pipelines import warm as warm_lib
+
+    return warm_lib.tasks_start_warm(os.path.join(tmp, "warm"),
+                                     os.path.join(root, "logs", "warm.log"))
+
+
+def run_local(pipeline_func, arguments: dict, workdir: str = "local_outputs",
+              verbose: bool = True, warm: Optional[bool] = None) -> LocalRun:
+    """Runs `pipeline_func(**arguments)` under kfp.local in a fresh run folder of workdir.
+
+    verbose=False shows one line per task instead of all the tasks print (the log keeps
+    it). warm: tasks start as forks of a process that imported the heavy libraries once
+    (pipelines/warm.py); None: unless ``$KFP_CT_WARM=0``.
+    """
+    from pipelines import warm as warm_lib
+
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     root = os.path.abspath(os.path.join(workdir, stamp))
-    return _run_traced(lambda: pipeline_func(**arguments), root)
+    return _run_traced(lambda: pipeline_func(**arguments), root, verbose=verbose,
+                       warm=warm_lib.enabled() if warm is None else warm)
 
 
 def run_local_spec(pipeline_spec, arguments: Mapping[str, Any], root: str,
@@ -204,15 +389,28 @@ def run_local_spec(pipeline_spec, arguments: Mapping[str, Any], root: str,
         pipeline_spec = json_format.ParseDict(doc, pipeline_spec_pb2.PipelineSpec())
     return _run_traced(
         lambda: pipeline_orchestrator.run_local_pipeline(pipeline_spec, dict(arguments)),
-        os.path.abspath(root), on_task_event, any_task_error=True)
+        os.path.abspath(root), on_task_event)
 
 
-def training_report(run: LocalRun) -> str:
-    """The short report a person reads after the training pipeline."""
-    lines = ["", "=" * 72, f"kfp-ct training pipeline: {'SUCCEEDED' if run.ok else 'FAILED'}"
-             f" in {run.total_s:.1f} s", f"run folder: {run.run_dir}", "", "Steps (wall s; "
-             "own work s, heavy imports included; fixed = process start + kfp executor):"]
-    for t in run.tasks:
+def _head(kind: str, run: LocalRun) -> list[str]:
+    lines = ["", "=" * 72, f"kfp-ct {kind} pipeline: {'SUCCEEDED' if run.ok else 'FAILED'}"
+             f" in {run.total_s:.1f} s", f"run folder: {run.run_dir}"]
+    if run.log_path:
+        lines.append(f"full log: {run.log_path} (per task: "
+                     f"{os.path.join(os.path.dirname(run.log_path), 'logs')}/)")
+    return lines
+
+
+def training_report(run: LocalRun, steps: bool = True) -> str:
+    """The short report a person reads after the training pipeline.
+
+    steps=False leaves out the table of task times (the console showed them as they ran).
+    """
+    lines = _head("training", run)
+    if steps:
+        lines += ["", "Steps (wall s; own work s, heavy imports included; fixed = process "
+                      "start + kfp executor):"]
+    for t in run.tasks if steps else []:
         own = "-" if t.logic_s is None else f"{t.logic_s:.1f}"
         fixed = "-" if t.fixed_s is None else f"{t.fixed_s:.1f}"
         lines.append(f"  {t.name:<10} {t.wall_s:6.1f}  own {own:>5}  fixed {fixed:>5}  {t.status}")
@@ -255,7 +453,9 @@ def training_summary(run: LocalRun) -> dict:
     pushed = run.read_json("push", "pushed", "push.json") or {}
     blessing = run.read_json("gate", "blessing", "blessing.json") or {}
     return {"ok": run.ok, "run_dir": run.run_dir, "total_s": round(run.total_s, 1),
-            "error": run.error, "blessed": blessing.get("blessed"),
+            "error": run.error, "failed_task": run.failed_task,
+            "interrupted": run.interrupted, "log": run.log_path,
+            "blessed": blessing.get("blessed"),
             "pushed": pushed.get("pushed"), "version": pushed.get("version"),
             "reason": pushed.get("reason", "")}
 
@@ -270,11 +470,10 @@ def monitoring_summary(run: LocalRun) -> dict:
             "anomalies": decision.get("anomalies", []), "launch": launch}
 
 
-def monitoring_report(run: LocalRun) -> str:
+def monitoring_report(run: LocalRun, steps: bool = True) -> str:
     """The short report a person reads after the monitoring pipeline."""
-    lines = ["", "=" * 72, f"kfp-ct monitoring pipeline: {'SUCCEEDED' if run.ok else 'FAILED'}"
-             f" in {run.total_s:.1f} s", f"run folder: {run.run_dir}", "", "Steps (wall s):"]
-    for t in run.tasks:
+    lines = _head("monitoring", run) + (["", "Steps (wall s):"] if steps else [])
+    for t in run.tasks if steps else []:
         lines.append(f"  {t.name:<16} {t.wall_s:6.1f}  {t.status}")
     decision = run.read_json("drift-check", "decision", "drift.json")
     if decision:

@@ -99,7 +99,8 @@ REGRESSION = ('{"label": "body_mass_g", "task": "regression", "numeric": ["bill_
 @pytest.mark.parametrize("problem, thresholds, message", [
     (REGRESSION, '{"change": {"mse": {"higher_is_better": true, "absolute": 0}}}',
      "change.mse.higher_is_better is true, but for mse lower is better"),
-    (REGRESSION, None, "value.accuracy: a regression evaluation has no 'accuracy'"),
+    (REGRESSION, '{"value": {"accuracy": {"min": 0.9}}}',
+     "value.accuracy: a regression evaluation has no 'accuracy'"),
     (None, '{"change": {"example_count": {"absolute": 0}}}', "has no known direction"),
     (None, '{"value": {"mse": {"max": 1}}}', "a classification evaluation has no 'mse'"),
 ])
@@ -115,3 +116,102 @@ def test_run_local_refuses_thresholds_that_do_not_fit_before_any_task(
     assert code == 2 and message in err, err
     assert time.monotonic() - started < 3
     assert not (tmp_path / "runs").exists() and not (tmp_path / "serving").exists()
+
+
+SPACED = ('{"label": "species", "task": "classification", "numeric": ["bill length"], '
+          '"categorical": ["island"]}')
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--slice", "colour"], "cannot slice the evaluation by ['colour']: not a column of "
+                            "the problem spec"),
+    (["--train-steps", "0"], "train_steps must be a whole number >= 1, got 0"),
+    (["--problem", SPACED], "column 'bill length': a column name must start with an ASCII "
+                            "letter or digit"),
+    (["--problem", SPACED.replace("bill length", "bill_length")],
+     "missing column(s) ['bill_length'] that the problem spec names"),
+    (["--destination", "FILE/serving"], "is a file, not a folder"),
+])
+def test_run_local_refuses_bad_inputs_before_any_task_in_under_3_s(
+        run_cli, tmp_path, extra, message):
+    """The trust issue's figure: time from run-local to the first error, before any task."""
+    (tmp_path / "FILE").write_text("not a folder")
+    extra = [str(tmp_path / "FILE" / "serving") if e == "FILE/serving" else e for e in extra]
+    argv = ["run-local", "--destination", tmp_path / "serving", "--workdir",
+            tmp_path / "runs", *extra]
+    started = time.monotonic()
+    code, out, err = run_cli(*argv)
+    elapsed = time.monotonic() - started
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1  # one line, no traceback
+    assert elapsed < 3, elapsed
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "serving").exists()
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if text.encode() in fh.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_ctrl_c_stops_a_local_run_with_one_line_and_leaves_nothing_behind(tmp_path):
+    """SIGINT to run-local alone (as a scheduler or `kill -INT` sends it): the running
+    task is stopped too, one line says so, nothing is pushed, no temp folder is left."""
+    import signal
+
+    systmp = tmp_path / "systmp"
+    systmp.mkdir()
+    dest, runs = tmp_path / "serving", tmp_path / "runs"
+    env = dict(os.environ, TMPDIR=str(systmp))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.entrypoints.cli", "run-local", "--destination",
+         str(dest), "--workdir", str(runs)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    seen, deadline = b"", time.monotonic() + 120
+    os.set_blocking(proc.stdout.fileno(), False)
+    while b"  transform" not in seen and time.monotonic() < deadline:
+        seen += proc.stdout.read() or b""
+        time.sleep(0.1)
+    assert b"  transform" in seen, seen
+    time.sleep(2)  # well inside transform
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    out = (seen + (out or b"")).decode()
+    err = err.decode()
+    assert proc.returncode == 130, (out, err)
+    assert err.strip().splitlines() == [err.strip()], err  # one line
+    assert "interrupted (Ctrl-C) during task 'transform'" in err
+    assert "nothing pushed" in err
+    assert "Traceback" not in out + err
+    assert not dest.exists() or not any(n.isdigit() for n in os.listdir(dest))
+    assert os.listdir(systmp) == []
+    assert _processes_mentioning(str(runs)) == []
+
+
+def test_on_a_cluster_the_first_task_refuses_the_runs_bad_inputs_before_reading_data(
+        tmp_path):
+    """What run-local checks before the run starts, validate (the first task) checks on a
+    cluster, with the same words, before it reads any data or imports TFDV."""
+    from kfp.dsl import HTML, Artifact
+
+    from components.common.errors import KfpCtError
+    from components.validate.component import validate
+
+    outputs = {name: Artifact(name=name, uri=str(tmp_path / name))
+               for name in ("statistics", "schema", "anomalies")}
+    outputs["report"] = HTML(name="report", uri=str(tmp_path / "report.html"))
+    problem = open(os.path.join(ROOT, "pipelines", "penguins", "problem.json")).read()
+    started = time.monotonic()
+    with pytest.raises(KfpCtError, match="cannot slice the evaluation by \\['colour'\\]"):
+        validate.python_func(data_path="bundled:penguins", problem=problem,
+                             push_destination=str(tmp_path / "serving"),
+                             training_thresholds="", training_slices=["colour"],
+                             training_steps=300, **outputs)
+    assert time.monotonic() - started < 3
+    assert not any((tmp_path / n).exists() for n in outputs)

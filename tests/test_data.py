@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.common import data
-from components.common.errors import InputDataError
+from components.common.errors import InputDataError, LabelError
 from components.common.problem import load_problem
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -387,3 +387,202 @@ def test_empty_label_row_numbers_add_up_across_batches(spec, tmp_path):
         _exhaust(path, spec, tracker=tracker, batch_rows=7)
     assert tracker.empty_label_rows == [(path, 102)]  # row index 100 -> after 14 batches of 7
     assert tracker.rows == PENGUIN_ROWS
+
+
+# ------------------------------------------------ non-finite numbers, null texts
+
+def _with_cell(lines, line_no, column, value):
+    """The CSV lines with ``column`` of 1-based ``line_no`` set to ``value``."""
+    rows = list(csv.reader(lines))
+    rows[line_no - 1][rows[0].index(column)] = value
+    return [",".join(r) for r in rows]
+
+
+@pytest.mark.parametrize("text", ["inf", "Infinity", "-inf", "-Infinity", "INF", "NaN", "nan",
+                                  "1e39"])  # 1e39 is beyond float32: inf
+def test_non_finite_csv_text_is_read_as_missing_and_counted(spec, penguin_lines, tmp_path, text):
+    lines = _with_cell(penguin_lines, 7, "body_mass_g", text)
+    lines = _with_cell(lines, 250, "body_mass_g", text)
+    path = _write_lines(tmp_path / "odd_mass.csv", lines)
+    tracker = data.ColumnTracker(spec)
+    table = _read_all(path, spec, tracker=tracker, batch_rows=50)
+    mass = table.column("body_mass_g")
+    assert mass[5].as_py() is None and mass[248].as_py() is None  # lines 7 and 250
+    assert pa.compute.all(pa.compute.is_finite(mass.drop_null())).as_py()
+    found = tracker.nonfinite["body_mass_g"]
+    assert found.count == 2
+    assert found.first[:2] == (path, 7)
+    assert tracker.nulls["body_mass_g"] == 2 + 2  # penguins' own two missing, plus these
+    assert set(tracker.nonfinite) == {"body_mass_g"}
+    assert f"{path} line 7" in found.describe() and "2 value(s)" in found.describe()
+
+
+def test_non_finite_parquet_floats_are_read_as_missing_and_counted(spec, tmp_path):
+    table = _read_all(data.BUNDLED_PENGUINS, spec)
+    depth = table.column("bill_depth_mm").to_pylist()
+    depth[3], depth[40], depth[41] = float("inf"), float("-inf"), float("nan")  # [3] was NA
+    table = table.set_column(table.schema.get_field_index("bill_depth_mm"), "bill_depth_mm",
+                             pa.array(depth, pa.float64()))
+    path = str(tmp_path / "odd_depth.parquet")
+    pq.write_table(table, path)
+    tracker = data.ColumnTracker(spec)
+    read = _read_all(path, spec, tracker=tracker, batch_rows=7)
+    assert read.column("bill_depth_mm").null_count == 4  # one NA left, three read as missing
+    found = tracker.nonfinite["bill_depth_mm"]
+    assert (found.inf, found.nan) == (2, 1)
+    assert found.first[:2] == (path, 5)  # row index 3: "row 4" of the file
+    assert f"{path} row 4" in found.describe()
+
+
+def _logical_table():
+    """One small table, as CSV text cells and as Parquet columns of several types."""
+    csv_rows = [  # species, island, sex, bill_length_mm, bill_depth_mm, flipper, mass
+        ["Adelie", "Dream", "male", "39.1", "18.7", "181", "3750"],
+        ["Adelie", "nan", "NA", "inf", "", "186", "3800"],
+        ["Gentoo", "NaN", "", "NaN", "-inf", "NA", "4500"],
+        ["Gentoo", "Biscoe", "None", "45.5", "1e39", "210", "null"],
+        ["Chinstrap", "", "female", "-Infinity", "17.9", "195", "3650"],
+        ["Chinstrap", "Dream", "female", "46.5", "nan", "192", "3500"],
+        ["Adelie", "Torgersen", "male", "38.6", "21.2", "191", "3800"],
+    ]
+    none, inf, nan = None, float("inf"), float("nan")
+    parquet = pa.table({
+        "species": [r[0] for r in csv_rows],
+        # text: null and the null texts are missing, as in CSV
+        "island": ["Dream", "nan", "NaN", "Biscoe", None, "Dream", "Torgersen"],
+        "sex": ["male", "NA", "", None, "female", "female", "male"],
+        # numbers stored as text, as CSV holds them
+        "bill_length_mm": ["39.1", "inf", "NaN", "45.5", "-Infinity", " 46.5 ", "38.6"],
+        # doubles with non-finite values (1e39 overflows float32, as the CSV text does)
+        "bill_depth_mm": pa.array([18.7, none, -inf, 1e39, 17.9, nan, 21.2], pa.float64()),
+        "flipper_length_mm": pa.array([181, 186, none, 210, 195, 192, 191], pa.int64()),
+        "body_mass_g": ["3750", "3800", "4500", "NA", "3650", "3500", "3800"],
+    })
+    header = ["species", "island", "sex", "bill_length_mm", "bill_depth_mm",
+              "flipper_length_mm", "body_mass_g"]
+    return header, csv_rows, parquet
+
+
+def test_same_logical_table_reads_the_same_from_csv_and_parquet(spec, tmp_path):
+    header, rows, parquet = _logical_table()
+    csv_path = str(tmp_path / "t.csv")
+    with open(csv_path, "w", newline="") as fh:
+        csv.writer(fh).writerows([header] + rows)
+    parquet_path = str(tmp_path / "t.parquet")
+    pq.write_table(parquet, parquet_path)
+    trackers = {p: data.ColumnTracker(spec) for p in (csv_path, parquet_path)}
+    tables = {p: _read_all(p, spec, tracker=t) for p, t in trackers.items()}
+    names = sorted(tables[csv_path].column_names)
+    from_csv, from_parquet = (tables[p].select(names) for p in (csv_path, parquet_path))
+    assert from_csv.equals(from_parquet), (from_csv.to_pylist(), from_parquet.to_pylist())
+    assert from_csv.column("island").to_pylist() == [
+        "Dream", None, None, "Biscoe", None, "Dream", "Torgersen"]
+    assert from_csv.column("sex").null_count == 3
+    assert from_csv.column("bill_length_mm").null_count == 3
+    assert from_csv.column("bill_depth_mm").null_count == 4
+    assert from_csv.column("bill_length_mm")[5].as_py() == pytest.approx(46.5)
+    summary = {p: ({c: (n.inf, n.nan, n.first[1]) for c, n in t.nonfinite.items()}, t.nulls)
+               for p, t in trackers.items()}
+    assert summary[csv_path] == summary[parquet_path]
+    assert summary[csv_path][0] == {"bill_length_mm": (2, 1, 3), "bill_depth_mm": (2, 1, 4)}
+    np.testing.assert_array_equal(data.eval_mask(from_csv.to_batches()[0], spec),
+                                  data.eval_mask(from_parquet.to_batches()[0], spec))
+
+
+# ----------------------------------------------------------------------- labels
+
+def _penguins_with_species(penguin_lines, species_of):
+    rows = list(csv.reader(penguin_lines))
+    for i, r in enumerate(rows[1:]):
+        r[0] = species_of(i, r[0])
+    return [",".join(r) for r in rows]
+
+
+def test_single_class_label_names_the_label_the_class_and_the_rows(spec, penguin_lines, tmp_path):
+    path = _write_lines(tmp_path / "adelie.csv",
+                        _penguins_with_species(penguin_lines, lambda i, s: "Adelie"))
+    with pytest.raises(LabelError) as info:
+        _exhaust(path, spec, tracker=data.ColumnTracker(spec))
+    message = str(info.value)
+    assert isinstance(info.value, InputDataError)
+    assert path in message and "'species'" in message and "'Adelie'" in message
+    assert f"all {PENGUIN_ROWS} rows" in message and "at least 2 classes" in message
+
+
+def test_single_class_in_the_training_split_is_refused(spec, tmp_path):
+    from label_data import penguin_rows, with_class_in_split
+
+    header, rows = penguin_rows()
+    adelie = [r for r in rows if r[0] == "Adelie"]
+    path, gentoo = with_class_in_split(tmp_path / "gentoo_in_eval.csv", "Gentoo", "eval",
+                                       rows=4, every=3, base=(header, adelie))
+    assert gentoo == 4
+    with pytest.raises(LabelError) as info:
+        _exhaust(path, spec, tracker=data.ColumnTracker(spec))
+    message = str(info.value)
+    assert "training split" in message and "'Adelie'" in message
+    assert "{'Gentoo': 4}" in message and "'species'" in message
+
+
+def test_class_only_in_the_eval_split_is_counted_not_refused(spec, tmp_path):
+    from label_data import with_class_in_split
+
+    path, n = with_class_in_split(tmp_path / "emperor.csv", "Emperor", "eval")
+    assert n == 6
+    tracker = data.ColumnTracker(spec)
+    _exhaust(path, spec, tracker=tracker)  # no error
+    assert tracker.eval_only_classes() == {"Emperor": 6}
+    assert tracker.label_classes["Emperor"] == [0, 6]
+    assert sum(sum(v) for v in tracker.label_classes.values()) == tracker.rows
+
+
+def test_regression_label_that_is_not_finite_is_refused(penguin_lines, tmp_path):
+    import dataclasses
+
+    spec = load_problem(PENGUINS_SPEC)
+    reg = dataclasses.replace(spec, label="body_mass_g", task="regression",
+                              numeric=tuple(c for c in spec.numeric if c != "body_mass_g"),
+                              categorical=spec.categorical + ("species",))
+    lines = _with_cell(penguin_lines, 5, "body_mass_g", "3000")  # lines 5 and 273 were NA
+    lines = _with_cell(lines, 273, "body_mass_g", "3000")
+    path = _write_lines(tmp_path / "mass.csv", _with_cell(lines, 30, "body_mass_g", "inf"))
+    with pytest.raises(LabelError) as info:
+        _exhaust(path, reg, tracker=data.ColumnTracker(reg))
+    message = str(info.value)
+    assert "regression label 'body_mass_g'" in message and "not a finite number" in message
+    assert f"{path} line 30" in message and "1 row(s)" in message
+
+
+def test_regression_label_that_is_text_names_the_label(penguin_lines, tmp_path):
+    import dataclasses
+
+    spec = load_problem(PENGUINS_SPEC)
+    reg = dataclasses.replace(spec, label="body_mass_g", task="regression",
+                              numeric=tuple(c for c in spec.numeric if c != "body_mass_g"))
+    path = _write_lines(tmp_path / "mass.csv",
+                        _with_cell(penguin_lines, 30, "body_mass_g", "heavy"))
+    with pytest.raises(LabelError, match=r"the label 'body_mass_g' is declared numeric but "
+                                         r"holds the value 'heavy'"):
+        _exhaust(path, reg)
+    table = _read_all(data.BUNDLED_PENGUINS, spec)
+    mass = table.column("body_mass_g").cast(pa.string()).to_pylist()
+    mass[9] = "heavy"
+    table = table.set_column(table.schema.get_field_index("body_mass_g"), "body_mass_g",
+                             pa.array(mass, pa.string()))
+    parquet = str(tmp_path / "mass.parquet")
+    pq.write_table(table, parquet)
+    with pytest.raises(LabelError, match=r"the label 'body_mass_g' .* 'heavy'"):
+        _exhaust(parquet, reg)
+
+
+def test_parquet_label_holding_a_null_text_is_an_empty_label(spec, tmp_path):
+    table = _read_all(data.BUNDLED_PENGUINS, spec)
+    species = table.column("species").to_pylist()
+    species[20] = "NA"  # in CSV this text is a missing label: the same in Parquet
+    table = table.set_column(table.schema.get_field_index("species"), "species",
+                             pa.array(species, pa.string()))
+    path = str(tmp_path / "na_label.parquet")
+    pq.write_table(table, path)
+    with pytest.raises(LabelError, match=rf"1 row\(s\) have an empty label 'species' "
+                                         rf"\(first: {path} row 21\)"):
+        _exhaust(path, spec, tracker=data.ColumnTracker(spec))

@@ -14,6 +14,8 @@ from components.common import drift, registry, synth
 from components.common.errors import InputDataError, KfpCtError
 from components.drift import logic
 
+import browser  # tests/browser.py (tests/ is on sys.path)
+
 
 def window(tmp_path, rows, shift="none", seed=100, name=None, **kw):
     path = tmp_path / (name or f"w_{shift}_{rows}_{seed}.csv")
@@ -374,36 +376,43 @@ def test_the_prediction_sample_is_uniform_even_for_data_made_with_seed_0(drift_b
 _TRAIN_RGB, _WINDOW_RGB = (0x5B, 0x8D, 0xEF), (0xF2, 0x8E, 0x2B)  # components.drift.render
 
 
-def _screenshot(html_path: str, png_path: str, tmp_path) -> None:
-    import subprocess
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.fail("Debian's chromium is needed to check that reports draw: `make test` "
-                    "installs it (apt-get install chromium)")
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}",
-           "--window-size=1400,1400", f"--screenshot={png_path}", f"file://{html_path}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and os.path.exists(png_path), proc.stderr[-2000:]
-
-
 def test_the_drift_report_draws_in_a_real_browser(drift_base, tmp_path):
     import numpy as np
-    from PIL import Image
 
     check(drift_base, window(tmp_path, 3000, shift="numeric_mean", seed=23), tmp_path)
     png = str(tmp_path / "report.png")
-    _screenshot(str(tmp_path / "r.html"), png, tmp_path)
-    pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)
-
-    def count(rgb):
-        return int((np.abs(pixels.astype(int) - rgb).sum(axis=1) < 12).sum())
+    browser.screenshot(str(tmp_path / "r.html"), png, tmp_path)
+    image = browser.pixels(png)
 
     # Bars of both colours for every tested feature: thousands of pixels each.
-    assert count(_TRAIN_RGB) > 5000 and count(_WINDOW_RGB) > 5000
+    assert browser.count(image, _TRAIN_RGB) > 5000 and browser.count(image, _WINDOW_RGB) > 5000
     # The decision line comes first, in the report's red: near the top of the page.
-    image = np.asarray(Image.open(png).convert("RGB"))
-    red = np.argwhere((np.abs(image.astype(int) - (0xB0, 0x00, 0x20)).sum(axis=2) < 30))
+    red = np.argwhere(browser.near(image, (0xB0, 0x00, 0x20), 30))
     assert len(red) and red[:, 0].min() < 100
+
+
+def test_a_parquet_window_reads_missing_texts_as_the_training_data_does(drift_base, tmp_path):
+    """The reading rule (components/common/data.py): "NA", "nan", "" in a Parquet text
+    column are missing, as in CSV and in training, not new categories; numbers stored as
+    text read as numbers. The same table as CSV and as Parquet gives the same counts."""
+    import pandas as pd
+
+    csv_path = window(tmp_path, 1200, seed=61)
+    frame = pd.read_csv(csv_path, keep_default_na=False, dtype=str)
+    frame.loc[frame.index[:40], "sex"] = "nan"
+    frame.loc[frame.index[40:80], "sex"] = "NA"
+    frame.loc[frame.index[80:90], "island"] = ""
+    frame.loc[frame.index[90:100], "body_mass_g"] = "NA"
+    frame.to_csv(csv_path, index=False)
+    parquet_path = tmp_path / "w.parquet"
+    frame.to_parquet(parquet_path)  # every column stored as text
+    as_csv, as_parquet = check(drift_base, csv_path), check(drift_base, str(parquet_path))
+    for record in (as_csv, as_parquet):  # no "new value 'nan'" for a missing value
+        assert not [a for a in record["anomalies"] if a["feature"] in ("sex", "island",
+                                                                        "body_mass_g")], \
+            record["anomalies"]
+
+    def verdicts(record):
+        return [(f["feature"], f.get("distance"), f["verdict"]) for f in record["features"]]
+
+    assert verdicts(as_csv) == verdicts(as_parquet)

@@ -102,7 +102,14 @@ def test_published_production_is_the_baseline(penguins, tmp_path):
     assert baseline["version"] == 1 and baseline["path"] == os.path.join(dest, "1")
     assert baseline["overall"]["accuracy"] == doc["candidate"]["overall"]["accuracy"]
     assert baseline["overall"]["example_count"] == doc["candidate"]["overall"]["example_count"]
-    assert doc["candidate"]["slices"] == {}
+    # No slices asked: the spec's own (penguins: island); production is measured on
+    # each too, so the report can draw them side by side.
+    assert set(doc["candidate"]["slices"]) == {"island=Biscoe", "island=Dream",
+                                               "island=Torgersen"}
+    assert doc["baseline"]["slices"] == doc["candidate"]["slices"]
+    labels = doc["baseline"]["confusion_matrix"]["labels"]
+    assert labels == doc["confusion_matrix"]["labels"]
+    assert doc["baseline"]["confusion_matrix"]["matrix"] == doc["confusion_matrix"]["matrix"]
     assert "+0.0000" in report.read_text()
 
 
@@ -118,19 +125,45 @@ def _pb_without_metadata(version_dir):
 
 
 @pytest.mark.parametrize("make,words", [
-    (_garbage_pb_with_metadata, "does not load"),
-    (_pb_without_metadata, "corrupt"),
-], ids=["saved_model_does_not_load", "registry_says_corrupt"])
-def test_broken_production_is_unusable_not_absent(penguins, tmp_path, make, words):
+    (_garbage_pb_with_metadata, "does not parse as a SavedModel"),
+    (_pb_without_metadata, "metadata.json is missing"),
+], ids=["saved_model_does_not_parse", "audit_record_missing"])
+def test_corrupt_production_is_its_own_state_with_the_recovery(penguins, tmp_path, make,
+                                                               words):
     dest = tmp_path / "models"
     make(dest / "1")
     _, doc, _, _ = _evaluate(penguins, tmp_path, str(dest))
 
     baseline = doc["baseline"]
-    assert baseline["state"] == "unusable"
+    assert baseline["state"] == "corrupt"
     assert baseline["version"] == 1 and baseline["overall"] is None
     assert "production version 1" in baseline["detail"]
-    assert str(dest / "1") in baseline["detail"] and words in baseline["detail"]
+    assert str(dest / "1") in baseline["detail"] and words in baseline["detail"], baseline
+    assert "no loadable version" in baseline["recovery"]
+    assert doc["candidate"]["overall"]["example_count"] > 0
+
+
+def test_a_loadable_production_that_cannot_answer_is_unusable_not_absent(penguins, tmp_path):
+    """The registry can load it (a real SavedModel, pushed with its manifest), but its
+    signature takes no serialized tf.Examples: evaluate cannot measure it."""
+    import tensorflow as tf
+
+    from components.common import registry
+
+    class Doubler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def serve(self, x):
+            return {"y": 2 * x}
+
+    module = Doubler()
+    model = str(tmp_path / "doubler")
+    tf.saved_model.save(module, model, signatures={"serving_default": module.serve})
+    dest = tmp_path / "models"
+    registry.publish(str(dest), model, {"metrics": {}})
+    _, doc, _, _ = _evaluate(penguins, tmp_path, str(dest))
+    baseline = doc["baseline"]
+    assert baseline["state"] == "unusable", baseline
+    assert "production version 1" in baseline["detail"]
     assert doc["candidate"]["overall"]["example_count"] > 0
 
 

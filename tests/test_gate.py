@@ -167,9 +167,78 @@ def test_bad_config_is_a_clear_error(config, message):
         decide(evaluation({"accuracy": 0.9}), config)
 
 
-def test_a_configuration_error_is_one_of_ours():
-    """The CLI prints a KfpCtError as one line and exits 2 (no traceback)."""
-    assert issubclass(GateConfigError, KfpCtError)
+def with_naive(ev: dict, naive: dict, count: int = 500) -> dict:
+    ev["naive"] = {"metrics": naive, "predictor": "always 'Adelie'"}
+    ev["candidate"]["overall"].setdefault("example_count", count)
+    return ev
+
+
+@pytest.mark.parametrize("task, good, bad, naive", [
+    ("classification", {"accuracy": 0.9}, {"accuracy": 0.44}, {"accuracy": 0.44}),
+    ("regression", {"rmse": 300.0, "mse": 9e4, "mae": 200.0},
+     {"rmse": 801.0, "mse": 6.4e5, "mae": 640.0}, {"rmse": 800.0, "mse": 6.4e5, "mae": 600.0}),
+])
+def test_empty_thresholds_are_the_task_defaults(task, good, bad, naive):
+    """A problem compiled from the same YAML as penguins gets a gate that fits its task:
+    beat the no-skill predictor on the first push, no big step back afterwards."""
+    first = decide(with_naive(evaluation(dict(good), task=task), naive), "")
+    assert first.blessed is True, first.checks
+    assert [c["kind"] for c in first.checks] == ["value", "examples", "change"]
+    assert any(f"the {task} defaults" in n for n in first.notes)
+    useless = decide(with_naive(evaluation(dict(bad), task=task), naive), "")
+    assert useless.blessed is False
+    assert "no better than the no-skill predictor" in useless.checks[0]["reason"]
+    main = gate.metrics.MAIN_METRIC[task]
+    worse = dict(good)
+    worse[main] = good[main] * (0.9 if task == "classification" else 1.2)
+    stepped_back = decide(with_naive(evaluation(worse, dict(good), task=task), naive), "")
+    assert stepped_back.blessed is False
+    assert [c["verdict"] for c in stepped_back.checks if c["kind"] == "change"] == ["fail"]
+
+
+def test_no_thresholds_at_all_is_an_explicit_empty_object():
+    result = decide(evaluation({"accuracy": 0.1}, task="classification"), "{}")
+    assert result.blessed is True and result.checks == []
+    assert any("no thresholds configured" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("count, blessed", [(49, False), (50, True)])
+def test_min_examples_is_a_gate_setting(count, blessed):
+    ev = evaluation({"accuracy": 0.95, "example_count": count}, task="classification")
+    result = decide(ev, {"value": {"accuracy": {"min": 0.9}}, "min_examples": 50})
+    assert result.blessed is blessed
+    check = [c for c in result.checks if c["kind"] == "examples"][0]
+    assert check["verdict"] == ("pass" if blessed else "fail")
+    if not blessed:
+        assert "49 eval rows are too few to decide on (min_examples 50)" in check["reason"]
+
+
+def test_a_decision_on_few_rows_says_how_uncertain_it_is():
+    ev = evaluation({"accuracy": 0.9, "example_count": 69}, task="classification")
+    notes = decide(ev, {"value": {"accuracy": {"min": 0.8}}}).notes
+    assert any(n.startswith("decided on only 69 eval rows; accuracy is known to about "
+                            "+/-0.072") for n in notes), notes
+    many = evaluation({"accuracy": 0.9, "example_count": 5000}, task="classification")
+    assert not any("decided on only" in n for n in decide(many, "{}").notes)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"min_examples": 0}, "min_examples must be a whole number"),
+    ({"min_examples": 2.5}, "min_examples must be a whole number"),
+    ({"value": {"accuracy": {"better_than_naive": "yes"}}}, "must be true or false"),
+    ({"value": {"macro_recall": {"better_than_naive": True}}},
+     "no-skill predictor is measured on accuracy for classification"),
+])
+def test_bad_naive_and_example_settings_are_clear_errors(config, message):
+    with pytest.raises(GateConfigError, match=message):
+        decide(evaluation({"accuracy": 0.9}, task="classification"), config)
+
+
+def test_better_than_naive_without_a_naive_measure_fails_the_check():
+    ev = evaluation({"accuracy": 0.9}, task="classification")  # an evaluation without naive
+    result = decide(ev, {"value": {"accuracy": {"better_than_naive": True}}})
+    assert result.blessed is False
+    assert "has no naive accuracy" in result.checks[0]["reason"]
 
 
 def test_a_change_threshold_that_calls_a_worse_error_better_is_refused():

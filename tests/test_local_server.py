@@ -224,7 +224,7 @@ def test_runs_execute_succeed_fail_and_terminate(start_server, tmp_path, package
                                  params={"word": "bad", "fail": True})
     failed = client.wait_for_run_completion(failed.run_id, timeout=60, sleep_duration=0.2)
     assert failed.state == "FAILED"
-    assert failed.error.message == "task nap failed: ValueError: asked to fail on 'bad'"
+    assert failed.error.message == "task 'nap' failed: ValueError: asked to fail on 'bad'"
     assert failed.run_details.task_details[0].state == "FAILED"
 
     slow = client.run_pipeline(experiment.experiment_id, "slow",

@@ -2,19 +2,42 @@
 
 1. first run: no production model; change thresholds skipped; blessed and pushed as 1.
 2. second run: finds version 1 as baseline, decides by the change threshold, pushes 2.
-3. third run with an unreachable threshold: not blessed, recorded as not pushed.
+   The first run starts its tasks cold, the second warm (pipelines/warm.py): the same
+   metrics, gate decision and served predictions.
+3. third run, as a user runs it (``kfp-ct run-local`` in its own process), trains a
+   worse model (3 steps) under change-only thresholds: the better production model makes
+   the gate reject it, nothing is pushed, and the command says so (exit 4) in a console a
+   person can read, leaving nothing in the system temp directory.
 """
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
-from components.common import registry
-from pipelines.local import run_local, training_report
+from components.common import exitcodes, registry
+from pipelines.local import LocalRun, run_local, training_report
 from pipelines.training import training_pipeline
 
 TASKS = ["validate", "transform", "train", "evaluate", "gate", "push"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHANGE_ONLY = json.dumps({"change": {"accuracy": {"absolute": -0.01}}})
+
+
+def run_cli_process(dest: str, workdir: str, tmp: str, *extra: str):
+    """``kfp-ct run-local`` as a process: (exit code, stdout, stderr, LocalRun-like)."""
+    summary = os.path.join(workdir, "summary.json")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.entrypoints.cli", "run-local", "--destination",
+         dest, "--workdir", workdir, "--summary-json", summary, *extra],
+        cwd=ROOT, env=dict(os.environ, TMPDIR=tmp), capture_output=True, text=True,
+        timeout=600)
+    outcome = json.load(open(summary))
+    run = LocalRun(run_dir=outcome["run_dir"], total_s=outcome["total_s"], tasks=[],
+                   ok=outcome["ok"], error=outcome["error"], log_path=outcome["log"])
+    return proc.returncode, proc.stdout, proc.stderr, run
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +45,23 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     dest = str(root / "serving" / "penguins")
     workdir = str(root / "runs")
-    first = run_local(training_pipeline, {"push_destination": dest}, workdir=workdir)
-    second = run_local(training_pipeline, {"push_destination": dest}, workdir=workdir)
-    strict = json.dumps({"value": {"accuracy": {"min": 1.01}}})
-    third = run_local(training_pipeline, {"push_destination": dest, "thresholds": strict},
-                      workdir=workdir)
-    return dest, first, second, third
+    # The first run starts every task cold (a new Python each), the second warm (forks of
+    # one that imported the libraries once): same data and seed, so the same results.
+    first = run_local(training_pipeline, {"push_destination": dest}, workdir=workdir,
+                      warm=False)
+    second = run_local(training_pipeline, {"push_destination": dest}, workdir=workdir,
+                       warm=True)
+    tmp = root / "systmp"
+    tmp.mkdir()
+    third = run_cli_process(dest, workdir, str(tmp), "--train-steps", "3",
+                            "--thresholds", CHANGE_ONLY)
+    return dest, first, second, third + (str(tmp),)
 
 
 def test_every_task_of_every_run_succeeds(runs):
-    _, *all_runs = runs
-    for run in all_runs:
+    _, first, second, (code, _, _, third, _) = runs
+    assert third.ok, third.error
+    for run in (first, second):
         assert run.ok, run.error
         assert [t.name for t in run.tasks] == TASKS
         assert {t.status for t in run.tasks} == {"SUCCESS"}
@@ -68,16 +97,62 @@ def test_second_run_is_compared_against_the_first(runs):
     assert second.read_json("push", "pushed", "push.json")["version"] == 2
 
 
-def test_unreachable_threshold_is_not_blessed_and_recorded_as_not_pushed(runs):
-    dest, _, _, third = runs
+def test_a_better_production_model_makes_the_gate_reject_a_worse_candidate(runs):
+    dest, _, second, (code, out, err, third, tmp) = runs
+    evaluation = third.read_json("evaluate", "evaluation", "evaluation.json")
+    assert evaluation["baseline"]["state"] == "ok" and evaluation["baseline"]["version"] == 2
+    candidate = evaluation["candidate"]["overall"]["accuracy"]
+    production = evaluation["baseline"]["overall"]["accuracy"]
+    assert candidate < production - 0.01  # 3 training steps: a worse model
     blessing = third.read_json("gate", "blessing", "blessing.json")
     assert blessing["blessed"] is False
+    [change] = [c for c in blessing["checks"] if c["kind"] == "change"]
+    assert change["verdict"] == "fail" and "regression" in change["reason"]
     pushed = third.read_json("push", "pushed", "push.json")
     assert pushed["pushed"] is False and "accuracy" in pushed["reason"]
     assert os.path.exists(third.artifact("push", "pushed", "NOT_PUSHED"))
     assert [v.version for v in registry.list_versions(dest)] == [1, 2]
-    report = training_report(third)
-    assert "NOT BLESSED" in report and "Not pushed" in report
+    assert code == exitcodes.NOT_PUSHED, (out, err)
+    assert "NOT BLESSED" in out and "Not pushed" in out
+
+
+def test_the_console_shows_one_line_per_task_then_the_report(runs):
+    """About 1,100 lines before; now one line per task and the report, the rest in the
+    run folder's log; no temporary folder left in the system temp directory."""
+    _, _, _, (code, out, err, third, tmp) = runs
+    lines = out.splitlines()
+    assert len(lines) < 40, out
+    for task in TASKS:
+        assert sum(line.startswith(f"  {task} ") for line in lines) == 1, out
+    assert "RuntimeWarning" not in err and "Traceback" not in out + err
+    assert err.strip() == "", err
+    log = open(third.log_path).read()
+    assert "Executing task" in log and "parameterValues" in log  # the executor's input
+    assert len(log.splitlines()) > 300  # everything the tasks printed is kept
+    assert os.path.getsize(third.task_log("train")) > 0
+    assert os.listdir(tmp) == []
+
+
+def test_warm_task_starts_give_the_same_metrics_decision_and_model_as_cold(runs):
+    import numpy as np
+    import tensorflow as tf
+
+    dest, first, second, _ = runs
+    assert os.path.exists(os.path.join(os.path.dirname(second.log_path), "logs", "warm.log"))
+    assert not os.path.exists(os.path.join(os.path.dirname(first.log_path), "logs",
+                                           "warm.log"))
+    evaluation = second.read_json("evaluate", "evaluation", "evaluation.json")
+    assert evaluation["candidate"]["overall"] == evaluation["baseline"]["overall"]
+    cold_gate = first.read_json("gate", "blessing", "blessing.json")
+    warm_gate = second.read_json("gate", "blessing", "blessing.json")
+    assert cold_gate["blessed"] == warm_gate["blessed"] is True
+    assert [c["verdict"] for c in cold_gate["checks"] if c["kind"] != "change"] == \
+        [c["verdict"] for c in warm_gate["checks"] if c["kind"] != "change"]
+    rows = [r.numpy() for r in tf.data.TFRecordDataset(
+        second.artifact("transform", "raw_eval", "eval_raw.tfrecord"))]
+    scores = [tf.saved_model.load(os.path.join(dest, v)).signatures["serving_default"](
+        examples=tf.constant(rows))["scores"].numpy() for v in ("1", "2")]
+    np.testing.assert_array_equal(scores[0], scores[1])
 
 
 def test_pushed_version_serves_raw_examples_and_keeps_its_audit_files(runs):

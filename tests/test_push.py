@@ -49,11 +49,21 @@ def upstream(tmp_path):
         "blessed": True, "notes": ["first push: change checks skipped"],
         "checks": [{"kind": "value", "metric": "accuracy", "threshold": ">= 0.5",
                     "candidate": 0.97, "baseline": None, "verdict": "pass"}]}))
-    (dirs["evaluation"] / "evaluation.json").write_text(json.dumps(
-        {"candidate": {"overall": {"accuracy": 0.97, "loss": 0.1}}}))
+    write_evaluation(dirs["evaluation"], None)
     (dirs["statistics"] / "FeatureStats.pb").write_bytes(b"\x0a\x03stats")
     (dirs["schema"] / "schema.pbtxt").write_text('feature { name: "island" }\n')
     return {k: str(v) for k, v in dirs.items()}
+
+
+def write_evaluation(directory, compared_with):
+    """evaluation.json as evaluate writes it: the baseline names the production version
+    the candidate was compared with (None: there was none, a first push)."""
+    state = "none" if compared_with is None else "ok"
+    baseline = {"state": state, "version": compared_with, "path": None, "overall": None,
+                "detail": "first push" if compared_with is None else "production"}
+    with open(os.path.join(str(directory), "evaluation.json"), "w") as fh:
+        json.dump({"task": "classification", "baseline": baseline,
+                   "candidate": {"overall": {"accuracy": 0.97, "loss": 0.1}}}, fh)
 
 
 def push(trained, upstream, base, pushed_dir, **kw):
@@ -155,7 +165,7 @@ def test_blessed_model_is_pushed_as_version_1_then_2(trained, upstream, tmp_path
     # Audit files beside it.
     audit = os.path.join(result.path, registry.AUDIT_DIR)
     assert sorted(os.listdir(audit)) == sorted([
-        "metadata.json", "statistics.pb", "schema.pbtxt", "problem.json",
+        "metadata.json", "manifest.json", "statistics.pb", "schema.pbtxt", "problem.json",
         "evaluation.json", "blessing.json", "prediction_profile.json"])
     # The model's predictions on its eval rows: the baseline of prediction drift.
     profile = json.load(open(os.path.join(audit, "prediction_profile.json")))
@@ -182,10 +192,12 @@ def test_blessed_model_is_pushed_as_version_1_then_2(trained, upstream, tmp_path
     warmup = os.path.join(result.path, "assets.extra", "tf_serving_warmup_requests")
     logs = [r.numpy() for r in tf.data.TFRecordDataset(warmup)]
     tensor = canary_lib.parse_prediction_log(logs[0]).predict_log.request.inputs["examples"]
-    assert tf.make_ndarray(tensor).tolist() == canary_lib.read_records(
-        os.path.join(trained["raw"], logic.RAW_EVAL_FILE), 8)
+    rows = canary_lib.read_records(os.path.join(trained["raw"], logic.RAW_EVAL_FILE), 8)
+    assert tf.make_ndarray(tensor).tolist() == canary_lib.strip_columns(rows, ["species"])
+    assert meta["warmup_requests"] == {"rows": 8, "columns_left_out": ["species"]}
     assert not os.path.exists(os.path.join(trained["model"], "assets.extra"))
 
+    write_evaluation(upstream["evaluation"], 1)  # the next candidate, compared with 1
     second = push(trained, upstream, base, tmp_path / "pushed2")
     assert second.version == 2
     assert registry.production(base).version == 2
@@ -289,6 +301,7 @@ def test_push_killed_midway_leaves_production_alone(trained, upstream, tmp_path)
     assert not (tmp_path / "pushed2" / "PUSHED").exists()
 
     # The next push works and takes the next number.
+    write_evaluation(upstream["evaluation"], 1)
     again = push(trained, upstream, base, tmp_path / "pushed3")
     assert again.version == 2
     assert registry.production(base).version == 2
@@ -308,3 +321,153 @@ def test_push_to_gcs_through_the_emulator(trained, upstream, tmp_path, gcs_emula
     assert versions[0].metadata["parent_run"]["run_id"] == "run-123"
     assert json.loads(storage.read_text(storage.join(pushed, "push.json")))["version"] == 1
     assert storage.exists(storage.join(pushed, "PUSHED"))
+
+
+# ------------------------------------------------- production moved since evaluation
+
+
+def test_push_refuses_when_production_moved_since_evaluation(trained, upstream, tmp_path,
+                                                             monkeypatch):
+    def no_canary(*args, **kwargs):
+        raise AssertionError("the serving check must not run for a stale comparison")
+
+    base = str(tmp_path / "serving")
+    registry.publish(base, trained["model"], {"metrics": {}})  # appeared after evaluate
+    monkeypatch.setattr(logic, "run_canary_subprocess", no_canary)
+    result = push(trained, upstream, base, tmp_path / "pushed")  # evaluated as a first push
+    assert not result.pushed
+    assert "compared with no production model (first push)" in result.reason
+    assert "production is version 1 now" in result.reason
+    assert "must be evaluated again, against version 1" in result.reason
+    record = json.loads((tmp_path / "pushed" / "push.json").read_text())
+    assert record["pushed"] is False and record["reason"] == result.reason
+    assert (record["compared_with"], record["production"]) == (None, 1)
+    assert (tmp_path / "pushed" / "NOT_PUSHED").exists()
+
+    registry.publish(base, trained["model"], {"metrics": {}})  # another push landed: 2
+    write_evaluation(upstream["evaluation"], 1)
+    result = push(trained, upstream, base, tmp_path / "pushed2")
+    assert not result.pushed and "compared with production version 1" in result.reason
+    assert "production is version 2 now" in result.reason
+    assert [v.version for v in registry.list_versions(base)] == [1, 2]
+
+
+def test_push_refuses_when_another_push_lands_during_its_serving_check(trained, upstream,
+                                                                       tmp_path, monkeypatch):
+    base = str(tmp_path / "serving")
+    real = logic.run_canary_subprocess
+
+    def canary_while_another_push_lands(*args, **kwargs):
+        out = real(*args, **kwargs)
+        registry.publish(base, trained["model"], {"metrics": {}, "by": "the other push"})
+        return out
+
+    monkeypatch.setattr(logic, "run_canary_subprocess", canary_while_another_push_lands)
+    result = push(trained, upstream, base, tmp_path / "pushed")
+    assert not result.pushed and "production is version 1 now" in result.reason
+    assert (tmp_path / "pushed" / "NOT_PUSHED").exists()
+    assert [(v.version, v.metadata["by"]) for v in registry.list_versions(base)] == [
+        (1, "the other push")]
+
+
+# -------------------------------------------------------------- corrupt production
+
+
+def test_a_real_model_pushed_before_manifests_is_complete(trained, tmp_path):
+    base = str(tmp_path / "serving")
+    info = registry.publish(base, trained["model"], {})
+    os.remove(os.path.join(info.path, "kfp_ct", "manifest.json"))
+    assert registry.production(base).state == registry.COMPLETE
+
+
+def test_corrupt_production_blocks_the_push_and_names_the_rollback_that_recovers(
+        trained, upstream, tmp_path, run_cli):
+    import shlex
+
+    import tensorflow as tf
+
+    from components.evaluate.logic import run_evaluate
+    from components.gate.logic import run_gate
+
+    base = str(tmp_path / "serving" / "penguins")
+    assert push(trained, upstream, base, tmp_path / "p1").version == 1
+    write_evaluation(upstream["evaluation"], 1)
+    assert push(trained, upstream, base, tmp_path / "p2").version == 2
+    shutil.rmtree(os.path.join(base, "2", "variables"))  # what the user did
+
+    code, out, _ = run_cli("versions", base)
+    assert code == 0
+    row2 = [line for line in out.splitlines() if line.lstrip("* ").startswith("2 ")][0]
+    assert row2.startswith("*") and "corrupt" in row2 and "variables/ is missing" in row2
+
+    evaluation = tmp_path / "evaluation"
+    run_evaluate(model_dir=trained["model"], raw_eval_dir=trained["raw"], problem=PROBLEM,
+                 push_destination=base, output_dir=str(evaluation),
+                 report_path=str(tmp_path / "report.html"))
+    baseline = json.loads((evaluation / "evaluation.json").read_text())["baseline"]
+    assert baseline["state"] == "corrupt" and baseline["version"] == 2
+    assert "variables/ is missing" in baseline["detail"]
+    command = baseline["recovery"].split("recover with: ", 1)[1]
+    assert command.startswith(f"kfp-ct rollback {base} 1 --reason ")
+
+    blessing = tmp_path / "blessing"
+    decision = run_gate(str(evaluation), '{"value": {"accuracy": {"min": 0.1}}}',
+                        str(blessing), str(tmp_path / "gate.md"))
+    assert not decision.blessed
+    (failed,) = [c for c in decision.checks if c["verdict"] == "fail"]
+    assert failed["kind"] == "baseline" and command in failed["reason"]
+    result = push(trained, {**upstream, "blessing": str(blessing)}, base, tmp_path / "p3")
+    assert not result.pushed and command in result.reason
+    assert [v.version for v in registry.list_versions(base)] == [1, 2]
+
+    code, out, err = run_cli("rollback", base, 2)  # the broken one: refused
+    assert code == 2 and "the newest loadable version is 1" in err
+    code, out, err = run_cli(*shlex.split(command)[1:])  # the one that recovers
+    assert code == 0, err
+    prod = registry.production(base)
+    assert (prod.version, prod.state, prod.metadata["rollback_of"]) == (3, "complete", 1)
+    tf.saved_model.load(prod.path)
+
+
+def test_warmup_requests_carry_no_label_nor_sensitive_column_and_the_module_is_kept(
+        trained, upstream, tmp_path):
+    """Privacy and audit: the eval rows kept beside a version lose the label and what the
+    spec marks sensitive (the serving check sends them so, too: serving never gets a
+    label); the user module is archived with its SHA-256."""
+    import hashlib
+
+    import tensorflow as tf
+
+    module = tmp_path / "my_module.py"
+    module.write_text("# the user's module: preprocessing_fn and build_model live here\n")
+    problem = json.load(open(PROBLEM))
+    problem.update(sensitive=["sex"], module_file=str(module))
+    base = str(tmp_path / "serving")
+    result = push(trained, upstream, base, tmp_path / "pushed", problem=json.dumps(problem))
+    assert result.pushed and result.canary["ok"] is True
+    warmup = os.path.join(result.path, "assets.extra", "tf_serving_warmup_requests")
+    for log in tf.data.TFRecordDataset(warmup):
+        tensor = canary_lib.parse_prediction_log(log.numpy()).predict_log.request.inputs[
+            "examples"]
+        for row in tf.make_ndarray(tensor).tolist():
+            features = set(tf.train.Example.FromString(row).features.feature)
+            assert "species" not in features and "sex" not in features
+            assert {"island", "body_mass_g"} <= features
+    audit = os.path.join(result.path, registry.AUDIT_DIR)
+    meta = json.load(open(os.path.join(audit, "metadata.json")))
+    kept = open(os.path.join(audit, registry.USER_MODULE), "rb").read()
+    assert kept == module.read_bytes()
+    assert meta["user_module"] == {"path": str(module),
+                                   "sha256": hashlib.sha256(kept).hexdigest(),
+                                   "kept_as": "kfp_ct/user_module.py"}
+    assert sorted(meta["warmup_requests"]["columns_left_out"]) == ["sex", "species"]
+
+
+def test_a_sensitive_column_must_be_a_column_of_the_spec():
+    from components.common.errors import ProblemSpecError
+    from components.common.problem import load_problem
+
+    problem = json.load(open(PROBLEM))
+    problem["sensitive"] = ["ssn"]
+    with pytest.raises(ProblemSpecError, match=r"'sensitive' names \['ssn'\], not column"):
+        load_problem(json.dumps(problem))

@@ -214,3 +214,358 @@ def test_versions_show_the_tasks_main_metric_not_example_count(base, tmp_path):
     table = registry.describe(base)
     assert "accuracy=0.9855" in table and "rmse=0.5" in table
     assert "example_count" not in table
+
+
+# ------------------------------------------------------- loadability (real models)
+
+
+@pytest.fixture(scope="module")
+def real_model(tmp_path_factory):
+    """A small real SavedModel with a variable: tf.saved_model.load reads its checkpoint."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow as tf
+
+    class Scale(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(tf.fill([256], 2.0))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": x * self.w[0]}
+
+    path = str(tmp_path_factory.mktemp("real") / "model")
+    module = Scale()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return path
+
+
+def _loads(path):
+    import tensorflow as tf
+
+    with storage.local_copy(path) as local:
+        try:
+            tf.saved_model.load(local)
+        except Exception as exc:  # what TF raises for a broken SavedModel varies
+            return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def _delete_variables(version_path):
+    storage.remove_tree(storage.join(version_path, "variables"))
+
+
+def _truncate_saved_model(version_path):
+    pb = storage.join(version_path, "saved_model.pb")
+    data = storage.read_bytes(pb)
+    storage.write_bytes(pb, data[:len(data) // 2])
+
+
+@pytest.mark.parametrize("pushed", ["with_manifest", "before_manifests"])
+@pytest.mark.parametrize("damage,words", [
+    (_delete_variables, "variables/ is missing"),
+    (_truncate_saved_model, "saved_model.pb"),
+], ids=["variables_deleted", "saved_model_truncated"])
+def test_a_version_that_cannot_load_is_corrupt_not_complete(base, real_model, damage, words,
+                                                            pushed):
+    registry.publish(base, real_model, {"metrics": {"accuracy": 0.9}})
+    v2 = registry.publish(base, real_model, {"metrics": {"accuracy": 0.95}})
+    if pushed == "before_manifests":  # pushed by a kfp-ct that wrote no manifest
+        for v in ("1", "2"):
+            storage.remove_tree(storage.join(base, v, "kfp_ct", "manifest.json"))
+    assert [v.state for v in registry.list_versions(base)] == ["complete", "complete"]
+    damage(v2.path)
+    assert _loads(v2.path), "the damaged copy should not load in TensorFlow"
+    assert _loads(storage.join(base, "1")) == ""
+
+    one, two = registry.list_versions(base)
+    assert (one.state, two.state) == ("complete", "corrupt")
+    assert words in two.detail and two.metadata["metrics"] == {"accuracy": 0.95}
+    if damage is _truncate_saved_model:
+        assert "truncated" in two.detail
+    prod = registry.production(base)  # what TF Serving tries to serve: still version 2
+    assert (prod.version, prod.state, prod.detail) == (2, "corrupt", two.detail)
+    table = registry.describe(base)
+    row2 = [line for line in table.splitlines() if line.lstrip("* ").startswith("2 ")][0]
+    assert row2.startswith("*") and "corrupt" in row2 and words in row2
+    assert "Production version 2 is corrupt" in table
+    assert f"kfp-ct rollback {base} 1 --reason" in table
+
+
+def test_a_real_model_pushed_before_manifests_is_complete(base, real_model):
+    info = registry.publish(base, real_model, {})
+    storage.remove_tree(storage.join(info.path, "kfp_ct", "manifest.json"))
+    assert registry.production(base).state == "complete"
+    assert registry.verify(registry.production(base)).state == "complete"
+
+
+def test_publish_records_every_file_in_a_manifest(base, tmp_path):
+    import hashlib
+
+    info = registry.publish(base, fake_model(tmp_path), {"metrics": {}},
+                            extra_files={"schema.pbtxt": b"feature {}"})
+    manifest = json.loads(storage.read_text(
+        storage.join(info.path, registry.AUDIT_DIR, registry.MANIFEST)))
+    files = {e["path"]: e for e in manifest["files"]}
+    assert sorted(files) == ["assets/vocab.txt", "kfp_ct/metadata.json", "kfp_ct/schema.pbtxt",
+                             "saved_model.pb", "variables/variables.index"]
+    for rel, entry in files.items():
+        data = storage.read_bytes(storage.join(info.path, rel))
+        assert (entry["size"], entry["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    assert manifest["version"] == 1 and manifest["format"] == registry.MANIFEST_FORMAT
+
+
+def test_rollback_to_a_corrupt_version_is_refused_naming_the_newest_loadable(base, tmp_path,
+                                                                           run_cli):
+    for tag in "abc":
+        registry.publish(base, fake_model(tmp_path, tag), {})
+    storage.remove_tree(storage.join(base, "3", "variables"))
+    storage.write_bytes(storage.join(base, "1", "saved_model.pb"), b"p")  # truncated
+    with pytest.raises(RegistryError) as info:
+        registry.rollback(base, 3)
+    message = str(info.value)
+    assert "version 3: it is corrupt" in message and "variables/ is missing" in message
+    assert "the newest loadable version is 2" in message
+
+    code, out, err = run_cli("rollback", base, 1)
+    assert code == 2 and out == ""
+    assert "saved_model.pb is truncated: 1 bytes, 4 when pushed" in err
+    assert "the newest loadable version is 2" in err
+    assert [v.version for v in registry.list_versions(base)] == [1, 2, 3]  # nothing pushed
+
+    code, out, _ = run_cli("versions", base)
+    assert code == 0 and "corrupt" in out and "variables/ is missing" in out
+    assert f"recover with: kfp-ct rollback {base} 2" in out
+
+
+def test_rollback_refuses_a_file_changed_since_the_push(base, tmp_path):
+    registry.publish(base, fake_model(tmp_path, "a"), {})
+    registry.publish(base, fake_model(tmp_path, "b"), {})
+    storage.write_bytes(storage.join(base, "1", "variables", "variables.index"), b"INDEX")
+    one = registry.list_versions(base)[0]
+    assert one.state == "complete"  # same size: the cheap check cannot see it
+    checked = registry.verify(one)
+    assert checked.state == "corrupt" and "variables/variables.index is not the file" in \
+        checked.detail and "sha256" in checked.detail
+    with pytest.raises(RegistryError, match="variables.index is not the file pushed"):
+        registry.rollback(base, 1)
+    assert [v.version for v in registry.list_versions(base)] == [1, 2]
+
+
+def test_rollback_of_a_rollback_keeps_a_manifest_of_its_own(base, tmp_path):
+    registry.publish(base, fake_model(tmp_path, "a"), {})
+    registry.publish(base, fake_model(tmp_path, "b"), {})
+    registry.rollback(base, 1, reason="bad")
+    again = registry.rollback(base, 3, reason="again")
+    assert registry.verify(again).state == "complete"
+    manifest = json.loads(storage.read_text(
+        storage.join(again.path, registry.AUDIT_DIR, registry.MANIFEST)))
+    assert manifest["version"] == 4
+    assert not storage.exists(storage.join(again.path, registry.AUDIT_DIR, registry.CLAIM)) \
+        or storage.is_gcs(base)
+
+
+# ------------------------------------------------------------ concurrent publishes
+
+
+def distinct_model(tmp_path, tag):
+    """A fake model whose every file says which model it is, plus a file only it has."""
+    d = tmp_path / f"model-{tag}"
+    (d / "variables").mkdir(parents=True)
+    (d / "saved_model.pb").write_bytes(f"pb-{tag}".encode())
+    (d / "variables" / "variables.index").write_bytes(f"index-{tag}".encode())
+    (d / "variables" / "variables.data-00000-of-00001").write_bytes(f"data-{tag}".encode() * 50)
+    (d / "assets").mkdir()
+    (d / "assets" / f"only-{tag}.txt").write_text(tag)
+    return str(d)
+
+
+def test_concurrent_gcs_publishes_get_distinct_versions_with_unmixed_files(
+        gcs_emulator, tmp_path, monkeypatch):
+    import threading
+
+    base = storage.join(gcs_emulator.new_bucket(), "serving/m")
+    tags = ["a", "b", "c", "d"]
+    models = {t: distinct_model(tmp_path, t) for t in tags}
+    # Every push looks for the next free number before any of them writes: the race.
+    barrier, seen = threading.Barrier(len(tags), timeout=60), threading.local()
+    real = registry._numeric_children
+
+    def racing(b):
+        out = real(b)
+        if not getattr(seen, "done", False):
+            seen.done = True
+            barrier.wait()
+        return out
+
+    monkeypatch.setattr(registry, "_numeric_children", racing)
+    results, errors = {}, []
+
+    def push(tag):
+        try:
+            results[tag] = registry.publish(base, models[tag], {"tag": tag}).version
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=push, args=(t,)) for t in tags]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert sorted(results.values()) == [1, 2, 3, 4]
+    for info in registry.list_versions(base):
+        tag = info.metadata["tag"]
+        assert info.state == "complete" and results[tag] == info.version
+        files = storage.list_files(info.path)
+        model_files = {r for r in files if not r.startswith("kfp_ct/")}
+        assert model_files == {"saved_model.pb", "variables/variables.index",
+                               "variables/variables.data-00000-of-00001",
+                               f"assets/only-{tag}.txt"}
+        for rel in model_files:
+            with open(os.path.join(models[tag], *rel.split("/")), "rb") as fh:
+                assert storage.read_bytes(storage.join(info.path, rel)) == fh.read(), rel
+        assert registry.verify(info).state == "complete"
+
+
+def test_gcs_publish_claims_its_number_before_uploading_anything(gcs_emulator, tmp_path,
+                                                                 monkeypatch):
+    from google.cloud.storage import Blob
+
+    base = storage.join(gcs_emulator.new_bucket(), "m")
+    claim = storage.join(base, "1", registry.AUDIT_DIR, registry.CLAIM)
+    claimed_at_first_upload = []
+    real = Blob.upload_from_filename
+
+    def spy(self, filename, *args, **kwargs):
+        if not claimed_at_first_upload:
+            claimed_at_first_upload.append(storage.exists(claim))
+        return real(self, filename, *args, **kwargs)
+
+    monkeypatch.setattr(Blob, "upload_from_filename", spy)
+    registry.publish(base, fake_model(tmp_path), {})
+    assert claimed_at_first_upload == [True]
+    record = json.loads(storage.read_text(claim))
+    assert {"claimed_at", "host", "pid", "id"} <= set(record)
+    # Someone else's claim on the next number: the next push takes the one after.
+    assert storage.create_only(storage.join(base, "2", "kfp_ct", "CLAIM"), b"{}")
+    assert registry.publish(base, fake_model(tmp_path, "x"), {}).version == 3
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, OSError])
+def test_gcs_publish_interrupted_midway_leaves_an_incomplete_version_the_next_skips(
+        gcs_emulator, tmp_path, monkeypatch, interrupt):
+    from google.cloud.storage import Blob
+
+    base = storage.join(gcs_emulator.new_bucket(), "m")
+    registry.publish(base, fake_model(tmp_path, "a"), {})
+    real, calls = Blob.upload_from_filename, []
+
+    def dying(self, filename, *args, **kwargs):
+        calls.append(self.name)
+        if len(calls) == 3:
+            raise interrupt("connection lost")
+        return real(self, filename, *args, **kwargs)
+
+    monkeypatch.setattr(Blob, "upload_from_filename", dying)
+    with pytest.raises((KeyboardInterrupt, StorageError)):
+        registry.publish(base, fake_model(tmp_path, "b"), {})
+    monkeypatch.setattr(Blob, "upload_from_filename", real)
+
+    left = storage.list_files(storage.join(base, "2"))
+    assert "kfp_ct/CLAIM" in left and len(left) >= 3 and "saved_model.pb" not in left
+    one, two = registry.list_versions(base)
+    assert (one.state, two.state) == ("complete", "incomplete")
+    assert "no saved_model.pb" in two.detail
+    assert registry.production(base).version == 1
+    nxt = registry.publish(base, fake_model(tmp_path, "c"), {})
+    assert nxt.version == 3 and registry.production(base).version == 3
+    assert storage.read_bytes(storage.join(base, "3", "saved_model.pb")) == b"pb-c"
+
+
+def test_local_publish_interrupted_leaves_no_version_and_no_stage(tmp_path, monkeypatch):
+    base = str(tmp_path / "b")
+    registry.publish(base, fake_model(tmp_path, "a"), {})
+
+    def dying_rename(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry.os, "rename", dying_rename)
+    with pytest.raises(KeyboardInterrupt):
+        registry.publish(base, fake_model(tmp_path, "b"), {})
+    monkeypatch.undo()
+    assert os.listdir(base) == ["1"]
+    assert registry.publish(base, fake_model(tmp_path, "c"), {}).version == 2
+
+
+# ----------------------------------------------------------- expected production
+
+
+def test_publish_refuses_when_production_is_not_the_one_compared_with(base, tmp_path):
+    with pytest.raises(registry.ProductionMovedError, match="there is none now"):
+        registry.publish(base, fake_model(tmp_path, "a"), {}, expected_production=3)
+    registry.publish(base, fake_model(tmp_path, "b"), {}, expected_production=None)
+    with pytest.raises(registry.ProductionMovedError) as info:
+        registry.publish(base, fake_model(tmp_path, "c"), {}, expected_production=None)
+    assert (info.value.expected, info.value.found) == (None, 1)
+    assert "compared with no production model (first push)" in str(info.value)
+    assert registry.publish(base, fake_model(tmp_path, "d"), {},
+                            expected_production=1).version == 2
+    with pytest.raises(registry.ProductionMovedError, match="production is version 2 now"):
+        registry.publish(base, fake_model(tmp_path, "e"), {}, expected_production=1)
+    assert [v.version for v in registry.list_versions(base)] == [1, 2]
+    assert storage.list_files(storage.join(base, "3")) == {}  # no claim, no stage left
+    if not storage.is_gcs(base):
+        assert sorted(os.listdir(base)) == ["1", "2"]
+
+
+def test_gcs_publish_refuses_when_another_push_lands_during_its_upload(gcs_emulator, tmp_path,
+                                                                     monkeypatch):
+    base = storage.join(gcs_emulator.new_bucket(), "m")
+    registry.publish(base, fake_model(tmp_path, "a"), {})
+    real, landed = storage.upload_tree, []
+
+    def upload_then_another_push_lands(src, dst, last=()):
+        out = real(src, dst, last=last)
+        if not landed:
+            monkeypatch.setattr(registry.storage, "upload_tree", real)
+            landed.append(registry.publish(base, fake_model(tmp_path, "other"), {}).version)
+        return out
+
+    monkeypatch.setattr(registry.storage, "upload_tree", upload_then_another_push_lands)
+    with pytest.raises(registry.ProductionMovedError) as info:
+        registry.publish(base, fake_model(tmp_path, "b"), {}, expected_production=1)
+    assert (info.value.expected, info.value.found) == (1, 3) and landed == [3]
+    # Our version 2 is gone, files and claim; the other push's version 3 serves.
+    assert storage.list_files(storage.join(base, "2")) == {}
+    assert [(v.version, v.state) for v in registry.list_versions(base)] == [
+        (1, "complete"), (3, "complete")]
+
+
+def test_local_publish_checks_production_again_under_its_lock(tmp_path, monkeypatch):
+    base = str(tmp_path / "b")
+    registry.publish(base, fake_model(tmp_path, "a"), {})
+    real = registry._stage
+
+    def stage_then_another_push_lands(*args):
+        out = real(*args)
+        monkeypatch.setattr(registry, "_stage", real)
+        registry.publish(base, fake_model(tmp_path, "other"), {})
+        return out
+
+    monkeypatch.setattr(registry, "_stage", stage_then_another_push_lands)
+    with pytest.raises(registry.ProductionMovedError, match="production is version 2 now"):
+        registry.publish(base, fake_model(tmp_path, "b"), {}, expected_production=1)
+    assert sorted(os.listdir(base)) == ["1", "2"]
+    assert registry.production(base).metadata["version"] == 2
+
+
+def test_a_missing_audit_file_is_reported_but_the_model_still_loads(base, tmp_path):
+    registry.publish(base, fake_model(tmp_path), {},
+                     extra_files={"statistics.pb": b"stats", "schema.pbtxt": b"s"})
+    storage.remove_tree(storage.join(base, "1", "kfp_ct", "statistics.pb"))
+    storage.write_bytes(storage.join(base, "1", "kfp_ct", "schema.pbtxt"), b"S")
+    (info,) = registry.list_versions(base)
+    assert info.state == "complete"
+    assert info.detail == "audit record: kfp_ct/statistics.pb is missing (5 bytes when pushed)"
+    checked = registry.verify(info)
+    assert checked.state == "complete" and "kfp_ct/schema.pbtxt is not the file" in checked.detail

@@ -205,3 +205,16 @@ def test_local_copy_yields_local_paths(root, tmp_path):
         assert not os.path.exists(local)  # the temporary download is cleaned up
     with storage.local_copy(storage.join(root, "lc/f.txt")) as local_file:
         assert open(local_file).read() == "f"
+
+
+def test_list_files_gives_every_file_with_its_size(root, tmp_path):
+    src = str(tmp_path / "src")
+    files = _make_tree(src)
+    storage.upload_tree(src, storage.join(root, "models/1"))
+    storage.write_text(storage.join(root, "models/10/other"), "not under 1/")
+    assert storage.list_files(storage.join(root, "models/1")) == {
+        rel: len(data) for rel, data in files.items()}
+    assert storage.list_files(storage.join(root, "models/1/variables")) == {
+        "variables.index": 3, "variables.data-00000-of-00001": 4}
+    assert storage.list_files(storage.join(root, "absent")) == {}
+    assert storage.list_files(storage.join(root, "models/1/saved_model.pb")) == {}

@@ -1,5 +1,6 @@
 """Training on real penguins data: accuracy, serving signature, reproducibility, resume."""
 
+import glob
 import json
 import os
 import signal
@@ -149,3 +150,134 @@ def test_strategy_follows_the_hardware(accelerator, gpus, cc, tpu, expected):
 def test_unavailable_accelerator_is_a_clear_error(accelerator, gpus, tpu, message):
     with pytest.raises(KfpCtError, match=message):
         plan_strategy(accelerator, gpus, None, tpu)
+
+
+# ------------------------------------------------ label classes, non-finite numbers
+
+@pytest.fixture(scope="module")
+def eval_only_class(tmp_path_factory):
+    """Penguins with a class ('Emperor') only in the eval split and a few non-finite
+    masses, transformed and trained on."""
+    from components.train.logic import run_train
+    from components.transform.logic import run_transform
+    from label_data import penguin_rows, with_class_in_split
+
+    root = tmp_path_factory.mktemp("eval_only_class")
+    header, rows = penguin_rows()
+    for row, text in ((18, "inf"), (138, "NaN"), (251, "-inf")):  # not rows made Emperor
+        rows[row][header.index("body_mass_g")] = text
+    path, n = with_class_in_split(root / "emperor.csv", "Emperor", "eval", base=(header, rows))
+    paths = {k: str(root / k) for k in ("graph", "examples", "raw", "model")}
+    run_transform(path, PROBLEM, paths["graph"], paths["examples"], paths["raw"])
+    result = run_train(paths["graph"], paths["examples"], PROBLEM, paths["model"],
+                       train_steps=300)
+    return paths, result, n
+
+
+def test_class_only_in_eval_split_trains_and_is_left_out_of_train_metrics(eval_only_class):
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    paths, result, n = eval_only_class
+    assert n == 6
+    assert np.isfinite(result.metrics["eval_loss"])  # the inf masses were read as missing
+    assert result.metrics["eval_accuracy"] >= 0.9
+    tft_output = tft.TFTransformOutput(paths["graph"])
+    vocabulary = [v.decode() if isinstance(v, bytes) else v
+                  for v in tft_output.vocabulary_by_name("label_vocabulary")]
+    assert sorted(vocabulary) == ["Adelie", "Chinstrap", "Gentoo"]  # the training split's
+    records = [r.numpy() for r in tf.data.TFRecordDataset(
+        sorted(glob.glob(os.path.join(paths["examples"], "eval", "*.tfrecord"))))]
+    labels = tf.io.parse_example(records, tft_output.transformed_feature_spec())["species"]
+    assert int((labels.numpy() == -1).sum()) == n  # no class id: never indexes the softmax
+
+
+def test_class_only_in_eval_split_counts_as_wrong_in_evaluation(eval_only_class, tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from components.common import registry
+    from components.evaluate.logic import run_evaluate
+
+    paths, _, n = eval_only_class
+    rows = [r.numpy() for r in tf.data.TFRecordDataset(os.path.join(paths["raw"],
+                                                                    "eval_raw.tfrecord"))]
+    labels = [tf.train.Example.FromString(r).features.feature["species"].bytes_list.value[0]
+              .decode() for r in rows]
+    out = tf.saved_model.load(paths["model"]).signatures["serving_default"](
+        examples=tf.constant(rows))
+    classes, scores = out["classes"].numpy(), out["scores"].numpy()
+    predicted = [classes[i][j].decode() for i, j in enumerate(np.argmax(scores, axis=1))]
+    right = sum(p == a for p, a in zip(predicted, labels))
+    assert labels.count("Emperor") == n and "Emperor" not in predicted
+
+    dest = str(tmp_path / "models")  # the same model in production: it lacks the class too
+    registry.publish(dest, paths["model"], {"metrics": {}})
+    result = run_evaluate(paths["model"], paths["raw"], PROBLEM, dest, str(tmp_path / "ev"),
+                          str(tmp_path / "report.html"))
+    overall = result.candidate["overall"]
+    assert overall["example_count"] == len(rows)
+    assert overall["accuracy"] == pytest.approx(right / len(rows), abs=1e-6)
+    assert result.baseline["state"] == "ok"
+    assert result.baseline["overall"]["accuracy"] == pytest.approx(overall["accuracy"])
+    assert result.notes == [
+        f"class 'Emperor' appears only in the eval split: {n} row(s), counted as wrong",
+        f"class 'Emperor' is not one of the production model's classes: {n} row(s), "
+        "counted as wrong for it"]
+    cm = result.confusion_matrix
+    assert sum(map(sum, cm["matrix"])) == len(rows) - n
+    assert list(cm["unseen_classes"]) == ["Emperor"] and sum(cm["unseen_classes"]["Emperor"]) == n
+    diagonal = sum(cm["matrix"][i][i] for i in range(len(cm["labels"])))
+    assert diagonal == right
+    # macro recall: Emperor is a present class the model never gets right
+    recalls = [cm["matrix"][i][i] / sum(cm["matrix"][i]) for i in range(3)] + [0.0]
+    assert overall["macro_recall"] == pytest.approx(sum(recalls) / 4)
+    doc = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert doc["notes"] == result.notes
+    assert "appears only in the eval split" in (tmp_path / "report.html").read_text()
+
+
+def test_macro_recall_counts_a_class_the_model_lacks_as_never_recalled():
+    from components.evaluate.logic import macro_precision_recall
+
+    square = [[8, 2], [1, 9]]
+    assert macro_precision_recall(square) == pytest.approx(
+        {"macro_precision": (8 / 9 + 9 / 11) / 2, "macro_recall": (0.8 + 0.9) / 2})
+    with_unseen = square + [[3, 1]]  # 4 rows of a class the model does not have
+    assert macro_precision_recall(with_unseen) == pytest.approx(
+        {"macro_precision": (8 / 12 + 9 / 12) / 2, "macro_recall": (0.8 + 0.9 + 0.0) / 3})
+
+
+_NAN_MODULE = """
+import tensorflow as tf
+import tensorflow_transform as tft
+from components.transform.preprocessing import build_preprocessing_fn
+
+
+def preprocessing_fn(inputs):
+    from components.common.problem import load_problem
+    outputs = build_preprocessing_fn(load_problem({problem!r}))(inputs)
+    # a feature that is NaN for every row: log of a negative number
+    outputs["broken"] = tf.math.log(-1.0 - tf.abs(outputs["body_mass_g"]))
+    return outputs
+"""
+
+
+def test_model_with_a_nan_loss_is_refused_not_exported(tmp_path):
+    from components.common.errors import TrainingError
+    from components.train.logic import run_train
+    from components.transform.logic import run_transform
+
+    module = tmp_path / "nan_module.py"
+    module.write_text(_NAN_MODULE.format(problem=PROBLEM))
+    spec = json.load(open(PROBLEM))
+    spec["module_file"] = str(module)
+    problem = json.dumps(spec)
+    root = tmp_path / "run"
+    run_transform("bundled:penguins", problem, str(root / "graph"), str(root / "examples"),
+                  str(root / "raw"))
+    with pytest.raises(TrainingError, match=r"eval metrics are not finite.*not exported"):
+        run_train(str(root / "graph"), str(root / "examples"), problem, str(root / "model"),
+                  train_steps=5)
+    assert not os.path.exists(root / "model")

@@ -226,6 +226,12 @@ def test_user_module_preprocessing_fn_is_used(tmp_path):
     assert 1.5 < present.min() and present.max() < 4.0  # bill length / depth
     scaled = parsed["bill_length_mm"].numpy()
     assert scaled.min() >= 0.0 and scaled.max() <= 1.0
+    # Serving: a non-finite raw value reaches the user's preprocessing_fn as missing.
+    served = _serve_raw(tft_output, [{"bill_length_mm": v, "bill_depth_mm": 18.0}
+                                     for v in (None, float("inf"), float("nan"), 40.0)])
+    lengths = served["bill_length_mm"].reshape(-1)
+    assert lengths[1] == lengths[2] == lengths[0]  # inf, NaN: as if absent
+    assert np.isfinite(served["bill_ratio"]).all() and lengths[3] != lengths[0]
 
 
 def test_user_module_without_preprocessing_fn_fails_and_leaves_no_outputs(tmp_path):
@@ -282,3 +288,142 @@ def test_failed_run_keeps_the_previous_outputs(tmp_path, penguins_run):
     assert missing in str(info.value)
     assert [n for n in os.listdir(tmp_path / "out") if n.startswith(".transform-staging-")] == []
     assert _records(os.path.join(out["raw_eval_dir"], transform.RAW_EVAL_FILE)) == before
+
+
+# ------------------------------------------------------------- non-finite numbers
+
+def _raw_example(values: dict) -> bytes:
+    """A serialized raw tf.Example; None leaves the feature out (missing)."""
+    import tensorflow as tf
+
+    feature = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, str):
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+        else:
+            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _serve_raw(tft_output, rows: list[dict]) -> dict:
+    """The transform graph applied as serving applies it: parse raw tf.Examples, transform."""
+    import tensorflow as tf
+
+    from components.common.problem import load_problem
+    from components.transform.preprocessing import raw_feature_spec
+
+    parsed = tf.io.parse_example(tf.constant([_raw_example(r) for r in rows]),
+                                 raw_feature_spec(load_problem(PENGUINS_SPEC), with_label=False))
+    outputs = tft_output.transform_features_layer()(parsed)
+    return {k: v.numpy() for k, v in outputs.items()}
+
+
+_ODD = {5: ("body_mass_g", "inf"), 60: ("body_mass_g", "NaN"), 120: ("body_mass_g", "-Infinity"),
+        7: ("bill_depth_mm", "nan"), 200: ("bill_depth_mm", "1e39"), 9: ("island", "nan")}
+_OPTIONS = {"body_mass_g": {"log": True}, "bill_depth_mm": {"buckets": 4}}
+
+
+def _odd_penguin_files(folder):
+    """Penguins with non-finite numbers (and a categorical "nan"), as CSV and as Parquet."""
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with open(data.bundled_penguins_path(), newline="") as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    for row, (column, text) in _ODD.items():
+        body[row][header.index(column)] = text
+    folder.mkdir()
+    with open(folder / "odd.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([header] + body)
+    columns = {}
+    for i, name in enumerate(header):
+        cells = [r[i] for r in body]
+        if name in NUMERIC:
+            columns[name] = pa.array([None if c == "NA" else float(c) for c in cells], pa.float64())
+        else:
+            columns[name] = pa.array(cells, pa.string())
+    pq.write_table(pa.table(columns), folder / "odd.parquet")
+    return str(folder / "odd.csv"), str(folder / "odd.parquet")
+
+
+@pytest.fixture(scope="module")
+def odd_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("odd")
+    paths = _odd_penguin_files(root / "data")
+    runs = {}
+    for path in paths:
+        out = _outputs(root / os.path.basename(path).replace(".", "_"))
+        runs[data.format_of(path)] = (transform.run_transform(
+            path, _spec_text(options=_OPTIONS), **out), out)
+    return runs
+
+
+def _transformed(out, split):
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    records = _records(os.path.join(out["examples_dir"], split, "*.tfrecord"))
+    spec = tft.TFTransformOutput(out["transform_graph_dir"]).transformed_feature_spec()
+    return records, {k: v.numpy().reshape(-1) for k, v in tf.io.parse_example(records, spec).items()}
+
+
+def test_non_finite_values_are_transformed_as_missing_ones(odd_runs):
+    result, out = odd_runs["csv"]
+    assert result.train_rows + result.eval_rows == 344
+    values = {}
+    for split in (transform.TRAIN, transform.EVAL):
+        for name, v in _transformed(out, split)[1].items():
+            values.setdefault(name, []).extend(v.tolist())
+    for name in NUMERIC:
+        assert np.isfinite(values[name]).all(), name
+    # 2 penguins have no measures; 3 masses and 2 depths are not finite: all are missing.
+    mass = np.array(values["body_mass_g"])
+    assert (mass == 0.0).sum() == 2 + 3  # z-score: missing is the mean, 0
+    assert abs(mass.mean()) < 0.05 and 0.95 < mass.std() < 1.05
+    depth = np.array(values["bill_depth_mm"])
+    assert (depth == 4).sum() == 2 + 2  # buckets 0..3; missing gets its own id, 4
+    assert set(depth.tolist()) == {0, 1, 2, 3, 4}
+
+
+def test_csv_and_parquet_of_the_same_table_transform_identically(odd_runs):
+    (csv_result, csv_out), (pq_result, pq_out) = odd_runs["csv"], odd_runs["parquet"]
+    assert csv_result == pq_result
+    for split in (transform.TRAIN, transform.EVAL):
+        a, b = _transformed(csv_out, split)[0], _transformed(pq_out, split)[0]
+        assert [_example(r) for r in a] == [_example(r) for r in b], split
+    raw_a = _records(os.path.join(csv_out["raw_eval_dir"], transform.RAW_EVAL_FILE))
+    raw_b = _records(os.path.join(pq_out["raw_eval_dir"], transform.RAW_EVAL_FILE))
+    assert [_example(r) for r in raw_a] == [_example(r) for r in raw_b]
+
+
+def test_serving_treats_non_finite_raw_values_as_missing(odd_runs):
+    import tensorflow_transform as tft
+
+    _, out = odd_runs["csv"]
+    tft_output = tft.TFTransformOutput(out["transform_graph_dir"])
+    base = {"bill_length_mm": 40.0, "flipper_length_mm": 200.0, "island": "Dream", "sex": "male"}
+    rows = [dict(base, body_mass_g=m, bill_depth_mm=d) for m, d in (
+        (None, None), (float("inf"), float("nan")), (float("-inf"), float("inf")),
+        (float("nan"), float("-inf")), (4000.0, 18.0))]
+    served = _serve_raw(tft_output, rows)
+    mass, depth = served["body_mass_g"].reshape(-1), served["bill_depth_mm"].reshape(-1)
+    assert mass.tolist()[:4] == [0.0] * 4 and mass[4] != 0.0 and np.isfinite(mass[4])
+    assert depth.tolist()[:4] == [4] * 4 and depth[4] in {0, 1, 2, 3}
+
+
+def test_single_class_in_the_training_split_fails_and_leaves_no_outputs(tmp_path):
+    from components.common.errors import LabelError
+    from label_data import penguin_rows, with_class_in_split
+
+    header, rows = penguin_rows()
+    path, n = with_class_in_split(tmp_path / "gentoo.csv", "Gentoo", "eval", rows=5, every=3,
+                                  base=(header, [r for r in rows if r[0] == "Adelie"]))
+    out = _outputs(tmp_path / "out")
+    with pytest.raises(LabelError, match=rf"holds a single class, 'Adelie'.*'Gentoo': {n}"):
+        transform.run_transform(path, PENGUINS_SPEC, **out)
+    _assert_no_outputs(out)

@@ -1,12 +1,14 @@
 """components.validate.logic.run_validate on the bundled penguins and on bad input."""
 
+import csv
 import json
 import os
+import re
 
 import pytest
 
 from components.common import data
-from components.common.errors import InputDataError, SchemaError
+from components.common.errors import InputDataError, LabelError, SchemaError
 from components.validate import logic as validate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -240,8 +242,6 @@ def test_empty_schema_file_is_rejected(tmp_path):
 
 
 def test_data_without_label_raises_and_writes_nothing(tmp_path):
-    import csv
-
     with open(data.bundled_penguins_path(), newline="") as fh:
         rows = list(csv.reader(fh))
     bad = tmp_path / "no_species.csv"
@@ -284,4 +284,215 @@ def test_statistics_on_a_beam_runner_equal_the_streaming_pass(tmp_path):
         counts[mode] = (result.rows, stats.datasets[0].num_examples,
                         round(features["body_mass_g"].num_stats.mean, 3),
                         features["island"].string_stats.unique)
-    assert counts["stream"] == counts["beam"] == (344, 344, counts["stream"][2], 3)
+    # The mean against one computed here from the file's text, not against itself.
+    with open(data.bundled_penguins_path(), newline="") as fh:
+        masses = [float(r["body_mass_g"]) for r in csv.DictReader(fh) if r["body_mass_g"] != "NA"]
+    assert len(masses) == 342
+    assert counts["stream"] == counts["beam"] == (344, 344, round(sum(masses) / 342, 3), 3)
+
+
+# ------------------------------------------------ non-finite numbers, CSV vs Parquet
+
+def _penguin_table_rows():
+    with open(data.bundled_penguins_path(), newline="") as fh:
+        rows = list(csv.reader(fh))
+    return rows[0], rows[1:]
+
+
+# (1-based data row, column, text): CSV writes the text, Parquet the value it stands for.
+_ODD_CELLS = [(6, "body_mass_g", "inf"), (99, "body_mass_g", "-Infinity"),
+              (199, "body_mass_g", "NaN"), (49, "bill_depth_mm", "nan"),
+              (10, "island", "nan"), (11, "island", "NaN"), (14, "sex", "None")]
+
+
+def _odd_penguins(tmp_path):
+    """The same table as a CSV file and as a Parquet file (doubles, text, nulls)."""
+    header, rows = _penguin_table_rows()
+    for row, column, text in _ODD_CELLS:
+        rows[row - 1][header.index(column)] = text
+    csv_path = tmp_path / "odd.csv"
+    with open(csv_path, "w", newline="") as fh:
+        csv.writer(fh).writerows([header] + rows)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    numeric = {"bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "year"}
+    columns = {}
+    for i, name in enumerate(header):
+        cells = [r[i] for r in rows]
+        if name in numeric:  # "NA" is null; "inf", "nan" ... are the float values
+            columns[name] = pa.array([None if c == "NA" else float(c) for c in cells],
+                                     pa.float64())
+        else:  # text as it is: the reader treats the null texts alike in both formats
+            columns[name] = pa.array(cells, pa.string())
+    parquet_path = tmp_path / "odd.parquet"
+    pq.write_table(pa.table(columns), parquet_path)
+    return str(csv_path), str(parquet_path)
+
+
+def _stats_by_name(out):
+    return {_feature_name(f): f for f in _load_stats(out).datasets[0].features}
+
+
+def test_non_finite_numbers_are_anomalies_naming_column_count_and_line(tmp_path):
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    csv_path, _ = _odd_penguins(tmp_path)
+    out = _outputs(tmp_path / "out")
+    result = validate.run_validate(csv_path, PENGUINS_SPEC, **out)
+    odd = {a["feature"]: a for a in result.anomalies}
+    assert set(odd) == {"body_mass_g", "bill_depth_mm"}
+    mass = odd["body_mass_g"]
+    assert mass["kind"] == validate.NON_FINITE_KIND
+    assert "3 value(s)" in mass["detail"] and f"{csv_path} line 7" in mass["detail"]
+    assert "2 inf/-inf, 1 NaN" in mass["detail"] and "missing" in mass["detail"]
+    assert f"{csv_path} line 50" in odd["bill_depth_mm"]["detail"]
+    with open(os.path.join(out["anomalies_dir"], validate.ANOMALIES_JSON)) as fh:
+        assert json.load(fh) == result.anomalies
+    proto = anomalies_pb2.Anomalies()
+    with open(os.path.join(out["anomalies_dir"], validate.ANOMALIES_FILE), "rb") as fh:
+        proto.ParseFromString(fh.read())
+    assert [r.type for r in proto.anomaly_info["body_mass_g"].reason] == [
+        anomalies_pb2.AnomalyInfo.FLOAT_TYPE_HAS_INF]
+    assert [r.type for r in proto.anomaly_info["bill_depth_mm"].reason] == [
+        anomalies_pb2.AnomalyInfo.FLOAT_TYPE_HAS_NAN]
+    # Statistics see them as missing: finite, the mean of the other values.
+    header, rows = _penguin_table_rows()
+    i = header.index("body_mass_g")
+    skip = {r for r, c, _ in _ODD_CELLS if c == "body_mass_g"}
+    kept = [float(r[i]) for n, r in enumerate(rows, 1) if r[i] != "NA" and n not in skip]
+    stats = _stats_by_name(out)["body_mass_g"].num_stats
+    assert stats.common_stats.num_missing == 2 + 3
+    assert stats.mean == pytest.approx(sum(kept) / len(kept))
+    assert stats.max == pytest.approx(max(kept))
+    # The drift baseline counts them as missing too.
+    from components.common import registry
+
+    with open(os.path.join(out["statistics_dir"], registry.DRIFT_REFERENCE)) as fh:
+        reference = json.load(fh)["columns"]["body_mass_g"]["reference"]
+    assert reference["counts"][0] == 5 and sum(reference["counts"]) == 344
+    with open(out["report_path"]) as fh:
+        html = fh.read()
+    assert validate.NON_FINITE_KIND in html and "2 anomalies" in html
+
+
+def test_strict_mode_fails_on_non_finite_numbers_and_writes_nothing(tmp_path):
+    csv_path, _ = _odd_penguins(tmp_path)
+    out = _outputs(tmp_path / "out")
+    with pytest.raises(validate.AnomaliesFound) as info:
+        validate.run_validate(csv_path, PENGUINS_SPEC, strict=True, **out)
+    message = str(info.value)
+    assert "2 anomalies" in message
+    assert f"body_mass_g: {validate.NON_FINITE_KIND}: 3 value(s)" in message
+    assert "bill_depth_mm" in message and f"{csv_path} line 7" in message
+    _assert_nothing_written(out)
+
+
+def test_csv_and_parquet_of_the_same_table_give_identical_statistics(tmp_path):
+    csv_path, parquet_path = _odd_penguins(tmp_path)
+    results, stats = {}, {}
+    for name, path in (("csv", csv_path), ("parquet", parquet_path)):
+        out = _outputs(tmp_path / name)
+        results[name] = validate.run_validate(path, PENGUINS_SPEC, **out)
+        stats[name] = _load_stats(out).datasets[0]
+    assert stats["csv"] == stats["parquet"]
+    by_name = {_feature_name(f): f for f in stats["csv"].features}
+    assert by_name["island"].string_stats.common_stats.num_missing == 2  # "nan", "NaN"
+    assert by_name["sex"].string_stats.common_stats.num_missing == 12  # 11 NA + "None"
+    assert "nan" not in {v.value for v in by_name["island"].string_stats.top_values}
+
+    # The same anomalies; only where the first one is differs: CSV line 7 is Parquet row 6.
+    def where_left_out(result):
+        return [(a["feature"], a["kind"], a["detail"].split("first:")[0])
+                for a in result.anomalies]
+
+    assert where_left_out(results["csv"]) == where_left_out(results["parquet"])
+    assert len(results["csv"].anomalies) == 2
+    mass = {a["feature"]: a["detail"] for a in results["parquet"].anomalies}["body_mass_g"]
+    assert f"first: {parquet_path} row 6 (value inf)" in mass
+
+
+# ------------------------------------------------------------------------ labels
+
+def _regression_spec(label="body_mass_g"):
+    with open(PENGUINS_SPEC) as fh:
+        spec = json.load(fh)
+    spec.update(label=label, task="regression",
+                numeric=[c for c in spec["numeric"] if c != label],
+                categorical=spec["categorical"] + ["species"])
+    return json.dumps(spec)
+
+
+def _write_penguins(path, *changes):
+    header, rows = _penguin_table_rows()
+    for n, row in enumerate(rows, 1):
+        for change in changes:
+            change(n, dict(zip(header, row)), row, header)
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows([header] + rows)
+    return str(path)
+
+
+def _set(column, value, when=lambda n, r: True):
+    def change(n, record, row, header):
+        if when(n, record):
+            row[header.index(column)] = value
+    return change
+
+
+@pytest.mark.parametrize("change,problem,words", [
+    (_set("species", "Adelie"), PENGUINS_SPEC,
+     [r"classification label 'species' has a single class, 'Adelie', in all 344 rows"]),
+    (_set("species", "", lambda n, r: n in (3, 70)), PENGUINS_SPEC,
+     [r"2 row\(s\) have an empty label 'species'", r"line 4"]),
+    (_set("body_mass_g", "Infinity", lambda n, r: n == 9), "regression",
+     [r"regression label 'body_mass_g' is not a finite number in 1 row\(s\)", r"line 10"]),
+    (_set("body_mass_g", "nan", lambda n, r: n == 9), "regression",
+     [r"regression label 'body_mass_g' is not a finite number"]),
+    (_set("body_mass_g", "heavy", lambda n, r: n == 9), "regression",
+     [r"the label 'body_mass_g' is declared numeric but holds the value 'heavy'"]),
+], ids=["single_class", "empty_class_label", "regression_inf", "regression_nan",
+        "regression_text"])
+def test_label_that_cannot_be_learned_is_refused_before_anything_is_written(
+        tmp_path, change, problem, words):
+    changes = [change]
+    if problem == "regression":  # the two penguins without a mass would have no label
+        changes.insert(0, _set("body_mass_g", "4000", lambda n, r: r["body_mass_g"] == "NA"))
+        problem = _regression_spec()
+    path = _write_penguins(tmp_path / "labels.csv", *changes)
+    out = _outputs(tmp_path / "out")
+    with pytest.raises(LabelError) as info:
+        validate.run_validate(path, problem, **out)
+    for pattern in words:
+        assert re.search(pattern, str(info.value)), (pattern, str(info.value))
+    assert path in str(info.value)
+    _assert_nothing_written(out)
+
+
+def test_class_only_in_the_eval_split_is_a_note_not_an_anomaly(tmp_path):
+    from label_data import with_class_in_split
+
+    path, n = with_class_in_split(tmp_path / "emperor.csv", "Emperor", "eval")
+    out = _outputs(tmp_path / "out")
+    result = validate.run_validate(path, PENGUINS_SPEC, strict=True, **out)  # strict passes
+    assert result.anomalies == []
+    assert result.notes == [
+        f"label 'species': class 'Emperor' appears only in the eval split: {n} row(s); the "
+        "label vocabulary comes from the training split, so evaluation counts them as wrong"]
+    assert result.summary()["notes"] == result.notes
+    with open(out["report_path"]) as fh:
+        assert "appears only in the eval split" in fh.read()
+
+
+def test_single_class_in_the_training_split_is_refused_at_validation(tmp_path):
+    from label_data import penguin_rows, with_class_in_split
+
+    header, rows = penguin_rows()
+    path, n = with_class_in_split(tmp_path / "gentoo.csv", "Gentoo", "eval", rows=5, every=3,
+                                  base=(header, [r for r in rows if r[0] == "Adelie"]))
+    out = _outputs(tmp_path / "out")
+    with pytest.raises(LabelError, match=rf"training split of the classification label "
+                                         rf"'species' holds a single class, 'Adelie'.*"
+                                         rf"'Gentoo': {n}"):
+        validate.run_validate(path, PENGUINS_SPEC, **out)
+    _assert_nothing_written(out)

@@ -3,6 +3,16 @@
 Rows stream as Arrow RecordBatches of the spec's columns, typed from the spec, so memory
 stays flat whatever the row count. Every problem a user can cause is raised as an
 InputDataError naming the file, the column and the value.
+
+One reading rule for both formats (what every component sees, since all read here):
+
+- A text column (categorical, a classification label, the key): null and the texts in
+  ``NULL_VALUES`` ("", "NA", "nan", ...) are missing, in CSV and in Parquet alike; any
+  other text is a value.
+- A numeric column: null and the texts in ``NUMERIC_NULL_VALUES`` are missing. A value
+  that is not a finite float32 (inf, -inf, NaN; text "inf", "Infinity", "nan", ...; a
+  number beyond float32's range) is *non-finite*: the tracker counts it (validation
+  reports it as an anomaly, a label refuses it) and it is read as missing.
 """
 
 from __future__ import annotations
@@ -10,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import glob as _glob
 import importlib.util
 import io
 import os
@@ -19,15 +28,19 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from components.common import storage
-from components.common.errors import InputDataError, StorageError
+from components.common.errors import InputDataError, LabelError, StorageError
 from components.common.problem import ProblemSpec
 
 BUNDLED_PENGUINS = "bundled:penguins"
+# Texts that mean "no value" in a text column (CSV and Parquet alike).
 NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
+# In a numeric column "NaN" / "nan" are not "no value" but the number NaN: non-finite.
+NUMERIC_NULL_VALUES = [v for v in NULL_VALUES if v.lower() != "nan"]
 _FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 DEFAULT_BATCH_ROWS = 65_536
 
@@ -121,6 +134,15 @@ def _check_header(path: str, header: list[str], spec: ProblemSpec) -> None:
             f"the file has columns {header}")
 
 
+def _where(path: str, line: int) -> str:
+    """A row's place for people: CSV line number (the header is line 1), Parquet row."""
+    return f"{path} line {line}" if format_of(path) == "csv" else f"{path} row {line - 1}"
+
+
+def _column_words(name: str, spec: ProblemSpec) -> str:
+    return f"the label {name!r}" if name == spec.label else f"column {name!r}"
+
+
 _ARROW_CONVERSION = re.compile(r"CSV column #(\d+).*?(?:Row #(\d+): )?.*?invalid value '(.*)'", re.S)
 
 
@@ -138,8 +160,9 @@ def _csv_batches(path: str, spec: ProblemSpec, batch_rows: int) -> Iterator[pa.R
     _check_header(path, header, spec)
     types = arrow_types(spec)
     # Every column not in the spec is read as text and dropped, so stray values never fail.
+    # Numeric null texts here; text columns get the rest of NULL_VALUES in _normalize.
     convert = pacsv.ConvertOptions(
-        column_types=types, include_columns=list(types), null_values=NULL_VALUES,
+        column_types=types, include_columns=list(types), null_values=NUMERIC_NULL_VALUES,
         strings_can_be_null=True, quoted_strings_can_be_null=True)
     read = pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 64))
     try:
@@ -148,16 +171,19 @@ def _csv_batches(path: str, spec: ProblemSpec, batch_rows: int) -> Iterator[pa.R
             if batch.num_rows:
                 yield batch
     except pa.ArrowInvalid as exc:
-        raise _conversion_error(path, header, str(exc)) from None
+        raise _conversion_error(path, header, str(exc), spec) from None
 
 
-def _conversion_error(path: str, header: list[str], message: str) -> InputDataError:
+def _conversion_error(path: str, header: list[str], message: str,
+                      spec: ProblemSpec) -> InputDataError:
     match = _ARROW_CONVERSION.search(message)
     if match:
         col = header[int(match.group(1))] if int(match.group(1)) < len(header) else match.group(1)
         value = match.group(3)
-        return InputDataError(
-            f"{path}: column {col!r} is declared numeric but holds the value {value!r}")
+        error = LabelError if col == spec.label else InputDataError
+        return error(
+            f"{path}: {_column_words(col, spec)} is declared numeric but holds the value "
+            f"{value!r}")
     return InputDataError(f"{path}: cannot parse as CSV: {message.splitlines()[0]}")
 
 
@@ -173,17 +199,53 @@ def _parquet_batches(path: str, spec: ProblemSpec, batch_rows: int) -> Iterator[
         for name, typ in types.items():
             column = batch.column(batch.schema.get_field_index(name))
             if column.type != typ:
+                if pa.types.is_floating(typ) and (pa.types.is_string(column.type)
+                                                  or pa.types.is_large_string(column.type)):
+                    # Numbers stored as text read as CSV text does: null texts are
+                    # missing, surrounding blanks do not count.
+                    column = pc.utf8_trim_whitespace(null_where_in(column, NUMERIC_NULL_VALUES))
                 try:
                     column = column.cast(typ)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                     bad = _first_uncastable(column, typ)
-                    raise InputDataError(
-                        f"{path}: column {name!r} is declared "
+                    error = LabelError if name == spec.label else InputDataError
+                    raise error(
+                        f"{path}: {_column_words(name, spec)} is declared "
                         f"{'numeric' if pa.types.is_floating(typ) else 'text'} "
                         f"but holds the value {bad!r} (type {column.type})") from None
             arrays.append(column)
         if batch.num_rows:
             yield pa.RecordBatch.from_arrays(arrays, names=list(types))
+
+
+def null_where_in(column: pa.Array, texts: list[str]) -> pa.Array:
+    """``column`` with every value in ``texts`` made null."""
+    hit = pc.is_in(column, value_set=pa.array(texts, type=column.type))
+    return pc.if_else(hit, pa.scalar(None, column.type), column)
+
+
+def _normalize(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, dict]:
+    """The reading rule applied to a typed batch from either format: null texts in text
+    columns become null, non-finite numbers become null.
+
+    Returns the batch and ``{column: (inf count, nan count, first index, first value)}``
+    for the numeric columns that held non-finite values.
+    """
+    arrays, nonfinite = [], {}
+    for name, column in zip(batch.schema.names, batch.columns):
+        if pa.types.is_string(column.type):
+            column = null_where_in(column, NULL_VALUES)
+        elif pa.types.is_floating(column.type) and column.null_count < len(column):
+            bad = pc.invert(pc.is_finite(column)).fill_null(False)
+            if pc.any(bad).as_py():
+                nan = pc.is_nan(column).fill_null(False)
+                n_nan = pc.sum(nan).as_py() or 0
+                n_bad = pc.sum(bad).as_py()
+                first = int(np.flatnonzero(np.asarray(bad))[0])
+                nonfinite[name] = (n_bad - n_nan, n_nan, first, column[first].as_py())
+                column = pc.if_else(bad, pa.scalar(None, column.type), column)
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names), nonfinite
 
 
 def _first_uncastable(column: pa.Array, typ: pa.DataType):
@@ -196,46 +258,131 @@ def _first_uncastable(column: pa.Array, typ: pa.DataType):
 
 
 @dataclasses.dataclass
+class NonFinite:
+    """Non-finite values of one numeric column (each was read as missing)."""
+
+    inf: int = 0
+    nan: int = 0
+    first: tuple = ()  # (file, line number as in empty_label_rows, value)
+
+    @property
+    def count(self) -> int:
+        return self.inf + self.nan
+
+    def describe(self) -> str:
+        kinds = ", ".join(f"{n} {k}" for k, n in (("inf/-inf", self.inf), ("NaN", self.nan)) if n)
+        path, line, value = self.first
+        return (f"{self.count} value(s) are not finite numbers ({kinds}; a number beyond "
+                f"float32's +-3.4e38 reads as inf); first: {_where(path, line)} (value "
+                f"{value!r}); each is read as missing")
+
+
+@dataclasses.dataclass
 class ColumnTracker:
-    """Counts rows and nulls per column while batches stream past."""
+    """Counts rows, nulls and non-finite numbers per column while batches stream past;
+    for classification also the label's classes per split (train, eval)."""
 
     spec: ProblemSpec
     rows: int = 0
-    nulls: dict = dataclasses.field(default_factory=dict)
+    nulls: dict = dataclasses.field(default_factory=dict)  # non-finite values included
     empty_label_rows: list = dataclasses.field(default_factory=list)  # (file, row number)
+    nonfinite: dict = dataclasses.field(default_factory=dict)  # column -> NonFinite
+    label_classes: dict = dataclasses.field(default_factory=dict)  # value -> [train, eval]
+    _mask: tuple = dataclasses.field(default=(None, None), repr=False)
 
-    def update(self, path: str, batch: pa.RecordBatch, file_row_offset: int) -> None:
+    def eval_mask(self, batch: pa.RecordBatch) -> np.ndarray:
+        """eval_mask(batch, spec), computed once for the batch last seen by update."""
+        if self._mask[0] is not batch:
+            self._mask = (batch, eval_mask(batch, self.spec))
+        return self._mask[1]
+
+    def update(self, path: str, batch: pa.RecordBatch, file_row_offset: int,
+               nonfinite: dict | None = None) -> None:
+        """``nonfinite``: what _normalize found in this batch (already nulls in it)."""
         for name in batch.schema.names:
             column = batch.column(batch.schema.get_field_index(name))
             self.nulls[name] = self.nulls.get(name, 0) + column.null_count
+        for name, (n_inf, n_nan, first, value) in (nonfinite or {}).items():
+            found = self.nonfinite.setdefault(name, NonFinite())
+            if not found.first:
+                found.first = (path, file_row_offset + first + 2, value)
+            found.inf += n_inf
+            found.nan += n_nan
         label = batch.column(batch.schema.get_field_index(self.spec.label))
         if label.null_count and len(self.empty_label_rows) < 5:
             idx = np.flatnonzero(np.asarray(label.is_null()))[:5]
             # +2: one for the header line, one for 1-based numbering.
             self.empty_label_rows += [(path, file_row_offset + int(i) + 2) for i in idx]
+        if self.spec.task == "classification":
+            is_eval = pa.array(self.eval_mask(batch), type=pa.bool_())
+            for split, part in enumerate((label.filter(pc.invert(is_eval)), label.filter(is_eval))):
+                counts = pc.value_counts(part.drop_null())
+                for value, n in zip(counts.field("values").to_pylist(),
+                                    counts.field("counts").to_pylist()):
+                    self.label_classes.setdefault(value, [0, 0])[split] += n
         self.rows += batch.num_rows
 
+    def eval_only_classes(self) -> dict[str, int]:
+        """Classification: label classes that only the eval split holds -> their rows."""
+        return {v: n[1] for v, n in sorted(self.label_classes.items()) if not n[0]}
+
     def check(self, source: str) -> None:
-        """Raises on rows without a label and on features with no value at all."""
-        label_nulls = self.nulls.get(self.spec.label, 0)
+        """Raises on label values that cannot be learned from (empty, non-finite, one
+        class only, in the data or in the training split) and on features with no value
+        at all."""
+        label = self.spec.label
+        bad = self.nonfinite.get(label)
+        if bad:
+            raise LabelError(
+                f"{source}: the regression label {label!r} is not a finite number in "
+                f"{bad.count} row(s) (first: {_where(*bad.first[:2])}, value "
+                f"{bad.first[2]!r}); drop or fix them before training")
+        label_nulls = self.nulls.get(label, 0)
         if label_nulls:
-            where = ", ".join(f"{os.path.basename(f)} line {r}" for f, r in self.empty_label_rows[:5])
-            raise InputDataError(
-                f"{source}: {label_nulls} row(s) have an empty label {self.spec.label!r} "
+            where = ", ".join(_where(f, r) for f, r in self.empty_label_rows[:5])
+            raise LabelError(
+                f"{source}: {label_nulls} row(s) have an empty label {label!r} "
                 f"(first: {where}); drop or fill them before training")
         empty = [c for c in self.spec.features if self.nulls.get(c, 0) == self.rows]
         if empty:
+            why = "".join(f"; {c}: {self.nonfinite[c].describe()}" for c in empty
+                          if c in self.nonfinite)
             raise InputDataError(
-                f"{source}: feature column(s) {empty} hold no value in any of the {self.rows} rows")
+                f"{source}: feature column(s) {empty} hold no value in any of the "
+                f"{self.rows} rows{why}")
+        if self.spec.task == "classification" and self.rows:
+            self._check_classes(source)
+
+    def _check_classes(self, source: str) -> None:
+        label, classes = self.spec.label, self.label_classes
+        if len(classes) < 2:
+            (value, (train, held_out)), = classes.items()
+            raise LabelError(
+                f"{source}: the classification label {label!r} has a single class, "
+                f"{value!r}, in all {train + held_out} rows; a classifier needs at least 2 "
+                f"classes (for a numeric target use \"task\": \"regression\")")
+        train = {v: n[0] for v, n in sorted(classes.items()) if n[0]}
+        if len(train) < 2:
+            train_rows = sum(train.values())
+            only = (f"a single class, {next(iter(train))!r}" if train else "no class")
+            others = {v: n[1] for v, n in sorted(classes.items()) if v not in train}
+            raise LabelError(
+                f"{source}: the training split of the classification label {label!r} holds "
+                f"{only} ({train_rows} rows); the other class(es) are only in the eval "
+                f"split (eval_percent={self.spec.eval_percent}), rows per class: {others}; a "
+                f"classifier needs at least 2 classes to learn from: give more rows of each "
+                f"class")
 
 
 def iter_batches(path: str, spec: ProblemSpec, batch_rows: int = DEFAULT_BATCH_ROWS,
                  tracker: ColumnTracker | None = None) -> Iterator[pa.RecordBatch]:
     """Streams the spec's columns from every input file, in file order.
 
-    Raises InputDataError for a missing path, an empty match, a header-only file, a missing
-    column or a value that does not parse; with a tracker, also for empty labels and
-    all-null features once the stream ends.
+    Every batch follows the reading rule (module docstring): null texts and non-finite
+    numbers are missing. Raises InputDataError for a missing path, an empty match, a
+    header-only file, a missing column or a value that does not parse; with a tracker,
+    once the stream ends, also for all-null features and (LabelError) for labels that
+    cannot be learned from (ColumnTracker.check).
     """
     files = resolve_inputs(path)
     for file in files:
@@ -243,8 +390,9 @@ def iter_batches(path: str, spec: ProblemSpec, batch_rows: int = DEFAULT_BATCH_R
             reader = _csv_batches if format_of(file) == "csv" else _parquet_batches
             offset = 0
             for batch in reader(local, spec, batch_rows):
+                batch, nonfinite = _normalize(batch)
                 if tracker is not None:
-                    tracker.update(file, batch, offset)
+                    tracker.update(file, batch, offset, nonfinite)
                 offset += batch.num_rows
                 yield batch
             if offset == 0:

@@ -268,9 +268,10 @@ class Counter:
         self._index = {v: i + 1 for i, v in enumerate(ref.values)}
 
     def add_numeric(self, values: np.ndarray) -> None:
-        """``values``: float array, NaN for missing."""
+        """``values``: float array, NaN for missing; inf / -inf count as missing too (the
+        rule training data is read with, components/common/data.py)."""
         values = np.asarray(values, dtype=np.float64)
-        missing = np.isnan(values)
+        missing = ~np.isfinite(values)
         self.counts[0] += float(missing.sum())
         present = values[~missing]
         if present.size:

@@ -23,3 +23,14 @@ class RegistryError(KfpCtError):
 
 class StorageError(KfpCtError):
     """A path cannot be read or written (missing, not writable, bad URI)."""
+
+
+class LabelError(InputDataError):
+    """The label column cannot be learned from: a classification label with fewer than
+    two classes (in the data or in the training split), or a label value that is empty,
+    not a number (regression) or not finite."""
+
+
+class TrainingError(KfpCtError):
+    """Training ran but gave a model that must not be used (its loss or eval metrics are
+    not finite numbers)."""

@@ -31,6 +31,16 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 #: The one metric a person reads first for a task (``versions`` shows it).
 MAIN_METRIC: dict[str, str] = {"classification": ACCURACY, "regression": RMSE}
 
+#: The metrics evaluate also measures for the no-skill predictor (components/evaluate/
+#: naive.py), which the gate's ``better_than_naive`` compares with.
+NAIVE_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": (ACCURACY,),
+    "regression": (MSE, MAE, RMSE),
+}
+
+#: Below this many eval rows the gate notes how uncertain its decision is.
+FEW_EXAMPLES = 200
+
 
 def direction_words(metric: str) -> str:
     """``"higher is better"`` / ``"lower is better"`` / ``"no known direction"``."""

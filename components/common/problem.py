@@ -48,6 +48,11 @@ class ProblemSpec:
     options: dict = dataclasses.field(default_factory=dict)
     model: dict = dataclasses.field(default_factory=dict)
     module_file: str | None = None
+    # Evaluation slices when the pipeline's `slices` parameter is empty.
+    slices: tuple[str, ...] = ()
+    # Columns that never leave the training data: dropped (with the label) from the
+    # warmup requests kept beside each pushed version.
+    sensitive: tuple[str, ...] = ()
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -117,9 +122,20 @@ def parse_problem(data: dict[str, Any], source: str = "<inline>") -> ProblemSpec
     module_file = data.get("module_file")
     if module_file is not None and (not isinstance(module_file, str) or not module_file):
         _fail(f"{source}: 'module_file' must be a path or null, got {module_file!r}")
+    columns = (label,) + features + ((key,) if key and key not in features else ())
+    for name in ("slices", "sensitive"):
+        value = data.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            _fail(f"{source}: '{name}' must be a list of column names, got {value!r}")
+        unknown = [v for v in value if v not in columns]
+        if unknown:
+            _fail(f"{source}: '{name}' names {unknown}, not column(s) of the spec; its "
+                  f"columns: {list(columns)}")
+        lists[name] = tuple(dict.fromkeys(value))
     return ProblemSpec(label=label, task=task, numeric=lists["numeric"],
                        categorical=lists["categorical"], key=key, eval_percent=eval_percent,
-                       options=dict(options), model=dict(model), module_file=module_file)
+                       options=dict(options), model=dict(model), module_file=module_file,
+                       slices=lists["slices"], sensitive=lists["sensitive"])
 
 
 def load_problem(text_or_path: str) -> ProblemSpec:

@@ -206,6 +206,34 @@ def listdir(path: str) -> list[str]:
     return sorted(names)
 
 
+def list_files(path: str) -> dict[str, int]:
+    """Every file under the directory ``path``, recursively: relative path (``/``-separated)
+    -> size in bytes; {} when ``path`` is missing or not a directory.
+
+    On gs:// this is one listing (paged by the service), no object is read.
+    """
+    if not is_gcs(path):
+        out: dict[str, int] = {}
+        if not os.path.isdir(path):
+            return out
+        with _local_errors(path, "list"):
+            for dirpath, _dirs, names in os.walk(path):
+                for name in names:
+                    full = os.path.join(dirpath, name)
+                    try:
+                        size = os.stat(full).st_size
+                    except FileNotFoundError:  # removed while listing
+                        continue
+                    out[os.path.relpath(full, path).replace(os.sep, "/")] = size
+        return out
+    bucket, key = _split(path)
+    prefix = f"{key}/" if key else ""
+    with _gcs_errors(path, "list"):
+        blobs, _ = _list_blobs(bucket, prefix)
+    return {b.name[len(prefix):]: int(b.size or 0) for b in blobs
+            if len(b.name) > len(prefix) and not b.name.endswith("/")}
+
+
 def glob(pattern: str) -> list[str]:
     """Sorted file paths matching ``pattern`` (``**`` recursive locally)."""
     if not is_gcs(pattern):

@@ -284,8 +284,9 @@ def _to_float(column: pa.Array, name: str, scan: Scan) -> np.ndarray:
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or \
             pa.types.is_decimal(column.type) or pa.types.is_boolean(column.type):
         single = column.cast(pa.float32())
-    else:
-        text = column.cast(pa.string())
+    else:  # numbers as text read as training read them (data.py's reading rule)
+        text = pc.utf8_trim_whitespace(
+            data_lib.null_where_in(column.cast(pa.string()), data_lib.NUMERIC_NULL_VALUES))
         try:
             single = pc.cast(text, pa.float32())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -313,6 +314,9 @@ def _update(scan: Scan, batch: pa.RecordBatch | pa.Table, refs: dict) -> None:
             counter.add_numeric(_to_float(array, column, scan))
         else:
             text = array.cast(pa.string()) if not pa.types.is_string(array.type) else array
+            # Null texts ("", "NA", "nan", ...) are missing, in Parquet as in CSV and as
+            # in the training data (data.py's reading rule).
+            text = data_lib.null_where_in(text, data_lib.NULL_VALUES)
             counts = pc.value_counts(text.drop_null())
             counter.add_value_counts(
                 dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from components.common import report
 
-_TRAIN, _WINDOW = "#5b8def", "#f28e2b"
+_TRAIN, _WINDOW = report.REFERENCE_COLOR, report.CHECKED_COLOR
 _VERDICT_CLASS = {"drift": "bad", "missing column": "bad", "type change": "bad",
                   "no drift": "ok"}
 
@@ -28,17 +28,15 @@ def svg(cells: list[dict], width: int = 260, height: int = 70) -> str:
     top = max(max(t, w) for _, t, w in shares) or 1.0
     slot = width / len(shares)
     bar = max(slot / 2 - 1, 1.0)
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height + 2}' "
-             f"role='img' aria-label='training vs window distribution'>"]
+    parts = []
     for i, (label, t, w) in enumerate(shares):
         x = i * slot
         for j, (share, color, who) in enumerate(((t, _TRAIN, "training"), (w, _WINDOW, "window"))):
             h = height * share / top
-            parts.append(f"<rect x='{x + j * bar:.1f}' y='{height - h:.1f}' width='{bar:.1f}' "
-                         f"height='{h:.1f}' fill='{color}'><title>{report.esc(label)}: {who} "
-                         f"{100 * share:.1f}%</title></rect>")
-    parts.append(f"<line x1='0' y1='{height}' x2='{width}' y2='{height}' stroke='#999'/></svg>")
-    return "".join(parts)
+            parts.append(report.svg_rect(x + j * bar, height - h, bar, h, color,
+                                         f"{label}: {who} {100 * share:.1f}%"))
+    parts.append(report.svg_line(0, height, width, height))
+    return report.svg(width, height + 2, "".join(parts), "training vs window distribution")
 
 
 def _feature_rows(record: dict, with_svg: bool) -> list[list]:

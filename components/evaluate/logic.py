@@ -6,15 +6,16 @@ version are measured in one TFMA run on the same raw eval rows (serialized
 per slice. The result is ``evaluation.json`` (read by the gate), the TFMA output folder
 and an HTML report.
 
-A production version that is corrupt, or whose SavedModel does not load or answer, is
-recorded as baseline state ``unusable`` with what was found: it is never mistaken for
-"no production model yet".
+A production version whose files the registry finds damaged is recorded as baseline
+state ``corrupt``, with the one command that recovers (``recovery``); one that loads but
+does not answer is ``unusable``. Neither is mistaken for "no production model yet".
 
 No kfp here.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -67,6 +68,9 @@ class EvaluateResult:
     candidate: dict  # {"overall": {metric: value}, "slices": {"feature=value": {...}}}
     baseline: dict  # {"state", "version", "path", "detail", "overall"}
     confusion_matrix: dict | None  # {"labels": [...], "matrix": [[...]]} (rows: actual)
+    # (+ "unseen_classes": {class: predicted counts} for eval classes the model lacks)
+    naive: dict | None = None  # the no-skill predictor: {"metrics", "predictor"} (naive.py)
+    notes: list = dataclasses.field(default_factory=list)  # e.g. eval-only classes
 
     def summary(self) -> dict:
         return dict(self.candidate["overall"])
@@ -76,6 +80,10 @@ class EvaluateResult:
                "baseline": self.baseline}
         if self.confusion_matrix is not None:
             doc["confusion_matrix"] = self.confusion_matrix
+        if self.naive is not None:
+            doc["naive"] = self.naive
+        if self.notes:
+            doc["notes"] = self.notes
         return doc
 
 
@@ -138,15 +146,70 @@ def probe_model(model_dir: str, spec: ProblemSpec, rows: list[bytes]) -> list[st
     return [c.decode() if isinstance(c, bytes) else str(c) for c in classes[0]]
 
 
+# ------------------------------------------------------------------------ labels
+#
+# A class in the eval rows that a model does not have (the label vocabulary is the
+# training split's: the class was only in the eval split, or the production model was
+# trained before it existed) can never be predicted: every such row is a wrong
+# prediction. TFMA cannot take such a row as a text label (it looks the text up in the
+# model's classes, gets -1 and fails on the batch), so when there are any, the rows go
+# to TFMA with the label as each model's class id, a class it lacks getting an id past
+# its last one (`_write_label_ids`): accuracy counts the row as wrong, the confusion
+# matrix gets a row for the class, and macro recall counts it with recall 0.
+
+LABEL_ID_FEATURE = "__kfp_ct_label_id_{model}"
+
+
+def unseen_classes(counts: dict[str, int], classes: list[str]) -> dict[str, int]:
+    """The eval rows' classes that ``classes`` (a model's) lacks -> their row counts."""
+    known = set(classes)
+    return {c: n for c, n in sorted(counts.items()) if c not in known}
+
+
+def _write_label_ids(path: str, out: str, label: str, vocabularies: dict[str, list[str]],
+                     unseen: dict[str, dict[str, int]]) -> dict[str, str]:
+    """Copies the raw rows to ``out``, each with its label as every model's class id
+    (LABEL_ID_FEATURE); a class the model lacks gets ``len(classes) + i`` (i: its place
+    in ``sorted(unseen[model])``). Returns {model: label feature}."""
+    import tensorflow as tf
+
+    ids = {m: {**{c: i for i, c in enumerate(v)},
+               **{c: len(v) + i for i, c in enumerate(sorted(unseen.get(m, {})))}}
+           for m, v in vocabularies.items()}
+    keys = {m: LABEL_ID_FEATURE.format(model=m) for m in vocabularies}
+    with tf.io.TFRecordWriter(out) as writer:
+        for record in tf.data.TFRecordDataset(path):
+            example = tf.train.Example.FromString(record.numpy())
+            values = example.features.feature[label].bytes_list.value
+            value = values[0].decode("utf-8", errors="replace") if values else None
+            for model, key in keys.items():
+                if value is not None:
+                    example.features.feature[key].int64_list.value.append(ids[model][value])
+            writer.write(example.SerializeToString())
+    return keys
+
+
+def unseen_notes(unseen: dict[str, dict[str, int]]) -> list[str]:
+    """What evaluation.json and the report say about classes a model lacks."""
+    notes = [f"class {c!r} appears only in the eval split: {n} row(s), counted as wrong"
+             for c, n in unseen.get(CANDIDATE, {}).items()]
+    notes += [f"class {c!r} is not one of the production model's classes: {n} row(s), "
+              f"counted as wrong for it" for c, n in unseen.get(BASELINE, {}).items()]
+    return notes
+
+
 # -------------------------------------------------------------------------- TFMA
 
 
-def build_eval_config(spec: ProblemSpec, slices: list[str], with_baseline: bool):
+def build_eval_config(spec: ProblemSpec, slices: list[str], with_baseline: bool,
+                      label_keys: dict[str, str] | None = None):
+    """``label_keys``: per model, the feature holding its label (default: the label)."""
     import tensorflow_model_analysis as tfma
 
     names = [CANDIDATE] + ([BASELINE] if with_baseline else [])
-    model_specs = [tfma.ModelSpec(name=n, label_key=spec.label, signature_name=SIGNATURE,
-                                  is_baseline=(n == BASELINE)) for n in names]
+    model_specs = [tfma.ModelSpec(name=n, label_key=(label_keys or {}).get(n, spec.label),
+                                  signature_name=SIGNATURE, is_baseline=(n == BASELINE))
+                   for n in names]
     classes = _CLASSIFICATION_METRICS if spec.task == "classification" else _REGRESSION_METRICS
     metrics = [tfma.MetricConfig(class_name=c) for c in classes]
     if spec.task == "classification":
@@ -158,11 +221,13 @@ def build_eval_config(spec: ProblemSpec, slices: list[str], with_baseline: bool)
         slicing_specs=slicing)
 
 
-def _run_tfma(spec, slices, data_path, models: dict[str, str], out: str, beam_args):
+def _run_tfma(spec, slices, data_path, models: dict[str, str], out: str, beam_args,
+              label_keys: dict[str, str] | None = None):
     import tensorflow_model_analysis as tfma
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    config = build_eval_config(spec, slices, with_baseline=BASELINE in models)
+    config = build_eval_config(spec, slices, with_baseline=BASELINE in models,
+                               label_keys=label_keys)
     shared = [tfma.default_eval_shared_model(eval_saved_model_path=path, eval_config=config,
                                              model_name=name, include_default_metrics=False)
               for name, path in models.items()]
@@ -223,8 +288,14 @@ def _read_metrics(out: str, spec: ProblemSpec, models: list[str]) -> dict:
     return found
 
 
-def _read_confusion(out: str, models: list[str], sizes: dict[str, int]) -> dict:
-    """{model: {slice_name: matrix (rows actual, cols predicted)}}."""
+def _read_confusion(out: str, models: list[str], sizes: dict[str, int],
+                    unseen_rows: dict[str, int] | None = None) -> dict:
+    """{model: {slice_name: matrix (rows actual, cols predicted)}}.
+
+    ``unseen_rows``: per model, how many classes it does not have (ids ``n``, ``n + 1``,
+    ... in the rows given to TFMA, see _write_label_ids): the matrix gets that many rows
+    more than columns, one per such class.
+    """
     import tensorflow_model_analysis as tfma
 
     found: dict = {m: {} for m in models}
@@ -235,22 +306,29 @@ def _read_confusion(out: str, models: list[str], sizes: dict[str, int]) -> dict:
             if model is None or not kv.value.HasField("multi_class_confusion_matrix_at_thresholds"):
                 continue
             n = sizes[model]
-            matrix = [[0] * n for _ in range(n)]
+            rows = n + (unseen_rows or {}).get(model, 0)
+            matrix = [[0] * n for _ in range(rows)]
             matrices = kv.value.multi_class_confusion_matrix_at_thresholds.matrices
             for entry in (matrices[0].entries if matrices else []):
                 a, p = entry.actual_class_id, entry.predicted_class_id
-                if 0 <= a < n and 0 <= p < n:
+                if 0 <= a < rows and 0 <= p < n:
                     matrix[a][p] += int(round(entry.num_weighted_examples))
             found[model][slice_name] = matrix
     return found
 
 
 def macro_precision_recall(matrix: list[list[int]]) -> dict:
-    """Macro precision over predicted classes, macro recall over present classes."""
-    n = len(matrix)
+    """Macro precision over predicted classes, macro recall over present classes.
+
+    Rows past the columns are classes the model does not have (it can never predict
+    them): their rows count against the precision of what was predicted, and their
+    recall is 0.
+    """
+    n = len(matrix[0]) if matrix else 0
     precisions = [matrix[c][c] / col for c in range(n)
-                  if (col := sum(matrix[r][c] for r in range(n)))]
-    recalls = [matrix[c][c] / row for c in range(n) if (row := sum(matrix[c]))]
+                  if (col := sum(row[c] for row in matrix))]
+    recalls = [(matrix[c][c] if c < n else 0) / row
+               for c in range(len(matrix)) if (row := sum(matrix[c]))]
     out = {}
     if precisions:
         out[metrics_lib.MACRO_PRECISION] = sum(precisions) / len(precisions)
@@ -285,11 +363,12 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
         push_destination: The serving model base; "" means no baseline is looked up.
         output_dir: Receives evaluation.json and the TFMA output (tfma/).
         report_path: Where the HTML report is written.
-        slices: Raw column names; metrics are also computed per value of each.
+        slices: Raw column names; metrics are also computed per value of each. Empty:
+            the problem spec's ``slices``.
         beam_args: Beam pipeline options for TFMA (default: in-memory DirectRunner).
     """
     spec = load_problem(problem)
-    slices = list(dict.fromkeys(slices or []))
+    slices = list(dict.fromkeys(slices or spec.slices))  # empty: the spec's own
     unknown = [s for s in slices if s not in spec.required_columns]
     if unknown:
         raise EvaluationError(
@@ -316,6 +395,14 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
         elif info is None:
             baseline = _baseline_record(
                 BASELINE_NONE, None, f"no production model at {push_destination}: first push")
+        elif info.state == registry.CORRUPT:
+            # TF Serving serves it (the newest) but cannot load it: its own state, with the
+            # one command that brings back a loadable production model.
+            baseline = _baseline_record(
+                registry.CORRUPT, info,
+                f"production version {info.version} at {info.path} is corrupt: "
+                f"{info.detail}")
+            baseline["recovery"] = registry.recovery(push_destination, info)
         elif info.state != registry.COMPLETE:
             baseline = _baseline_record(
                 BASELINE_UNUSABLE, info,
@@ -334,13 +421,26 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
                     f"production version {info.version} at {info.path} cannot be "
                     f"evaluated: {exc}")
 
+        # Classes a model lacks (eval-only classes): counted as wrong, see _write_label_ids.
+        from components.evaluate import naive as naive_lib
+
+        labels = naive_lib.label_values([data_path], spec.label, spec.task)  # one pass
+        unseen, tfma_rows, label_keys = {}, data_path, None
+        if spec.task == "classification":
+            counts = collections.Counter(labels)
+            unseen = {m: u for m in models if (u := unseen_classes(counts, classes[m]))}
+            if unseen:
+                tfma_rows = os.path.join(work, "eval_rows_with_label_ids.tfrecord")
+                label_keys = _write_label_ids(data_path, tfma_rows, spec.label,
+                                              {m: classes[m] for m in models}, unseen)
+
         local_out = output_dir
         if storage.is_gcs(output_dir):
             local_out = os.path.join(work, "out")
         tfma_out = os.path.join(local_out, TFMA_DIR)
         os.makedirs(local_out, exist_ok=True)
         try:
-            _run_tfma(spec, slices, data_path, models, tfma_out, beam_args)
+            _run_tfma(spec, slices, tfma_rows, models, tfma_out, beam_args, label_keys)
         except Exception as exc:
             if BASELINE not in models:
                 raise EvaluationError(
@@ -353,7 +453,7 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
                 f"production version {info.version} at {info.path} fails in TFMA: "
                 f"{type(exc).__name__}: {str(exc)[:300]}")
             try:
-                _run_tfma(spec, slices, data_path, models, tfma_out, beam_args)
+                _run_tfma(spec, slices, tfma_rows, models, tfma_out, beam_args, label_keys)
             except Exception as exc2:
                 raise EvaluationError(
                     f"TFMA failed on model {model_dir} with rows {data_uri}: "
@@ -363,28 +463,41 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
         metrics = _read_metrics(tfma_out, spec, names)
         confusion_doc = None
         if spec.task == "classification":
-            confusion = _read_confusion(tfma_out, names, {m: len(classes[m]) for m in names})
+            confusion = _read_confusion(tfma_out, names, {m: len(classes[m]) for m in names},
+                                        {m: len(unseen.get(m, {})) for m in names})
             for model in names:
                 for slice_name, matrix in confusion[model].items():
                     metrics[model].setdefault(slice_name, {}).update(
                         macro_precision_recall(matrix))
             if "" in confusion[CANDIDATE]:
+                n = len(classes[CANDIDATE])
                 confusion_doc = {"labels": classes[CANDIDATE],
-                                 "matrix": confusion[CANDIDATE][""]}
+                                 "matrix": confusion[CANDIDATE][""][:n]}
+                if unseen.get(CANDIDATE):
+                    confusion_doc["unseen_classes"] = dict(zip(
+                        sorted(unseen[CANDIDATE]), confusion[CANDIDATE][""][n:]))
         overall, by_slice = _split_slices(metrics[CANDIDATE])
         if not overall:
             raise EvaluationError(f"TFMA wrote no overall metrics for {model_dir} in {tfma_out}")
         if BASELINE in models:
-            baseline["overall"] = _split_slices(metrics[BASELINE])[0]
+            baseline["overall"], baseline["slices"] = _split_slices(metrics[BASELINE])
+            if spec.task == "classification" and "" in confusion[BASELINE]:
+                baseline["confusion_matrix"] = {  # square: rows of classes it lacks cut off
+                    "labels": classes[BASELINE],
+                    "matrix": confusion[BASELINE][""][:len(classes[BASELINE])]}
 
+        naive = naive_lib.naive_metrics(labels, spec.task)
         result = EvaluateResult(task=spec.task, label=spec.label,
                                 candidate={"overall": overall, "slices": by_slice},
-                                baseline=baseline, confusion_matrix=confusion_doc)
+                                baseline=baseline, confusion_matrix=confusion_doc,
+                                naive=naive, notes=unseen_notes(
+                                    {m: u for m, u in unseen.items() if m in models}))
         with open(os.path.join(local_out, EVALUATION_JSON), "w") as fh:
             json.dump(result.to_dict(), fh, indent=2, sort_keys=True)
         if local_out != output_dir:
             storage.upload_tree(local_out, output_dir, last=(EVALUATION_JSON,))
-    storage.write_text(report_path, render_report(result, model_dir))
+    storage.write_text(report_path,
+                       report.with_notes(render_report(result, model_dir), result.notes))
     return result
 
 
@@ -403,7 +516,7 @@ def render_report(result: EvaluateResult, model_dir: str = "") -> str:
         delta = (value - other) if isinstance(other, (int, float)) else None
         rows.append([name, _fmt(value), _fmt(other),
                      (f"{delta:+.4f}" if isinstance(delta, float) else _fmt(delta))])
-    state_css = {"ok": "ok", "unusable": "bad"}.get(base["state"], "")
+    state_css = {"ok": "ok", "unusable": "bad", "corrupt": "bad"}.get(base["state"], "")
     sections = [
         f"<p>Task: {report.esc(result.task)}; label: {report.esc(result.label)}; "
         f"candidate: {report.esc(model_dir)}</p>",
@@ -419,10 +532,7 @@ def render_report(result: EvaluateResult, model_dir: str = "") -> str:
                      report.table(["slice"] + names,
                                   [[k] + [_fmt(v.get(m)) for m in names]
                                    for k, v in slices.items()])]
-    cm = result.confusion_matrix
-    if cm:
-        sections += ["<h3>Confusion matrix (rows: actual, columns: predicted)</h3>",
-                     report.table(["actual \\ predicted"] + cm["labels"],
-                                  [[label] + row for label, row in zip(cm["labels"],
-                                                                         cm["matrix"])])]
+    from components.evaluate import render
+
+    sections += render.pictures(result)  # per-slice bars, confusion-matrix heatmaps
     return report.page("Evaluation: candidate vs production", *sections)

@@ -2,14 +2,23 @@
 
 Thresholds (JSON text or a dict)::
 
-    {"value":  {"accuracy": {"min": 0.9}, "loss": {"max": 0.5}},
-     "change": {"accuracy": {"higher_is_better": true, "absolute": -0.01, "relative": -0.02}}}
+    {"value":  {"accuracy": {"min": 0.9, "better_than_naive": true}, "mse": {"max": 0.5}},
+     "change": {"accuracy": {"absolute": -0.01, "relative": -0.02}},
+     "min_examples": 50}
 
-``value`` bounds the candidate's overall metric (inclusive). ``change`` compares the
-candidate with the production baseline measured on the same rows: with
-``higher_is_better`` the improvement is ``candidate - baseline``, otherwise
-``baseline - candidate``; it must be ``>= absolute`` and ``improvement / |baseline| >=
-relative`` (a negative bound allows a small step back, 0 means "not worse"). Ties pass.
+``value`` bounds the candidate's overall metric (inclusive); ``better_than_naive`` asks
+it to beat the no-skill predictor on the same eval rows (the most frequent class, the
+labels' mean; components/evaluate/naive.py). ``change`` compares the candidate with the
+production baseline measured on the same rows: the improvement is ``candidate -
+baseline`` for a metric where higher is better, ``baseline - candidate`` otherwise (the
+direction is the metric's own, components/common/metrics.py; ``higher_is_better`` is
+needed only for a metric with none); it must be ``>= absolute`` and ``improvement /
+|baseline| >= relative`` (a negative bound allows a small step back, 0 means "not
+worse"). Ties pass. ``min_examples``: fewer eval rows than this are no ground for a
+decision (not blessed).
+
+Empty thresholds mean the task's defaults (``TASK_DEFAULTS``): better than naive, at
+most a small step back from production, at least 50 eval rows. ``{}`` means no checks.
 
 With no production model yet (first push) change checks are skipped, with a note. A
 production model that exists but cannot be evaluated ("unusable") rejects the candidate:
@@ -24,10 +33,11 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any
 
 from components.common import metrics, report, storage
 from components.common.errors import KfpCtError
+from components.common.thresholds import (  # noqa: F401  (re-exported: the gate's error)
+    TASK_DEFAULTS, GateConfigError, parse_thresholds)
 
 BLESSED = "BLESSED"
 NOT_BLESSED = "NOT_BLESSED"
@@ -37,14 +47,6 @@ EVALUATION_JSON = "evaluation.json"
 PASS = "pass"
 FAIL = "fail"
 SKIPPED = "skipped"
-
-_VALUE_KEYS = {"min", "max"}
-_CHANGE_KEYS = {"higher_is_better", "absolute", "relative"}
-
-
-class GateConfigError(KfpCtError):
-    """The threshold configuration is malformed."""
-
 
 @dataclasses.dataclass
 class Blessing:
@@ -59,106 +61,6 @@ class Blessing:
     def to_dict(self) -> dict:
         return {"blessed": self.blessed, "decision": self.marker, "checks": self.checks,
                 "notes": self.notes}
-
-
-# ------------------------------------------------------------------------- config
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise GateConfigError(f"thresholds: {where} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _direction(metric: str, bounds: dict, where: str) -> bool:
-    """A change threshold's direction: the metric's own, or the one given for a metric
-    with none; one that contradicts the metric's is refused (it would bless a worse
-    model as an improvement)."""
-    known = metrics.HIGHER_IS_BETTER.get(metric)
-    given = bounds.get("higher_is_better")
-    if given is not None and not isinstance(given, bool):
-        raise GateConfigError(
-            f"thresholds: {where}.higher_is_better must be true or false, got {given!r}")
-    if known is None:
-        if given is None:
-            raise GateConfigError(
-                f"thresholds: {where}: {metric!r} has no known direction; set "
-                f"higher_is_better (known: {metrics.known_directions()})")
-        return given
-    if given is not None and given != known:
-        raise GateConfigError(
-            f"thresholds: {where}.higher_is_better is {str(given).lower()}, but for {metric} "
-            f"{metrics.direction_words(metric)}: a worse model would pass as an improvement; "
-            f"drop higher_is_better (the direction is known) or set it "
-            f"{str(known).lower()}")
-    return known
-
-
-def parse_thresholds(thresholds: str | dict | None, task: str | None = None) -> dict:
-    """Checks the threshold config; returns {"value": {...}, "change": {...}}.
-
-    Args:
-        thresholds: JSON text or a dict (empty: no thresholds).
-        task: ``classification`` / ``regression`` when known: every metric named must be
-            one evaluate emits for that task.
-
-    Raises:
-        GateConfigError: malformed, a change threshold whose direction contradicts the
-            metric's (or a metric with no known direction and none given), or a metric
-            the task's evaluation does not have.
-    """
-    if thresholds is None or (isinstance(thresholds, str) and not thresholds.strip()):
-        data: Any = {}
-    elif isinstance(thresholds, str):
-        try:
-            data = json.loads(thresholds)
-        except json.JSONDecodeError as exc:
-            raise GateConfigError(f"thresholds: not valid JSON: {exc}") from None
-    else:
-        data = thresholds
-    if not isinstance(data, dict):
-        raise GateConfigError(f"thresholds: expected a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - {"value", "change"})
-    if unknown:
-        raise GateConfigError(
-            f"thresholds: unknown section(s) {unknown}; allowed: 'value', 'change'")
-    out: dict = {"value": {}, "change": {}}
-    for section, allowed in (("value", _VALUE_KEYS), ("change", _CHANGE_KEYS)):
-        entries = data.get(section) or {}
-        if not isinstance(entries, dict):
-            raise GateConfigError(
-                f"thresholds: {section!r} must be an object keyed by metric name, "
-                f"got {type(entries).__name__}")
-        for metric, bounds in entries.items():
-            where = f"{section}.{metric}"
-            emitted = metrics.TASK_METRICS.get(task or "")
-            if emitted is not None and metric not in emitted:
-                raise GateConfigError(
-                    f"thresholds: {where}: a {task} evaluation has no {metric!r}; its "
-                    f"metrics: {', '.join(emitted)}")
-            if not isinstance(bounds, dict):
-                raise GateConfigError(f"thresholds: {where} must be an object, got {bounds!r}")
-            bad = sorted(set(bounds) - allowed)
-            if bad:
-                raise GateConfigError(
-                    f"thresholds: {where} has unknown key(s) {bad}; allowed: {sorted(allowed)}")
-            if section == "value":
-                if not bounds:
-                    raise GateConfigError(f"thresholds: {where} needs 'min' and/or 'max'")
-                parsed = {k: _number(v, f"{where}.{k}") for k, v in bounds.items()}
-                if "min" in parsed and "max" in parsed and parsed["min"] > parsed["max"]:
-                    raise GateConfigError(
-                        f"thresholds: {where}: min {parsed['min']} is above max {parsed['max']}")
-            else:
-                if "absolute" not in bounds and "relative" not in bounds:
-                    raise GateConfigError(
-                        f"thresholds: {where} needs 'absolute' and/or 'relative'")
-                parsed = {"higher_is_better": _direction(metric, bounds, where)}
-                for k in ("absolute", "relative"):
-                    if k in bounds:
-                        parsed[k] = _number(bounds[k], f"{where}.{k}")
-            out[section][metric] = parsed
-    return out
 
 
 # ----------------------------------------------------------------------- decision
@@ -177,9 +79,15 @@ def _check(kind, metric, threshold, candidate, baseline, verdict, reason) -> dic
             "baseline": baseline, "verdict": verdict, "reason": reason}
 
 
-def _value_check(metric: str, bounds: dict, overall: dict) -> dict:
-    text = " and ".join(f"{'>=' if k == 'min' else '<='} {_fmt(v)}"
-                        for k, v in sorted(bounds.items(), key=lambda kv: kv[0] != "min"))
+def _value_check(metric: str, bounds: dict, overall: dict, naive: dict | None = None) -> dict:
+    naive = naive or {}
+    limits = {k: v for k, v in bounds.items() if k in ("min", "max")}
+    parts = [f"{'>=' if k == 'min' else '<='} {_fmt(v)}"
+             for k, v in sorted(limits.items(), key=lambda kv: kv[0] != "min")]
+    better = bounds.get("better_than_naive") and metrics.HIGHER_IS_BETTER.get(metric, True)
+    if bounds.get("better_than_naive"):
+        parts.append(f"{'>' if better else '<'} naive {_fmt(naive.get(metric))}")
+    text = " and ".join(parts)
     value = overall.get(metric)
     if not _is_number(value):
         reason = (f"metric {metric!r} is not in the evaluation; available: "
@@ -191,9 +99,19 @@ def _value_check(metric: str, bounds: dict, overall: dict) -> dict:
         problems.append(f"{_fmt(value)} is below the minimum {_fmt(bounds['min'])}")
     if "max" in bounds and value > bounds["max"]:
         problems.append(f"{_fmt(value)} is above the maximum {_fmt(bounds['max'])}")
+    if bounds.get("better_than_naive"):
+        floor = naive.get(metric)
+        if not _is_number(floor):
+            problems.append(f"the evaluation has no naive {metric} to compare with")
+        elif (value <= floor) if better else (value >= floor):
+            problems.append(f"{_fmt(value)} is no better than the no-skill predictor's "
+                            f"{_fmt(floor)}: the model learned nothing useful")
     if problems:
         return _check("value", metric, text, value, None, FAIL, "; ".join(problems))
-    return _check("value", metric, text, value, None, PASS, f"{_fmt(value)} is within {text}")
+    facts = [f"{_fmt(value)} is within " + " and ".join(parts[:len(limits)])] if limits else []
+    if bounds.get("better_than_naive"):
+        facts.append(f"{_fmt(value)} beats the no-skill predictor's {_fmt(naive.get(metric))}")
+    return _check("value", metric, text, value, None, PASS, "; ".join(facts) or "no bound")
 
 
 def _change_text(bounds: dict) -> str:
@@ -246,16 +164,48 @@ def decide(evaluation: dict, thresholds: str | dict | None) -> Blessing:
     base_overall = baseline.get("overall") or {}
     checks, notes = [], []
 
+    naive_doc = evaluation.get("naive") or {}
+    if config.get("defaults"):
+        notes.append(f"thresholds: the {evaluation.get('task')} defaults "
+                     f"{json.dumps(TASK_DEFAULTS.get(evaluation.get('task') or '', {}), sort_keys=True)}")
     for metric, bounds in config["value"].items():
-        checks.append(_value_check(metric, bounds, overall))
+        checks.append(_value_check(metric, bounds, overall, naive_doc.get("metrics")))
+    if any(b.get("better_than_naive") for b in config["value"].values()):
+        notes.append(f"naive predictor: {naive_doc.get('predictor') or 'not measured'}")
+    count = overall.get(metrics.EXAMPLE_COUNT)
+    if config.get("min_examples") is not None:
+        need = config["min_examples"]
+        if not _is_number(count) or count < need:
+            checks.append(_check(
+                "examples", metrics.EXAMPLE_COUNT, f">= {need}", count, None, FAIL,
+                f"{_fmt(count)} eval rows are too few to decide on (min_examples {need}): "
+                f"give more data, or a larger eval_percent, or lower min_examples"))
+        else:
+            checks.append(_check("examples", metrics.EXAMPLE_COUNT, f">= {need}", count,
+                                 None, PASS, f"{_fmt(count)} eval rows"))
+    if _is_number(count) and 0 < count < metrics.FEW_EXAMPLES:
+        accuracy = overall.get(metrics.ACCURACY)
+        spread = (f"; accuracy is known to about +/-{2 * math.sqrt(accuracy * (1 - accuracy) / count):.3f}"
+                  f" (2 standard errors)" if _is_number(accuracy) else "")
+        notes.append(f"decided on only {int(count)} eval rows{spread}")
 
-    if state == "unusable":
+    if state == "corrupt":  # TF Serving cannot load it: say how to recover
+        detail = baseline.get("detail") or "no detail recorded"
+        recovery = baseline.get("recovery") or (
+            "recover by rolling back to a loadable version (kfp-ct versions lists them)")
+        checks.append(_check(
+            "baseline", "-", "production model must be loadable", None, None, FAIL,
+            f"the production model is corrupt, so TF Serving cannot serve it and the "
+            f"candidate cannot be compared with it: {detail}; {recovery}"))
+        notes.append(f"production model corrupt: {detail}; {recovery}")
+    elif state == "unusable":
         detail = baseline.get("detail") or "no detail recorded"
         checks.append(_check(
             "baseline", "-", "production model must be usable", None, None, FAIL,
             f"the production model cannot be evaluated, so the candidate cannot be compared "
             f"with it: {detail}"))
         notes.append(f"production model unusable: {detail}")
+    if state in ("unusable", "corrupt"):
         for metric, bounds in config["change"].items():
             checks.append(_check("change", metric, _change_text(bounds), overall.get(metric),
                                  None, SKIPPED, "no usable baseline to compare with"))
@@ -273,7 +223,7 @@ def decide(evaluation: dict, thresholds: str | dict | None) -> Blessing:
                              f"unknown baseline state {state!r} in the evaluation"))
 
     if not checks:
-        notes.append("no thresholds configured: blessed without checks")
+        notes.append("no thresholds configured ({}): blessed without checks")
     blessed = all(c["verdict"] != FAIL for c in checks)
     return Blessing(blessed=blessed, checks=checks, notes=notes)
 
@@ -320,7 +270,7 @@ def render_markdown(blessing: Blessing) -> str:
 def run_gate(evaluation_dir: str, thresholds: str, blessing_dir: str,
              report_path: str) -> Blessing:
     """Reads evaluation.json, decides, writes the marker, blessing.json and the report."""
-    config = parse_thresholds(thresholds)  # a bad config fails before anything is read
+    parse_thresholds(thresholds)  # a bad config fails before anything is read
     path = storage.join(evaluation_dir, EVALUATION_JSON)
     if not storage.exists(path):
         raise KfpCtError(f"no {EVALUATION_JSON} in {evaluation_dir}: run evaluate first")
@@ -328,7 +278,7 @@ def run_gate(evaluation_dir: str, thresholds: str, blessing_dir: str,
         evaluation = json.loads(storage.read_text(path))
     except json.JSONDecodeError as exc:
         raise KfpCtError(f"{path}: not valid JSON: {exc}") from None
-    blessing = decide(evaluation, config)
+    blessing = decide(evaluation, thresholds)
     if not storage.is_gcs(blessing_dir):
         os.makedirs(blessing_dir, exist_ok=True)
         for stale in (BLESSED, NOT_BLESSED):

@@ -74,19 +74,37 @@ def _check_outputs(outputs, batch: int, where: str) -> list[str]:
     return sorted(outputs)
 
 
+def strip_columns(records: list[bytes], columns) -> list[bytes]:
+    """The serialized tf.Examples without ``columns`` (the label, sensitive columns):
+    what serving receives, and what may be kept beside a version."""
+    from tensorflow.core.example import example_pb2
+
+    columns = set(columns or ())
+    if not columns:
+        return list(records)
+    out = []
+    for record in records:
+        example = example_pb2.Example.FromString(record)
+        for name in columns & set(example.features.feature):
+            del example.features.feature[name]
+        out.append(example.SerializeToString())
+    return out
+
+
 def run_canary(model_dir: str, examples_path: str, n: int, profile_path: str = "",
-               profile_rows: int = PROFILE_ROWS) -> dict:
+               profile_rows: int = PROFILE_ROWS, drop: tuple[str, ...] = ()) -> dict:
     """Loads the model and sends it canary requests; returns the result record.
 
     With ``profile_path``, also scores up to ``profile_rows`` eval rows and writes the
-    model's prediction profile there (the baseline of prediction drift).
+    model's prediction profile there (the baseline of prediction drift). ``drop``: the
+    columns taken out of every request first (the label: serving never gets one).
 
     Raises:
         CanaryError: the model does not load or does not answer properly.
     """
     import tensorflow as tf
 
-    records = read_records(examples_path, n)
+    records = strip_columns(read_records(examples_path, n), drop)
     try:
         loaded = tf.saved_model.load(model_dir)
     except Exception as exc:  # anything TF raises on a bad SavedModel
@@ -119,7 +137,8 @@ def run_canary(model_dir: str, examples_path: str, n: int, profile_path: str = "
               "latency_ms_p50": round(1000 * latencies[len(latencies) // 2], 3),
               "outputs": names}
     if profile_path:
-        profile = prediction_profile(call, read_records(examples_path, profile_rows))
+        profile = prediction_profile(
+            call, strip_columns(read_records(examples_path, profile_rows), drop))
         with open(profile_path, "w") as fh:
             json.dump(profile, fh, indent=1)
         result["profile_rows"] = profile["rows"]
@@ -152,14 +171,19 @@ def _first_line(exc: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    drop: tuple[str, ...] = ()
+    while len(argv) >= 2 and argv[-2] == "--drop":  # columns left out of every request
+        drop += tuple(c for c in argv[-1].split(",") if c)
+        argv = argv[:-2]
     if len(argv) not in (3, 4):
         print(json.dumps({"ok": False, "error": "usage: python -m components.push.canary "
-                                                "MODEL_DIR EXAMPLES_TFRECORD N [PROFILE_OUT]"}))
+                                                "MODEL_DIR EXAMPLES_TFRECORD N [PROFILE_OUT] "
+                                                "[--drop COL,COL]"}))
         return 2
     model_dir, examples, n = argv[:3]
     try:
         result = run_canary(model_dir, examples, int(n),
-                            profile_path=argv[3] if len(argv) == 4 else "")
+                            profile_path=argv[3] if len(argv) == 4 else "", drop=drop)
     except (CanaryError, ValueError) as exc:
         print(json.dumps({"ok": False, "error": str(exc)}), flush=True)
         return 1

@@ -4,13 +4,17 @@ Decision, in order:
 
 1. Not blessed (``NOT_BLESSED`` marker, or no marker at all) -> nothing is pushed;
    ``<pushed_dir>/push.json`` says why and a ``NOT_PUSHED`` marker is written.
-2. Blessed -> the model is copied to a staging folder and checked in a fresh process
+2. Production moved since evaluation (``evaluation.json``'s baseline names another
+   version, or none where there is one now: another push landed in between) -> not
+   pushed, recorded the same way: the candidate must be compared with the new production.
+3. Blessed -> the model is copied to a staging folder and checked in a fresh process
    (``python -m components.push.canary``) on real raw eval rows. A model that does not
    load or answer raises :class:`KfpCtError`; nothing is pushed.
-3. Warmup requests are written into the staged copy's ``assets.extra/``, and the copy is
+4. Warmup requests are written into the staged copy's ``assets.extra/``, and the copy is
    published with :func:`components.common.registry.publish` (atomic: rename locally,
-   ``saved_model.pb`` last on gs://), with its audit record and the files needed to
-   roll back and check drift. ``push.json`` names the version; a ``PUSHED`` marker.
+   a claimed number and ``saved_model.pb`` last on gs://), with its audit record and the
+   files needed to roll back and check drift. The publish itself refuses when production
+   moved meanwhile (2. again). ``push.json`` names the version; a ``PUSHED`` marker.
 
 No kfp here; TensorFlow only in the canary subprocess and for the warmup file.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -26,10 +31,11 @@ import subprocess
 import sys
 import tempfile
 
-from components.common import registry, storage
+from components.common import podenv, registry, storage, tfenv
 from components.common.errors import KfpCtError, StorageError
 from components.common.metrics import MAIN_METRIC
 from components.common.params import json_object
+from components.common.problem import load_problem
 
 BLESSED = "BLESSED"  # written by the gate
 NOT_BLESSED = "NOT_BLESSED"
@@ -107,8 +113,45 @@ def _write_outcome(pushed_dir: str, record: dict, marker: str) -> None:
     storage.write_text(storage.join(pushed_dir, marker), str(text) + "\n")
 
 
+def compared_production(evaluation: dict | None) -> int | None:
+    """The production version evaluate compared the candidate with (None: there was no
+    production model); ``registry.ANY_PRODUCTION`` when no evaluation was given.
+
+    Raises:
+        KfpCtError: the baseline record names a state but no version.
+    """
+    if evaluation is None:
+        return registry.ANY_PRODUCTION
+    baseline = evaluation.get("baseline") or {}
+    if baseline.get("state", "none") == "none":  # as the gate reads it: a first push
+        return None
+    version = baseline.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise KfpCtError(f"{EVALUATION_JSON}: the baseline is {baseline.get('state')!r} but "
+                         f"names no version ({version!r}): cannot tell what it compared with")
+    return version
+
+
+def _not_pushed(pushed_dir: str, destination: str, reason: str, **extra) -> PushResult:
+    _write_outcome(pushed_dir, {"pushed": False, "reason": reason,
+                                "destination": destination, **extra}, NOT_PUSHED)
+    print(f"[kfp-ct] push: not pushed: {reason}")
+    return PushResult(pushed=False, reason=reason, destination=destination)
+
+
+def _production_moved(pushed_dir: str, destination: str,
+                      exc: registry.ProductionMovedError) -> PushResult:
+    now = "no production" if exc.found is None else f"version {exc.found}"
+    return _not_pushed(pushed_dir, destination,
+                       f"{exc}; not pushed: the candidate must be evaluated again, against "
+                       f"{now} (run the training pipeline again)",
+                       compared_with=exc.expected, production=exc.found)
+
+
 def _check_destination(base: str) -> None:
-    """Fails early, naming ``base``, when a local destination cannot be written."""
+    """Fails early, naming ``base``, when a local destination cannot be written, or is
+    a pod's own disk (components/common/podenv.py)."""
+    podenv.check_durable(base)
     if storage.is_gcs(base):
         return
     try:
@@ -121,8 +164,12 @@ def _check_destination(base: str) -> None:
 
 
 def run_canary_subprocess(model_dir: str, examples_path: str, n: int,
-                          timeout_s: int = CANARY_TIMEOUT_S, profile_path: str = "") -> dict:
+                          timeout_s: int = CANARY_TIMEOUT_S, profile_path: str = "",
+                          drop: tuple[str, ...] = ()) -> dict:
     """Runs ``components.push.canary`` in a fresh Python; returns its JSON result.
+
+    ``drop``: columns taken out of every request (the label and sensitive columns), so
+    the check sends what serving will get.
 
     Raises:
         KfpCtError: the canary reports a failure, crashes, or times out.
@@ -132,9 +179,14 @@ def run_canary_subprocess(model_dir: str, examples_path: str, n: int,
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    cmd = [sys.executable, "-m", "components.push.canary", model_dir, examples_path, str(n)]
+    # A local warm run names its launcher: the check still gets a process of its own (a
+    # fork of one that has only imported TensorFlow), without importing it again.
+    python = os.environ.get(tfenv.WARM_LAUNCHER_ENV) or sys.executable
+    cmd = [python, "-m", "components.push.canary", model_dir, examples_path, str(n)]
     if profile_path:
         cmd.append(profile_path)
+    if drop:
+        cmd += ["--drop", ",".join(drop)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -202,7 +254,8 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
             as ``trigger``.
 
     Returns:
-        A PushResult; ``pushed`` is False (with ``reason``) for a model not blessed.
+        A PushResult; ``pushed`` is False (with ``reason``) for a model not blessed, and
+        when production is no longer the version the evaluation compared it with.
 
     Raises:
         KfpCtError: the serving check failed or the destination cannot be written;
@@ -211,10 +264,7 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
     trigger = parse_trigger(trigger)
     blessed, reason, blessing = check_blessing(blessing_dir)
     if not blessed:
-        _write_outcome(pushed_dir, {"pushed": False, "reason": reason,
-                                    "destination": push_destination}, NOT_PUSHED)
-        print(f"[kfp-ct] push: not pushed: {reason}")
-        return PushResult(pushed=False, reason=reason, destination=push_destination)
+        return _not_pushed(pushed_dir, push_destination, reason)
 
     _check_destination(push_destination)
     raw_eval = storage.join(raw_eval_dir, RAW_EVAL_FILE)
@@ -222,6 +272,13 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
         raise KfpCtError(f"Cannot check the model before pushing: no eval rows at {raw_eval}")
     evaluation = _read_json(storage.join(evaluation_dir, EVALUATION_JSON)) \
         if evaluation_dir else None
+    expected = compared_production(evaluation)
+    if expected is registry.ANY_PRODUCTION:
+        print("[kfp-ct] push: no evaluation record: production is not checked against it")
+    try:
+        registry.check_production(push_destination, expected)
+    except registry.ProductionMovedError as exc:
+        return _production_moved(pushed_dir, push_destination, exc)
 
     work = tempfile.mkdtemp(prefix="kfp-ct-push-")
     try:
@@ -234,12 +291,16 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
         if storage.is_gcs(raw_eval):
             local_eval = storage.download(raw_eval, os.path.join(work, RAW_EVAL_FILE))
         profile_path = os.path.join(work, registry.PREDICTION_PROFILE)
+        spec = load_problem(problem) if problem else None
+        # Serving never gets the label; sensitive columns never leave the training data.
+        private = ((spec.label,) + tuple(spec.sensitive)) if spec else ()
         canary = run_canary_subprocess(staged, local_eval, canary_rows,
-                                       profile_path=profile_path)
+                                       profile_path=profile_path, drop=private)
 
         from components.push import canary as canary_lib
 
-        records = canary_lib.read_records(local_eval, canary_rows)
+        records = canary_lib.strip_columns(
+            canary_lib.read_records(local_eval, canary_rows), private)
         model_name = os.path.basename(push_destination.rstrip("/")) or "model"
         canary_lib.write_warmup_requests(staged, records, model_name=model_name)
 
@@ -270,8 +331,21 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
         _extra_file(extra, registry.PREDICTION_PROFILE, work, registry.PREDICTION_PROFILE)
         if metadata["problem"]:
             extra[registry.PROBLEM] = metadata["problem"].encode()
+        if spec is not None and spec.module_file:
+            # The user module ran with the task's rights and shaped this model: kept
+            # beside it, with its digest, so the version can be audited and reproduced.
+            code = storage.read_bytes(spec.module_file)
+            extra[registry.USER_MODULE] = code
+            metadata["user_module"] = {"path": spec.module_file,
+                                       "sha256": hashlib.sha256(code).hexdigest(),
+                                       "kept_as": f"{registry.AUDIT_DIR}/{registry.USER_MODULE}"}
+        metadata["warmup_requests"] = {"rows": len(records), "columns_left_out": list(private)}
 
-        info = registry.publish(push_destination, staged, metadata, extra)
+        try:
+            info = registry.publish(push_destination, staged, metadata, extra,
+                                    expected_production=expected)
+        except registry.ProductionMovedError as exc:  # another push landed meanwhile
+            return _production_moved(pushed_dir, push_destination, exc)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 
-from components.common import registry, storage
+from components.common import exitcodes, registry, storage
 from components.common.drift import DRIFT, DRIFT_JSON
 from components.common.errors import InputDataError, KfpCtError
 from components.common.params import json_object
@@ -253,7 +253,8 @@ def launch_local(base: str, data: str, trigger: dict, cfg: TriggerConfig, out_di
     workdir = cfg.workdir or os.path.join(out_dir, "runs")
     cmd = [sys.executable, *LOCAL_COMMAND, "--destination", base, "--data", data,
            "--trigger", json.dumps(trigger, sort_keys=True), "--workdir", workdir,
-           "--summary-json", summary, "--params", json.dumps(params, sort_keys=True)]
+           "--summary-json", summary, "--params", json.dumps(params, sort_keys=True),
+           "--verbose"]  # training.log keeps everything the tasks print
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ)
     # The task process runs with kfp's runtime-only import mode; the child compiles and
@@ -264,7 +265,9 @@ def launch_local(base: str, data: str, trigger: dict, cfg: TriggerConfig, out_di
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=root)
     outcome = _read(summary) or {}
-    state = "SUCCEEDED" if proc.returncode == 0 and outcome.get("ok") else "FAILED"
+    # Not blessed is a run that did its job (exit 4): SUCCEEDED, with pushed false.
+    state = ("SUCCEEDED" if proc.returncode in exitcodes.RUN_COMPLETED and outcome.get("ok")
+             else "FAILED")
     result = {"state": state, "run_id": outcome.get("run_dir") or f"local-launch-{seq}",
               "exit_code": proc.returncode, "wall_s": round(time.perf_counter() - started, 1),
               "log": log, "pushed": outcome.get("pushed"), "version": outcome.get("version"),

@@ -6,6 +6,11 @@
 - Resumption: `BackupAndRestore` in `checkpoint_dir` after every epoch; a killed or
   preempted run started again with the same folder continues from the last epoch.
 - Reproducible on CPU: seeds plus op determinism.
+- Labels: the label vocabulary is the training split's, so an eval row whose class the
+  training split never had carries the id -1 (no class), which must never index the
+  softmax: `eval_*` here leave such rows out (a training row with -1, possible only with a
+  user module, gets weight 0); evaluate (TFMA, on the raw rows) counts them as wrong.
+- A model whose loss or eval metrics are not finite numbers is refused, not exported.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import time
 
 from components.common import tfenv  # noqa: F401
-from components.common.errors import KfpCtError, ProblemSpecError
+from components.common.errors import KfpCtError, ProblemSpecError, TrainingError
 from components.common.problem import ProblemSpec, load_problem, user_function
 from components.train import model as model_lib
 from components.train.strategy import make_strategy
@@ -53,7 +58,17 @@ def make_dataset(files: list[str], spec: ProblemSpec, tft_output, batch_size: in
     def parse(serialized):
         parsed = tf.io.parse_example(serialized, feature_spec)
         label = parsed.pop(spec.label)
-        return model_lib.as_model_inputs(parsed, categorical), label
+        features = model_lib.as_model_inputs(parsed, categorical)
+        if spec.task != "classification" or not label.dtype.is_integer:
+            return features, label
+        # -1: a class outside the training split's vocabulary, never an index.
+        known = tf.reshape(label >= 0, [-1])
+        if repeat:  # training: weight 0, so the loss skips it and batch shapes stay static
+            return (features, tf.where(label >= 0, label, tf.zeros_like(label)),
+                    tf.cast(known, tf.float32))
+        # evaluation: the row is left out, so the loss and every metric skip it
+        features = {k: tf.boolean_mask(v, known) for k, v in features.items()}
+        return features, tf.boolean_mask(label, known)
 
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
         tf.data.AUTOTUNE)
@@ -171,6 +186,13 @@ def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_d
     model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0,
               callbacks=[keras.callbacks.BackupAndRestore(backup), progress])
     evaluated = model.evaluate(eval_ds, verbose=0, return_dict=True)
+    broken = {k: float(v) for k, v in evaluated.items() if not math.isfinite(float(v))}
+    if broken:
+        raise TrainingError(
+            f"training on {examples_dir} gave a model whose eval metrics are not finite "
+            f"numbers ({broken}): the model is not exported; look for features that the "
+            f"preprocessing turns into inf or NaN (e.g. a log or a division by zero in "
+            f"{spec.module_file or 'the preprocessing'})")
     try:
         model_lib.export_serving_model(model, spec, tft_output, model_dir)
     except (TypeError, ValueError) as exc:

@@ -23,7 +23,8 @@ from components.common import tfenv  # noqa: F401
 from components.common import data as data_lib
 from components.common.errors import ProblemSpecError
 from components.common.problem import ProblemSpec, load_problem, user_function
-from components.transform.preprocessing import build_preprocessing_fn, raw_feature_spec
+from components.transform.preprocessing import (build_preprocessing_fn, raw_feature_spec,
+                                                with_finite_inputs)
 
 TRAIN, EVAL = "train", "eval"
 RAW_EVAL_FILE = "eval_raw.tfrecord"
@@ -70,7 +71,8 @@ def _project(batch, spec: ProblemSpec):
 def _split_batches(data_path: str, spec: ProblemSpec, tracker=None):
     """Yields (raw projected batch, eval mask) for every input batch."""
     for batch in data_lib.iter_batches(data_path, spec, tracker=tracker):
-        yield _project(batch, spec), data_lib.eval_mask(batch, spec)
+        mask = tracker.eval_mask(batch) if tracker is not None else data_lib.eval_mask(batch, spec)
+        yield _project(batch, spec), mask
 
 
 def _train_batches(data_path: str, spec_json: str):
@@ -93,8 +95,10 @@ def _to_arrow_mask(mask):
 
 
 def resolve_preprocessing_fn(spec: ProblemSpec):
+    """The user's preprocessing_fn (seeing non-finite numbers as missing, as the default
+    one does) or the default one built from the spec."""
     fn = user_function(spec, "preprocessing_fn", required=True) if spec.module_file else None
-    return fn or build_preprocessing_fn(spec)
+    return with_finite_inputs(fn, spec) if fn else build_preprocessing_fn(spec)
 
 
 def analyze(data_path: str, spec: ProblemSpec, transform_graph_dir: str,

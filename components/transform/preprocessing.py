@@ -5,7 +5,9 @@ exactly as `tf.io.parse_example` with `VarLenFeature`s gives them at serving tim
 same graph serves raw `tf.Example`s. Outputs are dense, one value per row:
 
 - numeric: z-score (mean/variance over present values; a missing value becomes 0, the
-  mean), after an optional log1p / clip; or bucket ids with `{"buckets": n}`.
+  mean), after an optional log1p / clip; or bucket ids with `{"buckets": n}`. A value
+  that is not finite (inf, -inf, NaN) is missing (`finite_inputs`): the same rule as the
+  reader's (components/common/data.py), here for what serving parses from tf.Examples.
 - categorical: vocabulary ids (`top_k`, `oov_buckets` options; missing is its own value "").
 - label: vocabulary ids for classification (vocabulary file `LABEL_VOCABULARY`), the raw
   value for regression.
@@ -44,6 +46,33 @@ def _dense(x, default):
     return tf.sparse.to_dense(shaped, default_value=default)[:, 0]
 
 
+def numeric_columns(spec: ProblemSpec) -> tuple[str, ...]:
+    return spec.numeric + ((spec.label,) if spec.task == "regression" else ())
+
+
+def finite_inputs(inputs: dict, spec: ProblemSpec) -> dict:
+    """The raw inputs with every non-finite numeric value (inf, -inf, NaN) made absent,
+    i.e. missing: training data is read that way already, and a raw tf.Example at serving
+    time may carry such a value. Runs first in every preprocessing_fn, the user's too."""
+    import tensorflow as tf
+
+    out = dict(inputs)
+    for name in numeric_columns(spec):
+        x = out.get(name)
+        if isinstance(x, tf.SparseTensor) and x.values.dtype.is_floating:
+            out[name] = tf.sparse.retain(x, tf.math.is_finite(x.values))
+    return out
+
+
+def with_finite_inputs(preprocessing_fn, spec: ProblemSpec):
+    """``preprocessing_fn`` that sees non-finite numeric values as missing."""
+
+    def wrapped(inputs):
+        return preprocessing_fn(finite_inputs(inputs, spec))
+
+    return wrapped
+
+
 def build_preprocessing_fn(spec: ProblemSpec):
     """Returns preprocessing_fn(inputs) -> outputs for the spec's features and label."""
 
@@ -51,6 +80,7 @@ def build_preprocessing_fn(spec: ProblemSpec):
         import tensorflow as tf
         import tensorflow_transform as tft
 
+        inputs = finite_inputs(inputs, spec)
         outputs = {}
         for name in spec.numeric:
             opts = spec.options.get(name, {})

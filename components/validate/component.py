@@ -18,6 +18,9 @@ def validate(
     push_destination: str = "",
     strict: bool = False,
     beam_args: list = [],
+    training_thresholds: str = "",
+    training_slices: list = [],
+    training_steps: int = 0,
 ):
     """Validates the input data with TFDV: statistics, schema, anomalies and a report.
 
@@ -30,6 +33,12 @@ def validate(
         push_destination: The serving model base (used to find the production schema).
         strict: Fail the run when the data has anomalies against the schema.
         beam_args: Beam pipeline options; empty: in-process streaming statistics.
+        training_thresholds: The gate thresholds of the training run this task starts.
+        training_slices: The evaluation slices of that run.
+        training_steps: That run's training steps; > 0 means "first task of a training
+            run": the run's inputs (these three, the problem spec, the data's columns,
+            that push_destination can be written) are checked before any data is read,
+            so a typo fails here in seconds and not in a later task.
 
     Returns:
         statistics: TFDV DatasetFeatureStatisticsList (FeatureStats.pb).
@@ -42,6 +51,12 @@ def validate(
     from components.validate.logic import run_validate
 
     started = time.perf_counter()
+    if training_steps:
+        from components.common.preflight import check_training_inputs
+
+        check_training_inputs(data_path=data_path, problem=problem,
+                              thresholds=training_thresholds, slices=list(training_slices),
+                              train_steps=training_steps, push_destination=push_destination)
     result = run_validate(
         data_path=data_path, problem=problem, statistics_dir=statistics.path,
         schema_dir=schema.path, anomalies_dir=anomalies.path, report_path=report.path,

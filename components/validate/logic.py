@@ -23,6 +23,7 @@ STATS_FILE = "FeatureStats.pb"
 SCHEMA_FILE = "schema.pbtxt"
 ANOMALIES_FILE = "SchemaDiff.pb"
 ANOMALIES_JSON = "anomalies.json"
+NON_FINITE_KIND = "Non-finite values"
 
 
 @dataclasses.dataclass
@@ -30,10 +31,14 @@ class ValidateResult:
     rows: int
     schema_source: str
     anomalies: list[dict]  # each: feature, kind, detail
+    notes: list[str] = dataclasses.field(default_factory=list)  # not anomalies: never fail
 
     def summary(self) -> dict:
-        return {"rows": self.rows, "schema_source": self.schema_source,
-                "anomaly_count": len(self.anomalies)}
+        out = {"rows": self.rows, "schema_source": self.schema_source,
+               "anomaly_count": len(self.anomalies)}
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
 
 
 class AnomaliesFound(InputDataError):
@@ -115,6 +120,29 @@ def load_schema(path: str):
     return schema
 
 
+def _add_data_anomalies(anomalies, tracker: data_lib.ColumnTracker) -> None:
+    """Adds what the reader found and TFDV cannot see (it gets those values as missing):
+    non-finite numbers, one ERROR reason per column, to the TFDV Anomalies proto."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    for column, found in sorted(tracker.nonfinite.items()):
+        info = anomalies.anomaly_info[column]
+        info.severity = anomalies_pb2.AnomalyInfo.ERROR
+        reason = info.reason.add()
+        reason.type = (anomalies_pb2.AnomalyInfo.FLOAT_TYPE_HAS_INF if found.inf
+                       else anomalies_pb2.AnomalyInfo.FLOAT_TYPE_HAS_NAN)
+        reason.short_description = NON_FINITE_KIND
+        reason.description = found.describe()
+        if not info.description:
+            info.short_description, info.description = reason.short_description, reason.description
+
+
+def _label_notes(tracker: data_lib.ColumnTracker) -> list[str]:
+    return [f"label {tracker.spec.label!r}: class {value!r} appears only in the eval split: "
+            f"{n} row(s); the label vocabulary comes from the training split, so evaluation "
+            f"counts them as wrong" for value, n in tracker.eval_only_classes().items()]
+
+
 def _anomaly_list(anomalies) -> list[dict]:
     out = []
     for feature, info in sorted(anomalies.anomaly_info.items()):
@@ -128,26 +156,6 @@ def _anomaly_list(anomalies) -> list[dict]:
     return out
 
 
-def _feature_rows(stats) -> list[list]:
-    rows = []
-    dataset = stats.datasets[0]
-    total = dataset.num_examples or 1
-    for f in sorted(dataset.features, key=lambda f: f.path.step[-1] if f.path.step else f.name):
-        name = f.path.step[-1] if f.path.step else f.name
-        if f.HasField("num_stats"):
-            ns = f.num_stats
-            missing = ns.common_stats.num_missing
-            rows.append([name, "numeric", f"{100.0 * missing / total:.1f}%",
-                         f"{ns.mean:.4g}", f"{ns.std_dev:.4g}", f"{ns.min:.4g}", f"{ns.max:.4g}", ""])
-        elif f.HasField("string_stats"):
-            ss = f.string_stats
-            missing = ss.common_stats.num_missing
-            top = ", ".join(f"{v.value} ({int(v.frequency)})" for v in ss.top_values[:5])
-            rows.append([name, "categorical", f"{100.0 * missing / total:.1f}%",
-                         "", "", "", "", f"{ss.unique} unique: {top}"])
-    return rows
-
-
 def render_report(stats, anomalies: list[dict], rows: int, schema_source: str) -> str:
     verdict = (f"<p class='ok'>No anomalies against the schema ({report.esc(schema_source)}).</p>"
                if not anomalies else
@@ -155,8 +163,9 @@ def render_report(stats, anomalies: list[dict], rows: int, schema_source: str) -
                f"against the schema ({report.esc(schema_source)}).</p>"
                + report.table(["feature", "kind", "detail"],
                               [[a["feature"], a["kind"], a["detail"]] for a in anomalies]))
-    features = report.table(
-        ["feature", "type", "missing", "mean", "std", "min", "max", "values"], _feature_rows(stats))
+    from components.validate import render
+
+    features = render.features_table(stats)
     return report.page("Data validation", f"<p>{rows} rows.</p>", verdict,
                        "<h3>Features</h3>", features)
 
@@ -169,7 +178,10 @@ def run_validate(data_path: str, problem: str, statistics_dir: str, schema_dir: 
 
     Schema source, first that applies: the curated `schema_path`; the schema kept with
     the production version at `push_destination`; inferred from this data (first run).
-    Raises InputDataError for unusable data (always) and AnomaliesFound in strict mode.
+    Anomalies: TFDV's against the schema, plus non-finite numbers (which every component
+    reads as missing). Notes (never an error, strict or not): label classes only in the
+    eval split. Raises InputDataError for unusable data (always; LabelError for a label
+    that cannot be learned from) and AnomaliesFound in strict mode.
     """
     import tensorflow_data_validation as tfdv
 
@@ -189,7 +201,9 @@ def run_validate(data_path: str, problem: str, statistics_dir: str, schema_dir: 
     if schema is None:
         schema = tfdv.infer_schema(stats)
     anomalies_proto = tfdv.validate_statistics(stats, schema)
+    _add_data_anomalies(anomalies_proto, tracker)
     anomalies = _anomaly_list(anomalies_proto)
+    notes = _label_notes(tracker)
     if strict and anomalies:
         lines = "\n".join(f"  - {a['feature']}: {a['kind']}: {a['detail']}" for a in anomalies)
         raise AnomaliesFound(
@@ -207,5 +221,7 @@ def run_validate(data_path: str, problem: str, statistics_dir: str, schema_dir: 
     storage.write_bytes(os.path.join(anomalies_dir, ANOMALIES_FILE),
                         anomalies_proto.SerializeToString())
     storage.write_text(os.path.join(anomalies_dir, ANOMALIES_JSON), json.dumps(anomalies, indent=1))
-    storage.write_text(report_path, render_report(stats, anomalies, tracker.rows, source))
-    return ValidateResult(rows=tracker.rows, schema_source=source, anomalies=anomalies)
+    storage.write_text(report_path, report.with_notes(
+        render_report(stats, anomalies, tracker.rows, source), notes))
+    return ValidateResult(rows=tracker.rows, schema_source=source, anomalies=anomalies,
+                          notes=notes)

@@ -15,15 +15,17 @@ Global flags follow the ``kfp`` CLI's: ``--endpoint`` ($KF_PIPELINES_ENDPOINT),
 ``-n/--namespace`` ($KFP_CT_NAMESPACE), ``--existing-token`` ($KFP_CT_TOKEN),
 ``--output table|json``.
 
-Exit status: 0 done (a waited run SUCCEEDED); 1 a run or a local pipeline did not
-succeed; 2 the input or the server said no (the message says why, no traceback);
-3 a wait timed out.
+Exit status (components/common/exitcodes.py): 0 done (run-local pushed; a waited run
+SUCCEEDED); 1 a run or a local pipeline failed; 2 the input or the server said no (the
+message says why, no traceback; nothing ran); 3 a wait timed out; 4 run-local succeeded
+but pushed nothing (not blessed, or push refused); 130 stopped by Ctrl-C.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import inspect
 import json
 import os
 import sys
@@ -33,14 +35,17 @@ from typing import Any, Optional, Sequence
 
 import click
 
+from components.common import exitcodes
 from components.common.errors import KfpCtError
 from components.common.params import json_object
 from pipelines.entrypoints.client import DEFAULT_TIMEOUT_S
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_ERROR = 2
-EXIT_TIMEOUT = 3
+EXIT_OK = exitcodes.OK
+EXIT_FAILED = exitcodes.FAILED
+EXIT_ERROR = exitcodes.USAGE
+EXIT_TIMEOUT = exitcodes.TIMEOUT
+EXIT_NOT_PUSHED = exitcodes.NOT_PUSHED
+EXIT_INTERRUPTED = exitcodes.INTERRUPTED
 DEFAULT_STATE_DIR = ".kfp-ct-local"
 
 
@@ -149,6 +154,18 @@ def _client(ctx: click.Context) -> Any:
 # ----------------------------------------------------------------- local commands
 
 
+def _local_run_options(command):
+    """The console and task-start flags of run-local and monitor-local."""
+    command = click.option(
+        "--cold", is_flag=True,
+        help="start every task in a new Python instead of forking it from one that "
+             "imported the heavy libraries once [$KFP_CT_WARM=0]")(command)
+    return click.option(
+        "-v", "--verbose", is_flag=True,
+        help="show everything the tasks print (always kept in the run folder's "
+             "run.log)")(command)
+
+
 @cli.command("run-local")
 @click.option("--destination", required=True,
               help="TF Serving model base to push to: local path or gs://BUCKET/PATH")
@@ -156,13 +173,15 @@ def _client(ctx: click.Context) -> Any:
               help="CSV/Parquet file, folder or glob (default: the bundled penguins)")
 @click.option("--problem", default=None, help="problem spec: inline JSON or a path "
                                               "(default: penguins)")
-@click.option("--thresholds", default=None, help="gate thresholds (JSON)")
+@click.option("--thresholds", default=None,
+              help="gate thresholds (JSON; default: the task's defaults, see README)")
 @click.option("--schema", default="", help="curated schema.pbtxt")
 @click.option("--strict", is_flag=True, help="fail on data anomalies")
 @click.option("--train-steps", type=int, default=300, show_default=True)
 @click.option("--accelerator", default="auto", type=click.Choice(["auto", "cpu", "gpu", "tpu"]))
 @click.option("--slice", "slices", multiple=True,
-              help="raw feature to slice evaluation by (repeatable; default: island)")
+              help="raw feature to slice evaluation by (repeatable; default: the "
+                   "problem spec's slices)")
 @click.option("--beam-arg", "beam_args", multiple=True,
               help="Beam pipeline option, e.g. --beam-arg=--direct_num_workers=2")
 @click.option("--workdir", default="local_outputs", show_default=True,
@@ -173,13 +192,14 @@ def _client(ctx: click.Context) -> Any:
               help="JSON: why this training runs (kept in the pushed version's metadata)")
 @click.option("--summary-json", default="",
               help="also write the outcome (pushed version, gate, error) to this file")
+@_local_run_options
 def run_local_cmd(**kw: Any) -> None:
     """Run the training pipeline on this machine through kfp.local."""
-    from pipelines.training import BUNDLED_PENGUINS, DEFAULT_THRESHOLDS, PENGUINS_PROBLEM
+    from pipelines.training import BUNDLED_PENGUINS, PENGUINS_PROBLEM
 
     kw["data"] = kw["data"] or BUNDLED_PENGUINS
     kw["problem"] = kw["problem"] or PENGUINS_PROBLEM
-    kw["thresholds"] = kw["thresholds"] or DEFAULT_THRESHOLDS
+    kw["thresholds"] = kw["thresholds"] or ""  # the task's defaults
     kw["slices"] = list(kw["slices"]) or None
     kw["beam_args"] = list(kw["beam_args"])
     raise _Exit(_run_local(types.SimpleNamespace(**kw)))
@@ -215,16 +235,36 @@ def _run_local(args: types.SimpleNamespace) -> int:
         if reserved in params:
             raise KfpCtError(f"--params: set {reserved} with --destination / --data")
     arguments.update(params)
-    # Known before any task starts: the problem spec and thresholds that fit its task.
-    from components.common.problem import load_problem
-    from components.gate.logic import parse_thresholds
+    # Known before any task starts (about a second): the spec, the thresholds for its
+    # task, the steps, slices and columns, that the destination can be written.
+    from components.common.preflight import check_training_inputs
+    from pipelines.training import training_pipeline as _pipeline
 
-    spec = load_problem(arguments["problem"])
-    parse_thresholds(arguments["thresholds"], task=spec.task)
-    run = run_local(training_pipeline, arguments, workdir=args.workdir)
-    print(training_report(run))
-    _write_summary(args.summary_json, training_summary(run))
-    return EXIT_OK if run.ok else EXIT_FAILED
+    defaults = {name: p.default for name, p in
+                inspect.signature(_pipeline.pipeline_func).parameters.items()}
+    given = {**defaults, **arguments}
+    check_training_inputs(data_path=given["data_path"], problem=given["problem"],
+                          thresholds=given["thresholds"], slices=given["slices"],
+                          train_steps=given["train_steps"],
+                          push_destination=given["push_destination"])
+    run = run_local(training_pipeline, arguments, workdir=args.workdir,
+                    verbose=args.verbose, warm=False if args.cold else None)
+    summary = training_summary(run)
+    _write_summary(args.summary_json, summary)
+    if run.interrupted:
+        return _interrupted(run)
+    print(training_report(run, steps=args.verbose))
+    if not run.ok:
+        return EXIT_FAILED
+    return EXIT_OK if summary.get("pushed") else EXIT_NOT_PUSHED
+
+
+def _interrupted(run: Any) -> int:
+    """Ctrl-C: one line. A task stopped mid-way leaves its run folder, never a version:
+    a push publishes atomically (see components/common/registry.py)."""
+    click.echo(f"{run.error}; stopped after {run.total_s:.1f} s, nothing pushed by this "
+               f"run; run folder: {os.path.dirname(run.log_path) or run.run_dir}", err=True)
+    return EXIT_INTERRUPTED
 
 
 @cli.command("monitor-local")
@@ -249,6 +289,7 @@ def _run_local(args: types.SimpleNamespace) -> int:
               help="JSON object of training pipeline parameters for the retraining")
 @click.option("--workdir", default="local_outputs", help="where run folders go")
 @click.option("--summary-json", default="", help="also write the outcome to this file")
+@_local_run_options
 def monitor_local_cmd(**kw: Any) -> None:
     """Check fresh data for drift on this machine; retrain when it moved."""
     raise _Exit(_monitor_local(types.SimpleNamespace(**kw)))
@@ -290,8 +331,11 @@ def _monitor_local(args: types.SimpleNamespace) -> int:
         "cooldown_hours": args.cooldown_hours,
         "training_params": json.dumps(params),
     }
-    run = run_local(monitoring_pipeline, arguments, workdir=args.workdir)
-    print(monitoring_report(run))
+    run = run_local(monitoring_pipeline, arguments, workdir=args.workdir,
+                    verbose=args.verbose, warm=False if args.cold else None)
+    if run.interrupted:
+        return _interrupted(run)
+    print(monitoring_report(run, steps=args.verbose))
     summary = monitoring_summary(run)
     _write_summary(args.summary_json, summary)
     if not run.ok:
@@ -598,9 +642,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KfpCtError as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_ERROR
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("interrupted (Ctrl-C)", err=True)
+        return EXIT_INTERRUPTED
     except click.ClickException as exc:
         exc.show()
         return EXIT_ERROR

@@ -1,6 +1,6 @@
 """Benchmark: the whole training pipeline under kfp.local on penguins (not a test).
 
-    .venv/bin/python -m tests.benchmarks.bench_pipeline [--runs 2]
+    .venv/bin/python -m tests.benchmarks.bench_pipeline [--runs 2] [--cold]
 
 Prints per-task wall time (and the part that is the task's own work), the total, and
 the peak resident memory of the largest task process (ru_maxrss over children).
@@ -21,6 +21,8 @@ import tempfile
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--cold", action="store_true",
+                        help="a new Python per task (default: warm, pipelines/warm.py)")
     args = parser.parse_args(argv)
     from pipelines.local import run_local
     from pipelines.training import training_pipeline
@@ -30,11 +32,12 @@ def main(argv=None) -> int:
         for i in range(args.runs):
             with contextlib.redirect_stdout(io.StringIO()):
                 run = run_local(training_pipeline, {"push_destination": dest},
-                                workdir=os.path.join(tmp, "runs"))
+                                workdir=os.path.join(tmp, "runs"), warm=not args.cold)
             evaluation = run.read_json("evaluate", "evaluation", "evaluation.json") or {}
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
             print(json.dumps({
-                "run": i + 1, "ok": run.ok, "total_s": round(run.total_s, 1),
+                "run": i + 1, "warm": not args.cold, "ok": run.ok,
+                "total_s": round(run.total_s, 1),
                 "tasks": {t.name: {"wall_s": round(t.wall_s, 1),
                                    "own_s": round(t.logic_s or 0.0, 1)} for t in run.tasks},
                 "accuracy": evaluation.get("candidate", {}).get("overall", {}).get("accuracy"),

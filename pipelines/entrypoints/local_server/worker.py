@@ -68,12 +68,8 @@ class _Status:
 
 
 def failure_message(run: Any) -> str:
-    """The run's error for people: the failing task and its own last error line."""
-    lines = [line for line in (run.error or "").splitlines() if line.strip()]
-    detail = lines[-1] if len(lines) > 1 else ""
-    if run.failed_task:
-        return f"task {run.failed_task} failed" + (f": {detail}" if detail else
-                                                  f" ({lines[0] if lines else 'no message'})")
+    """The run's error for people: the failing task and its own last error line
+    (``pipelines.local`` words it so: "task 'nap' failed: ValueError: ...")."""
     return run.error or "the run failed (no task started; see log.txt)"
 
 

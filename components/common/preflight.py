@@ -1,0 +1,146 @@
+"""What a training run can be refused for before any heavy work, checked in about a second.
+
+``kfp-ct run-local`` calls :func:`check_training_inputs` before the run starts; on a
+cluster the first task (validate) calls it before it reads any data, so a typo costs
+seconds, not a transform and a training.
+
+Checked: the problem spec; the gate thresholds against the spec's task; the training
+steps; the slices (raw columns of the spec); column names the model code can use; the
+columns of each local data file (CSV header / Parquet schema, no rows read); that the
+push destination can be written (a probe object, written and removed).
+
+No kfp, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from typing import Sequence
+
+from components.common import data as data_lib
+from components.common import podenv
+from components.common import storage
+from components.common.errors import InputDataError, KfpCtError, ProblemSpecError, StorageError
+from components.common.problem import ProblemSpec, load_problem
+from components.common.thresholds import parse_thresholds
+
+#: Column names the model code can use: TensorFlow makes op, layer and vocabulary file
+#: names out of them, and those allow no spaces, no non-ASCII letters and no leading
+#: '_', '.' or '-'.
+COLUMN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+COLUMN_RULE = ("a column name must start with an ASCII letter or digit and hold only "
+               "ASCII letters, digits, '_', '.' and '-'")
+
+
+class PreflightError(KfpCtError):
+    """A run's inputs are refused before any task does heavy work."""
+
+
+def _suggest(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).lstrip("_.-") or "column_1"
+
+
+def check_column_names(spec: ProblemSpec) -> None:
+    for name in spec.required_columns:
+        if not COLUMN_NAME.fullmatch(name):
+            raise ProblemSpecError(
+                f"problem spec: column {name!r}: {COLUMN_RULE} (TensorFlow names its ops "
+                f"and layers after the columns); rename it in the data and the spec, "
+                f"e.g. {_suggest(name)!r}")
+
+
+def check_train_steps(train_steps) -> None:
+    if isinstance(train_steps, bool) or not isinstance(train_steps, int) or train_steps < 1:
+        raise PreflightError(f"train_steps must be a whole number >= 1, got {train_steps!r}")
+
+
+def check_slices(slices: Sequence[str], spec: ProblemSpec) -> None:
+    if isinstance(slices, str) or not all(isinstance(s, str) for s in slices):
+        raise PreflightError(f"slices must be a list of column names, got {slices!r}")
+    unknown = [s for s in slices if s not in spec.required_columns]
+    if unknown:
+        raise PreflightError(
+            f"cannot slice the evaluation by {unknown}: not a column of the problem spec; "
+            f"its columns: {list(spec.required_columns)}")
+
+
+def file_columns(path: str) -> list[str]:
+    """The column names of a local CSV or Parquet file, without reading its rows."""
+    if data_lib.format_of(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(path).names)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise InputDataError(f"{path}: not a readable Parquet file: {exc}") from None
+    return data_lib.csv_header(path)
+
+
+def check_data_columns(data_path: str, spec: ProblemSpec, slices: Sequence[str] = ()) -> None:
+    """Every local data file has the spec's columns (gs:// files are checked as validate
+    reads them: their header is not worth a download here)."""
+    for path in data_lib.resolve_inputs(data_path):
+        if storage.is_gcs(path):
+            continue
+        header = file_columns(path)
+        missing = [c for c in spec.required_columns if c not in header]
+        if missing:
+            raise InputDataError(
+                f"{path}: missing column(s) {missing} that the problem spec names"
+                + (f" (slices: {[s for s in slices if s in missing]})"
+                   if any(s in missing for s in slices) else "")
+                + f"; the file has columns {header}")
+
+
+def check_destination(destination: str) -> None:
+    """The push destination can be written: a probe object is written and removed."""
+    if not destination or not destination.strip():
+        raise PreflightError("push destination is empty")
+    podenv.check_durable(destination)
+    if storage.is_gcs(destination):
+        probe = storage.join(destination, f".kfp-ct-probe-{uuid.uuid4().hex}")
+        try:
+            storage.write_bytes(probe, b"")
+            storage.remove_tree(probe)
+        except StorageError as exc:
+            raise PreflightError(f"push destination {destination} cannot be written: {exc}") \
+                from None
+        return
+    target = os.path.abspath(destination)
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise PreflightError(f"push destination {destination} is a file, not a folder")
+    existing = target
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise PreflightError(f"push destination {destination} cannot be written: {existing} "
+                             f"is a file, not a folder")
+    probe = os.path.join(existing, f".kfp-ct-probe-{uuid.uuid4().hex}")
+    try:
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise PreflightError(f"push destination {destination} cannot be written: {existing}: "
+                             f"{exc.strerror or exc}") from None
+
+
+def check_training_inputs(*, data_path: str, problem: str, thresholds: str | dict,
+                          slices: Sequence[str], train_steps: int,
+                          push_destination: str) -> ProblemSpec:
+    """All of the above, cheapest first; returns the parsed problem spec.
+
+    Raises:
+        KfpCtError: the first problem found, in words that name it.
+    """
+    spec = load_problem(problem)
+    check_column_names(spec)
+    parse_thresholds(thresholds, task=spec.task)
+    check_train_steps(train_steps)
+    slices = list(slices) or list(spec.slices)  # empty: the spec's own
+    check_slices(slices, spec)
+    check_data_columns(data_path, spec, list(slices))
+    check_destination(push_destination)
+    return spec
