@@ -21,6 +21,8 @@ from components.common import exitcodes, registry
 from pipelines.local import LocalRun, run_local, training_report
 from pipelines.training import training_pipeline
 
+pytestmark = pytest.mark.long  # three pipeline runs (about 3 min): `make test-long`
+
 TASKS = ["validate", "transform", "train", "evaluate", "gate", "push"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHANGE_ONLY = json.dumps({"change": {"accuracy": {"absolute": -0.01}}})
