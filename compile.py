@@ -1,9 +1,11 @@
 """Writes the KFP IR YAML of every pipeline and component into a build folder.
 
-    python compile.py [--out build]
+    python compile.py [--out build] [--settings cluster.json]
 
 build/pipelines/<name>.yaml: upload in the Kubeflow UI, or submit with kfp.Client.
 build/components/<name>.yaml: load with kfp.components.load_component_from_file.
+--settings: cluster overrides (resources, timeouts, accelerators, the credentials
+Secret), JSON; see pipelines/cluster.py.
 
 Needs no TensorFlow, no credentials and no environment variables; two runs give
 byte-identical files.
@@ -23,24 +25,31 @@ from components.evaluate.component import evaluate
 from components.gate.component import gate
 from components.push.component import push
 from components.retrain.component import retrain_trigger
-from components.train.component import train, train_gpu
+from components.train.component import train, train_gpu, train_tpu
 from components.transform.component import transform
 from components.validate.component import validate
+from pipelines import cluster
 from pipelines.entrypoints.catalog import CATALOG
 
 # File stem -> pipeline function; the catalog is the one list of shipped pipelines.
 PIPELINES = {item.file_stem: item.load() for item in CATALOG.values()}
 COMPONENTS = {
     "validate": validate, "transform": transform, "train": train, "train_gpu": train_gpu,
+    "train_tpu": train_tpu,
     "evaluate": evaluate, "gate": gate, "push": push, "drift_check": drift_check,
     "retrain_trigger": retrain_trigger,
 }
 
 
-def compile_all(out_dir: str = "build") -> list[str]:
-    """Compiles everything into out_dir; returns the written paths (sorted)."""
+def compile_all(out_dir: str = "build", settings: cluster.Settings | None = None) -> list[str]:
+    """Compiles everything into out_dir; returns the written paths (sorted).
+
+    settings: cluster overrides for the pipelines (pipelines/cluster.py); None: defaults.
+    """
     written = []
-    for kind, items in (("pipelines", PIPELINES), ("components", COMPONENTS)):
+    pipelines = PIPELINES if settings is None else {
+        item.file_stem: item.load(settings) for item in CATALOG.values()}
+    for kind, items in (("pipelines", pipelines), ("components", COMPONENTS)):
         folder = os.path.join(out_dir, kind)
         os.makedirs(folder, exist_ok=True)
         for name, func in sorted(items.items()):
@@ -53,9 +62,16 @@ def compile_all(out_dir: str = "build") -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="build", help="output folder (default: build)")
+    parser.add_argument("--settings", default="",
+                        help="cluster settings, a JSON file or JSON text (pipelines/cluster.py)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    paths = compile_all(args.out)
+    try:
+        settings = cluster.load_settings(args.settings) if args.settings else None
+    except cluster.SettingsError as exc:
+        print(f"compile.py: {exc}", file=sys.stderr)
+        return 2
+    paths = compile_all(args.out, settings)
     for path in paths:
         print(path)
     print(f"compiled {len(paths)} files in {time.perf_counter() - started:.2f} s", file=sys.stderr)

@@ -10,52 +10,56 @@ this one compiled graph runs the same way locally and on a cluster.
 
 # No `from __future__ import annotations` here: kfp reads the pipeline signature at runtime.
 
-from kfp import dsl, kubernetes
+from kfp import dsl
 
 from components.drift.component import drift_check
 from components.retrain.component import retrain_trigger
-
-CHECK_TIMEOUT_S = 3600
-TRIGGER_TIMEOUT_S = 6 * 3600  # local mode waits for the training run
+from pipelines import cluster
 
 
-@dsl.pipeline(
-    name="kfp-ct-monitoring",
-    description="Check fresh data (or the serving request log) for drift against the "
-                "production model's training data, and launch one retraining when it moved.")
-def monitoring_pipeline(
-    model_base: str,
-    window_path: str = "",
-    request_log_path: str = "",
-    drift_settings: str = "",
-    training_data: str = "",
-    training_partitions: int = 0,
-    retrain_mode: str = "kfp",
-    cooldown_hours: float = 0.0,
-    training_params: str = "",
-    training_pipeline: str = "kfp-ct-training",
-    training_pipeline_version: str = "",
-    experiment: str = "kfp-ct-retraining",
-    kfp_host: str = "",
-    namespace: str = "",
-):
-    checked = drift_check(model_base=model_base, window_path=window_path,
-                          request_log_path=request_log_path, settings=drift_settings,
-                          run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                          run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
-    # Reads fresh data and production state under unchanged names: never cached.
-    checked.set_caching_options(False)
-    kubernetes.set_timeout(checked, CHECK_TIMEOUT_S)
-    triggered = retrain_trigger(
-        model_base=model_base, decision=checked.outputs["decision"],
-        training_data=training_data, training_partitions=training_partitions,
-        retrain_mode=retrain_mode, cooldown_hours=cooldown_hours,
-        training_params=training_params, training_pipeline=training_pipeline,
-        training_pipeline_version=training_pipeline_version, experiment=experiment,
-        kfp_host=kfp_host, namespace=namespace, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
-    # Its decision depends on the launch records at the model base: never cached.
-    triggered.set_caching_options(False)
-    # A retry after a claimed launch finds the claim and launches nothing more.
-    triggered.set_retry(num_retries=2, backoff_duration="30s")
-    kubernetes.set_timeout(triggered, TRIGGER_TIMEOUT_S)
+
+def make_monitoring_pipeline(settings: cluster.Settings = cluster.DEFAULT):
+    """The monitoring pipeline; ``settings``: pipelines/cluster.py."""
+
+    @dsl.pipeline(
+        name="kfp-ct-monitoring",
+        description="Check fresh data (or the serving request log) for drift against the "
+                    "production model's training data, and launch one retraining when it moved.")
+    def monitoring_pipeline(
+        model_base: str,
+        window_path: str = "",
+        request_log_path: str = "",
+        drift_settings: str = "",
+        training_data: str = "",
+        training_partitions: int = 0,
+        retrain_mode: str = "kfp",
+        cooldown_hours: float = 0.0,
+        training_params: str = "",
+        training_pipeline: str = "kfp-ct-training",
+        training_pipeline_version: str = "",
+        experiment: str = "kfp-ct-retraining",
+        kfp_host: str = "",
+        namespace: str = "",
+    ):
+        checked = drift_check(model_base=model_base, window_path=window_path,
+                              request_log_path=request_log_path, settings=drift_settings,
+                              run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                              run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+        # Reads fresh data and production state under unchanged names: never cached.
+        cluster.configure(checked, "drift_check", settings)
+        triggered = retrain_trigger(
+            model_base=model_base, decision=checked.outputs["decision"],
+            training_data=training_data, training_partitions=training_partitions,
+            retrain_mode=retrain_mode, cooldown_hours=cooldown_hours,
+            training_params=training_params, training_pipeline=training_pipeline,
+            training_pipeline_version=training_pipeline_version, experiment=experiment,
+            kfp_host=kfp_host, namespace=namespace, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+        # Its decision depends on the launch records at the model base: never cached.
+        # A retry after a claimed launch finds the claim and launches nothing more.
+        cluster.configure(triggered, "retrain_trigger", settings)
+
+    return monitoring_pipeline
+
+
+monitoring_pipeline = make_monitoring_pipeline()

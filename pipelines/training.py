@@ -11,33 +11,40 @@ graph needs no dsl.If, which kfp.local cannot run (see shared/DESIGN.md).
 import json
 import pathlib
 
-from kfp import dsl, kubernetes
+from kfp import dsl
 
 from components.evaluate.component import evaluate
 from components.gate.component import gate
 from components.push.component import push
-from components.train.component import train, train_gpu
+from components.train.component import train, train_gpu, train_tpu
 from components.transform.component import transform
 from components.validate.component import validate
+from pipelines import cluster
 
 PENGUINS_PROBLEM = json.dumps(
     json.loads((pathlib.Path(__file__).parent / "penguins" / "problem.json").read_text()),
     sort_keys=True, separators=(",", ":"))
 BUNDLED_PENGUINS = "bundled:penguins"  # components.common.data.BUNDLED_PENGUINS
-# Empty: the gate's defaults for the problem's task (components/common/thresholds.py,
+# Empty: the gate's defaults for the problem's task (components/gate/logic.py,
 # TASK_DEFAULTS): beat the no-skill predictor, at most a small step back from production,
 # at least 50 eval rows. Nothing here is sized for penguins, so another problem compiled
 # from this YAML gets a gate that fits it.
 DEFAULT_THRESHOLDS = ""
-TRAIN_TIMEOUT_S = 4 * 3600
 
 
-def make_training_pipeline(gpu: bool = False):
-    """The training pipeline; gpu=True trains in the GPU image on one nvidia.com/gpu."""
-    train_op = train_gpu if gpu else train
+def make_training_pipeline(variant: str = "cpu", settings: cluster.Settings = cluster.DEFAULT):
+    """The training pipeline; ``variant`` (pipelines/cluster.py VARIANTS) says where train
+    runs: "cpu", "gpu" (GPU image, nvidia.com/gpu) or "tpu" (TPU image, google.com/tpu).
+    ``settings``: resources, timeouts, accelerators and credentials (cluster.load_settings)."""
+    if variant not in settings.variants:
+        raise cluster.SettingsError(f"unknown training variant {variant!r}; variants: "
+                                    f"{sorted(settings.variants)}")
+    where = settings.variants[variant]
+    train_op = {"cpu": train, "gpu": train_gpu, "tpu": train_tpu}[variant]
+    suffix = "" if variant == "cpu" else f"-{variant}"
 
     @dsl.pipeline(
-        name="kfp-ct-training-gpu" if gpu else "kfp-ct-training",
+        name=f"kfp-ct-training{suffix}",
         description="Validate, transform, train, evaluate against production, gate and "
                     "push a TensorFlow model to a versioned TF Serving model base.")
     def training_pipeline(
@@ -48,39 +55,39 @@ def make_training_pipeline(gpu: bool = False):
         strict: bool = False,
         beam_args: list = [],
         train_steps: int = 300,
-        accelerator: str = "gpu" if gpu else "auto",
+        accelerator: str = where.accelerator_param,
         seed: int = 42,
         thresholds: str = DEFAULT_THRESHOLDS,
         slices: list = [],
         trigger: str = "",
+        checkpoint_root: str = "",
     ):
         # The first task checks the whole run's inputs before any heavy work.
         validated = validate(data_path=data_path, problem=problem, schema_path=schema_path,
                              push_destination=push_destination, strict=strict,
                              beam_args=beam_args, training_thresholds=thresholds,
                              training_slices=slices, training_steps=train_steps)
-        # Reads external data that can change under the same path: never cached.
-        validated.set_caching_options(False)
+        cluster.configure(validated, "validate", settings)
         transformed = transform(data_path=data_path, problem=problem,
                                 schema=validated.outputs["schema"], beam_args=beam_args)
-        transformed.set_caching_options(False)
+        cluster.configure(transformed, "transform", settings)
+        # Checkpoints go to durable storage (checkpoint_root, else under push_destination)
+        # under this run's id, which its retries share: a retry resumes there.
         trained = train_op(problem=problem,
                            transform_graph=transformed.outputs["transform_graph"],
                            transformed_examples=transformed.outputs["transformed_examples"],
-                           train_steps=train_steps, accelerator=accelerator, seed=seed)
-        trained.set_retry(num_retries=2, backoff_duration="60s")
-        kubernetes.set_timeout(trained, TRAIN_TIMEOUT_S)
-        if gpu:
-            trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-            kubernetes.add_toleration(trained, key="nvidia.com/gpu", operator="Exists",
-                                      effect="NoSchedule")
+                           train_steps=train_steps, accelerator=accelerator, seed=seed,
+                           checkpoint_root=checkpoint_root, push_destination=push_destination,
+                           run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        cluster.configure(trained, "train", settings, variant=where)
+        if where.image != train_op.component_spec.implementation.container.image:
+            trained.set_container_image(where.image)
         evaluated = evaluate(problem=problem, push_destination=push_destination,
                              model=trained.outputs["model"],
                              raw_eval=transformed.outputs["raw_eval"], slices=slices)
-        # The baseline is whatever is in production now: never cached.
-        evaluated.set_caching_options(False)
+        cluster.configure(evaluated, "evaluate", settings)
         gated = gate(thresholds=thresholds, evaluation=evaluated.outputs["evaluation"])
-        gated.set_caching_options(False)
+        cluster.configure(gated, "gate", settings)
         pushed = push(problem=problem, push_destination=push_destination,
                       model=trained.outputs["model"], blessing=gated.outputs["blessing"],
                       raw_eval=transformed.outputs["raw_eval"],
@@ -89,10 +96,11 @@ def make_training_pipeline(gpu: bool = False):
                       evaluation=evaluated.outputs["evaluation"],
                       run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                       run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, trigger=trigger)
-        pushed.set_caching_options(False)
+        cluster.configure(pushed, "push", settings)
 
     return training_pipeline
 
 
 training_pipeline = make_training_pipeline()
-training_pipeline_gpu = make_training_pipeline(gpu=True)
+training_pipeline_gpu = make_training_pipeline("gpu")
+training_pipeline_tpu = make_training_pipeline("tpu")

@@ -39,14 +39,16 @@ def test_compile_writes_every_pipeline_and_component(compiled):
     names = sorted(os.path.relpath(p, out) for p in paths)
     assert "pipelines/training_pipeline.yaml" in names
     assert "pipelines/training_pipeline_gpu.yaml" in names
+    assert "pipelines/training_pipeline_tpu.yaml" in names
     assert "pipelines/monitoring_pipeline.yaml" in names
-    for component in ("validate", "transform", "train", "evaluate", "gate", "push",
-                      "drift_check", "retrain_trigger"):
+    for component in ("validate", "transform", "train", "train_gpu", "train_tpu", "evaluate",
+                      "gate", "push", "drift_check", "retrain_trigger"):
         assert f"components/{component}.yaml" in names
 
 
 @pytest.mark.parametrize("rel", ["pipelines/training_pipeline.yaml", "pipelines/data_pipeline.yaml",
                                  "pipelines/training_pipeline_gpu.yaml",
+                                 "pipelines/training_pipeline_tpu.yaml",
                                  "pipelines/monitoring_pipeline.yaml"])
 def test_pipeline_matches_golden_file(compiled, rel):
     out, _ = compiled

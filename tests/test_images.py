@@ -7,6 +7,8 @@ and parsed here.
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
 import re
 import shlex
 import shutil
@@ -110,8 +112,17 @@ def hadolint_executable() -> str:
     return found
 
 
-def test_images_folder_holds_cpu_and_gpu_dockerfiles():
-    assert {"cpu.Dockerfile", "gpu.Dockerfile"} <= set(DOCKERFILE_IDS)
+def test_images_folder_holds_cpu_gpu_and_tpu_dockerfiles():
+    assert {"cpu.Dockerfile", "gpu.Dockerfile", "tpu.Dockerfile"} <= set(DOCKERFILE_IDS)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=DOCKERFILE_IDS)
+def test_base_is_a_build_argument_defaulting_to_a_public_debian_python(dockerfile):
+    instructions = parse_dockerfile(dockerfile)
+    args = dict(a.split("=", 1) for k, a in instructions if k == "ARG" and "=" in a)
+    froms = [a for k, a in instructions if k == "FROM"]
+    assert froms and all(f == "${BASE}" or f.startswith("${BASE} AS ") for f in froms), froms
+    assert args.get("BASE") == "python:3.11-slim-bookworm"  # bookworm: glibc 2.36
 
 
 # ---------------------------------------------------------------- (a) lint
@@ -191,7 +202,7 @@ def test_image_copies_what_uv_sync_and_compile_need(dockerfile):
     assert REQUIRED_COPIES <= copied, f"{dockerfile.name}: missing {REQUIRED_COPIES - copied}"
 
 
-def test_gpu_image_installs_exactly_tensorflows_and_cuda_pins():
+def test_gpu_image_installs_exactly_tensorflows_and_cuda_pins_from_the_lock():
     expected = {}
     for req in importlib.metadata.requires("tensorflow") or []:
         spec, _, marker = req.partition(";")
@@ -199,9 +210,12 @@ def test_gpu_image_installs_exactly_tensorflows_and_cuda_pins():
             name, _, version = spec.replace(" ", "").partition("==")
             expected[_norm(name)] = version
     assert expected, "installed tensorflow declares no and-cuda extra"
-    gpu_pins = {k: v for k, v in pins_in_run_lines(ROOT / "images" / "gpu.Dockerfile").items()
-                if k.startswith("nvidia-")}
-    assert gpu_pins == expected
+    locked = {k: v for k, v in lock_versions().items() if k.startswith("nvidia-")}
+    assert locked == expected
+    syncs = [shlex.split(cmd) for line in run_lines(ROOT / "images" / "gpu.Dockerfile")
+             for cmd in line.split("&&") if "uv sync" in cmd]
+    assert syncs and all("--extra" in t and t[t.index("--extra") + 1] == "gpu" for t in syncs)
+    assert not pins_in_run_lines(ROOT / "images" / "gpu.Dockerfile").keys() - {"uv"}
 
 
 # ---------------------------------------------------------------- (c) one version
@@ -211,7 +225,36 @@ def test_image_tags_carry_the_package_version():
     version = components.__version__
     assert images.CPU_IMAGE == f"{images.REGISTRY}/kfp-ct-cpu:{version}"
     assert images.GPU_IMAGE == f"{images.REGISTRY}/kfp-ct-gpu:{version}"
+    assert images.TPU_IMAGE == f"{images.REGISTRY}/kfp-ct-tpu:{version}"
 
+
+def _images_in_subprocess(env: dict) -> dict:
+    done = subprocess.run([sys.executable, "-m", "components.common.images"], cwd=ROOT,
+                          env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_registry_prefix_is_a_setting_and_the_default_needs_no_environment():
+    version = components.__version__
+    assert _images_in_subprocess({})["cpu"] == f"ghcr.io/kfp-ct/kfp-ct-cpu:{version}"
+    moved = _images_in_subprocess({"KFP_CT_REGISTRY": "europe-docker.pkg.dev/p/r/"})
+    assert moved["cpu"] == f"europe-docker.pkg.dev/p/r/kfp-ct-cpu:{version}"
+    assert moved["tpu"] == f"europe-docker.pkg.dev/p/r/kfp-ct-tpu:{version}"
+
+
+def test_a_known_digest_is_added_to_the_versioned_tag(tmp_path, monkeypatch):
+    digest = "sha256:" + "ab" * 32
+    record = tmp_path / "digests.json"
+    record.write_text(json.dumps({"kfp-ct-cpu": digest}))
+    got = _images_in_subprocess({"KFP_CT_IMAGE_DIGESTS": str(record)})
+    assert got["cpu"] == f"ghcr.io/kfp-ct/kfp-ct-cpu:{components.__version__}@{digest}"
+    assert "@" not in got["gpu"]
+    record.write_text(json.dumps({"kfp-ct-cpu": "latest"}))
+    monkeypatch.setenv("KFP_CT_IMAGE_DIGESTS", str(record))
+    with pytest.raises(ValueError, match="sha256:<64 hex>"):
+        images.image("kfp-ct-cpu")
 
 def test_pyproject_version_is_read_from_the_same_attribute():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -269,3 +312,4 @@ def test_images_satisfy_pyprojects_required_uv_version():
     pinned = uv_pin(DOCKERFILES[0])
     spec = required if required[0] in "<>=!~" else f"=={required}"
     assert pinned in SpecifierSet(spec), f"images pin uv {pinned}, pyproject requires {required}"
+

@@ -51,3 +51,16 @@ def test_push_refuses_it_too(monkeypatch, tmp_path):
     with pytest.raises(podenv.EphemeralDestinationError, match="lost with the pod"):
         _check_destination(str(tmp_path / "serving"))
     assert not (tmp_path / "serving").exists()
+
+
+def test_train_refuses_a_local_checkpoint_folder_in_a_pod(monkeypatch, tmp_path):
+    from components.train.logic import run_train
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.delenv("KFP_CT_DURABLE_PATHS", raising=False)
+    problem = ('{"label": "species", "task": "classification", "numeric": ["bill_length_mm"],'
+               ' "categorical": []}')
+    with pytest.raises(podenv.EphemeralDestinationError,
+                       match="the train checkpoint folder '.*/ckpt' is a local path"):
+        run_train(str(tmp_path / "graph"), str(tmp_path / "examples"), problem,
+                  str(tmp_path / "model"), train_steps=5, checkpoint_dir=str(tmp_path / "ckpt"))

@@ -129,6 +129,85 @@ def test_killed_training_resumes_from_its_last_epoch(transformed, tmp_path):
     assert os.path.exists(tmp_path / "model" / "saved_model.pb")
 
 
+_POD_SCRIPT = """
+import sys
+from components.train.logic import run_train
+r = run_train(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], train_steps=120,
+              steps_per_epoch=20, checkpoint_root=sys.argv[5], run_id="run-42")
+print("RESULT", r.metrics["resumed_from_epoch"], r.metrics["steps_run_this_attempt"], flush=True)
+"""
+
+
+def _pod(tmp_path, name: str) -> dict:
+    """A fresh 'pod': its own empty scratch disk (TMPDIR), the test's environment else."""
+    disk = tmp_path / name
+    disk.mkdir()
+    return {**os.environ, "TMPDIR": str(disk)}
+
+
+def test_train_retried_in_a_new_pod_resumes_from_its_gcs_checkpoint(transformed, tmp_path,
+                                                                    gcs_emulator):
+    """A train task killed after epoch 3, retried in a new pod (empty disk, new model
+    path), resumes from the checkpoint it kept under gs://; success removes it."""
+    from components.common import storage
+    from components.train.checkpoints import LATEST
+
+    root = f"{gcs_emulator.new_bucket()}/pipeline-root/checkpoints"
+    durable = f"{root}/run-42/train"
+    common = [str(transformed / "graph"), str(transformed / "examples"), PROBLEM]
+    proc = subprocess.Popen([sys.executable, "-c", _POD_SCRIPT, *common,
+                             str(tmp_path / "pod1-model"), root], cwd=ROOT,
+                            env=_pod(tmp_path, "pod1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    epochs_seen = 0
+    for line in proc.stdout:
+        if line.startswith("[train] epoch"):
+            epochs_seen += 1
+            if epochs_seen == 3:
+                proc.send_signal(signal.SIGKILL)  # a preempted node: no clean-up at all
+                break
+    proc.wait(timeout=60)
+    assert epochs_seen == 3, "training finished before it could be killed"
+    assert storage.read_text(f"{durable}/{LATEST}").strip() == "epoch-000003"
+    retry = subprocess.run([sys.executable, "-c", _POD_SCRIPT, *common,
+                            str(tmp_path / "pod2-model"), root], cwd=ROOT,
+                           env=_pod(tmp_path, "pod2"), capture_output=True, text=True,
+                           timeout=600)
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    assert f"durable checkpoints at {durable}: resuming from epoch-000003" in retry.stdout
+    resumed, steps = retry.stdout.split("RESULT")[1].split()[:2]
+    assert float(resumed) == 3 and float(steps) == 120 - 3 * 20
+    assert (tmp_path / "pod2-model" / "saved_model.pb").exists()
+    assert not storage.exists(f"{durable}/{LATEST}"), "a finished run's checkpoints remain"
+
+
+def test_checkpoint_location_is_per_run_under_the_root_or_the_push_destination():
+    from components.train.checkpoints import durable_location
+
+    assert durable_location("gs://b/root", "gs://b/serving", "job 7/a") == \
+        "gs://b/root/job-7-a/train"
+    assert durable_location("", "gs://b/serving/penguins", "r1") == \
+        "gs://b/serving/penguins/kfp_ct_checkpoints/r1/train"
+    assert durable_location("", "", "r1") == ""      # nowhere durable to name
+    assert durable_location("gs://b/root", "", "") == ""  # no run id: runs would collide
+
+
+def test_a_copy_that_latest_does_not_name_is_never_restored(tmp_path):
+    from components.train.checkpoints import DurableBackup
+
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "checkpoint").write_text("epoch 1")
+    mirror = DurableBackup(str(tmp_path / "durable"), str(local))
+    mirror.save(1)
+    # a second upload killed half-way: files of epoch 2 are there, LATEST not moved
+    (tmp_path / "durable" / "epoch-000002").mkdir()
+    (tmp_path / "durable" / "epoch-000002" / "partial").write_text("torn")
+    fresh = DurableBackup(str(tmp_path / "durable"), str(tmp_path / "new-pod"))
+    assert fresh.restore() == "epoch-000001"
+    assert (tmp_path / "new-pod" / "checkpoint").read_text() == "epoch 1"
+
+
 @pytest.mark.parametrize("accelerator,gpus,cc,tpu,expected", [
     ("auto", 0, None, None, Plan("default", "float32", 1)),
     ("cpu", 2, (8, 0), None, Plan("default", "float32", 1)),

@@ -3,8 +3,9 @@
 - Data: `tf.data` over the TFRecord shards (interleaved, shuffled with a seed, parsed in
   batches, prefetched); nothing is loaded whole into memory.
 - Hardware: see strategy.py (CPU / one GPU / Mirrored / TPU, mixed precision).
-- Resumption: `BackupAndRestore` in `checkpoint_dir` after every epoch; a killed or
-  preempted run started again with the same folder continues from the last epoch.
+- Resumption: `BackupAndRestore` after every epoch, mirrored to a durable folder
+  (checkpoints.py: a parameter, or under the push destination; local or gs://); a
+  killed or preempted run started again, in a new pod too, continues from the last epoch.
 - Reproducible on CPU: seeds plus op determinism.
 - Labels: the label vocabulary is the training split's, so an eval row whose class the
   training split never had carries the id -1 (no class), which must never index the
@@ -20,12 +21,15 @@ import glob
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 
-from components.common import tfenv  # noqa: F401
+from components.common import podenv, tfenv  # noqa: F401
 from components.common.errors import KfpCtError, ProblemSpecError, TrainingError
 from components.common.problem import ProblemSpec, load_problem, user_function
 from components.train import model as model_lib
+from components.train.checkpoints import DurableBackup, durable_location
 from components.train.strategy import make_strategy
 
 DEFAULT_BATCH = 32
@@ -143,14 +147,20 @@ def _skip_autograph_for_tf_keras() -> None:
 
 def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_dir: str,
               train_steps: int = 2000, accelerator: str = "auto", checkpoint_dir: str = "",
-              seed: int = 42, steps_per_epoch: int = 0) -> TrainResult:
+              seed: int = 42, steps_per_epoch: int = 0, checkpoint_root: str = "",
+              push_destination: str = "", run_id: str = "") -> TrainResult:
     """Trains, evaluates on the transformed eval split, and exports the serving model.
 
     Args:
         train_steps: total optimizer steps (batches).
         steps_per_epoch: steps between checkpoints; 0 means one pass over the train split
             (at least MIN_STEPS_PER_EPOCH).
-        checkpoint_dir: where BackupAndRestore keeps its state; "" means `<model_dir>.backup`.
+        checkpoint_dir: the durable folder (local or gs://) the training state is kept in
+            after every epoch, and resumed from (checkpoints.py).
+        checkpoint_root, push_destination, run_id: when checkpoint_dir is "", the durable
+            folder is ``<checkpoint_root or push_destination/kfp_ct_checkpoints>/<run_id>/train``.
+            With none of them, the state stays beside the model (`<model_dir>.backup`),
+            which a new pod does not have.
     """
     import tensorflow as tf
     import tensorflow_transform as tft
@@ -159,6 +169,9 @@ def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_d
     spec = load_problem(problem)
     if train_steps < 1:
         raise KfpCtError(f"train_steps must be at least 1, got {train_steps}")
+    durable = checkpoint_dir or durable_location(checkpoint_root, push_destination, run_id)
+    if durable:  # before any work: a pod's own disk would not survive a retry
+        podenv.check_durable(durable, what="the train checkpoint folder")
     _skip_autograph_for_tf_keras()
     keras.utils.set_random_seed(seed)
     strategy, plan = make_strategy(accelerator)
@@ -181,10 +194,21 @@ def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_d
                            shuffle=False, seed=seed, repeat=False)
     with strategy.scope():
         model = build_model(spec, tft_output)
-    backup = checkpoint_dir or model_dir.rstrip("/") + ".backup"
     progress = _Progress.make()
+    if durable:
+        backup = tempfile.mkdtemp(prefix="kfp-ct-backup-")
+        mirror = DurableBackup(durable, backup)
+        resumed = mirror.restore()
+        print(f"[train] durable checkpoints at {durable}"
+              + (f": resuming from {resumed}" if resumed else ": none yet, starting fresh"),
+              flush=True)
+        callbacks = [keras.callbacks.BackupAndRestore(backup), mirror.callback(), progress]
+    else:
+        mirror = None
+        backup = model_dir.rstrip("/") + ".backup"
+        callbacks = [keras.callbacks.BackupAndRestore(backup), progress]
     model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0,
-              callbacks=[keras.callbacks.BackupAndRestore(backup), progress])
+              callbacks=callbacks)
     evaluated = model.evaluate(eval_ds, verbose=0, return_dict=True)
     broken = {k: float(v) for k, v in evaluated.items() if not math.isfinite(float(v))}
     if broken:
@@ -199,6 +223,9 @@ def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_d
         raise ProblemSpecError(
             f"the model cannot be exported with a serving signature over serialized "
             f"tf.Examples: {type(exc).__name__}: {exc}") from exc
+    if mirror is not None:
+        mirror.clear()
+        shutil.rmtree(backup, ignore_errors=True)
     steps_run = progress.epochs_run * steps_per_epoch
     metrics = {f"eval_{k}": float(v) for k, v in evaluated.items()}
     metrics.update({

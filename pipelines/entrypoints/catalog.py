@@ -2,6 +2,7 @@
 
     training       kfp-ct-training       validate -> transform -> train -> evaluate -> gate -> push
     training-gpu   kfp-ct-training-gpu   the same, training in the GPU image on one GPU
+    training-tpu   kfp-ct-training-tpu   the same, training in the TPU image on a TPU slice
     monitoring     kfp-ct-monitoring     drift check -> retraining trigger
     data           kfp-ct-data           validate -> transform
 
@@ -30,43 +31,61 @@ class CatalogEntry:
         name: Short name (``training``).
         file_stem: File name of its compiled YAML without ``.yaml`` (``training_pipeline``).
         display_name: Its ``pipelineInfo.name`` and the name it is uploaded under.
-        load: Returns the ``@dsl.pipeline`` function (imports kfp and the components).
+        build: Returns the ``@dsl.pipeline`` function for cluster settings
+            (``pipelines.cluster.Settings``; None: the defaults). Imports kfp and the
+            components.
     """
 
     name: str
     file_stem: str
     display_name: str
-    load: Callable[[], Any]
+    build: Callable[[Any], Any]
+
+    def load(self, settings: Any = None) -> Any:
+        """The pipeline function, with the default cluster settings unless given."""
+        return self.build(settings)
 
 
-def _training() -> Any:
-    from pipelines.training import training_pipeline
+def _settings(settings: Any) -> Any:
+    from pipelines import cluster
 
-    return training_pipeline
-
-
-def _training_gpu() -> Any:
-    from pipelines.training import training_pipeline_gpu
-
-    return training_pipeline_gpu
+    return cluster.DEFAULT if settings is None else settings
 
 
-def _monitoring() -> Any:
-    from pipelines.monitoring import monitoring_pipeline
+def _training(variant: str) -> Callable[[Any], Any]:
+    def build(settings: Any = None) -> Any:
+        from pipelines import training
 
-    return monitoring_pipeline
+        if settings is None:  # the module's own objects (what tests and kfp.local use)
+            return {"cpu": training.training_pipeline, "gpu": training.training_pipeline_gpu,
+                    "tpu": training.training_pipeline_tpu}[variant]
+        return training.make_training_pipeline(variant, _settings(settings))
+
+    return build
 
 
-def _data() -> Any:
-    from pipelines.data import data_pipeline
+def _monitoring(settings: Any = None) -> Any:
+    from pipelines import monitoring
 
-    return data_pipeline
+    if settings is None:
+        return monitoring.monitoring_pipeline
+    return monitoring.make_monitoring_pipeline(settings)
+
+
+def _data(settings: Any = None) -> Any:
+    from pipelines import data
+
+    if settings is None:
+        return data.data_pipeline
+    return data.make_data_pipeline(settings)
 
 
 CATALOG: dict[str, CatalogEntry] = {e.name: e for e in (
-    CatalogEntry("training", "training_pipeline", "kfp-ct-training", _training),
+    CatalogEntry("training", "training_pipeline", "kfp-ct-training", _training("cpu")),
     CatalogEntry("training-gpu", "training_pipeline_gpu", "kfp-ct-training-gpu",
-                 _training_gpu),
+                 _training("gpu")),
+    CatalogEntry("training-tpu", "training_pipeline_tpu", "kfp-ct-training-tpu",
+                 _training("tpu")),
     CatalogEntry("monitoring", "monitoring_pipeline", "kfp-ct-monitoring", _monitoring),
     CatalogEntry("data", "data_pipeline", "kfp-ct-data", _data),
 )}

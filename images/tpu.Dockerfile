@@ -1,0 +1,84 @@
+# kfp-ct TPU image: training on Cloud TPU VMs (GKE TPU node pools; tf.distribute.TPUStrategy).
+#
+# Build: `make image-tpu`, or as cpu.Dockerfile says, with this file.
+#
+# The CPU image's packages (uv.lock), with TensorFlow swapped for its TPU build of the same
+# version: tensorflow-tpu 2.16.2 (PyPI) and the libtpu it pins, libtpu 2.16.0rc0. That
+# libtpu is not on PyPI (PyPI's `libtpu` 0.0.x series is for TF 2.17+ and JAX): TensorFlow
+# publishes it at the find-links index below, which must be reachable when building.
+ARG BASE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------- build: the venv
+# hadolint ignore=DL3006
+FROM ${BASE} AS build
+# Build time only (ARGs are not in the image's environment): pip and uv trust the system
+# CA bundle, so a build behind a TLS-inspecting proxy works when the build mounts the
+# proxy's bundle there (`make image` mounts the host's: images/build.py --ca).
+ARG PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+ARG SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+ENV UV_PROJECT_ENVIRONMENT=/opt/venv \
+    UV_PYTHON=python3.11 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_LINK_MODE=copy \
+    UV_CACHE_DIR=/var/cache/uv \
+    PATH=/opt/venv/bin:/opt/uv/bin:${PATH}
+
+# A C++ compiler and Python's headers for the lock's source-only packages (pyfarmhash,
+# which TFDV needs, has no CPython 3.11 wheel); they stay in this stage. Then uv, pinned:
+# the uv that wrote and checks uv.lock, in a venv of its own (Debian's python3.11 has no
+# pip outside a venv).
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends g++ python3.11-dev \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3.11 -m venv /opt/uv \
+ && /opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check uv==0.13.9
+
+WORKDIR /opt/kfp-ct
+
+# Dependencies first (a layer that changes only with the lock), then the project. The
+# wheel cache is a build cache mount: never part of the image, reused by the next build.
+COPY pyproject.toml uv.lock README.md ./
+RUN --mount=type=cache,id=kfp-ct-uv,target=/var/cache/uv \
+    uv sync --frozen --no-dev --no-install-project --compile-bytecode
+
+COPY compile.py ./
+COPY components ./components
+COPY pipelines ./pipelines
+# The project, then TensorFlow's TPU build in place of the CPU one (same version, same
+# dependencies: --no-deps, so nothing else the lock installed moves).
+RUN --mount=type=cache,id=kfp-ct-uv,target=/var/cache/uv \
+    uv sync --frozen --no-dev --no-editable --compile-bytecode \
+ && uv pip uninstall --python /opt/venv/bin/python tensorflow \
+ && uv pip install --python /opt/venv/bin/python --no-deps --compile-bytecode \
+      --find-links https://storage.googleapis.com/libtpu-tf-releases/index.html \
+      tensorflow-tpu==2.16.2 libtpu==2.16.0rc0
+
+# ---------------------------------------------------------------- the image
+# hadolint ignore=DL3006
+FROM ${BASE}
+
+ARG VERSION=dev
+LABEL org.opencontainers.image.title="kfp-ct-tpu" \
+      org.opencontainers.image.description="kfp-ct KFP v2 components (Cloud TPU: tensorflow-tpu 2.16.2, libtpu)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+# TF_USE_LEGACY_KERAS=1: TFT and TFMA need Keras 2 (tf-keras); it must be set before
+# TensorFlow is imported, so it is set for every process in the image.
+# PATH: the venv first, so `python3` (what KFP runs: `python3 -m kfp.dsl.executor_main`)
+# is the venv's interpreter. TPU_NAME is set per task by the pipeline
+# (pipelines/cluster.py: "local" on a TPU VM node).
+ENV TF_USE_LEGACY_KERAS=1 \
+    PYTHONUNBUFFERED=1 \
+    UV_PROJECT_ENVIRONMENT=/opt/venv \
+    PATH=/opt/venv/bin:${PATH}
+
+# The run-time user: uid 1000, numeric so Kubernetes `runAsNonRoot` can verify it.
+RUN useradd --uid 1000 --user-group --create-home --shell /usr/sbin/nologin kfp
+
+# The venv, project installed (not editable): root-owned, read-only to the tasks.
+COPY --from=build /opt/venv /opt/venv
+
+USER 1000
+WORKDIR /home/kfp
