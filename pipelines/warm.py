@@ -63,7 +63,6 @@ STAGES: tuple[tuple[frozenset, tuple[str, ...]], ...] = (
         "tensorflow_model_analysis", "components.evaluate.logic")),
     (frozenset(), ("components.gate.logic", "components.push.logic")),
 )
-PRELOAD = tuple(m for _, modules in STAGES for m in modules)
 ENV_SWITCH = "KFP_CT_WARM"
 ENV_LAUNCHER = tfenv.WARM_LAUNCHER_ENV  # names the launcher in a warm run's environment
 _HEADER = 8  # bytes: the request's length

@@ -385,16 +385,10 @@ def _inspect(base: str, version: int, files: dict[str, int] | None = None,
             version, path, CORRUPT, None,
             f"{AUDIT_DIR}/{METADATA} holds a {type(metadata).__name__}, not a JSON object",
         )
-    audit: list[str] = []
     if _MANIFEST_REL in files:
-        try:
-            model, kept = _by_kind(_read_manifest(path))
-            problems = _manifest_problems(model, files)
-            audit = _manifest_problems(kept, files)
-        except ValueError as exc:
-            problems = [str(exc)]
+        problems, audit = _against_manifest(path, lambda e: _manifest_problems(e, files))
     else:
-        problems = _structural_problems(path, files)
+        problems, audit = _structural_problems(path, files), []
     return _judged(VersionInfo(version, path, COMPLETE, metadata, ""), problems, audit)
 
 
@@ -403,6 +397,17 @@ def _by_kind(entries: dict[str, tuple[int, str]]) -> tuple[dict, dict]:
     audit_prefix = AUDIT_DIR + "/"
     return ({r: e for r, e in entries.items() if not r.startswith(audit_prefix)},
             {r: e for r, e in entries.items() if r.startswith(audit_prefix)})
+
+
+def _against_manifest(version_dir: str, check) -> tuple[list[str], list[str]]:
+    """(model problems, audit problems): ``check`` (manifest entries -> problems) run on
+    the model's and on the audit files of the manifest in ``version_dir``; a manifest
+    that cannot be read is a model problem."""
+    try:
+        model, kept = _by_kind(_read_manifest(version_dir))
+    except ValueError as exc:
+        return [str(exc)], []
+    return check(model), check(kept)
 
 
 def _judged(info: VersionInfo, problems: list[str], audit: list[str]) -> VersionInfo:
@@ -448,13 +453,7 @@ def _verified(checked: VersionInfo, local: str) -> VersionInfo:
     on ``local``, a local copy of it."""
     if not os.path.isfile(os.path.join(local, *_MANIFEST_REL.split("/"))):
         return checked  # pushed before manifests: the structural checks are all there is
-    audit: list[str] = []
-    try:
-        model, kept = _by_kind(_read_manifest(local))
-        problems = _content_problems(local, model)
-        audit = _content_problems(local, kept)
-    except ValueError as exc:
-        problems = [str(exc)]
+    problems, audit = _against_manifest(local, lambda e: _content_problems(local, e))
     return _judged(dataclasses.replace(checked, detail=""), problems, audit)
 
 

@@ -238,10 +238,9 @@ def _run_local(args: types.SimpleNamespace) -> int:
     # Known before any task starts (about a second): the spec, the thresholds for its
     # task, the steps, slices and columns, that the destination can be written.
     from components.common.preflight import check_training_inputs
-    from pipelines.training import training_pipeline as _pipeline
 
     defaults = {name: p.default for name, p in
-                inspect.signature(_pipeline.pipeline_func).parameters.items()}
+                inspect.signature(training_pipeline.pipeline_func).parameters.items()}
     given = {**defaults, **arguments}
     check_training_inputs(data_path=given["data_path"], problem=given["problem"],
                           thresholds=given["thresholds"], slices=given["slices"],
