@@ -60,6 +60,45 @@ def insert(request, response, storage, *args, **kwargs):
             return
         return _insert(request, response, storage, *args, **kwargs)
 objects.insert = insert
+# The emulator's batch endpoint knows PATCH and DELETE only; Beam's GCS I/O finalizes its
+# file writes with batched copies (copyTo), which the real service accepts. Add them.
+_batch = objects.batch
+def batch(request, response, storage, *args, **kwargs):
+    if not any(item.get("dest_object_id") for item in request.data or []):
+        return _batch(request, response, storage, *args, **kwargs)
+    boundary = "batch_kfpct"
+    response["Content-Type"] = "multipart/mixed; boundary=" + boundary
+    for item in request.data:
+        response.write("--%s\r\nContent-Type: application/http\r\n\r\n" % boundary)
+        try:
+            if item.get("dest_object_id"):
+                src = storage.get_file_obj(item["bucket_name"], item["object_id"])
+                content = storage.get_file(item["bucket_name"], item["object_id"])
+                dest = objects._make_object_resource(
+                    request.base_url, item["dest_bucket_name"], item["dest_object_id"],
+                    src["contentType"], src["size"], src)
+                dest = objects._checksums(content, dest)
+                storage.create_file(item["dest_bucket_name"], item["dest_object_id"],
+                                    content, dest)
+                response.write("HTTP/1.1 200 OK\r\nContent-Type: application/json; "
+                               "charset=UTF-8\r\n\r\n" + json.dumps(dest) + "\r\n\r\n")
+            elif item.get("method") == "DELETE" and objects._delete(
+                    storage, item["bucket_name"], item["object_id"]):
+                response.write("HTTP/1.1 204 No Content\r\n\r\n")
+            else:
+                raise NotFound
+        except NotFound:
+            response.write("HTTP/1.1 404 Not Found\r\nContent-Type: application/json; "
+                           "charset=UTF-8\r\n\r\n" + json.dumps(
+                               {"error": {"code": 404, "message": "Not Found"}}) + "\r\n\r\n")
+    response.write("--%s--" % boundary)
+objects.batch = batch
+import json
+from gcp_storage_emulator import server, settings
+server.BATCH_HANDLERS = server.BATCH_HANDLERS + (
+    r"^(?P<method>POST) .*%s/b/(?P<bucket_name>[-.\w]+)/o/(?P<object_id>[^/?\s]+)"
+    r"/copyTo/b/(?P<dest_bucket_name>[-.\w]+)/o/(?P<dest_object_id>[^/?\s]+)"
+    r"([\?][^\s]*)?( HTTP/1\.1)?$" % settings.API_ENDPOINT,)
 sys.argv = ["gcp_storage_emulator"] + sys.argv[1:]
 runpy.run_module("gcp_storage_emulator", run_name="__main__", alter_sys=True)
 """

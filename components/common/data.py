@@ -134,8 +134,11 @@ def _check_header(path: str, header: list[str], spec: ProblemSpec) -> None:
             f"the file has columns {header}")
 
 
-def _where(path: str, line: int) -> str:
-    """A row's place for people: CSV line number (the header is line 1), Parquet row."""
+def _where(path: str, line: int | None) -> str:
+    """A row's place for people: CSV line number (the header is line 1), Parquet row; the
+    file alone where the reader does not know the row (the Beam path's split reads)."""
+    if line is None:
+        return path
     return f"{path} line {line}" if format_of(path) == "csv" else f"{path} row {line - 1}"
 
 
@@ -155,15 +158,60 @@ def csv_header(path: str) -> list[str]:
     return next(csv.reader(io.StringIO(first)))
 
 
+def _csv_convert_options(spec: ProblemSpec):
+    # Every column not in the spec is read as text and dropped, so stray values never fail.
+    # Numeric null texts here; text columns get the rest of NULL_VALUES in normalize.
+    types = arrow_types(spec)
+    return pacsv.ConvertOptions(
+        column_types=types, include_columns=list(types), null_values=NUMERIC_NULL_VALUES,
+        strings_can_be_null=True, quoted_strings_can_be_null=True)
+
+
+def csv_header_any(path: str, spec: ProblemSpec) -> list[str]:
+    """The checked header of a CSV file anywhere Beam's filesystems reach (local, gs://),
+    reading only its first line."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as fh:
+            first = fh.readline().decode("utf-8", errors="replace")
+    except Exception as exc:  # Beam raises several types for a missing or unreadable file
+        raise InputDataError(f"{path}: cannot be read: {exc}") from None
+    if not first.strip():
+        raise InputDataError(f"{path}: the file is empty (no header, no rows)")
+    header = next(csv.reader(io.StringIO(first)))
+    _check_header(path, header, spec)
+    return header
+
+
+def parse_csv_lines(path: str, header: list[str], lines: list[str],
+                    spec: ProblemSpec) -> Iterator[pa.RecordBatch]:
+    """Typed batches (not yet normalized) from data lines of the CSV file ``path``, as
+    the Beam path's workers get them: any range of the file, split at line breaks."""
+    text = "\n".join([",".join(_quote(h) for h in header)] + lines).encode("utf-8")
+    try:
+        table = pacsv.read_csv(io.BytesIO(text), convert_options=_csv_convert_options(spec))
+    except pa.ArrowInvalid as exc:
+        message = str(exc)
+        if _ARROW_CONVERSION.search(message):
+            raise _conversion_error(path, header, message, spec) from None
+        raise InputDataError(
+            f"{path}: cannot parse as CSV: {message.splitlines()[0]}; the Beam path reads "
+            f"CSV split at line breaks across workers, so a quoted value holding a line "
+            f"break cannot be read there: use Parquet for such data") from None
+    for batch in table.to_batches():
+        if batch.num_rows:
+            yield batch
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _csv_batches(path: str, spec: ProblemSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
     header = csv_header(path)
     _check_header(path, header, spec)
-    types = arrow_types(spec)
-    # Every column not in the spec is read as text and dropped, so stray values never fail.
-    # Numeric null texts here; text columns get the rest of NULL_VALUES in _normalize.
-    convert = pacsv.ConvertOptions(
-        column_types=types, include_columns=list(types), null_values=NUMERIC_NULL_VALUES,
-        strings_can_be_null=True, quoted_strings_can_be_null=True)
+    convert = _csv_convert_options(spec)
     read = pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 64))
     try:
         reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
@@ -193,29 +241,47 @@ def _parquet_batches(path: str, spec: ProblemSpec, batch_rows: int) -> Iterator[
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise InputDataError(f"{path}: not a readable Parquet file: {exc}") from None
     _check_header(path, pf.schema_arrow.names, spec)
-    types = arrow_types(spec)
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=list(types)):
-        arrays = []
-        for name, typ in types.items():
-            column = batch.column(batch.schema.get_field_index(name))
-            if column.type != typ:
-                if pa.types.is_floating(typ) and (pa.types.is_string(column.type)
-                                                  or pa.types.is_large_string(column.type)):
-                    # Numbers stored as text read as CSV text does: null texts are
-                    # missing, surrounding blanks do not count.
-                    column = pc.utf8_trim_whitespace(null_where_in(column, NUMERIC_NULL_VALUES))
-                try:
-                    column = column.cast(typ)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    bad = _first_uncastable(column, typ)
-                    error = LabelError if name == spec.label else InputDataError
-                    raise error(
-                        f"{path}: {_column_words(name, spec)} is declared "
-                        f"{'numeric' if pa.types.is_floating(typ) else 'text'} "
-                        f"but holds the value {bad!r} (type {column.type})") from None
-            arrays.append(column)
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=list(arrow_types(spec))):
         if batch.num_rows:
-            yield pa.RecordBatch.from_arrays(arrays, names=list(types))
+            yield conform_parquet_batch(path, batch, spec)
+
+
+def parquet_columns_check(path: str, spec: ProblemSpec) -> None:
+    """Checks the columns of a Parquet file anywhere Beam's filesystems reach, reading
+    only its footer."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as fh:
+            names = pq.read_schema(fh).names
+    except Exception as exc:  # pyarrow and Beam raise several types
+        raise InputDataError(f"{path}: not a readable Parquet file: {exc}") from None
+    _check_header(path, names, spec)
+
+
+def conform_parquet_batch(path: str, batch: pa.RecordBatch, spec: ProblemSpec) -> pa.RecordBatch:
+    """A Parquet batch's spec columns, cast to the spec's types (not yet normalized)."""
+    types = arrow_types(spec)
+    arrays = []
+    for name, typ in types.items():
+        column = batch.column(batch.schema.get_field_index(name))
+        if column.type != typ:
+            if pa.types.is_floating(typ) and (pa.types.is_string(column.type)
+                                              or pa.types.is_large_string(column.type)):
+                # Numbers stored as text read as CSV text does: null texts are
+                # missing, surrounding blanks do not count.
+                column = pc.utf8_trim_whitespace(null_where_in(column, NUMERIC_NULL_VALUES))
+            try:
+                column = column.cast(typ)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                bad = _first_uncastable(column, typ)
+                error = LabelError if name == spec.label else InputDataError
+                raise error(
+                    f"{path}: {_column_words(name, spec)} is declared "
+                    f"{'numeric' if pa.types.is_floating(typ) else 'text'} "
+                    f"but holds the value {bad!r} (type {column.type})") from None
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, names=list(types))
 
 
 def null_where_in(column: pa.Array, texts: list[str]) -> pa.Array:
@@ -224,7 +290,7 @@ def null_where_in(column: pa.Array, texts: list[str]) -> pa.Array:
     return pc.if_else(hit, pa.scalar(None, column.type), column)
 
 
-def _normalize(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, dict]:
+def normalize(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, dict]:
     """The reading rule applied to a typed batch from either format: null texts in text
     columns become null, non-finite numbers become null.
 
@@ -296,23 +362,24 @@ class ColumnTracker:
             self._mask = (batch, eval_mask(batch, self.spec))
         return self._mask[1]
 
-    def update(self, path: str, batch: pa.RecordBatch, file_row_offset: int,
+    def update(self, path: str, batch: pa.RecordBatch, file_row_offset: int | None,
                nonfinite: dict | None = None) -> None:
-        """``nonfinite``: what _normalize found in this batch (already nulls in it)."""
+        """``nonfinite``: what normalize found in this batch (already nulls in it).
+        ``file_row_offset`` None: the batch's place in the file is not known (the Beam
+        path's split reads); messages then name the file only."""
         for name in batch.schema.names:
             column = batch.column(batch.schema.get_field_index(name))
             self.nulls[name] = self.nulls.get(name, 0) + column.null_count
         for name, (n_inf, n_nan, first, value) in (nonfinite or {}).items():
             found = self.nonfinite.setdefault(name, NonFinite())
             if not found.first:
-                found.first = (path, file_row_offset + first + 2, value)
+                found.first = (path, _line(file_row_offset, first), value)
             found.inf += n_inf
             found.nan += n_nan
         label = batch.column(batch.schema.get_field_index(self.spec.label))
         if label.null_count and len(self.empty_label_rows) < 5:
             idx = np.flatnonzero(np.asarray(label.is_null()))[:5]
-            # +2: one for the header line, one for 1-based numbering.
-            self.empty_label_rows += [(path, file_row_offset + int(i) + 2) for i in idx]
+            self.empty_label_rows += [(path, _line(file_row_offset, int(i))) for i in idx]
         if self.spec.task == "classification":
             is_eval = pa.array(self.eval_mask(batch), type=pa.bool_())
             for split, part in enumerate((label.filter(pc.invert(is_eval)), label.filter(is_eval))):
@@ -321,6 +388,37 @@ class ColumnTracker:
                                     counts.field("counts").to_pylist()):
                     self.label_classes.setdefault(value, [0, 0])[split] += n
         self.rows += batch.num_rows
+
+    def merge(self, other: "ColumnTracker") -> None:
+        """Adds the counts of a tracker of other rows (another worker's share)."""
+        self.rows += other.rows
+        for name, n in other.nulls.items():
+            self.nulls[name] = self.nulls.get(name, 0) + n
+        self.empty_label_rows = (self.empty_label_rows + other.empty_label_rows)[:5]
+        for name, theirs in other.nonfinite.items():
+            mine = self.nonfinite.setdefault(name, NonFinite())
+            mine.inf += theirs.inf
+            mine.nan += theirs.nan
+            mine.first = mine.first or theirs.first
+        for value, (train, held_out) in other.label_classes.items():
+            counts = self.label_classes.setdefault(value, [0, 0])
+            counts[0] += train
+            counts[1] += held_out
+
+    def to_json(self) -> dict:
+        return {"rows": self.rows, "nulls": self.nulls,
+                "empty_label_rows": [list(r) for r in self.empty_label_rows],
+                "nonfinite": {c: {"inf": f.inf, "nan": f.nan, "first": list(f.first)}
+                              for c, f in self.nonfinite.items()},
+                "label_classes": self.label_classes}
+
+    @classmethod
+    def from_json(cls, spec: ProblemSpec, doc: dict) -> "ColumnTracker":
+        return cls(spec=spec, rows=int(doc["rows"]), nulls=dict(doc["nulls"]),
+                   empty_label_rows=[tuple(r) for r in doc["empty_label_rows"]],
+                   nonfinite={c: NonFinite(f["inf"], f["nan"], tuple(f["first"]))
+                              for c, f in doc["nonfinite"].items()},
+                   label_classes={v: list(n) for v, n in doc["label_classes"].items()})
 
     def eval_only_classes(self) -> dict[str, int]:
         """Classification: label classes that only the eval split holds -> their rows."""
@@ -374,6 +472,11 @@ class ColumnTracker:
                 f"class")
 
 
+def _line(file_row_offset: int | None, index: int) -> int | None:
+    # +2: one for the header line, one for 1-based numbering.
+    return None if file_row_offset is None else file_row_offset + index + 2
+
+
 def iter_batches(path: str, spec: ProblemSpec, batch_rows: int = DEFAULT_BATCH_ROWS,
                  tracker: ColumnTracker | None = None) -> Iterator[pa.RecordBatch]:
     """Streams the spec's columns from every input file, in file order.
@@ -390,7 +493,7 @@ def iter_batches(path: str, spec: ProblemSpec, batch_rows: int = DEFAULT_BATCH_R
             reader = _csv_batches if format_of(file) == "csv" else _parquet_batches
             offset = 0
             for batch in reader(local, spec, batch_rows):
-                batch, nonfinite = _normalize(batch)
+                batch, nonfinite = normalize(batch)
                 if tracker is not None:
                     tracker.update(file, batch, offset, nonfinite)
                 offset += batch.num_rows

@@ -224,6 +224,16 @@ def exact_reference(batches, stats, spec) -> dict:
     values, whose counts are exact already. JSON-ready: validate keeps it beside the
     statistics and push keeps it beside the version.
     """
+    rows, refs, counters = reference_counters(stats, spec)
+    seen = 0
+    for batch in batches:
+        seen += count_reference_cells(counters, batch)
+    return finish_reference(rows, refs, counters, seen)
+
+
+def reference_counters(stats, spec) -> tuple[int, dict, dict]:
+    """(rows, {column: (role, Reference)}, {numeric column: empty Counter}): what
+    :func:`exact_reference` fills; the Beam path fills the counters on its workers."""
     rows, refs = references_from_statistics(stats, spec)
     counters = {}
     for column, (role, ref) in refs.items():
@@ -232,12 +242,19 @@ def exact_reference(batches, stats, spec) -> dict:
             if len(edges) == 1:
                 edges = [edges[0], edges[0]]
             counters[column] = Counter(numeric_reference(edges, [0.0] * (len(edges) - 1), 0.0))
-    seen = 0
-    for batch in batches:
-        seen += batch.num_rows
-        for column, counter in counters.items():
-            array = batch.column(batch.schema.get_field_index(column))
-            counter.add_numeric(array.cast("double").to_numpy(zero_copy_only=False))
+    return rows, refs, counters
+
+
+def count_reference_cells(counters: dict, batch) -> int:
+    """Adds one batch to the numeric counters; returns its row count."""
+    for column, counter in counters.items():
+        array = batch.column(batch.schema.get_field_index(column))
+        counter.add_numeric(array.cast("double").to_numpy(zero_copy_only=False))
+    return batch.num_rows
+
+
+def finish_reference(rows: int, refs: dict, counters: dict, seen: int) -> dict:
+    """The JSON-ready reference document from filled counters (exact_reference)."""
     if seen != rows:
         raise ValueError(f"the data holds {seen} rows, its statistics {rows}")
     columns = {}

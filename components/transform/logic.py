@@ -1,12 +1,19 @@
 """TF Transform over the validated data (the role of TFX Transform, with ExampleGen's split).
 
-Two passes over the input, both streaming Arrow batches:
+Without `beam_args` (the local default, measured faster on one machine), two passes over
+the input, both streaming Arrow batches:
 
-1. analyze: a Beam pipeline (`tft_beam.AnalyzeDataset`) over the train split only, fed
-   RecordBatches (no per-row Python objects). Runner options pass through `beam_args`.
+1. analyze: an in-memory Beam pipeline (`tft_beam.AnalyzeDataset`) over the train split
+   only, fed RecordBatches (no per-row Python objects).
 2. transform: the saved transform graph applied in-process, batch by batch, and written
    as TFRecord files of `tf.Example`s by tfx_bsl's C++ encoder; the raw eval rows are
    written the same way (serialized raw `tf.Example`s, as TF Serving receives them).
+
+With `beam_args` (a runner: Dataflow, Flink, Spark, the DirectRunner's multi-processing
+mode), both passes are one Beam pipeline (`transform_with_beam`): Beam's sources read the
+input across workers, `tft_beam.TransformDataset` transforms both splits, and the workers
+write the graph, the sharded examples and the raw eval rows under the work location
+(components/common/beam_io.py). The same examples as the in-process path, in another order.
 
 Outputs are staged and moved into place only when everything succeeded.
 """
@@ -20,6 +27,7 @@ import shutil
 import tempfile
 
 from components.common import tfenv  # noqa: F401
+from components.common import beam_io, storage
 from components.common import data as data_lib
 from components.common.errors import ProblemSpecError
 from components.common.problem import ProblemSpec, load_problem, user_function
@@ -101,6 +109,21 @@ def resolve_preprocessing_fn(spec: ProblemSpec):
     return with_finite_inputs(fn, spec) if fn else build_preprocessing_fn(spec)
 
 
+def _analyze_dataset(batches, config, preprocessing_fn, spec: ProblemSpec):
+    """TFT's AnalyzeDataset over the train rows; a user preprocessing_fn that fails while
+    tracing is a ProblemSpecError naming the module."""
+    import tensorflow_transform.beam as tft_beam
+
+    try:
+        return (batches, config) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+    except (KeyError, TypeError, ValueError) as exc:
+        if spec.module_file:
+            raise ProblemSpecError(
+                f"preprocessing_fn of {spec.module_file} failed while tracing: "
+                f"{type(exc).__name__}: {exc}") from exc
+        raise
+
+
 def analyze(data_path: str, spec: ProblemSpec, transform_graph_dir: str,
             beam_args: list[str] | None, tmp: str) -> None:
     import apache_beam as beam
@@ -114,15 +137,7 @@ def analyze(data_path: str, spec: ProblemSpec, transform_graph_dir: str,
         with beam.Pipeline(options=options) as p:
             batches = (p | "Inputs" >> beam.Create([data_path])
                        | "ReadTrainSplit" >> beam.FlatMap(_train_batches, spec.to_json()))
-            try:
-                transform_fn = (batches, config) | "Analyze" >> tft_beam.AnalyzeDataset(
-                    preprocessing_fn)
-            except (KeyError, TypeError, ValueError) as exc:
-                if spec.module_file:
-                    raise ProblemSpecError(
-                        f"preprocessing_fn of {spec.module_file} failed while tracing: "
-                        f"{type(exc).__name__}: {exc}") from exc
-                raise
+            transform_fn = _analyze_dataset(batches, config, preprocessing_fn, spec)
             _ = transform_fn | "Write" >> tft_beam.WriteTransformFn(transform_graph_dir)
 
 
@@ -219,13 +234,141 @@ def transform_and_write(data_path: str, spec: ProblemSpec, transform_graph_dir: 
             w.close()
         raw_writer.close()
     tracker.check(data_path)
-    if writers[TRAIN].rows == 0 or writers[EVAL].rows == 0:
-        empty = TRAIN if writers[TRAIN].rows == 0 else EVAL
-        raise data_lib.InputDataError(
-            f"{data_path}: the {empty} split is empty ({tracker.rows} rows, eval_percent="
-            f"{spec.eval_percent}); give more rows or another eval_percent")
+    _check_splits(data_path, spec, tracker.rows, writers[TRAIN].rows, writers[EVAL].rows)
     return TransformResult(train_rows=writers[TRAIN].rows, eval_rows=writers[EVAL].rows,
                            transformed_features=sorted(tft_output.transformed_feature_spec()))
+
+
+def _split_tracked(tracked, spec_json: str):
+    """Beam ParDo body: a tracked batch -> its projected train rows (main output) and
+    eval rows (tagged "eval"), as TFT's analyzer and the example encoder take them."""
+    import apache_beam as beam
+
+    from components.common.problem import parse_problem
+
+    _, batch, _ = tracked
+    spec = parse_problem(json.loads(spec_json))
+    is_eval = data_lib.eval_mask(batch, spec)
+    projected = _project(batch, spec)
+    train = projected.filter(_to_arrow_mask(~is_eval))
+    held_out = projected.filter(_to_arrow_mask(is_eval))
+    if train.num_rows:
+        yield train
+    if held_out.num_rows:
+        yield beam.pvalue.TaggedOutput(EVAL, held_out)
+
+
+def _encode_transformed(element):
+    """Beam FlatMap body: TransformDataset's (record batch, passthrough) -> tf.Examples
+    encoded as the in-process path encodes them (float32 values, int64 ids)."""
+    from tfx_bsl.coders import example_coder
+
+    batch, _ = element
+    yield from example_coder.RecordBatchToExamples(_as_example_batch(batch))
+
+
+def _as_example_batch(batch):
+    """TFT's output record batch with the value types the in-process path writes."""
+    import pyarrow as pa
+
+    arrays = []
+    for name in batch.schema.names:
+        column = batch.column(batch.schema.get_field_index(name))
+        if pa.types.is_large_list(column.type) or pa.types.is_list(column.type):
+            values = column.flatten()
+            if pa.types.is_floating(values.type):
+                values = values.cast(pa.float32())
+            elif pa.types.is_integer(values.type):
+                values = values.cast(pa.int64())
+            elif pa.types.is_large_binary(values.type) or pa.types.is_large_string(values.type):
+                values = values.cast(pa.binary())
+            column = pa.ListArray.from_arrays(column.offsets.cast(pa.int32()), values)
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _encode_raw(batch):
+    from tfx_bsl.coders import example_coder
+
+    yield from example_coder.RecordBatchToExamples(batch)
+
+
+def _rows(batch) -> int:
+    return batch.num_rows
+
+
+def transform_with_beam(data_path: str, spec: ProblemSpec, staged: dict,
+                        beam_args: list[str]) -> TransformResult:
+    """Analyze and transform as one Beam pipeline: the input read by Beam's sources
+    across workers, the transform graph, the transformed examples (sharded by the runner)
+    and the raw eval rows written by the workers under the work location
+    (components/common/beam_io.py), then copied into the staged outputs."""
+    import apache_beam as beam
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+
+    from components.common import beam_io
+
+    preprocessing_fn = resolve_preprocessing_fn(spec)
+    config = tensor_adapter_config(spec)
+    work, _ = beam_io.work_location(beam_args, "transform")
+    tf_work = beam_io.tf_work_location(work)
+    graph = storage.join(tf_work, "transform_graph")
+    try:
+        with tft_beam.Context(temp_dir=storage.join(tf_work, "tft_tmp")):
+            with beam.Pipeline(options=beam_io.pipeline_options(beam_args)) as p:
+                tracked = beam_io.read_tracked_batches(p, data_path, spec)
+                split = tracked | "Split" >> beam.ParDo(_split_tracked, spec.to_json()).with_outputs(
+                    EVAL, main=TRAIN)
+                transform_fn = _analyze_dataset(split[TRAIN], config, preprocessing_fn, spec)
+                _ = transform_fn | "WriteGraph" >> tft_beam.WriteTransformFn(graph)
+                counts = []
+                for name in (TRAIN, EVAL):
+                    rows = split[name]
+                    transformed, _ = (((rows, config), transform_fn)
+                                      | f"Transform{name}" >> tft_beam.TransformDataset(
+                                          output_record_batches=True))
+                    _ = (transformed
+                         | f"Encode{name}" >> beam.FlatMap(_encode_transformed)
+                         | f"Write{name}" >> beam.io.WriteToTFRecord(
+                             storage.join(work, "examples", name, "data"),
+                             file_name_suffix=".tfrecord"))
+                    counts.append(rows | f"Rows{name}" >> beam.Map(_rows)
+                                  | f"Sum{name}" >> beam.CombineGlobally(sum)
+                                  | f"Key{name}" >> beam.Map(lambda n, k=name: (k, n)))
+                _ = (split[EVAL]
+                     | "EncodeRaw" >> beam.FlatMap(_encode_raw)
+                     | "WriteRaw" >> beam.io.WriteToTFRecord(
+                         storage.join(work, "raw", RAW_EVAL_FILE), num_shards=1,
+                         shard_name_template=""))
+                beam_io.write_json_text(
+                    counts | "Counts" >> beam.Flatten()
+                    | "CountsDict" >> beam.combiners.ToDict()
+                    | "CountsJson" >> beam.Map(json.dumps), work, "rows.json", "WriteCounts")
+                beam_io.write_json_text(beam_io.track(tracked, spec), work, "tracker.json",
+                                        "WriteTracker")
+        tracker = beam_io.tracker_from(work, "tracker.json", spec)
+        rows = beam_io.read_json(work, "rows.json")
+        storage.download(graph, staged["graph"])
+        storage.download(storage.join(work, "examples"), staged["examples"])
+        storage.download(storage.join(work, "raw"), staged["raw"])
+    finally:
+        beam_io.remove_work(work)
+        if tf_work != work:
+            beam_io.remove_work(tf_work)
+    tracker.check(data_path)
+    _check_splits(data_path, spec, tracker.rows, rows.get(TRAIN, 0), rows.get(EVAL, 0))
+    features = sorted(tft.TFTransformOutput(staged["graph"]).transformed_feature_spec())
+    return TransformResult(train_rows=rows[TRAIN], eval_rows=rows[EVAL],
+                           transformed_features=features)
+
+
+def _check_splits(data_path: str, spec: ProblemSpec, total: int, train: int, held_out: int):
+    if train == 0 or held_out == 0:
+        empty = TRAIN if train == 0 else EVAL
+        raise data_lib.InputDataError(
+            f"{data_path}: the {empty} split is empty ({total} rows, eval_percent="
+            f"{spec.eval_percent}); give more rows or another eval_percent")
 
 
 def run_transform(data_path: str, problem: str, transform_graph_dir: str, examples_dir: str,
@@ -241,9 +384,12 @@ def run_transform(data_path: str, problem: str, transform_graph_dir: str, exampl
     os.makedirs(parent, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=parent, prefix=".transform-staging-") as tmp:
         staged = {k: os.path.join(tmp, k) for k in finals}
-        analyze(data_path, spec, staged["graph"], beam_args, tmp)
-        result = transform_and_write(data_path, spec, staged["graph"], staged["examples"],
-                                     staged["raw"])
+        if beam_io.uses_beam(beam_args):
+            result = transform_with_beam(data_path, spec, staged, list(beam_args))
+        else:
+            analyze(data_path, spec, staged["graph"], None, tmp)
+            result = transform_and_write(data_path, spec, staged["graph"], staged["examples"],
+                                         staged["raw"])
         with open(os.path.join(staged["examples"], "split.json"), "w") as fh:
             json.dump(result.summary(), fh, indent=1)
         for key, final in finals.items():

@@ -2,8 +2,10 @@
 
 Statistics are TFDV's, computed by its in-memory combiners over Arrow batches streamed
 from the input: one pass, memory bounded by the batch size, no Beam start-up. With
-`beam_args` the same statistics come from `tfdv.GenerateStatistics` on a Beam runner
-(Dataflow, Flink, Spark) for data one machine cannot read in time.
+`beam_args` the statistics, the data checks and the drift reference come from one Beam
+pipeline (`tfdv.GenerateStatistics` on the runner given: Dataflow, Flink, Spark, the
+DirectRunner's multi-processing mode) that reads the input with Beam's own sources, split
+across workers (components/common/beam_io.py).
 """
 
 from __future__ import annotations
@@ -59,46 +61,97 @@ def _stats_in_memory(batches: Iterable, options):
     return stats_impl.extract_statistics_output(accumulators, generators)
 
 
-def _stats_with_beam(data_path: str, spec: ProblemSpec, options, beam_args: list[str], tmp: str):
+def _batch_of(tracked):
+    return tracked[1]
+
+
+def _reference_cells(batch, stats, spec_json: str) -> dict:
+    """Beam Map body: one batch's exact counts in the drift reference's numeric cells."""
+    from components.common import drift
+    from components.common.problem import parse_problem
+
+    _, _, counters = drift.reference_counters(stats, parse_problem(json.loads(spec_json)))
+    rows = drift.count_reference_cells(counters, batch)
+    return {"rows": rows, "cells": {c: k.counts.tolist() for c, k in counters.items()}}
+
+
+def _sum_cells(parts) -> dict:
+    """Beam combine: the sum of _reference_cells results (associative)."""
+    total = {"rows": 0, "cells": {}}
+    for part in parts:
+        total["rows"] += part["rows"]
+        for column, counts in part["cells"].items():
+            mine = total["cells"].get(column)
+            total["cells"][column] = (list(counts) if mine is None
+                                      else [a + b for a, b in zip(mine, counts)])
+    return total
+
+
+def _validate_with_beam(data_path: str, spec: ProblemSpec, options, beam_args: list[str]):
+    """(statistics, tracker, drift reference) from one Beam pipeline: the input read by
+    Beam's sources across workers, every result written under the work location
+    (components/common/beam_io.py) and read back here."""
+    import tempfile
+
     import apache_beam as beam
+    import numpy as np
     import tensorflow_data_validation as tfdv
-    from apache_beam.options.pipeline_options import PipelineOptions
     from tfx_bsl.arrow import table_util
 
-    files = data_lib.resolve_inputs(data_path)
-    out = os.path.join(tmp, "stats.pb")
-    spec_json = spec.to_json()
+    from components.common import beam_io, drift
 
-    def read(file):
-        from components.common.problem import parse_problem
-        local_spec = parse_problem(json.loads(spec_json))
-        for batch in data_lib.iter_batches(file, local_spec):
-            yield table_util.CanonicalizeRecordBatch(batch)
-
-    with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
-        _ = (p | beam.Create(files) | beam.FlatMap(read)
-             | tfdv.GenerateStatistics(options)
-             | tfdv.WriteStatisticsToBinaryFile(out))
-    return tfdv.load_stats_binary(out)
+    work, _ = beam_io.work_location(beam_args, "validate")
+    stats_path = storage.join(work, STATS_FILE)
+    try:
+        with beam.Pipeline(options=beam_io.pipeline_options(beam_args)) as p:
+            tracked = beam_io.read_tracked_batches(p, data_path, spec)
+            batches = tracked | "Batches" >> beam.Map(_batch_of)
+            stats = (batches
+                     | "Canonicalize" >> beam.Map(table_util.CanonicalizeRecordBatch)
+                     | "Statistics" >> tfdv.GenerateStatistics(options))
+            _ = stats | "WriteStatistics" >> tfdv.WriteStatisticsToBinaryFile(stats_path)
+            beam_io.write_json_text(beam_io.track(tracked, spec), work, "tracker.json",
+                                    "WriteTracker")
+            cells = (batches
+                     | "ReferenceCells" >> beam.Map(_reference_cells,
+                                                    beam.pvalue.AsSingleton(stats),
+                                                    spec.to_json())
+                     | "SumCells" >> beam.CombineGlobally(_sum_cells)
+                     | "CellsJson" >> beam.Map(json.dumps))
+            beam_io.write_json_text(cells, work, "reference_cells.json", "WriteCells")
+        with tempfile.TemporaryDirectory() as tmp:
+            stats = tfdv.load_stats_binary(storage.download(stats_path,
+                                                            os.path.join(tmp, STATS_FILE)))
+        tracker = beam_io.tracker_from(work, "tracker.json", spec)
+        summed = beam_io.read_json(work, "reference_cells.json")
+    finally:
+        beam_io.remove_work(work)
+    rows, refs, counters = drift.reference_counters(stats, spec)
+    for column, counter in counters.items():
+        counter.counts = np.asarray(summed["cells"][column], dtype=np.float64)
+    reference = drift.finish_reference(rows, refs, counters, summed["rows"])
+    return stats, tracker, reference
 
 
 def compute_statistics(data_path: str, spec: ProblemSpec, schema=None,
                        beam_args: list[str] | None = None):
-    """TFDV statistics of the spec's columns, plus the data checks that need a full pass."""
-    import tempfile
+    """TFDV statistics of the spec's columns, the data checks that need a full pass, and
+    the drift reference: (stats, tracker, reference).
 
+    In-process by default (one pass for the statistics and the checks, one more for the
+    reference's exact counts); with ``beam_args``, one Beam pipeline does all three.
+    """
     import tensorflow_data_validation as tfdv
 
+    from components.common import beam_io, drift
+
     options = tfdv.StatsOptions(schema=schema, num_top_values=20, num_rank_histogram_buckets=20)
+    if beam_io.uses_beam(beam_args):
+        return _validate_with_beam(data_path, spec, options, list(beam_args))
     tracker = data_lib.ColumnTracker(spec)
-    if beam_args:
-        with tempfile.TemporaryDirectory() as tmp:
-            # The Beam path reads in workers; a cheap local pass still checks labels and nulls.
-            for _ in data_lib.iter_batches(data_path, spec, tracker=tracker):
-                pass
-            return _stats_with_beam(data_path, spec, options, beam_args, tmp), tracker
     stats = _stats_in_memory(data_lib.iter_batches(data_path, spec, tracker=tracker), options)
-    return stats, tracker
+    reference = drift.exact_reference(data_lib.iter_batches(data_path, spec), stats, spec)
+    return stats, tracker, reference
 
 
 def load_schema(path: str):
@@ -196,7 +249,8 @@ def run_validate(data_path: str, problem: str, statistics_dir: str, schema_dir: 
             if storage.exists(kept):
                 schema = load_schema(kept)
                 source = f"kept with production version {prod.version} ({push_destination})"
-    stats, tracker = compute_statistics(data_path, spec, schema=schema, beam_args=beam_args)
+    stats, tracker, reference = compute_statistics(data_path, spec, schema=schema,
+                                                   beam_args=beam_args)
     tracker.check(data_path)
     if schema is None:
         schema = tfdv.infer_schema(stats)
@@ -210,10 +264,6 @@ def run_validate(data_path: str, problem: str, statistics_dir: str, schema_dir: 
             f"{data_path}: {len(anomalies)} anomalies against the schema ({source}):\n{lines}")
     for d in (statistics_dir, schema_dir, anomalies_dir, os.path.dirname(report_path) or "."):
         os.makedirs(d, exist_ok=True)
-    # The drift baseline: exact training counts per cell, one more cheap pass.
-    from components.common import drift
-
-    reference = drift.exact_reference(data_lib.iter_batches(data_path, spec), stats, spec)
     storage.write_bytes(os.path.join(statistics_dir, STATS_FILE), stats.SerializeToString())
     storage.write_text(os.path.join(statistics_dir, registry.DRIFT_REFERENCE),
                        json.dumps(reference, indent=1, sort_keys=True))

@@ -1,0 +1,242 @@
+"""The Beam path of the data tasks: input read by Beam's own sources, work files where the
+runner's workers can reach them.
+
+Used when a task gets ``beam_args`` (a runner and its options). Locally, without them,
+validate and transform read in-process (components/common/data.py), which is faster on
+one machine. Here:
+
+- **Reading.** CSV files go through ``ReadAllFromText`` and Parquet files through
+  ``ReadAllFromParquetBatched``: Beam splits each file into ranges (CSV) or row groups
+  (Parquet) across workers. Each worker applies the same reading rule as the in-process
+  reader (``data.parse_csv_lines``, ``data.conform_parquet_batch``, ``data.normalize``),
+  so both paths see the same values. CSV is read line by line, as every splittable CSV
+  source does: a quoted field holding a line break is refused with a clear error (use
+  Parquet for such data).
+- **Work location.** What the workers write (statistics, the transform graph, the
+  transformed examples, small JSON results) goes under ``--temp_location`` when it is
+  given (``gs://...`` on Dataflow), else, for the DirectRunner only, under a local temp
+  folder. A remote runner without ``--temp_location`` is refused before anything runs:
+  its workers cannot write to the launching pod's disk.
+- **Checks.** The column tracker's counts (nulls, non-finite values, label classes per
+  split) are combined across workers (``TrackerCombine``), so the checks are the same as
+  in-process, with file names but without line numbers.
+
+No kfp here; Beam and pyarrow are imported by the functions that use them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+
+from components.common import data as data_lib
+from components.common import storage
+from components.common.errors import InputDataError, KfpCtError
+
+CSV_BATCH_LINES = 65_536
+TF_WORK_ENV = "KFP_CT_TF_WORK_LOCATION"
+LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner",
+                 "FnApiRunner", "PrismRunner", None)
+
+
+class BeamArgsError(KfpCtError):
+    """The beam_args cannot run this task (e.g. a remote runner with nowhere to write)."""
+
+
+def uses_beam(beam_args) -> bool:
+    """True when the task got Beam options: the data work then runs as Beam pipelines."""
+    return bool([a for a in (beam_args or []) if str(a).strip()])
+
+
+def pipeline_options(beam_args):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    try:
+        return PipelineOptions([str(a) for a in beam_args])
+    except SystemExit:  # argparse's reaction to a malformed flag
+        raise BeamArgsError(f"beam_args: cannot parse {list(beam_args)}") from None
+
+
+def runner_name(options) -> str | None:
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = options.view_as(StandardOptions).runner
+    return runner if runner is None or isinstance(runner, str) else type(runner).__name__
+
+
+def work_location(beam_args, task: str) -> tuple[str, bool]:
+    """(folder the workers write to, whether it is a local temp folder to remove).
+
+    Under ``--temp_location`` when given; a local temp folder for the DirectRunner;
+    BeamArgsError for a remote runner without ``--temp_location``.
+    """
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    options = pipeline_options(beam_args)
+    temp = options.view_as(GoogleCloudOptions).temp_location
+    runner = runner_name(options)
+    if temp:
+        return storage.join(temp, f"kfp-ct-{task}-{uuid.uuid4().hex[:12]}"), False
+    if runner not in LOCAL_RUNNERS:
+        raise BeamArgsError(
+            f"beam_args: runner {runner!r} runs on other machines, whose workers cannot "
+            f"write to this pod's disk; add --temp_location=gs://BUCKET/PATH (a folder "
+            f"they can write to)")
+    return tempfile.mkdtemp(prefix=f"kfp-ct-{task}-beam-"), True
+
+
+def tf_work_location(work: str) -> str:
+    """Where TF Transform writes its SavedModels (through TensorFlow's own file system):
+    the work location, unless ``$KFP_CT_TF_WORK_LOCATION`` names another folder the
+    workers share. The tests need it: TensorFlow's gs:// client does not honour the
+    storage emulator that Beam's does, so there TFT writes to a local folder."""
+    base = os.environ.get(TF_WORK_ENV, "").strip()
+    return storage.join(base, f"kfp-ct-tf-{uuid.uuid4().hex[:12]}") if base else work
+
+
+def remove_work(location: str) -> None:
+    try:
+        storage.remove_tree(location)
+    except Exception as exc:  # leftovers under a temp location are not worth a failure
+        print(f"[kfp-ct] could not remove the Beam work folder {location}: {exc}", flush=True)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _spec(spec_json: str):
+    from components.common.problem import parse_problem
+
+    return parse_problem(json.loads(spec_json))
+
+
+def _make_csv_dofn():
+    """A DoFn class: (file, line) pairs -> tracked batches, per file, CSV_BATCH_LINES at most."""
+    import apache_beam as beam
+    from apache_beam.transforms.window import GlobalWindows
+
+    class CsvLinesToBatches(beam.DoFn):
+        def __init__(self, spec_json: str, headers: dict):
+            self.spec_json, self.headers = spec_json, headers
+
+        def setup(self):
+            self.spec = _spec(self.spec_json)
+
+        def start_bundle(self):
+            self.buffers = {}
+
+        def process(self, element):
+            file, line = element
+            buffer = self.buffers.setdefault(file, [])
+            buffer.append(line)
+            if len(buffer) >= CSV_BATCH_LINES:
+                yield from self._flush(file)
+
+        def finish_bundle(self):
+            for file in list(self.buffers):
+                for out in self._flush(file):
+                    yield GlobalWindows.windowed_value(out)
+
+        def _flush(self, file):
+            lines = self.buffers.pop(file, [])
+            if not lines:
+                return
+            for batch in data_lib.parse_csv_lines(file, self.headers[file], lines, self.spec):
+                batch, nonfinite = data_lib.normalize(batch)
+                yield file, batch, nonfinite
+
+    return CsvLinesToBatches
+
+
+def _parquet_tables_to_batches(element, spec_json: str):
+    """FlatMap body: (file, Arrow table of one split of the file) -> tracked batches."""
+    file, table = element
+    spec = _spec(spec_json)
+    for batch in table.to_batches():
+        if batch.num_rows:
+            batch = data_lib.conform_parquet_batch(file, batch, spec)
+            batch, nonfinite = data_lib.normalize(batch)
+            yield file, batch, nonfinite
+
+
+def read_tracked_batches(pipeline, data_path: str, spec, label: str = "Read"):
+    """A PCollection of (file, batch, nonfinite) from every input file, read by Beam's
+    sources and split across workers. Headers are checked here, before the job starts."""
+    import apache_beam as beam
+    from apache_beam.io.parquetio import ReadAllFromParquetBatched
+    from apache_beam.io.textio import ReadAllFromText
+
+    files = data_lib.resolve_inputs(data_path)
+    spec_json = spec.to_json()
+    if data_lib.format_of(files[0]) == "csv":
+        headers = {f: data_lib.csv_header_any(f, spec) for f in files}
+        return (pipeline
+                | f"{label}Files" >> beam.Create(files)
+                | f"{label}Lines" >> ReadAllFromText(skip_header_lines=1, with_filename=True)
+                | f"{label}Parse" >> beam.ParDo(_make_csv_dofn()(spec_json, headers)))
+    for f in files:
+        data_lib.parquet_columns_check(f, spec)
+    columns = list(data_lib.arrow_types(spec))
+    return (pipeline
+            | f"{label}Files" >> beam.Create(files)
+            | f"{label}RowGroups" >> ReadAllFromParquetBatched(columns=columns, with_filename=True)
+            | f"{label}Conform" >> beam.FlatMap(_parquet_tables_to_batches, spec_json))
+
+
+# ------------------------------------------------------------------------ the checks
+
+
+def _make_tracker_combine():
+    import apache_beam as beam
+
+    class TrackerCombine(beam.CombineFn):
+        """(file, batch, nonfinite) -> one ColumnTracker (no line numbers)."""
+
+        def __init__(self, spec_json: str):
+            self.spec_json = spec_json
+
+        def create_accumulator(self):
+            return data_lib.ColumnTracker(_spec(self.spec_json))
+
+        def add_input(self, tracker, element):
+            file, batch, nonfinite = element
+            tracker.update(file, batch, None, nonfinite)
+            return tracker
+
+        def merge_accumulators(self, trackers):
+            trackers = list(trackers)
+            first = trackers[0]
+            for other in trackers[1:]:
+                first.merge(other)
+            return first
+
+        def extract_output(self, tracker):
+            return json.dumps(tracker.to_json())
+
+    return TrackerCombine
+
+
+def track(tracked, spec, label: str = "Track"):
+    """The combined tracker as one JSON text (ColumnTracker.to_json)."""
+    import apache_beam as beam
+
+    return tracked | label >> beam.CombineGlobally(_make_tracker_combine()(spec.to_json()))
+
+
+def write_json_text(pcoll, location: str, name: str, label: str):
+    """Writes a PCollection holding one JSON text to ``location/name``."""
+    import apache_beam as beam
+
+    return pcoll | label >> beam.io.WriteToText(
+        storage.join(location, name), num_shards=1, shard_name_template="")
+
+
+def read_json(location: str, name: str):
+    return json.loads(storage.read_text(storage.join(location, name)))
+
+
+def tracker_from(location: str, name: str, spec) -> data_lib.ColumnTracker:
+    return data_lib.ColumnTracker.from_json(spec, read_json(location, name))
+
