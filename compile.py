@@ -25,7 +25,7 @@ from components.evaluate.component import evaluate
 from components.gate.component import gate
 from components.push.component import push
 from components.retrain.component import retrain_trigger
-from components.train.component import train, train_gpu, train_tpu
+from components.train.component import train, train_gpu, train_tfjob, train_tpu
 from components.transform.component import transform
 from components.validate.component import validate
 from pipelines import cluster
@@ -35,7 +35,7 @@ from pipelines.entrypoints.catalog import CATALOG
 PIPELINES = {item.file_stem: item.load() for item in CATALOG.values()}
 COMPONENTS = {
     "validate": validate, "transform": transform, "train": train, "train_gpu": train_gpu,
-    "train_tpu": train_tpu,
+    "train_tpu": train_tpu, "train_tfjob": train_tfjob,
     "evaluate": evaluate, "gate": gate, "push": push, "drift_check": drift_check,
     "retrain_trigger": retrain_trigger,
 }

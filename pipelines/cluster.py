@@ -21,7 +21,11 @@ tests read it back from the YAML (tests/test_cluster_yaml.py).
 - **Variants** (``VARIANTS``): where train runs. CPU; GPU (``nvidia.com/gpu`` through the
   core API, GKE's ``cloud.google.com/gke-accelerator`` node selector, a toleration); TPU
   (``google.com/tpu`` chips, GKE's TPU accelerator and topology selectors, a toleration,
-  ``TPU_NAME=local`` as on a TPU VM).
+  ``TPU_NAME=local`` as on a TPU VM). Multi-worker (``multiworker``): train is a small
+  launcher (``train_tfjob``) that starts a Kubeflow TFJob; each of its replicas gets
+  ``RESOURCES["train"]`` (:func:`worker_resources`), and the launcher gets the downward
+  API env naming its pod (:func:`configure_tfjob_launcher`), so the TFJob it creates is
+  owned by that pod and deleted with it.
 
 Every default can be overridden at compile time: ``compile.py --settings FILE`` (JSON),
 read by :func:`load_settings`, e.g.
@@ -39,6 +43,7 @@ from typing import Any, Mapping
 from kfp import dsl, kubernetes
 
 from components.common.images import CPU_IMAGE, GPU_IMAGE, TPU_IMAGE
+from components.train.tfjob import POD_NAME_ENV, POD_UID_ENV
 
 
 class SettingsError(ValueError):
@@ -73,6 +78,9 @@ RESOURCES: dict[str, Resources] = {
     "drift_check": Resources("1", "2", "1Gi", "4Gi", "10Gi"),
     # Not measured: on a cluster it is a KFP API client (kfp mode), no TensorFlow.
     "retrain_trigger": Resources("250m", "1", "256Mi", "1Gi", "1Gi"),
+    # Not measured on a cluster: the TFJob launcher (kubernetes and storage clients, no
+    # TensorFlow; it polls). Each TFJob replica gets "train" (worker_resources).
+    "train_tfjob": Resources("250m", "1", "256Mi", "1Gi", "1Gi"),
 }
 
 # Seconds; the pod is stopped after this (activeDeadlineSeconds).
@@ -80,6 +88,9 @@ TIMEOUTS_S: dict[str, int] = {
     "validate": 2 * 3600, "transform": 4 * 3600, "train": 4 * 3600, "evaluate": 2 * 3600,
     "gate": 15 * 60, "push": 3600, "drift_check": 3600,
     "retrain_trigger": 6 * 3600,  # local mode waits for the training run
+    # The launcher waits up to TIMEOUTS_S["train"] for its TFJob, then deletes it; its
+    # own deadline leaves time for that (and SIGTERM at the deadline deletes it too).
+    "train_tfjob": 4 * 3600 + 600,
 }
 
 
@@ -96,11 +107,12 @@ RETRIES: dict[str, Retry] = {
     "validate": Retry(2), "transform": Retry(2), "train": Retry(2, backoff="60s"),
     "evaluate": Retry(2), "push": Retry(2), "drift_check": Retry(2),
     "retrain_trigger": Retry(2),
+    "train_tfjob": Retry(2, backoff="60s"),  # the next attempt replaces the TFJob, resumes
 }
 
 # Read data or state that changes under the same names: never cached.
 UNCACHED = frozenset({"validate", "transform", "evaluate", "gate", "push", "drift_check",
-                      "retrain_trigger"})
+                      "retrain_trigger", "train_tfjob"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +144,9 @@ VARIANTS: dict[str, Variant] = {
                        "cloud.google.com/gke-tpu-topology": "2x2"},
         tolerations=({"key": "google.com/tpu", "operator": "Exists", "effect": "NoSchedule"},),
         env={"TPU_NAME": "local"}, accelerator_param="tpu"),
+    # Train is a TFJob launcher on a CPU node; the replicas' image and GPUs are pipeline
+    # parameters (gpus_per_worker), their resources RESOURCES["train"].
+    "multiworker": Variant("multiworker", CPU_IMAGE),
 }
 
 SECRET_MOUNT = "/var/secrets/kfp-ct-gcp"
@@ -254,6 +269,24 @@ def load_settings(source: str | Mapping[str, Any] | None) -> Settings:
                             "(lower-case letters, digits, '-' and '.')")
     return Settings(resources=resources, timeouts_s=timeouts, variants=variants,
                     gcp_key_secret=secret)
+
+
+def worker_resources(settings: Settings = DEFAULT) -> dict:
+    """Requests and limits of each TFJob replica: those of the train task."""
+    res = settings.resources["train"]
+    return {"requests": {"cpu": res.cpu_request, "memory": res.memory_request},
+            "limits": {"cpu": res.cpu_limit, "memory": res.memory_limit,
+                       "ephemeral-storage": res.scratch}}
+
+
+LAUNCHER_POD_ENV = ((POD_NAME_ENV, "metadata.name"), (POD_UID_ENV, "metadata.uid"))
+
+
+def configure_tfjob_launcher(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """The launcher's pod name and uid from the downward API (the TFJob's owner)."""
+    for env_name, field_path in LAUNCHER_POD_ENV:
+        kubernetes.use_field_path_as_env(task, env_name=env_name, field_path=field_path)
+    return task
 
 
 def configure(task: dsl.PipelineTask, name: str, settings: Settings = DEFAULT,

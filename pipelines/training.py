@@ -16,7 +16,8 @@ from kfp import dsl
 from components.evaluate.component import evaluate
 from components.gate.component import gate
 from components.push.component import push
-from components.train.component import train, train_gpu, train_tpu
+from components.common.images import GPU_IMAGE
+from components.train.component import train, train_gpu, train_tfjob, train_tpu
 from components.transform.component import transform
 from components.validate.component import validate
 from pipelines import cluster
@@ -32,13 +33,103 @@ BUNDLED_PENGUINS = "bundled:penguins"  # components.common.data.BUNDLED_PENGUINS
 DEFAULT_THRESHOLDS = ""
 
 
+def _after_training(settings, problem, push_destination, thresholds, slices, trigger,
+                    validated, transformed, trained):
+    """evaluate -> gate -> push, the same in every variant."""
+    evaluated = evaluate(problem=problem, push_destination=push_destination,
+                         model=trained.outputs["model"],
+                         raw_eval=transformed.outputs["raw_eval"], slices=slices)
+    cluster.configure(evaluated, "evaluate", settings)
+    gated = gate(thresholds=thresholds, evaluation=evaluated.outputs["evaluation"])
+    cluster.configure(gated, "gate", settings)
+    pushed = push(problem=problem, push_destination=push_destination,
+                  model=trained.outputs["model"], blessing=gated.outputs["blessing"],
+                  raw_eval=transformed.outputs["raw_eval"],
+                  statistics=validated.outputs["statistics"],
+                  schema=validated.outputs["schema"],
+                  evaluation=evaluated.outputs["evaluation"],
+                  run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                  run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, trigger=trigger)
+    cluster.configure(pushed, "push", settings)
+
+
+def _before_training(settings, data_path, problem, schema_path, push_destination, strict,
+                     beam_args, thresholds, slices, train_steps):
+    """validate -> transform, the same in every variant."""
+    # The first task checks the whole run's inputs before any heavy work.
+    validated = validate(data_path=data_path, problem=problem, schema_path=schema_path,
+                         push_destination=push_destination, strict=strict,
+                         beam_args=beam_args, training_thresholds=thresholds,
+                         training_slices=slices, training_steps=train_steps)
+    cluster.configure(validated, "validate", settings)
+    transformed = transform(data_path=data_path, problem=problem,
+                            schema=validated.outputs["schema"], beam_args=beam_args)
+    cluster.configure(transformed, "transform", settings)
+    return validated, transformed
+
+
+def make_multiworker_pipeline(settings: cluster.Settings = cluster.DEFAULT):
+    """The training pipeline whose train step is a TFJob of several workers (Kubeflow
+    Training Operator v1, MultiWorkerMirroredStrategy); cluster only, gs:// pipeline root
+    (components/train/tfjob.py)."""
+    where = settings.variants["multiworker"]
+
+    @dsl.pipeline(
+        name="kfp-ct-training-multiworker",
+        description="Validate, transform, train on several workers (a Kubeflow TFJob), "
+                    "evaluate against production, gate and push a TensorFlow model to a "
+                    "versioned TF Serving model base.")
+    def training_pipeline(
+        push_destination: str,
+        data_path: str = BUNDLED_PENGUINS,
+        problem: str = PENGUINS_PROBLEM,
+        schema_path: str = "",
+        strict: bool = False,
+        beam_args: list = [],
+        train_steps: int = 300,
+        accelerator: str = where.accelerator_param,
+        seed: int = 42,
+        thresholds: str = DEFAULT_THRESHOLDS,
+        slices: list = [],
+        trigger: str = "",
+        checkpoint_root: str = "",
+        workers: int = 2,
+        gpus_per_worker: int = 0,
+        namespace: str = "",
+        worker_service_account: str = "",
+    ):
+        validated, transformed = _before_training(
+            settings, data_path, problem, schema_path, push_destination, strict, beam_args,
+            thresholds, slices, train_steps)
+        trained = train_tfjob(
+            problem=problem, transform_graph=transformed.outputs["transform_graph"],
+            transformed_examples=transformed.outputs["transformed_examples"],
+            worker_resources=cluster.worker_resources(settings), workers=workers,
+            gpus_per_worker=gpus_per_worker, train_steps=train_steps,
+            accelerator=accelerator, seed=seed, checkpoint_root=checkpoint_root,
+            push_destination=push_destination, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            namespace=namespace, worker_service_account=worker_service_account,
+            gcp_key_source=settings.gcp_key_secret, cpu_image=where.image,
+            gpu_image=settings.variants["gpu"].image if "gpu" in settings.variants
+            else GPU_IMAGE, timeout_s=settings.timeouts_s["train"])
+        cluster.configure(trained, "train_tfjob", settings, variant=where)
+        cluster.configure_tfjob_launcher(trained)
+        _after_training(settings, problem, push_destination, thresholds, slices, trigger,
+                        validated, transformed, trained)
+
+    return training_pipeline
+
+
 def make_training_pipeline(variant: str = "cpu", settings: cluster.Settings = cluster.DEFAULT):
     """The training pipeline; ``variant`` (pipelines/cluster.py VARIANTS) says where train
-    runs: "cpu", "gpu" (GPU image, nvidia.com/gpu) or "tpu" (TPU image, google.com/tpu).
+    runs: "cpu", "gpu" (GPU image, nvidia.com/gpu), "tpu" (TPU image, google.com/tpu)
+    or "multiworker" (a TFJob of several workers: make_multiworker_pipeline).
     ``settings``: resources, timeouts, accelerators and credentials (cluster.load_settings)."""
     if variant not in settings.variants:
         raise cluster.SettingsError(f"unknown training variant {variant!r}; variants: "
                                     f"{sorted(settings.variants)}")
+    if variant == "multiworker":
+        return make_multiworker_pipeline(settings)
     where = settings.variants[variant]
     train_op = {"cpu": train, "gpu": train_gpu, "tpu": train_tpu}[variant]
     suffix = "" if variant == "cpu" else f"-{variant}"
@@ -62,15 +153,9 @@ def make_training_pipeline(variant: str = "cpu", settings: cluster.Settings = cl
         trigger: str = "",
         checkpoint_root: str = "",
     ):
-        # The first task checks the whole run's inputs before any heavy work.
-        validated = validate(data_path=data_path, problem=problem, schema_path=schema_path,
-                             push_destination=push_destination, strict=strict,
-                             beam_args=beam_args, training_thresholds=thresholds,
-                             training_slices=slices, training_steps=train_steps)
-        cluster.configure(validated, "validate", settings)
-        transformed = transform(data_path=data_path, problem=problem,
-                                schema=validated.outputs["schema"], beam_args=beam_args)
-        cluster.configure(transformed, "transform", settings)
+        validated, transformed = _before_training(
+            settings, data_path, problem, schema_path, push_destination, strict, beam_args,
+            thresholds, slices, train_steps)
         # Checkpoints go to durable storage (checkpoint_root, else under push_destination)
         # under this run's id, which its retries share: a retry resumes there.
         trained = train_op(problem=problem,
@@ -82,21 +167,8 @@ def make_training_pipeline(variant: str = "cpu", settings: cluster.Settings = cl
         cluster.configure(trained, "train", settings, variant=where)
         if where.image != train_op.component_spec.implementation.container.image:
             trained.set_container_image(where.image)
-        evaluated = evaluate(problem=problem, push_destination=push_destination,
-                             model=trained.outputs["model"],
-                             raw_eval=transformed.outputs["raw_eval"], slices=slices)
-        cluster.configure(evaluated, "evaluate", settings)
-        gated = gate(thresholds=thresholds, evaluation=evaluated.outputs["evaluation"])
-        cluster.configure(gated, "gate", settings)
-        pushed = push(problem=problem, push_destination=push_destination,
-                      model=trained.outputs["model"], blessing=gated.outputs["blessing"],
-                      raw_eval=transformed.outputs["raw_eval"],
-                      statistics=validated.outputs["statistics"],
-                      schema=validated.outputs["schema"],
-                      evaluation=evaluated.outputs["evaluation"],
-                      run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                      run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, trigger=trigger)
-        cluster.configure(pushed, "push", settings)
+        _after_training(settings, problem, push_destination, thresholds, slices, trigger,
+                        validated, transformed, trained)
 
     return training_pipeline
 
@@ -104,3 +176,4 @@ def make_training_pipeline(variant: str = "cpu", settings: cluster.Settings = cl
 training_pipeline = make_training_pipeline()
 training_pipeline_gpu = make_training_pipeline("gpu")
 training_pipeline_tpu = make_training_pipeline("tpu")
+training_pipeline_multiworker = make_training_pipeline("multiworker")

@@ -22,15 +22,16 @@ import compile as compile_mod
 from pipelines import cluster
 
 TRAINING = {"cpu": "training_pipeline", "gpu": "training_pipeline_gpu",
-            "tpu": "training_pipeline_tpu"}
+            "tpu": "training_pipeline_tpu", "multiworker": "training_pipeline_multiworker"}
 # task name in the DAG -> component name in pipelines/cluster.py
 TASKS = {"validate": "validate", "transform": "transform", "train": "train",
          "evaluate": "evaluate", "gate": "gate", "push": "push",
-         "drift-check": "drift_check", "retrain-trigger": "retrain_trigger"}
+         "drift-check": "drift_check", "retrain-trigger": "retrain_trigger",
+         "train-tfjob": "train_tfjob"}
 PIPELINES = ["training_pipeline", "training_pipeline_gpu", "training_pipeline_tpu",
-             "monitoring_pipeline", "data_pipeline"]
+             "monitoring_pipeline", "data_pipeline", "training_pipeline_multiworker"]
 NETWORK_TASKS = {"validate", "transform", "train", "evaluate", "push", "drift-check",
-                 "retrain-trigger"}
+                 "retrain-trigger", "train-tfjob"}
 
 
 def _load(path: Path) -> tuple[dict, dict]:
@@ -322,3 +323,14 @@ def test_compiled_defaults_leave_the_gate_and_slices_to_the_problem(build, stem)
     assert params["thresholds"]["defaultValue"] == ""
     assert params["slices"]["defaultValue"] == []
     assert "island" not in json.dumps({k: v for k, v in params.items() if k != "problem"})
+
+
+def test_multiworker_replicas_get_the_key_secret_and_the_train_resources(build_with_secret):
+    """The TFJob's replicas are not KFP tasks: what they need reaches them as the
+    launcher's parameters (the launcher writes them into the TFJob)."""
+    spec, _ = _load(build_with_secret / "pipelines" / "training_pipeline_multiworker.yaml")
+    params = spec["root"]["dag"]["tasks"]["train-tfjob"]["inputs"]["parameters"]
+    assert params["gcp_key_source"]["runtimeValue"]["constant"] == "kfp-ct-gcs-key"
+    assert params["worker_resources"]["runtimeValue"]["constant"] == \
+        cluster.worker_resources()
+    assert cluster.worker_resources()["limits"]["memory"] == cluster.RESOURCES["train"].memory_limit

@@ -2,7 +2,13 @@
 
 - Data: `tf.data` over the TFRecord shards (interleaved, shuffled with a seed, parsed in
   batches, prefetched); nothing is loaded whole into memory.
-- Hardware: see strategy.py (CPU / one GPU / Mirrored / TPU, mixed precision).
+- Hardware: see strategy.py (CPU / one GPU / Mirrored / TPU, mixed precision), and
+  several workers (MultiWorkerMirroredStrategy from ``TF_CONFIG``, as a TFJob sets it):
+  the global batch is the per-replica batch times the replicas of the whole cluster;
+  every worker reads the input and keeps its share (see :func:`shard_policy`); all of
+  them take part in saving (collective ops), but only the chief writes the model to
+  ``model_dir`` and the durable checkpoints; the others save into a temporary folder
+  they delete, and restore from the chief's durable copy.
 - Resumption: `BackupAndRestore` after every epoch, mirrored to a durable folder
   (checkpoints.py: a parameter, or under the push destination; local or gs://); a
   killed or preempted run started again, in a new pod too, continues from the last epoch.
@@ -39,13 +45,32 @@ MIN_STEPS_PER_EPOCH = 100
 @dataclasses.dataclass
 class TrainResult:
     metrics: dict
+    chief: bool = True  # False on a non-chief worker, which wrote no model
 
     def summary(self) -> dict:
         return self.metrics
 
 
+def shard_policy(n_files: int, workers: int) -> str:
+    """How the input is split between ``workers`` (tf.data AutoShardPolicy name).
+
+    FILE (each worker reads whole files of its own) only when the files divide evenly
+    among the workers, so every worker gets the same share. Otherwise DATA: every worker
+    reads the same stream (same files, same shuffle seed) and keeps its own part of each
+    global batch. That is the case for penguins, which has one file per split: FILE
+    would leave a worker with no file at all (TF refuses it). DATA costs each worker a
+    full read and parse of the input, but the global batches are those one worker with
+    the same global batch would see.
+    """
+    if workers > 1 and n_files >= workers and n_files % workers == 0:
+        return "FILE"
+    return "DATA"
+
+
 def make_dataset(files: list[str], spec: ProblemSpec, tft_output, batch_size: int,
-                 shuffle: bool, seed: int, repeat: bool):
+                 shuffle: bool, seed: int, repeat: bool, workers: int = 1):
+    """``workers`` > 1: shard across them with :func:`shard_policy`; ``batch_size`` is
+    then the global batch, which the strategy splits between the replicas."""
     import tensorflow as tf
 
     feature_spec = tft_output.transformed_feature_spec()
@@ -74,8 +99,14 @@ def make_dataset(files: list[str], spec: ProblemSpec, tft_output, batch_size: in
         features = {k: tf.boolean_mask(v, known) for k, v in features.items()}
         return features, tf.boolean_mask(label, known)
 
-    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
         tf.data.AUTOTUNE)
+    if workers > 1:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = getattr(
+            tf.data.experimental.AutoShardPolicy, shard_policy(len(files), workers))
+        ds = ds.with_options(options)
+    return ds
 
 
 def _shards(examples_dir: str, split: str) -> list[str]:
@@ -172,9 +203,10 @@ def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_d
     durable = checkpoint_dir or durable_location(checkpoint_root, push_destination, run_id)
     if durable:  # before any work: a pod's own disk would not survive a retry
         podenv.check_durable(durable, what="the train checkpoint folder")
+    # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op.
+    strategy, plan = make_strategy(accelerator)
     _skip_autograph_for_tf_keras()
     keras.utils.set_random_seed(seed)
-    strategy, plan = make_strategy(accelerator)
     if plan.kind == "default":
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(plan.precision)
@@ -189,20 +221,33 @@ def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_d
     steps_per_epoch = min(steps_per_epoch, train_steps)
     epochs = math.ceil(train_steps / steps_per_epoch)
     train_ds = make_dataset(_shards(examples_dir, "train"), spec, tft_output, batch_size,
-                            shuffle=True, seed=seed, repeat=True)
+                            shuffle=True, seed=seed, repeat=True, workers=plan.workers)
     eval_ds = make_dataset(_shards(examples_dir, "eval"), spec, tft_output, batch_size,
-                           shuffle=False, seed=seed, repeat=False)
+                           shuffle=False, seed=seed, repeat=False, workers=plan.workers)
     with strategy.scope():
         model = build_model(spec, tft_output)
     progress = _Progress.make()
+    if plan.workers > 1:
+        print(f"[train] worker {plan.task} of {plan.workers}"
+              f"{' (chief)' if plan.chief else ''}: global batch {batch_size}", flush=True)
     if durable:
         backup = tempfile.mkdtemp(prefix="kfp-ct-backup-")
+        # Every worker restores the chief's newest copy (they must all start from the same
+        # epoch); only the chief uploads after each epoch.
         mirror = DurableBackup(durable, backup)
         resumed = mirror.restore()
         print(f"[train] durable checkpoints at {durable}"
               + (f": resuming from {resumed}" if resumed else ": none yet, starting fresh"),
               flush=True)
-        callbacks = [keras.callbacks.BackupAndRestore(backup), mirror.callback(), progress]
+        callbacks = [keras.callbacks.BackupAndRestore(backup)]
+        callbacks += [mirror.callback()] if plan.chief else []
+        callbacks += [progress]
+    elif plan.workers > 1:
+        # Several workers and nowhere durable: a worker's own disk cannot agree with the
+        # others' on where to resume, so each starts from its empty folder.
+        mirror = None
+        backup = tempfile.mkdtemp(prefix="kfp-ct-backup-")
+        callbacks = [keras.callbacks.BackupAndRestore(backup), progress]
     else:
         mirror = None
         backup = model_dir.rstrip("/") + ".backup"
@@ -217,14 +262,22 @@ def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_d
             f"numbers ({broken}): the model is not exported; look for features that the "
             f"preprocessing turns into inf or NaN (e.g. a log or a division by zero in "
             f"{spec.module_file or 'the preprocessing'})")
+    # Every worker saves (the save runs collective ops); only the chief's copy is kept.
+    export_dir = model_dir if plan.chief else tempfile.mkdtemp(prefix="kfp-ct-worker-model-")
     try:
-        model_lib.export_serving_model(model, spec, tft_output, model_dir)
+        model_lib.export_serving_model(model, spec, tft_output, export_dir)
     except (TypeError, ValueError) as exc:
         raise ProblemSpecError(
             f"the model cannot be exported with a serving signature over serialized "
             f"tf.Examples: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if not plan.chief:
+            shutil.rmtree(export_dir, ignore_errors=True)
     if mirror is not None:
-        mirror.clear()
+        if plan.chief:
+            mirror.clear()
+        shutil.rmtree(backup, ignore_errors=True)
+    elif plan.workers > 1:
         shutil.rmtree(backup, ignore_errors=True)
     steps_run = progress.epochs_run * steps_per_epoch
     metrics = {f"eval_{k}": float(v) for k, v in evaluated.items()}
@@ -237,4 +290,6 @@ def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_d
         "replicas": float(strategy.num_replicas_in_sync),
         "batch_size": float(batch_size),
     })
-    return TrainResult(metrics={**metrics, "strategy": plan.describe()})
+    if plan.workers > 1:
+        metrics["workers"] = float(plan.workers)
+    return TrainResult(metrics={**metrics, "strategy": plan.describe()}, chief=plan.chief)

@@ -3,6 +3,8 @@
     training       kfp-ct-training       validate -> transform -> train -> evaluate -> gate -> push
     training-gpu   kfp-ct-training-gpu   the same, training in the GPU image on one GPU
     training-tpu   kfp-ct-training-tpu   the same, training in the TPU image on a TPU slice
+    training-multiworker  kfp-ct-training-multiworker  the same, training on several
+                   workers (a Kubeflow TFJob; cluster only, gs:// pipeline root)
     monitoring     kfp-ct-monitoring     drift check -> retraining trigger
     data           kfp-ct-data           validate -> transform
 
@@ -58,7 +60,8 @@ def _training(variant: str) -> Callable[[Any], Any]:
 
         if settings is None:  # the module's own objects (what tests and kfp.local use)
             return {"cpu": training.training_pipeline, "gpu": training.training_pipeline_gpu,
-                    "tpu": training.training_pipeline_tpu}[variant]
+                    "tpu": training.training_pipeline_tpu,
+                    "multiworker": training.training_pipeline_multiworker}[variant]
         return training.make_training_pipeline(variant, _settings(settings))
 
     return build
@@ -86,6 +89,8 @@ CATALOG: dict[str, CatalogEntry] = {e.name: e for e in (
                  _training("gpu")),
     CatalogEntry("training-tpu", "training_pipeline_tpu", "kfp-ct-training-tpu",
                  _training("tpu")),
+    CatalogEntry("training-multiworker", "training_pipeline_multiworker",
+                 "kfp-ct-training-multiworker", _training("multiworker")),
     CatalogEntry("monitoring", "monitoring_pipeline", "kfp-ct-monitoring", _monitoring),
     CatalogEntry("data", "data_pipeline", "kfp-ct-data", _data),
 )}
