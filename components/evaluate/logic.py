@@ -1,10 +1,15 @@
-"""Evaluate: TFMA on the raw eval rows, candidate against the production model.
+"""Evaluate: the candidate against the production model on the raw eval rows.
 
 The candidate SavedModel and, when the push destination serves one, the production
-version are measured in one TFMA run on the same raw eval rows (serialized
-``tf.Example``s sent through each model's ``serving_default`` signature), overall and
-per slice. The result is ``evaluation.json`` (read by the gate), the TFMA output folder
-and an HTML report.
+version are measured on the same raw eval rows (serialized ``tf.Example``s sent through
+each model's ``serving_default`` signature), overall and per slice. The result is
+``evaluation.json`` (read by the gate) and an HTML report.
+
+Two paths, one result: without ``beam_args`` the models are measured in this process
+(inprocess.py; no Beam or TFMA import, the default for local runs); with ``beam_args``
+one TFMA run on that Beam runner does it (DirectRunner multi-processing, Dataflow,
+Flink, Spark), and its output folder is kept under ``tfma/``. Both count the same rows,
+slice them the same way and treat classes a model lacks the same way.
 
 A production version whose files the registry finds damaged is recorded as baseline
 state ``corrupt``, with the one command that recovers (``recovery``); one that loads but
@@ -21,7 +26,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import tempfile
 
 from components.common import metrics as metrics_lib
@@ -41,7 +45,40 @@ BASELINE_OK = "ok"
 BASELINE_UNUSABLE = "unusable"
 
 PROBE_ROWS = 8
+#: The TFMA path on one machine (what ran for every local run before the in-process
+#: path; give it as beam_args to run TFMA on the Beam DirectRunner in this process).
 DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=in_memory")
+#: KFP mounts a pod's artifact bucket here (``/gcs/BUCKET/...`` is ``gs://BUCKET/...``).
+GCS_MOUNT, GCS_MOUNT_URI = "/gcs/", "gs://"
+LABEL_ID_ROWS = "eval_rows_with_label_ids.tfrecord"
+
+
+def beam_args_examples(project: str = "my-project", region: str = "europe-west4",
+                       bucket: str = "gs://my-bucket", image: str = "") -> dict[str, list[str]]:
+    """The documented ``beam_args`` for TFMA on a cluster runner (README: "Evaluate: two
+    paths, one result"); ``image``: the workers' image, default ours (CPU_IMAGE), which holds
+    TFMA at the versions the launcher uses. The models must be at gs:// paths (KFP's
+    ``/gcs/`` artifact paths are given to the workers as gs://)."""
+    from components.common.images import CPU_IMAGE
+
+    image = image or CPU_IMAGE
+    temp = f"--temp_location={bucket}/beam-tmp"
+    return {
+        # Dataflow: Runner v2 starts the workers from our image.
+        "dataflow": ["--runner=DataflowRunner", f"--project={project}", f"--region={region}",
+                     temp, f"--sdk_container_image={image}"],
+        # Flink on Kubernetes (Flink operator): the Python SDK harness runs as a worker
+        # pool sidecar of each task manager (our image, ``--worker_pool``).
+        "flink": ["--runner=FlinkRunner", "--flink_master=flink-jobmanager.flink:8081",
+                  "--environment_type=EXTERNAL", "--environment_config=localhost:50000",
+                  temp],
+        # Spark (standalone master): each executor starts the SDK harness from our image.
+        "spark": ["--runner=SparkRunner", "--spark_master_url=spark://spark-master.spark:7077",
+                  "--environment_type=DOCKER", f"--environment_config={image}", temp],
+        # One machine, several processes (what tests/test_evaluate_beam.py runs).
+        "direct": ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
+                   "--direct_num_workers=2"],
+    }
 
 # TFMA metric class -> the name we report (what thresholds refer to).
 # (The names, their direction and each task's set live in components/common/metrics.py.)
@@ -102,7 +139,14 @@ def probe_model(model_dir: str, spec: ProblemSpec, rows: list[bytes]) -> list[st
     Returns the class vocabulary (classification) or None (regression). Raises
     EvaluationError naming the path and what is wrong.
     """
+    return _probe(model_dir, spec, rows)[0]
+
+
+def _probe(model_dir: str, spec: ProblemSpec, rows: list[bytes]):
+    """probe_model's checks; returns (classes or None, the loaded inprocess.Serving)."""
     import tensorflow as tf
+
+    from components.evaluate.inprocess import Serving
 
     where = f"model {model_dir}"
     if not os.path.isfile(os.path.join(model_dir, registry.SAVED_MODEL)):
@@ -125,9 +169,9 @@ def probe_model(model_dir: str, spec: ProblemSpec, rows: list[bytes]) -> list[st
         raise EvaluationError(
             f"{where}: {SIGNATURE} must take one string input (serialized tf.Examples), "
             f"it takes {described}")
-    name = next(iter(inputs))
+    serving = Serving(loaded=loaded, fn=fn, input_name=next(iter(inputs)))
     try:
-        outputs = fn(**{name: tf.constant(rows, dtype=tf.string)})
+        outputs = serving(rows)
     except Exception as exc:
         raise EvaluationError(
             f"{where}: {SIGNATURE} fails on raw eval rows: {type(exc).__name__}: "
@@ -139,11 +183,11 @@ def probe_model(model_dir: str, spec: ProblemSpec, rows: list[bytes]) -> list[st
             f"{where}: {SIGNATURE} returns {sorted(outputs)}, a {spec.task} model must "
             f"return {list(expected)}")
     if spec.task != "classification":
-        return None
-    classes = outputs["classes"].numpy()
+        return None, serving
+    classes = outputs["classes"]
     if classes.ndim != 2 or classes.shape[0] == 0:
         raise EvaluationError(f"{where}: 'classes' has shape {classes.shape}, expected [N, C]")
-    return [c.decode() if isinstance(c, bytes) else str(c) for c in classes[0]]
+    return [c.decode() if isinstance(c, bytes) else str(c) for c in classes[0]], serving
 
 
 # ------------------------------------------------------------------------ labels
@@ -221,34 +265,60 @@ def build_eval_config(spec: ProblemSpec, slices: list[str], with_baseline: bool,
         slicing_specs=slicing)
 
 
-def _run_tfma(spec, slices, data_path, models: dict[str, str], out: str, beam_args,
-              label_keys: dict[str, str] | None = None):
+def beam_location(path: str) -> str:
+    """Where Beam workers find ``path``: KFP's ``/gcs/BUCKET/...`` mount of a cluster pod
+    is ``gs://BUCKET/...`` for them (a Dataflow / Flink / Spark worker has no such mount);
+    any other path is given as it is."""
+    return GCS_MOUNT_URI + path[len(GCS_MOUNT):] if path.startswith(GCS_MOUNT) else path
+
+
+def beam_options(beam_args) -> dict:
+    """``PipelineOptions(beam_args).get_all_options()``: what the runner is given."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    return PipelineOptions(list(beam_args)).get_all_options()
+
+
+def _run_tfma(spec, slices, data_location: str, models: dict[str, str], out: str,
+              beam_args, label_keys: dict[str, str] | None = None):
+    """One TFMA run: rows read by Beam's own TFRecord source from ``data_location``,
+    metrics and plots written by Beam's sinks to ``out`` (local or gs://); ``models``:
+    {name: a SavedModel path every worker can load}."""
+    import apache_beam as beam
     import tensorflow_model_analysis as tfma
     from apache_beam.options.pipeline_options import PipelineOptions
+    from tfx_bsl.tfxio import tf_example_record
 
     config = build_eval_config(spec, slices, with_baseline=BASELINE in models,
                                label_keys=label_keys)
     shared = [tfma.default_eval_shared_model(eval_saved_model_path=path, eval_config=config,
                                              model_name=name, include_default_metrics=False)
               for name, path in models.items()]
-    if os.path.isdir(out):
-        shutil.rmtree(out)
-    tfma.run_model_analysis(
-        eval_shared_model=shared if len(shared) > 1 else shared[0], eval_config=config,
-        data_location=data_path, output_path=out,
-        pipeline_options=PipelineOptions(list(beam_args or DEFAULT_BEAM_ARGS)))
+    storage.remove_tree(out)  # a retry's earlier shards must not be read as this run's
+    # tfma.run_model_analysis would do the same through tf.io.gfile (TensorFlow's own
+    # filesystems) for the output folder: this keeps every read and write in Beam's.
+    rows = tf_example_record.TFExampleRecord(
+        file_pattern=data_location, raw_record_column_name=tfma.ARROW_INPUT_COLUMN,
+        telemetry_descriptors=["kfp-ct-evaluate"])
+    with beam.Pipeline(options=PipelineOptions(list(beam_args or DEFAULT_BEAM_ARGS))) as p:
+        _ = (p
+             | "ReadEvalRows" >> rows.BeamSource()
+             | "EvaluateAndWrite" >> tfma.ExtractEvaluateAndWriteResults(
+                 eval_config=config, eval_shared_model=shared if len(shared) > 1 else shared[0],
+                 output_path=out))
 
 
 def _slice_name(slice_key) -> str:
+    """A TFMA slice key's name: ``column=value`` (``inprocess.slice_value_name``)."""
+    from components.evaluate.inprocess import slice_value_name
+
     parts = []
     for key in slice_key.single_slice_keys:
         kind = key.WhichOneof("kind")
         value = getattr(key, kind) if kind else ""
         if isinstance(value, bytes):
             value = value.decode(errors="replace")
-        elif isinstance(value, float) and value.is_integer():
-            value = int(value)
-        parts.append(f"{key.column}={value}")
+        parts.append(slice_value_name(key.column, value))
     return ",".join(parts)  # "" is the overall slice
 
 
@@ -281,10 +351,16 @@ def _read_metrics(out: str, spec: ProblemSpec, models: list[str]) -> dict:
             if name == metrics_lib.EXAMPLE_COUNT:
                 value = int(round(value))
             found[model].setdefault(slice_name, {})[name] = value
+    return found
+
+
+def _with_rmse(found: dict) -> dict:
+    """Adds rmse beside every mse; orders each slice's metrics by name (both paths)."""
     for per_slice in found.values():
-        for metrics in per_slice.values():
+        for name, metrics in per_slice.items():
             if metrics_lib.MSE in metrics:
                 metrics[metrics_lib.RMSE] = math.sqrt(max(metrics[metrics_lib.MSE], 0.0))
+            per_slice[name] = dict(sorted(metrics.items()))
     return found
 
 
@@ -351,21 +427,112 @@ def _baseline_record(state: str, info, detail: str, overall=None) -> dict:
             "path": info.path if info else None, "detail": detail, "overall": overall}
 
 
+def _measure_in_process(spec, slices, data_path, data_uri, model_dir, servings, classes,
+                        unseen):
+    """The default path: no Beam, no TFMA (inprocess.py). -> (metrics, confusion,
+    why the baseline failed or None)."""
+    from components.evaluate import inprocess
+
+    try:
+        metrics, confusion, failed = inprocess.evaluate(
+            data_path, spec.task, spec.label, slices, servings, classes, unseen)
+    except ValueError as exc:  # a row without its label, a slice value TFMA cannot name
+        raise EvaluationError(f"cannot evaluate the rows {data_uri}: {exc}") from exc
+    if CANDIDATE in failed:
+        raise EvaluationError(f"model {model_dir} fails on the eval rows {data_uri}: "
+                              f"{failed[CANDIDATE]}")
+    return metrics, confusion, failed.get(BASELINE)
+
+
+def _label_id_rows(data_path: str, spec, classes, unseen, work: str, scratch: str) -> tuple:
+    """Writes the rows with every model's label ids (_write_label_ids) where the Beam
+    workers read them: ``scratch`` (local or gs://). -> (their location, label keys)."""
+    local = os.path.join(work, "label-ids")
+    os.makedirs(local, exist_ok=True)
+    keys = _write_label_ids(data_path, os.path.join(local, LABEL_ID_ROWS), spec.label,
+                            classes, unseen)
+    if scratch != local:
+        storage.upload_tree(local, scratch, last=())
+    return storage.join(scratch, LABEL_ID_ROWS), keys
+
+
+def _measure_with_tfma(spec, slices, data_path, data_uri, model_dir, locations, classes,
+                       unseen, work, tfma_out, beam_args):
+    """The Beam path: TFMA on the runner beam_args name. ``locations``: {model: the
+    SavedModel path the workers load}. -> (metrics, confusion, why the baseline failed
+    or None); the candidate alone is measured when the pair fails."""
+    import uuid
+
+    rows, label_keys, scratch = beam_location(data_uri), None, None
+    if unseen:
+        # Where the rewritten rows go: under --temp_location when given, else beside the
+        # TFMA output when that is in a bucket, else this machine's temporary folder
+        # (a runner on this machine: the DirectRunner).
+        temp = beam_options(beam_args).get("temp_location")
+        name = f"kfp-ct-evaluate-{uuid.uuid4().hex[:12]}"
+        parent = os.path.dirname(tfma_out.rstrip("/")) if not storage.is_gcs(tfma_out) \
+            else tfma_out.rstrip("/").rsplit("/", 1)[0]
+        scratch = (storage.join(beam_location(temp), name) if temp
+                   else storage.join(parent, "." + name) if storage.is_gcs(tfma_out)
+                   else os.path.join(work, "label-ids"))
+        rows, label_keys = _label_id_rows(data_path, spec, classes,
+                                          unseen, work, scratch)
+    models, failure = dict(locations), None
+    try:
+        try:
+            _run_tfma(spec, slices, rows, models, tfma_out, beam_args, label_keys)
+        except Exception as exc:
+            if BASELINE not in models:
+                raise EvaluationError(
+                    f"TFMA failed on model {model_dir} with rows {data_uri}: "
+                    f"{type(exc).__name__}: {exc}") from exc
+            # The pair failed: measure the candidate alone; the baseline is unusable.
+            models.pop(BASELINE)
+            failure = f"fails in TFMA: {type(exc).__name__}: {str(exc)[:300]}"
+            try:
+                _run_tfma(spec, slices, rows, models, tfma_out, beam_args, label_keys)
+            except Exception as exc2:
+                raise EvaluationError(
+                    f"TFMA failed on model {model_dir} with rows {data_uri}: "
+                    f"{type(exc2).__name__}: {exc2}") from exc2
+    finally:
+        if scratch and storage.is_gcs(scratch):
+            storage.remove_tree(scratch)
+    names = list(models)
+    with storage.local_copy(tfma_out) as local_tfma:  # TFMA's readers use tf.io.gfile
+        metrics = _read_metrics(local_tfma, spec, names)
+        confusion = {}
+        if spec.task == "classification":
+            confusion = _read_confusion(local_tfma, names, {m: len(classes[m]) for m in names},
+                                        {m: len(unseen.get(m, {})) for m in names})
+    if not metrics[CANDIDATE].get(""):
+        raise EvaluationError(f"TFMA wrote no overall metrics for {model_dir} in {tfma_out}")
+    return metrics, confusion, failure
+
+
 def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destination: str,
                  output_dir: str, report_path: str, slices: list[str] | None = None,
                  beam_args: list[str] | None = None) -> EvaluateResult:
     """Evaluates the candidate (and the production baseline) on the raw eval rows.
+
+    Two paths give the same evaluation.json and report. Without ``beam_args``, in this
+    process (inprocess.py: each model loaded once, its signature called on batches of
+    rows; no Beam, no TFMA imported). With ``beam_args``, TFMA on that Beam runner: the
+    workers read the rows from ``raw_eval_dir`` and load the models from where they
+    are (``model_dir``, the production version's path; KFP's ``/gcs/`` mount is given
+    to them as ``gs://``), TFMA writes to ``output_dir``/tfma through Beam's
+    filesystems.
 
     Args:
         model_dir: The candidate SavedModel (serving_default over serialized tf.Examples).
         raw_eval_dir: Folder holding eval_raw.tfrecord (raw rows with the label).
         problem: The problem spec, inline JSON or a path.
         push_destination: The serving model base; "" means no baseline is looked up.
-        output_dir: Receives evaluation.json and the TFMA output (tfma/).
+        output_dir: Receives evaluation.json and, on the Beam path, TFMA's output (tfma/).
         report_path: Where the HTML report is written.
         slices: Raw column names; metrics are also computed per value of each. Empty:
             the problem spec's ``slices``.
-        beam_args: Beam pipeline options for TFMA (default: in-memory DirectRunner).
+        beam_args: Beam pipeline options: run TFMA on that runner. Empty: in-process.
     """
     spec = load_problem(problem)
     slices = list(dict.fromkeys(slices or spec.slices))  # empty: the spec's own
@@ -378,6 +545,7 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
     if not storage.exists(data_uri):
         raise InputDataError(
             f"no raw eval rows at {data_uri}: expected the transform step's {RAW_EVAL_FILE}")
+    beam_args = list(beam_args or [])
 
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(tempfile.TemporaryDirectory(prefix="kfp-ct-evaluate-"))
@@ -386,9 +554,11 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
         if not rows:
             raise InputDataError(f"{data_uri} holds no rows: nothing to evaluate")
         candidate_dir = stack.enter_context(storage.local_copy(model_dir))
-        classes = {CANDIDATE: probe_model(candidate_dir, spec, rows)}
+        classes, servings = {}, {}
+        classes[CANDIDATE], servings[CANDIDATE] = _probe(candidate_dir, spec, rows)
 
-        models = {CANDIDATE: candidate_dir}
+        # Where the Beam workers load each model from: where it is, not this pod's copy.
+        locations = {CANDIDATE: beam_location(model_dir)}
         info = registry.production(push_destination) if push_destination else None
         if not push_destination:
             baseline = _baseline_record(BASELINE_NONE, None, "no push destination given")
@@ -411,8 +581,8 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
         else:
             try:
                 baseline_dir = stack.enter_context(storage.local_copy(info.path))
-                classes[BASELINE] = probe_model(baseline_dir, spec, rows)
-                models[BASELINE] = baseline_dir
+                classes[BASELINE], servings[BASELINE] = _probe(baseline_dir, spec, rows)
+                locations[BASELINE] = beam_location(info.path)
                 baseline = _baseline_record(BASELINE_OK, info, f"production version "
                                             f"{info.version} at {info.path}")
             except KfpCtError as exc:
@@ -425,46 +595,32 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
         from components.evaluate import naive as naive_lib
 
         labels = naive_lib.label_values([data_path], spec.label, spec.task)  # one pass
-        unseen, tfma_rows, label_keys = {}, data_path, None
+        unseen = {}
         if spec.task == "classification":
             counts = collections.Counter(labels)
-            unseen = {m: u for m in models if (u := unseen_classes(counts, classes[m]))}
-            if unseen:
-                tfma_rows = os.path.join(work, "eval_rows_with_label_ids.tfrecord")
-                label_keys = _write_label_ids(data_path, tfma_rows, spec.label,
-                                              {m: classes[m] for m in models}, unseen)
+            unseen = {m: u for m in servings if (u := unseen_classes(counts, classes[m]))}
 
         local_out = output_dir
         if storage.is_gcs(output_dir):
             local_out = os.path.join(work, "out")
-        tfma_out = os.path.join(local_out, TFMA_DIR)
         os.makedirs(local_out, exist_ok=True)
-        try:
-            _run_tfma(spec, slices, tfma_rows, models, tfma_out, beam_args, label_keys)
-        except Exception as exc:
-            if BASELINE not in models:
-                raise EvaluationError(
-                    f"TFMA failed on model {model_dir} with rows {data_uri}: "
-                    f"{type(exc).__name__}: {exc}") from exc
-            # The pair failed: measure the candidate alone; the baseline is unusable.
-            models.pop(BASELINE)
+        if beam_args:
+            servings = {}  # the workers load their own
+            metrics, confusion, failure = _measure_with_tfma(
+                spec, slices, data_path, data_uri, model_dir, locations, classes, unseen,
+                work, storage.join(beam_location(output_dir), TFMA_DIR), beam_args)
+        else:
+            print("[kfp-ct] evaluate: in process (no beam_args)")
+            metrics, confusion, failure = _measure_in_process(
+                spec, slices, data_path, data_uri, model_dir, servings, classes, unseen)
+        if failure is not None:
             baseline = _baseline_record(
                 BASELINE_UNUSABLE, info,
-                f"production version {info.version} at {info.path} fails in TFMA: "
-                f"{type(exc).__name__}: {str(exc)[:300]}")
-            try:
-                _run_tfma(spec, slices, tfma_rows, models, tfma_out, beam_args, label_keys)
-            except Exception as exc2:
-                raise EvaluationError(
-                    f"TFMA failed on model {model_dir} with rows {data_uri}: "
-                    f"{type(exc2).__name__}: {exc2}") from exc2
+                f"production version {info.version} at {info.path} {failure}")
 
-        names = list(models)
-        metrics = _read_metrics(tfma_out, spec, names)
+        names = list(metrics)
         confusion_doc = None
         if spec.task == "classification":
-            confusion = _read_confusion(tfma_out, names, {m: len(classes[m]) for m in names},
-                                        {m: len(unseen.get(m, {})) for m in names})
             for model in names:
                 for slice_name, matrix in confusion[model].items():
                     metrics[model].setdefault(slice_name, {}).update(
@@ -476,10 +632,11 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
                 if unseen.get(CANDIDATE):
                     confusion_doc["unseen_classes"] = dict(zip(
                         sorted(unseen[CANDIDATE]), confusion[CANDIDATE][""][n:]))
+        metrics = _with_rmse(metrics)
         overall, by_slice = _split_slices(metrics[CANDIDATE])
         if not overall:
-            raise EvaluationError(f"TFMA wrote no overall metrics for {model_dir} in {tfma_out}")
-        if BASELINE in models:
+            raise EvaluationError(f"no overall metrics for {model_dir}")
+        if BASELINE in names:
             baseline["overall"], baseline["slices"] = _split_slices(metrics[BASELINE])
             if spec.task == "classification" and "" in confusion[BASELINE]:
                 baseline["confusion_matrix"] = {  # square: rows of classes it lacks cut off
@@ -491,7 +648,7 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
                                 candidate={"overall": overall, "slices": by_slice},
                                 baseline=baseline, confusion_matrix=confusion_doc,
                                 naive=naive, notes=unseen_notes(
-                                    {m: u for m, u in unseen.items() if m in models}))
+                                    {m: u for m, u in unseen.items() if m in names}))
         with open(os.path.join(local_out, EVALUATION_JSON), "w") as fh:
             json.dump(result.to_dict(), fh, indent=2, sort_keys=True)
         if local_out != output_dir:
