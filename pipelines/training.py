@@ -34,11 +34,12 @@ DEFAULT_THRESHOLDS = ""
 
 
 def _after_training(settings, problem, push_destination, thresholds, slices, trigger,
-                    validated, transformed, trained):
+                    validated, transformed, trained, beam_args):
     """evaluate -> gate -> push, the same in every variant."""
     evaluated = evaluate(problem=problem, push_destination=push_destination,
                          model=trained.outputs["model"],
-                         raw_eval=transformed.outputs["raw_eval"], slices=slices)
+                         raw_eval=transformed.outputs["raw_eval"], slices=slices,
+                         beam_args=beam_args)
     cluster.configure(evaluated, "evaluate", settings)
     gated = gate(thresholds=thresholds, evaluation=evaluated.outputs["evaluation"])
     cluster.configure(gated, "gate", settings)
@@ -115,7 +116,7 @@ def make_multiworker_pipeline(settings: cluster.Settings = cluster.DEFAULT):
         cluster.configure(trained, "train_tfjob", settings, variant=where)
         cluster.configure_tfjob_launcher(trained)
         _after_training(settings, problem, push_destination, thresholds, slices, trigger,
-                        validated, transformed, trained)
+                        validated, transformed, trained, beam_args)
 
     return training_pipeline
 
@@ -168,7 +169,7 @@ def make_training_pipeline(variant: str = "cpu", settings: cluster.Settings = cl
         if where.image != train_op.component_spec.implementation.container.image:
             trained.set_container_image(where.image)
         _after_training(settings, problem, push_destination, thresholds, slices, trigger,
-                        validated, transformed, trained)
+                        validated, transformed, trained, beam_args)
 
     return training_pipeline
 

@@ -17,8 +17,12 @@ def evaluate(
     confusion: Output[ClassificationMetrics],
     report: Output[HTML],
     slices: list = [],
+    beam_args: list = [],
 ):
-    """Evaluates the candidate with TFMA on raw eval rows, against the production model.
+    """Evaluates the candidate on raw eval rows, against the production model.
+
+    In-process by default; with ``beam_args`` (a runner and its options) TFMA runs as a
+    Beam pipeline on that runner.
 
     Args:
         problem: The problem spec (label, task).
@@ -26,9 +30,11 @@ def evaluate(
         model: The candidate SavedModel.
         raw_eval: Raw eval rows (serialized tf.Examples) sent through the serving signature.
         slices: Raw feature names to slice metrics by.
+        beam_args: Beam pipeline options for TFMA; empty: in-process.
 
     Returns:
-        evaluation: evaluation.json (candidate, baseline, slices) and the TFMA output.
+        evaluation: evaluation.json (candidate, baseline, slices); on the Beam path also
+            TFMA's output (tfma/).
         metrics: Candidate overall metrics for the UI.
         confusion: Confusion matrix (classification).
         report: HTML comparison of candidate and baseline.
@@ -41,7 +47,7 @@ def evaluate(
     result = run_evaluate(
         model_dir=model.path, raw_eval_dir=raw_eval.path, problem=problem,
         push_destination=push_destination, output_dir=evaluation.path,
-        report_path=report.path, slices=list(slices))
+        report_path=report.path, slices=list(slices), beam_args=list(beam_args))
     doc = result.to_dict()
     for key, value in doc["candidate"]["overall"].items():
         if isinstance(value, (int, float)):
