@@ -130,6 +130,9 @@ def analyze(data_path: str, spec: ProblemSpec, transform_graph_dir: str,
     import tensorflow_transform.beam as tft_beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from components.common import beamenv
+
+    beamenv.install()  # this process's in-memory runner only: no effect on results
     preprocessing_fn = resolve_preprocessing_fn(spec)
     config = tensor_adapter_config(spec)
     options = PipelineOptions(list(beam_args or DEFAULT_BEAM_ARGS))
