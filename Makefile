@@ -114,7 +114,11 @@ compile: setup
 bench: setup
 	$(PY) -m tests.benchmarks.bench_pipeline --runs 2
 	$(PY) -m tests.benchmarks.bench_pipeline --runs 2 --cold
+	$(PY) -m tests.benchmarks.bench_pipeline --runs 2 --wide 15000 --train-steps 1000
 	$(PY) -m tests.benchmarks.bench_data 344 100000 1000000
+	$(PY) -m tests.benchmarks.bench_data 1000000 --table wide
+	$(PY) -m tests.benchmarks.bench_data 1000000 --table wide --beam
+	$(PY) -m tests.benchmarks.bench_multiworker
 	$(PY) -m tests.benchmarks.bench_train
 	$(PY) -m tests.benchmarks.bench_drift_quality
 	$(PY) -m tests.benchmarks.bench_drift_speed 100000 1000000

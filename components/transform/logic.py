@@ -222,14 +222,15 @@ def transform_and_write(data_path: str, spec: ProblemSpec, transform_graph_dir: 
         for batch, is_eval in _split_batches(data_path, spec, tracker):
             outputs = layer(adapter.ToBatchTensors(batch))
             encoded = example_coder.RecordBatchToExamples(_outputs_to_record_batch(outputs))
-            raw = example_coder.RecordBatchToExamples(batch) if is_eval.any() else None
+            # Only the eval rows are kept raw: encode those alone (the encoder is most
+            # of this pass's time).
+            if is_eval.any():
+                for record in example_coder.RecordBatchToExamples(
+                        batch.filter(_to_arrow_mask(is_eval))):
+                    raw_writer.write(record)
             train_records, eval_records = [], []
             for i, record in enumerate(encoded):
-                if is_eval[i]:
-                    eval_records.append(record)
-                    raw_writer.write(raw[i])
-                else:
-                    train_records.append(record)
+                (eval_records if is_eval[i] else train_records).append(record)
             writers[TRAIN].write(train_records)
             writers[EVAL].write(eval_records)
     finally:
