@@ -106,7 +106,8 @@ def test_multi_process_beam_with_rows_and_output_in_a_bucket_equals_in_process(
 ])
 def test_documented_beam_args_give_the_runner_these_options(runner, expected):
     from components.common.images import CPU_IMAGE
-    from components.evaluate.logic import beam_args_examples, beam_options
+    from components.common.beam_io import beam_args_examples
+    from components.evaluate.logic import beam_options
 
     options = beam_options(beam_args_examples()[runner])
     wanted = {k: (CPU_IMAGE if v == "IMAGE" else v) for k, v in expected.items()}

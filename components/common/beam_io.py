@@ -33,12 +33,42 @@ import uuid
 
 from components.common import data as data_lib
 from components.common import storage
-from components.common.errors import InputDataError, KfpCtError
+from components.common.errors import KfpCtError
+from components.common.problem import load_problem
 
 CSV_BATCH_LINES = 65_536
 TF_WORK_ENV = "KFP_CT_TF_WORK_LOCATION"
 LOCAL_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner",
                  "FnApiRunner", "PrismRunner", None)
+
+
+def beam_args_examples(project: str = "my-project", region: str = "europe-west4",
+                       bucket: str = "gs://my-bucket", image: str = "") -> dict[str, list[str]]:
+    """The documented ``beam_args`` of the Beam path (README: "Past one machine: the Beam
+    path"), for validate, transform and evaluate alike; ``image``: the workers' image,
+    default ours (CPU_IMAGE), which holds TFDV, TFT and TFMA at the launcher's versions.
+    For evaluate the models must be at gs:// paths (KFP's ``/gcs/`` artifact paths are
+    given to the workers as gs://)."""
+    from components.common.images import CPU_IMAGE
+
+    image = image or CPU_IMAGE
+    temp = f"--temp_location={bucket}/beam-tmp"
+    return {
+        # Dataflow: Runner v2 starts the workers from our image.
+        "dataflow": ["--runner=DataflowRunner", f"--project={project}", f"--region={region}",
+                     temp, f"--sdk_container_image={image}"],
+        # Flink on Kubernetes (Flink operator): the Python SDK harness runs as a worker
+        # pool sidecar of each task manager (our image, ``--worker_pool``).
+        "flink": ["--runner=FlinkRunner", "--flink_master=flink-jobmanager.flink:8081",
+                  "--environment_type=EXTERNAL", "--environment_config=localhost:50000",
+                  temp],
+        # Spark (standalone master): each executor starts the SDK harness from our image.
+        "spark": ["--runner=SparkRunner", "--spark_master_url=spark://spark-master.spark:7077",
+                  "--environment_type=DOCKER", f"--environment_config={image}", temp],
+        # One machine, several processes (what tests/test_evaluate_beam.py runs).
+        "direct": ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
+                   "--direct_num_workers=2"],
+    }
 
 
 class BeamArgsError(KfpCtError):
@@ -66,8 +96,8 @@ def runner_name(options) -> str | None:
     return runner if runner is None or isinstance(runner, str) else type(runner).__name__
 
 
-def work_location(beam_args, task: str) -> tuple[str, bool]:
-    """(folder the workers write to, whether it is a local temp folder to remove).
+def work_location(beam_args, task: str) -> str:
+    """The folder the workers write to (the task removes it, remove_work).
 
     Under ``--temp_location`` when given; a local temp folder for the DirectRunner;
     BeamArgsError for a remote runner without ``--temp_location``.
@@ -78,13 +108,13 @@ def work_location(beam_args, task: str) -> tuple[str, bool]:
     temp = options.view_as(GoogleCloudOptions).temp_location
     runner = runner_name(options)
     if temp:
-        return storage.join(temp, f"kfp-ct-{task}-{uuid.uuid4().hex[:12]}"), False
+        return storage.join(temp, f"kfp-ct-{task}-{uuid.uuid4().hex[:12]}")
     if runner not in LOCAL_RUNNERS:
         raise BeamArgsError(
             f"beam_args: runner {runner!r} runs on other machines, whose workers cannot "
             f"write to this pod's disk; add --temp_location=gs://BUCKET/PATH (a folder "
             f"they can write to)")
-    return tempfile.mkdtemp(prefix=f"kfp-ct-{task}-beam-"), True
+    return tempfile.mkdtemp(prefix=f"kfp-ct-{task}-beam-")
 
 
 def tf_work_location(work: str) -> str:
@@ -106,12 +136,6 @@ def remove_work(location: str) -> None:
 # ----------------------------------------------------------------------------- reading
 
 
-def _spec(spec_json: str):
-    from components.common.problem import parse_problem
-
-    return parse_problem(json.loads(spec_json))
-
-
 def _make_csv_dofn():
     """A DoFn class: (file, line) pairs -> tracked batches, per file, CSV_BATCH_LINES at most."""
     import apache_beam as beam
@@ -122,7 +146,7 @@ def _make_csv_dofn():
             self.spec_json, self.headers = spec_json, headers
 
         def setup(self):
-            self.spec = _spec(self.spec_json)
+            self.spec = load_problem(self.spec_json)
 
         def start_bundle(self):
             self.buffers = {}
@@ -153,7 +177,7 @@ def _make_csv_dofn():
 def _parquet_tables_to_batches(element, spec_json: str):
     """FlatMap body: (file, Arrow table of one split of the file) -> tracked batches."""
     file, table = element
-    spec = _spec(spec_json)
+    spec = load_problem(spec_json)
     for batch in table.to_batches():
         if batch.num_rows:
             batch = data_lib.conform_parquet_batch(file, batch, spec)
@@ -198,7 +222,7 @@ def _make_tracker_combine():
             self.spec_json = spec_json
 
         def create_accumulator(self):
-            return data_lib.ColumnTracker(_spec(self.spec_json))
+            return data_lib.ColumnTracker(load_problem(self.spec_json))
 
         def add_input(self, tracker, element):
             file, batch, nonfinite = element

@@ -152,7 +152,11 @@ _ARROW_CONVERSION = re.compile(r"CSV column #(\d+).*?(?:Row #(\d+): )?.*?invalid
 def csv_header(path: str) -> list[str]:
     """The column names of a local CSV file; InputDataError when the file is empty."""
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-        first = fh.readline()
+        return _header_of(path, fh.readline())
+
+
+def _header_of(path: str, first: str) -> list[str]:
+    """The column names in a CSV file's first line; InputDataError when there is none."""
     if not first.strip():
         raise InputDataError(f"{path}: the file is empty (no header, no rows)")
     return next(csv.reader(io.StringIO(first)))
@@ -177,9 +181,7 @@ def csv_header_any(path: str, spec: ProblemSpec) -> list[str]:
             first = fh.readline().decode("utf-8", errors="replace")
     except Exception as exc:  # Beam raises several types for a missing or unreadable file
         raise InputDataError(f"{path}: cannot be read: {exc}") from None
-    if not first.strip():
-        raise InputDataError(f"{path}: the file is empty (no header, no rows)")
-    header = next(csv.reader(io.StringIO(first)))
+    header = _header_of(path, first)
     _check_header(path, header, spec)
     return header
 

@@ -53,33 +53,6 @@ GCS_MOUNT, GCS_MOUNT_URI = "/gcs/", "gs://"
 LABEL_ID_ROWS = "eval_rows_with_label_ids.tfrecord"
 
 
-def beam_args_examples(project: str = "my-project", region: str = "europe-west4",
-                       bucket: str = "gs://my-bucket", image: str = "") -> dict[str, list[str]]:
-    """The documented ``beam_args`` for TFMA on a cluster runner (README: "Evaluate: two
-    paths, one result"); ``image``: the workers' image, default ours (CPU_IMAGE), which holds
-    TFMA at the versions the launcher uses. The models must be at gs:// paths (KFP's
-    ``/gcs/`` artifact paths are given to the workers as gs://)."""
-    from components.common.images import CPU_IMAGE
-
-    image = image or CPU_IMAGE
-    temp = f"--temp_location={bucket}/beam-tmp"
-    return {
-        # Dataflow: Runner v2 starts the workers from our image.
-        "dataflow": ["--runner=DataflowRunner", f"--project={project}", f"--region={region}",
-                     temp, f"--sdk_container_image={image}"],
-        # Flink on Kubernetes (Flink operator): the Python SDK harness runs as a worker
-        # pool sidecar of each task manager (our image, ``--worker_pool``).
-        "flink": ["--runner=FlinkRunner", "--flink_master=flink-jobmanager.flink:8081",
-                  "--environment_type=EXTERNAL", "--environment_config=localhost:50000",
-                  temp],
-        # Spark (standalone master): each executor starts the SDK harness from our image.
-        "spark": ["--runner=SparkRunner", "--spark_master_url=spark://spark-master.spark:7077",
-                  "--environment_type=DOCKER", f"--environment_config={image}", temp],
-        # One machine, several processes (what tests/test_evaluate_beam.py runs).
-        "direct": ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
-                   "--direct_num_workers=2"],
-    }
-
 # TFMA metric class -> the name we report (what thresholds refer to).
 # (The names, their direction and each task's set live in components/common/metrics.py.)
 _CLASSIFICATION_METRICS = {

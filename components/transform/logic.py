@@ -85,11 +85,7 @@ def _split_batches(data_path: str, spec: ProblemSpec, tracker=None):
 
 def _train_batches(data_path: str, spec_json: str):
     """Beam FlatMap body: the train-split batches of one input path."""
-    import json as _json
-
-    from components.common.problem import parse_problem
-
-    spec = parse_problem(_json.loads(spec_json))
+    spec = load_problem(spec_json)
     for batch, is_eval in _split_batches(data_path, spec):
         train = batch.filter(_to_arrow_mask(~is_eval))
         if train.num_rows:
@@ -248,10 +244,8 @@ def _split_tracked(tracked, spec_json: str):
     eval rows (tagged "eval"), as TFT's analyzer and the example encoder take them."""
     import apache_beam as beam
 
-    from components.common.problem import parse_problem
-
     _, batch, _ = tracked
-    spec = parse_problem(json.loads(spec_json))
+    spec = load_problem(spec_json)
     is_eval = data_lib.eval_mask(batch, spec)
     projected = _project(batch, spec)
     train = projected.filter(_to_arrow_mask(~is_eval))
@@ -315,7 +309,7 @@ def transform_with_beam(data_path: str, spec: ProblemSpec, staged: dict,
 
     preprocessing_fn = resolve_preprocessing_fn(spec)
     config = tensor_adapter_config(spec)
-    work, _ = beam_io.work_location(beam_args, "transform")
+    work = beam_io.work_location(beam_args, "transform")
     tf_work = beam_io.tf_work_location(work)
     graph = storage.join(tf_work, "transform_graph")
     try:

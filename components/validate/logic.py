@@ -68,9 +68,8 @@ def _batch_of(tracked):
 def _reference_cells(batch, stats, spec_json: str) -> dict:
     """Beam Map body: one batch's exact counts in the drift reference's numeric cells."""
     from components.common import drift
-    from components.common.problem import parse_problem
 
-    _, _, counters = drift.reference_counters(stats, parse_problem(json.loads(spec_json)))
+    _, _, counters = drift.reference_counters(stats, load_problem(spec_json))
     rows = drift.count_reference_cells(counters, batch)
     return {"rows": rows, "cells": {c: k.counts.tolist() for c, k in counters.items()}}
 
@@ -100,7 +99,7 @@ def _validate_with_beam(data_path: str, spec: ProblemSpec, options, beam_args: l
 
     from components.common import beam_io, drift
 
-    work, _ = beam_io.work_location(beam_args, "validate")
+    work = beam_io.work_location(beam_args, "validate")
     stats_path = storage.join(work, STATS_FILE)
     try:
         with beam.Pipeline(options=beam_io.pipeline_options(beam_args)) as p:
