@@ -197,6 +197,35 @@ def gcs_upload_order(monkeypatch):
 from drift_base import make_stats_only_base  # noqa: E402  (tests/ is on sys.path)
 
 
+PENGUINS_PROBLEM_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                     "pipelines", "penguins", "problem.json")
+
+
+@pytest.fixture(scope="session")
+def penguins_transformed(tmp_path_factory) -> dict:
+    """The pipeline's transform of the bundled penguins, made once for the whole session:
+    {"root", "graph", "examples", "raw"}. Tests read these folders and never write there
+    (they write under tmp_path)."""
+    from components.transform.logic import run_transform
+
+    root = tmp_path_factory.mktemp("penguins_transformed")
+    paths = {k: str(root / k) for k in ("graph", "examples", "raw")}
+    run_transform("bundled:penguins", PENGUINS_PROBLEM_FILE, paths["graph"],
+                  paths["examples"], paths["raw"])
+    return {"root": root, **paths}
+
+
+@pytest.fixture(scope="session")
+def penguins_model(penguins_transformed, tmp_path_factory) -> dict:
+    """penguins_transformed plus "model": a 100-step model trained on it (read-only too)."""
+    from components.train.logic import run_train
+
+    model = str(tmp_path_factory.mktemp("penguins_model") / "model")
+    run_train(penguins_transformed["graph"], penguins_transformed["examples"],
+              PENGUINS_PROBLEM_FILE, model, train_steps=100)
+    return {**penguins_transformed, "model": model}
+
+
 @pytest.fixture(scope="session")
 def drift_base(tmp_path_factory):
     return make_stats_only_base(tmp_path_factory.mktemp("drift_base"))

@@ -21,16 +21,9 @@ PROBLEM = str(ROOT / "pipelines" / "penguins" / "problem.json")
 
 
 @pytest.fixture(scope="module")
-def penguins(tmp_path_factory):
-    """A transform run and a 100-step model, built once for the module."""
-    from components.train.logic import run_train
-    from components.transform.logic import run_transform
-
-    root = tmp_path_factory.mktemp("penguins")
-    paths = {k: str(root / k) for k in ("graph", "examples", "raw", "model")}
-    run_transform("bundled:penguins", PROBLEM, paths["graph"], paths["examples"], paths["raw"])
-    run_train(paths["graph"], paths["examples"], PROBLEM, paths["model"], train_steps=100)
-    return paths
+def penguins(penguins_model):
+    """A transform run and a 100-step model (conftest.py, built once a session)."""
+    return dict(penguins_model)
 
 
 @pytest.fixture(scope="module")

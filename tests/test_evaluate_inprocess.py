@@ -115,17 +115,10 @@ def _set(example, name, value):
 
 
 @pytest.fixture(scope="module")
-def penguins(tmp_path_factory):
-    """The pipeline's own transform and a 100-step model (the candidate)."""
-    from components.train.logic import run_train
-    from components.transform.logic import run_transform
-
-    root = tmp_path_factory.mktemp("penguins")
-    paths = {k: str(root / k) for k in ("graph", "examples", "raw", "model")}
-    run_transform("bundled:penguins", PROBLEM, paths["graph"], paths["examples"], paths["raw"])
-    run_train(paths["graph"], paths["examples"], PROBLEM, paths["model"], train_steps=100)
-    paths["root"] = root
-    return paths
+def penguins(penguins_model, tmp_path_factory):
+    """The pipeline's own transform and a 100-step model (the candidate; conftest.py),
+    and a folder of this module's own ("root") for the rows it writes."""
+    return {**penguins_model, "root": tmp_path_factory.mktemp("penguins")}
 
 
 @pytest.fixture(scope="module")

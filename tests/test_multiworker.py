@@ -148,13 +148,9 @@ def _tf_configs(n):
 
 
 @pytest.fixture(scope="module")
-def transformed(tmp_path_factory):
-    from components.transform.logic import run_transform
-
-    root = tmp_path_factory.mktemp("transformed")
-    run_transform("bundled:penguins", PROBLEM, str(root / "graph"), str(root / "examples"),
-                  str(root / "raw"))
-    return root
+def transformed(penguins_transformed):
+    """The folder holding graph/, examples/ and raw/ (conftest.py, made once a session)."""
+    return penguins_transformed["root"]
 
 
 class WorkerGroup:

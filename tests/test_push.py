@@ -26,16 +26,9 @@ PADDING_BYTES = 256 << 20
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A small real penguins run: raw eval rows and a SavedModel (100 steps)."""
-    from components.train.logic import run_train
-    from components.transform.logic import run_transform
-
-    root = tmp_path_factory.mktemp("penguins")
-    graph, examples, raw, model = (str(root / n) for n in ("graph", "examples", "raw", "model"))
-    run_transform("bundled:penguins", PROBLEM, graph, examples, raw)
-    run_train(graph, examples, PROBLEM, model, train_steps=100)
-    return {"model": model, "raw": raw}
+def trained(penguins_model):
+    """A small real penguins run: raw eval rows and a SavedModel (100 steps; conftest.py)."""
+    return {"model": penguins_model["model"], "raw": penguins_model["raw"]}
 
 
 @pytest.fixture
