@@ -251,3 +251,18 @@ def test_trackers_merged_from_shares_equal_one_tracker_over_all_rows():
     assert whole.rows == 344 and whole.nulls["sex"] == 11
     again = data_lib.ColumnTracker.from_json(spec, json.loads(json.dumps(whole.to_json())))
     assert again.to_json() == whole.to_json()
+
+
+def test_run_local_preflight_refuses_beam_args_that_cannot_run(tmp_path):
+    """kfp-ct run-local checks the Beam options before the run starts (no task runs)."""
+    from components.common.preflight import check_training_inputs
+
+    common = dict(data_path="bundled:penguins", problem=PENGUINS_PROBLEM, thresholds="",
+                  slices=[], train_steps=10, push_destination=str(tmp_path / "serving"))
+    with pytest.raises(beam_io.BeamArgsError, match=r"'DataflowRunner'.*--temp_location"):
+        check_training_inputs(**common, beam_args=["--runner=DataflowRunner", "--project=p"])
+    with pytest.raises(beam_io.BeamArgsError,
+                       match=r"cannot parse .*--direct_num_workers: invalid int value: 'two'"):
+        check_training_inputs(**common, beam_args=["--direct_num_workers=two"])
+    check_training_inputs(**common, beam_args=MULTI)  # the local multi-process example
+    assert not (tmp_path / "serving").exists() or not any((tmp_path / "serving").iterdir())

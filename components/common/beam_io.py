@@ -26,10 +26,14 @@ No kfp here; Beam and pyarrow are imported by the functions that use them.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import tempfile
 import uuid
+import warnings
 
 from components.common import data as data_lib
 from components.common import storage
@@ -81,12 +85,34 @@ def uses_beam(beam_args) -> bool:
 
 
 def pipeline_options(beam_args):
-    from apache_beam.options.pipeline_options import PipelineOptions
+    with _quiet():  # Beam's first import warns about optional packages and Python dates
+        from apache_beam.options.pipeline_options import PipelineOptions
 
+    said = io.StringIO()  # argparse prints its whole usage before it exits
     try:
-        return PipelineOptions([str(a) for a in beam_args])
+        with contextlib.redirect_stderr(said):
+            options = PipelineOptions([str(a) for a in beam_args])
+            options.get_all_options()  # parses every flag now: a bad value fails here
+        return options
     except SystemExit:  # argparse's reaction to a malformed flag
-        raise BeamArgsError(f"beam_args: cannot parse {list(beam_args)}") from None
+        why = [line.split("error: ", 1)[1] for line in said.getvalue().splitlines()
+               if "error: " in line]
+        raise BeamArgsError(f"beam_args: cannot parse {list(beam_args)}"
+                            + (f": {why[-1]}" if why else "")) from None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """No warnings and no log records below ERROR while the block runs (the CLI's
+    preflight imports Beam on the console a user reads)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
 
 
 def runner_name(options) -> str | None:
@@ -96,24 +122,31 @@ def runner_name(options) -> str | None:
     return runner if runner is None or isinstance(runner, str) else type(runner).__name__
 
 
-def work_location(beam_args, task: str) -> str:
-    """The folder the workers write to (the task removes it, remove_work).
+def check_beam_args(beam_args) -> str:
+    """The ``--temp_location`` the workers will write under ("": none given, which only
+    the DirectRunner may do). BeamArgsError for options that do not parse and for a
+    remote runner without ``--temp_location``. Writes nothing (preflight calls it)."""
+    with _quiet():
+        from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-    Under ``--temp_location`` when given; a local temp folder for the DirectRunner;
-    BeamArgsError for a remote runner without ``--temp_location``.
-    """
-    from apache_beam.options.pipeline_options import GoogleCloudOptions
-
-    options = pipeline_options(beam_args)
-    temp = options.view_as(GoogleCloudOptions).temp_location
-    runner = runner_name(options)
-    if temp:
-        return storage.join(temp, f"kfp-ct-{task}-{uuid.uuid4().hex[:12]}")
-    if runner not in LOCAL_RUNNERS:
+        options = pipeline_options(beam_args)
+        temp = options.view_as(GoogleCloudOptions).temp_location
+        runner = runner_name(options)
+    if not temp and runner not in LOCAL_RUNNERS:
         raise BeamArgsError(
             f"beam_args: runner {runner!r} runs on other machines, whose workers cannot "
             f"write to this pod's disk; add --temp_location=gs://BUCKET/PATH (a folder "
             f"they can write to)")
+    return temp or ""
+
+
+def work_location(beam_args, task: str) -> str:
+    """The folder the workers write to (the task removes it, remove_work): under
+    ``--temp_location`` when given, else a local temp folder (the DirectRunner);
+    BeamArgsError as check_beam_args says."""
+    temp = check_beam_args(beam_args)
+    if temp:
+        return storage.join(temp, f"kfp-ct-{task}-{uuid.uuid4().hex[:12]}")
     return tempfile.mkdtemp(prefix=f"kfp-ct-{task}-beam-")
 
 

@@ -7,7 +7,8 @@ seconds, not a transform and a training.
 Checked: the problem spec; the gate thresholds against the spec's task; the training
 steps; the slices (raw columns of the spec); column names the model code can use; the
 columns of each local data file (CSV header / Parquet schema, no rows read); that the
-push destination can be written (a probe object, written and removed).
+push destination can be written (a probe object, written and removed); Beam options
+that cannot run (components/common/beam_io.py: check_beam_args).
 
 No kfp, no TensorFlow.
 """
@@ -129,7 +130,7 @@ def check_destination(destination: str) -> None:
 
 def check_training_inputs(*, data_path: str, problem: str, thresholds: str | dict,
                           slices: Sequence[str], train_steps: int,
-                          push_destination: str) -> ProblemSpec:
+                          push_destination: str, beam_args: Sequence[str] = ()) -> ProblemSpec:
     """All of the above, cheapest first; returns the parsed problem spec.
 
     Raises:
@@ -143,4 +144,8 @@ def check_training_inputs(*, data_path: str, problem: str, thresholds: str | dic
     check_slices(slices, spec)
     check_data_columns(data_path, spec, list(slices))
     check_destination(push_destination)
+    from components.common import beam_io  # imports Beam only when options are given
+
+    if beam_io.uses_beam(beam_args):
+        beam_io.check_beam_args(beam_args)
     return spec

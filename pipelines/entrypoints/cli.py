@@ -245,7 +245,8 @@ def _run_local(args: types.SimpleNamespace) -> int:
     check_training_inputs(data_path=given["data_path"], problem=given["problem"],
                           thresholds=given["thresholds"], slices=given["slices"],
                           train_steps=given["train_steps"],
-                          push_destination=given["push_destination"])
+                          push_destination=given["push_destination"],
+                          beam_args=given["beam_args"])
     run = run_local(training_pipeline, arguments, workdir=args.workdir,
                     verbose=args.verbose, warm=False if args.cold else None)
     summary = training_summary(run)
