@@ -76,6 +76,32 @@ def test_cpu_training_with_a_seed_is_reproducible(transformed, tmp_path):
     assert runs[0].metrics["eval_loss"] == runs[1].metrics["eval_loss"]
 
 
+def test_many_steps_per_execution_train_the_same_model_as_one(transformed, tmp_path,
+                                                              monkeypatch):
+    """STEPS_PER_EXECUTION runs the same steps in the same order: the same weights, the
+    same eval metrics, the same serving outputs as one step per call. Epochs of 35 steps:
+    not a multiple of the 20 steps per call here."""
+    import numpy as np
+    import tensorflow as tf
+
+    from components.train import logic
+
+    assert logic.STEPS_PER_EXECUTION > 1
+    results, outputs = [], []
+    records = tf.constant(_raw_eval_records(transformed))
+    for steps_per_call in (20, 1):
+        monkeypatch.setattr(logic, "STEPS_PER_EXECUTION", steps_per_call)
+        model_dir = str(tmp_path / f"m{steps_per_call}")
+        results.append(logic.run_train(str(transformed / "graph"), str(transformed / "examples"),
+                                       PROBLEM, model_dir, train_steps=70, steps_per_epoch=35,
+                                       seed=3))
+        serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+        outputs.append(serve(examples=records)["scores"].numpy())
+    metrics = [{k: v for k, v in r.metrics.items() if k.startswith("eval_")} for r in results]
+    assert metrics[0] == metrics[1]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
 def test_user_build_model_that_raises_is_reported(transformed, tmp_path):
     from components.train.logic import run_train
 
