@@ -137,3 +137,32 @@ def test_monitoring_pipeline_runs_uncached_with_timeouts_and_a_retried_trigger(c
         assert int(platform[name]["activeDeadlineSeconds"]) > 0
     for executor in spec["deploymentSpec"]["executors"].values():
         assert executor["container"]["image"].startswith("ghcr.io/kfp-ct/kfp-ct-cpu:")
+
+
+def test_resource_setters_on_a_pipeline_used_as_a_component_are_refused_by_name():
+    """pipelines/cluster.py replaces kfp's container-spec check (kfp looked up the setter's
+    name with inspect.stack(), 40% of building a pipeline); the refusal is kfp's."""
+    from kfp import dsl
+
+    import pipelines.cluster  # noqa: F401  (installs the check)
+
+    @dsl.component
+    def noop() -> str:
+        return "x"
+
+    @dsl.pipeline(name="inner")
+    def inner():
+        noop()
+
+    with pytest.raises(ValueError, match=r"^set_cpu_request can only be used on single-step"):
+        @dsl.pipeline(name="outer")
+        def outer():
+            inner().set_cpu_request("1")
+
+    names = []
+
+    @dsl.pipeline(name="fine")
+    def fine():
+        names.append(noop().set_cpu_request("1").set_memory_limit("1G").name)
+
+    assert names == ["noop"]
