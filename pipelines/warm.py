@@ -24,6 +24,10 @@ Safety:
   ``pipelines.local._stop_children``), and the launcher forwards SIGINT / SIGTERM.
 - ``KFP_CT_WARM=0`` (or ``kfp-ct run-local --cold``) turns it off.
 
+``kfp-ct run-local`` starts the zygote first thing (:func:`start_early`), so it imports
+TensorFlow while the command builds the pipeline and checks its inputs; the run takes
+that process over.
+
 Linux and macOS (``os.fork``, Unix sockets). On a cluster nothing of this runs: each
 task is its own pod.
 """
@@ -327,47 +331,120 @@ def serve(socket_path: str, ready_path: str = "", stages=STAGES) -> None:
     server.close()
 
 
+class _ZygoteProcess:
+    """A started zygote process: its socket, the file it creates once it listens, its log."""
+
+    def __init__(self, folder: str, log_path: str, modules: Optional[tuple[str, ...]] = None):
+        import uuid
+
+        os.makedirs(folder, exist_ok=True)
+        self.folder, self.log_path, self.modules = folder, log_path, modules
+        # Linux: an abstract socket (no file, no 108-byte path limit); elsewhere a file.
+        self.socket_path = (f"@kfp-ct-warm-{uuid.uuid4().hex}"
+                            if sys.platform.startswith("linux")
+                            else os.path.join(folder, "zygote.sock"))
+        self.ready_path = os.path.join(folder, "zygote.ready")
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        with open(log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pipelines.warm", self.socket_path, self.ready_path]
+                + ([",".join(modules)] if modules else []),
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
+
+    def wait_listening(self) -> None:
+        deadline = time.time() + 10  # bound, not imported: a second or less
+        while (not os.path.exists(self.ready_path) and self.proc.poll() is None
+               and time.time() < deadline):
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for path in (self.ready_path, self.socket_path):
+            if not path.startswith("@"):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+
+
+_early: Optional[_ZygoteProcess] = None
+
+
+def start_early(modules: Optional[tuple[str, ...]] = None) -> None:
+    """Starts the zygote now, for the next run's :func:`zygote` (with the same
+    ``modules``) to take over.
+
+    ``kfp-ct run-local`` calls this first thing, so the zygote imports TensorFlow while
+    the command imports kfp, builds the pipeline and checks its inputs (about 2 s on 2
+    cores), instead of after. Its own folder and log are temporary until a run takes it
+    over; one that no run takes over (the checks refused the inputs) is stopped at exit.
+    """
+    global _early
+    if _early is not None or not enabled():
+        return
+    import atexit
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="kfp-ct-warm-")
+    _early = _ZygoteProcess(folder, os.path.join(folder, "warm.log"), modules)
+    atexit.register(_stop_early)
+
+
+def _stop_early() -> None:
+    global _early
+    if _early is not None:
+        _early.stop()
+        import shutil
+
+        shutil.rmtree(_early.folder, ignore_errors=True)
+        _early = None
+
+
+def _take_early(modules: Optional[tuple[str, ...]]) -> Optional[_ZygoteProcess]:
+    global _early
+    if _early is None or _early.modules != modules:
+        return None
+    taken, _early = _early, None
+    if taken.proc.poll() is not None:  # it died: start anew
+        import shutil
+
+        shutil.rmtree(taken.folder, ignore_errors=True)
+        return None
+    return taken
+
+
 @contextlib.contextmanager
 def zygote(folder: str, log_path: str, modules: Optional[tuple[str, ...]] = None
            ) -> Iterator[str]:
-    """Starts a zygote for one run; yields the launcher to use as the tasks' Python.
+    """Starts a zygote for one run (or takes over the one :func:`start_early` started);
+    yields the launcher to use as the tasks' Python.
 
     Args:
         folder: A private folder of the run (socket and launcher go there).
         log_path: Where the zygote's own lines go.
         modules: What it imports, as one stage (default: ``STAGES``).
     """
-    import uuid
-
     os.makedirs(folder, exist_ok=True)
-    # Linux: an abstract socket (no file, no 108-byte path limit); elsewhere a file.
-    socket_path = (f"@kfp-ct-warm-{uuid.uuid4().hex}" if sys.platform.startswith("linux")
-                   else os.path.join(folder, "zygote.sock"))
-    ready_path = os.path.join(folder, "zygote.ready")
-    launcher = write_launcher(os.path.join(folder, "python3"), socket_path)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    with open(log_path, "a") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pipelines.warm", socket_path,
-                                 ready_path] + ([",".join(modules)] if modules else []),
-                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
-    deadline = time.time() + 10  # bound, not imported: a second or less
-    while not os.path.exists(ready_path) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+    early = _take_early(modules)
+    proc = early or _ZygoteProcess(folder, log_path, modules)
+    launcher = write_launcher(os.path.join(folder, "python3"), proc.socket_path)
+    proc.wait_listening()
     try:
         yield launcher
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for path in (ready_path, socket_path):
-            if not path.startswith("@"):
-                with contextlib.suppress(OSError):
-                    os.remove(path)
+        proc.stop()
+        if early is not None:  # its lines so far were in its own temporary log
+            import shutil
+
+            with contextlib.suppress(OSError), open(early.log_path, "rb") as src, \
+                    open(log_path, "ab") as dst:
+                shutil.copyfileobj(src, dst)
+            shutil.rmtree(early.folder, ignore_errors=True)
 
 
 @contextlib.contextmanager

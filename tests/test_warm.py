@@ -86,3 +86,55 @@ def test_other_python_calls_run_the_real_interpreter(launcher):
 def test_one_switch_turns_it_off(monkeypatch, value, expected):
     monkeypatch.setenv(warm.ENV_SWITCH, value)
     assert warm.enabled() is expected
+
+
+def test_a_zygote_started_early_is_taken_over_by_the_run(tmp_path):
+    """kfp-ct run-local starts the zygote before it builds the pipeline; the run's
+    zygote() takes that process over (no second one), and its early lines reach the log."""
+    modules = ("numpy", "json")
+    warm.start_early(modules)
+    early = warm._early
+    assert early is not None and early.proc.poll() is None
+    log = tmp_path / "warm.log"
+    with warm.zygote(str(tmp_path / "warm"), str(log), modules=modules) as launcher:
+        assert warm._early is None
+        result = run(launcher, "report", "x")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["preloaded"] is True
+    assert early.proc.poll() is not None  # stopped with the run
+    assert not os.path.exists(early.folder)
+    assert "warm zygote pid %d" % early.proc.pid in log.read_text()
+
+
+def test_an_early_zygote_of_other_modules_or_a_dead_one_is_not_used(tmp_path):
+    warm.start_early(("json",))
+    other = warm._early
+    try:
+        with warm.zygote(str(tmp_path / "a"), str(tmp_path / "a.log"),
+                         modules=("numpy", "json")) as launcher:
+            assert warm._early is other  # not its modules: left for a run that wants them
+            assert run(launcher, "report", "x").returncode == 0
+        other.proc.kill()
+        other.proc.wait()
+        with warm.zygote(str(tmp_path / "b"), str(tmp_path / "b.log"),
+                         modules=("json",)) as launcher:
+            assert warm._early is None
+            assert run(launcher, "report", "y").returncode == 0  # a new zygote serves
+        assert not os.path.exists(other.folder)
+    finally:
+        warm._stop_early()
+
+
+def test_an_early_zygote_that_no_run_takes_over_stops_at_exit():
+    script = ("import sys; sys.path.insert(0, %r); from pipelines import warm; "
+              "warm.start_early(('json',)); print(warm._early.proc.pid, warm._early.folder)"
+              % ROOT)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pid, folder = out.stdout.split()
+    deadline = time.time() + 10
+    while time.time() < deadline and os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+    assert not os.path.exists(folder)

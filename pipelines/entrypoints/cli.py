@@ -195,6 +195,10 @@ def _local_run_options(command):
 @_local_run_options
 def run_local_cmd(**kw: Any) -> None:
     """Run the training pipeline on this machine through kfp.local."""
+    if not kw["cold"]:  # the zygote imports TensorFlow while this builds and checks
+        from pipelines import warm
+
+        warm.start_early()
     from pipelines.training import BUNDLED_PENGUINS, PENGUINS_PROBLEM
 
     kw["data"] = kw["data"] or BUNDLED_PENGUINS
