@@ -39,7 +39,7 @@ _installed = False
 
 
 def install() -> None:
-    """Memoizes Beam's signature lookup in this process (idempotent)."""
+    """Installs the memos above in this process (idempotent)."""
     global _installed
     if _installed:
         return
