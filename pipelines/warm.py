@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -334,11 +335,15 @@ def serve(socket_path: str, ready_path: str = "", stages=STAGES) -> None:
 class _ZygoteProcess:
     """A started zygote process: its socket, the file it creates once it listens, its log."""
 
-    def __init__(self, folder: str, log_path: str, modules: Optional[tuple[str, ...]] = None):
+    def __init__(self, folder: str, log_path: str, modules: Optional[tuple[str, ...]] = None,
+                 own_folder: bool = False):
+        """``own_folder``: the folder (and the log in it) is this process's alone, removed
+        by :meth:`stop`."""
         import uuid
 
         os.makedirs(folder, exist_ok=True)
         self.folder, self.log_path, self.modules = folder, log_path, modules
+        self.own_folder = own_folder
         # Linux: an abstract socket (no file, no 108-byte path limit); elsewhere a file.
         self.socket_path = (f"@kfp-ct-warm-{uuid.uuid4().hex}"
                             if sys.platform.startswith("linux")
@@ -359,7 +364,9 @@ class _ZygoteProcess:
                and time.time() < deadline):
             time.sleep(0.01)
 
-    def stop(self) -> None:
+    def stop(self, log_to: str = "") -> None:
+        """Stops the process (if still running); ``log_to``: where its log's lines go on
+        (appended) before an own folder is removed."""
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
@@ -370,6 +377,12 @@ class _ZygoteProcess:
             if not path.startswith("@"):
                 with contextlib.suppress(OSError):
                     os.remove(path)
+        if log_to:
+            with contextlib.suppress(OSError), open(self.log_path, "rb") as src, \
+                    open(log_to, "ab") as dst:
+                shutil.copyfileobj(src, dst)
+        if self.own_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 _early: Optional[_ZygoteProcess] = None
@@ -391,7 +404,8 @@ def start_early(modules: Optional[tuple[str, ...]] = None) -> None:
     import tempfile
 
     folder = tempfile.mkdtemp(prefix="kfp-ct-warm-")
-    _early = _ZygoteProcess(folder, os.path.join(folder, "warm.log"), modules)
+    _early = _ZygoteProcess(folder, os.path.join(folder, "warm.log"), modules,
+                            own_folder=True)
     atexit.register(_stop_early)
 
 
@@ -399,9 +413,6 @@ def _stop_early() -> None:
     global _early
     if _early is not None:
         _early.stop()
-        import shutil
-
-        shutil.rmtree(_early.folder, ignore_errors=True)
         _early = None
 
 
@@ -411,9 +422,7 @@ def _take_early(modules: Optional[tuple[str, ...]]) -> Optional[_ZygoteProcess]:
         return None
     taken, _early = _early, None
     if taken.proc.poll() is not None:  # it died: start anew
-        import shutil
-
-        shutil.rmtree(taken.folder, ignore_errors=True)
+        taken.stop()
         return None
     return taken
 
@@ -437,14 +446,8 @@ def zygote(folder: str, log_path: str, modules: Optional[tuple[str, ...]] = None
     try:
         yield launcher
     finally:
-        proc.stop()
-        if early is not None:  # its lines so far were in its own temporary log
-            import shutil
-
-            with contextlib.suppress(OSError), open(early.log_path, "rb") as src, \
-                    open(log_path, "ab") as dst:
-                shutil.copyfileobj(src, dst)
-            shutil.rmtree(early.folder, ignore_errors=True)
+        # An early one's lines so far are in its own temporary log.
+        proc.stop(log_to=log_path if early is not None else "")
 
 
 @contextlib.contextmanager
