@@ -412,6 +412,9 @@ def start_early(modules: Optional[tuple[str, ...]] = None) -> None:
 def _stop_early() -> None:
     global _early
     if _early is not None:
+        # No run took it over, so it forked no task: killed at once, not asked to stop
+        # (it heeds SIGTERM only between imports, seconds away during TensorFlow's).
+        _early.proc.kill()
         _early.stop()
         _early = None
 

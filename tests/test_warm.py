@@ -125,12 +125,16 @@ def test_an_early_zygote_of_other_modules_or_a_dead_one_is_not_used(tmp_path):
         warm._stop_early()
 
 
-def test_an_early_zygote_that_no_run_takes_over_stops_at_exit():
-    script = ("import sys; sys.path.insert(0, %r); from pipelines import warm; "
-              "warm.start_early(('json',)); print(warm._early.proc.pid, warm._early.folder)"
-              % ROOT)
+def test_an_early_zygote_that_no_run_takes_over_stops_at_exit_even_mid_import():
+    """A command that refuses its inputs exits at once, though the zygote it started is
+    in the middle of a long import (TensorFlow's takes seconds)."""
+    script = ("import sys, time; sys.path.insert(0, %r); from pipelines import warm; "
+              "warm.start_early(('tests.warm_probe.slow_import',)); "
+              "print(warm._early.proc.pid, warm._early.folder); time.sleep(1)" % ROOT)
+    started = time.monotonic()
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          cwd=ROOT, timeout=60)
+    assert time.monotonic() - started < 8, "the exit waited for the zygote's import"
     assert out.returncode == 0, out.stderr
     pid, folder = out.stdout.split()
     deadline = time.time() + 10
