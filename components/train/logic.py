@@ -170,7 +170,7 @@ def build_model(spec: ProblemSpec, tft_output):
 _GRAPH_CODE_PACKAGES = ("tf_keras", "tensorflow_transform")
 
 
-def _skip_autograph_for_tf_keras() -> None:
+def _skip_autograph_for_graph_libraries() -> None:
     """Tells AutoGraph not to transpile tf_keras' or TF Transform's own code.
 
     TF's AutoGraph skips `keras` (written to run as graph code already) but not the
@@ -218,7 +218,7 @@ def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_d
         podenv.check_durable(durable, what="the train checkpoint folder")
     # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op.
     strategy, plan = make_strategy(accelerator)
-    _skip_autograph_for_tf_keras()
+    _skip_autograph_for_graph_libraries()
     keras.utils.set_random_seed(seed)
     if plan.kind == "default":
         tf.config.experimental.enable_op_determinism()

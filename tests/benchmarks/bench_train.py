@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     spec_dict = json.load(open(spec_path))
     spec_dict["model"]["batch_size"] = args.batch
     spec = load_problem(json.dumps(spec_dict))
-    logic._skip_autograph_for_tf_keras()
+    logic._skip_autograph_for_graph_libraries()
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "data.csv")
         write_penguins_like(data, args.rows, seed=0)
