@@ -183,6 +183,14 @@ class WorkerGroup:
             self.kill()
         return [p.returncode for p in self.procs]
 
+    def run(self, timeout=RUN_TIMEOUT_S):
+        """Waits for every worker, then closes the group: (exit codes, each one's output)."""
+        try:
+            codes = self.wait(timeout)
+            return codes, [self.output(i) for i in range(len(self.procs))]
+        finally:
+            self.close()
+
     def wait_for(self, i, text, timeout=RUN_TIMEOUT_S):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -228,11 +236,7 @@ def test_two_workers_train_one_model_that_passes_the_serving_check(transformed, 
     out = tmp_path / "out"
     model = str(out / "model")
     group = WorkerGroup(tmp_path, "run", _args(transformed, model, "--train-steps", "300"))
-    try:
-        codes = group.wait()
-        logs = [group.output(0), group.output(1)]
-    finally:
-        group.close()
+    codes, logs = group.run()
     assert codes == [0, 0], "\n=====\n".join(log[-3000:] for log in logs)
     assert "worker worker:0 of 2 (chief): global batch 64" in logs[0]
     assert "worker worker:1 of 2: global batch 64" in logs[1]
@@ -266,11 +270,7 @@ def test_two_workers_read_and_write_gcs_through_the_emulator(transformed, tmp_pa
             "--model", model, "--train-steps", "120", "--steps-per-epoch", "40",
             "--checkpoint-dir", durable]
     group = WorkerGroup(tmp_path, "gcs", args)
-    try:
-        codes = group.wait()
-        logs = [group.output(0), group.output(1)]
-    finally:
-        group.close()
+    codes, logs = group.run()
     assert codes == [0, 0], "\n=====\n".join(log[-3000:] for log in logs)
     for log in logs:
         assert f"downloading {graph} ->" in log
@@ -309,11 +309,7 @@ def test_a_killed_worker_group_resumes_from_the_chiefs_durable_checkpoint(transf
     kept = (durable / LATEST).read_text().strip()
     assert kept >= "epoch-000003"
     again = WorkerGroup(tmp_path, "again", args)
-    try:
-        codes = again.wait()
-        logs = [again.output(0), again.output(1)]
-    finally:
-        again.close()
+    codes, logs = again.run()
     assert codes == [0, 0], "\n=====\n".join(log[-3000:] for log in logs)
     for log in logs:  # every worker restored the chief's copy
         assert f"durable checkpoints at {durable}: resuming from {kept}" in log
