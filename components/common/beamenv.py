@@ -23,6 +23,13 @@ memoizes the pure parts of it, measured with a sampling profiler on the 15k-row 
   weighs every value it loads with ``objsize``, which first lists the globals of every
   loaded module (thousands, with TensorFlow in the process) to leave them out. The weight
   only decides when the cache evicts; it is computed here without that listing.
+- **Vocabulary counts** (TF Transform's ``VocabularyAccumulate`` by frequency, a quarter
+  of the pass on 1M rows of the 16-feature table): TFT flattens every batch into one
+  Beam element per token and counts them with ``Count.PerElement``, so each token of each
+  vocabulary goes through Beam's per-element machinery (5.6 million on that table). Here
+  each batch is counted at once (``collections.Counter``) and the per-batch counts are
+  summed per token: the same (token, count) pairs, as TFT's merge step sums them anyway.
+  Weighted and mutual-information vocabularies go through TFT's own code.
 
 What a pipeline computes does not change (tests/test_beamenv.py checks each memo against
 Beam's own answer, and the transform outputs with and without them). Only this process
@@ -32,6 +39,7 @@ is affected; remote workers run Beam as it is.
 from __future__ import annotations
 
 import types
+import typing
 import weakref
 
 _MEMO_SIZE = 8192
@@ -71,6 +79,7 @@ def install() -> None:
     _memoize_dofn_specs()
     _memoize_views()
     _light_cache_weights()
+    _count_vocabulary_per_batch()
     _installed = True
 
 
@@ -135,3 +144,38 @@ def _light_cache_weights() -> None:
 
     get_deep_size.__wrapped__ = original
     statecache.get_deep_size = get_deep_size
+
+
+def _count_batch(batch_values):
+    """One analyzer batch (a 1-tuple of token arrays) -> its (token, count) pairs."""
+    import collections
+
+    batch_value, = batch_values
+    return collections.Counter(batch_value.tolist()).items()
+
+
+def _count_vocabulary_per_batch() -> None:
+    import apache_beam as beam
+    from tensorflow_transform import analyzer_nodes, analyzers
+    from tensorflow_transform.beam import analyzer_impls
+    from tensorflow_transform.beam import common as tft_common
+
+    registered = tft_common._PTRANSFORM_BY_OPERATION_DEF_SUBCLASS[
+        analyzer_nodes.VocabularyAccumulate]
+    tag = registered._GENERAL_ENVIRONMENT_TAG
+    original = registered._ptransform_by_tag[tag]
+    if original is not analyzer_impls._VocabularyAccumulateImpl:
+        return  # already replaced, or not the implementation this was written for
+    frequency = analyzers._VocabOrderingType.FREQUENCY
+
+    class VocabularyAccumulatePerBatch(original):
+        def expand(self, inputs):
+            if self._vocab_ordering_type != frequency:
+                return super().expand(inputs)
+            pcoll, = inputs
+            return (pcoll
+                    | "CountTokensPerBatch" >> beam.FlatMap(_count_batch)
+                    | "CountPerToken" >> beam.CombinePerKey(sum)
+                    .with_input_types(typing.Any).with_output_types(typing.Any))
+
+    registered._ptransform_by_tag[tag] = VocabularyAccumulatePerBatch
