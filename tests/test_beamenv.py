@@ -4,7 +4,6 @@ outputs are the same with and without them."""
 from __future__ import annotations
 
 import gc
-import hashlib
 import os
 import subprocess
 import sys
@@ -115,8 +114,11 @@ def test_cache_weights_are_positive_and_grow_with_the_value():
     assert large >= 10_000 * sys.getsizeof(1.0)
 
 
+# TFT's Beam pipeline (not the direct analyze pass of components/transform/analyze_local.py),
+# with and without the memos.
 _TRANSFORM_WITHOUT_MEMOS = """
-import sys
+import os, sys
+os.environ["KFP_CT_ANALYZE_WITH_BEAM"] = "1"
 sys.path.insert(0, {root!r})
 from components.common import beamenv
 beamenv.install = lambda: None  # Beam as it is
@@ -126,33 +128,15 @@ run_transform(sys.argv[1], sys.argv[2], out + "/graph", out + "/examples", out +
 """
 
 
-def _contents(folder: str) -> dict:
-    """Every file's content; a TFRecord file's as its parsed tf.Examples, in order (a
-    proto map's serialized order differs from process to process). The SavedModel's own
-    files are left out: what the graph computes is in the examples it wrote."""
-    import tensorflow as tf
-
-    out = {}
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            rel = os.path.relpath(path, folder)
-            if "saved_model.pb" in rel or "variables" in rel or "fingerprint" in rel:
-                continue
-            if name.endswith(".tfrecord"):
-                out[rel] = [tf.train.Example.FromString(r)
-                            for r in tf.data.TFRecordDataset(path).as_numpy_iterator()]
-            else:
-                with open(path, "rb") as fh:
-                    out[rel] = hashlib.sha256(fh.read()).hexdigest()
-    return out
-
-
-def test_transform_outputs_are_the_same_without_the_memos(tmp_path):
+def test_transform_outputs_are_the_same_without_the_memos(tmp_path, monkeypatch):
     """The 16-feature table (bucketized numerics, top_k vocabularies, z-scores) through
-    the in-process transform, with the memos (this process) and without (a new one)."""
+    the in-process transform's Beam pipeline, with the memos (this process) and without
+    (a new one)."""
     import importlib.util
 
+    from transform_outputs import assert_same, contents
+
+    monkeypatch.setenv("KFP_CT_ANALYZE_WITH_BEAM", "1")
     from components.transform.logic import run_transform
 
     spec = importlib.util.spec_from_file_location(
@@ -171,9 +155,7 @@ def test_transform_outputs_are_the_same_without_the_memos(tmp_path):
     output = proc.communicate(timeout=600)[0].decode(errors="replace")
     assert proc.returncode == 0, output[-3000:]
 
-    with_memos, without = _contents(str(memo)), _contents(str(plain))
+    with_memos, without = contents(str(memo)), contents(str(plain))
     assert any(k.startswith("graph/transform_fn/assets/vocabulary_") for k in with_memos)
     assert sum(len(v) for k, v in with_memos.items() if k.startswith("examples/train/")) > 2000
-    assert sorted(with_memos) == sorted(without)
-    for key in with_memos:
-        assert with_memos[key] == without[key], key
+    assert_same(with_memos, without)

@@ -20,6 +20,7 @@ Outputs are staged and moved into place only when everything succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -105,13 +106,12 @@ def resolve_preprocessing_fn(spec: ProblemSpec):
     return with_finite_inputs(fn, spec) if fn else build_preprocessing_fn(spec)
 
 
-def _analyze_dataset(batches, config, preprocessing_fn, spec: ProblemSpec):
-    """TFT's AnalyzeDataset over the train rows; a user preprocessing_fn that fails while
-    tracing is a ProblemSpecError naming the module."""
-    import tensorflow_transform.beam as tft_beam
-
+@contextlib.contextmanager
+def _tracing_errors(spec: ProblemSpec):
+    """A user preprocessing_fn that fails while TFT traces it: a ProblemSpecError naming
+    the module."""
     try:
-        return (batches, config) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+        yield
     except (KeyError, TypeError, ValueError) as exc:
         if spec.module_file:
             raise ProblemSpecError(
@@ -120,22 +120,41 @@ def _analyze_dataset(batches, config, preprocessing_fn, spec: ProblemSpec):
         raise
 
 
+def _analyze_dataset(batches, config, preprocessing_fn, spec: ProblemSpec):
+    """TFT's AnalyzeDataset over the train rows."""
+    import tensorflow_transform.beam as tft_beam
+
+    with _tracing_errors(spec):
+        return (batches, config) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+
+
 def analyze(data_path: str, spec: ProblemSpec, transform_graph_dir: str,
             beam_args: list[str] | None, tmp: str) -> None:
+    """The analyze pass of the in-process path: TFT's analysis graph run directly
+    (components/transform/analyze_local.py) when it holds only the operations run
+    there, else TFT's Beam pipeline on the in-memory runner."""
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from components.common import beamenv
+    from components.transform import analyze_local
 
-    beamenv.install()  # this process's in-memory runner only: no effect on results
     preprocessing_fn = resolve_preprocessing_fn(spec)
     config = tensor_adapter_config(spec)
-    options = PipelineOptions(list(beam_args or DEFAULT_BEAM_ARGS))
+    spec_json = spec.to_json()
     with tft_beam.Context(temp_dir=os.path.join(tmp, "tft_tmp")):
+        if not beam_args and analyze_local.enabled():
+            with _tracing_errors(spec):
+                run = analyze_local.plan(config, preprocessing_fn)
+            if run is not None:
+                run(lambda: _train_batches(data_path, spec_json), transform_graph_dir)
+                return
+        beamenv.install()  # this process's in-memory runner only: no effect on results
+        options = PipelineOptions(list(beam_args or DEFAULT_BEAM_ARGS))
         with beam.Pipeline(options=options) as p:
             batches = (p | "Inputs" >> beam.Create([data_path])
-                       | "ReadTrainSplit" >> beam.FlatMap(_train_batches, spec.to_json()))
+                       | "ReadTrainSplit" >> beam.FlatMap(_train_batches, spec_json))
             transform_fn = _analyze_dataset(batches, config, preprocessing_fn, spec)
             _ = transform_fn | "Write" >> tft_beam.WriteTransformFn(transform_graph_dir)
 

@@ -1,0 +1,35 @@
+"""What a transform run wrote, in a form two runs can be compared by (tests/ is on
+sys.path): every file's content; a TFRecord file's as its parsed tf.Examples, in order (a
+proto map's serialized order differs from process to process). The SavedModel's own
+files are left out: what the graph computes is in the examples it wrote; its vocabulary
+files (assets) and the transformed schema are compared byte for byte."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+
+def contents(folder: str) -> dict:
+    import tensorflow as tf
+
+    out = {}
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, folder)
+            if "saved_model.pb" in rel or "variables" in rel or "fingerprint" in rel:
+                continue
+            if name.endswith(".tfrecord"):
+                out[rel] = [tf.train.Example.FromString(r)
+                            for r in tf.data.TFRecordDataset(path).as_numpy_iterator()]
+            else:
+                with open(path, "rb") as fh:
+                    out[rel] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def assert_same(one: dict, other: dict) -> None:
+    assert sorted(one) == sorted(other)
+    for key in one:
+        assert one[key] == other[key], key
