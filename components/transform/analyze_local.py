@@ -26,7 +26,7 @@ weighted or mutual-information vocabulary, a per-key combiner, a user-defined an
 PTransform, TFT's cache, a vocabulary stored as TFRecords) makes ``plan`` return
 None before anything is written, and the caller runs TFT's Beam pipeline as before.
 The transform graph written is the one TFT writes: ``transform_fn/`` (the SavedModel)
-and ``transformed_metadata/`` (the schema, the asset map). tests/test_transform.py
+and ``transformed_metadata/`` (the schema, the asset map). tests/test_analyze_local.py
 compares both paths' outputs on several preprocessing functions.
 """
 
@@ -74,11 +74,10 @@ def plan(config, preprocessing_fn) -> Callable[[Callable[[], Iterable], str], No
     of the train split, re-read for each phase), writing the transform graph as
     ``WriteTransformFn`` does. Both must run inside the same ``tft_beam.Context``."""
     import tensorflow as tf
-    from tensorflow_transform import graph_tools, impl_helper, nodes
+    from tensorflow_transform import annotators, graph_tools, impl_helper, nodes
     from tensorflow_transform.beam import analysis_graph_builder
     from tensorflow_transform.beam import common as beam_common
     from tensorflow_transform.beam import impl as beam_impl
-    from tensorflow_transform import annotators
     from tensorflow_transform.beam.context import Context
     from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
 

@@ -3,8 +3,10 @@
 Without `beam_args` (the local default, measured faster on one machine), two passes over
 the input, both streaming Arrow batches:
 
-1. analyze: an in-memory Beam pipeline (`tft_beam.AnalyzeDataset`) over the train split
-   only, fed RecordBatches (no per-row Python objects).
+1. analyze: TFT's analysis graph over the train split only, fed RecordBatches (no
+   per-row Python objects), run directly (components/transform/analyze_local.py), or,
+   for operations that module does not run, as TFT's in-memory Beam pipeline
+   (`tft_beam.AnalyzeDataset`).
 2. transform: the saved transform graph applied in-process, batch by batch, and written
    as TFRecord files of `tf.Example`s by tfx_bsl's C++ encoder; the raw eval rows are
    written the same way (serialized raw `tf.Example`s, as TF Serving receives them).
