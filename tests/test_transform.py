@@ -427,3 +427,19 @@ def test_single_class_in_the_training_split_fails_and_leaves_no_outputs(tmp_path
     with pytest.raises(LabelError, match=rf"holds a single class, 'Adelie'.*'Gentoo': {n}"):
         transform.run_transform(path, PENGUINS_SPEC, **out)
     _assert_no_outputs(out)
+
+
+def test_sharded_writer_fills_each_shard_in_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(transform, "SHARD_ROWS", 3)
+    writer = transform._ShardedWriter(str(tmp_path / "out"), "data")
+    records = [f"r{i}".encode() for i in range(11)]
+    for chunk in (records[:2], records[2:7], [], records[7:]):
+        writer.write(iter(chunk))
+    writer.close()
+    files = sorted(glob.glob(str(tmp_path / "out" / "*.tfrecord")))
+    assert [os.path.basename(f) for f in files] == [
+        "data-00000.tfrecord", "data-00001.tfrecord", "data-00002.tfrecord",
+        "data-00003.tfrecord"]
+    assert [len(_records(f)) for f in files] == [3, 3, 3, 2]
+    assert [r for f in files for r in _records(f)] == records
+    assert writer.rows == 11

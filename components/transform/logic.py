@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -169,18 +170,24 @@ class _ShardedWriter:
         self.rows, self.in_shard, self.shard, self.writer = 0, 0, 0, None
         os.makedirs(folder, exist_ok=True)
 
-    def write(self, records: list[bytes]) -> None:
+    def write(self, records) -> None:
         import tensorflow as tf
 
-        for record in records:
+        records = list(records)
+        done = 0
+        while done < len(records):
             if self.writer is None or self.in_shard >= SHARD_ROWS:
                 self.close()
                 path = os.path.join(self.folder, f"{self.prefix}-{self.shard:05d}.tfrecord")
                 self.writer, self.in_shard = tf.io.TFRecordWriter(path), 0
                 self.shard += 1
-            self.writer.write(record)
-            self.rows += 1
-            self.in_shard += 1
+            part = records[done:done + SHARD_ROWS - self.in_shard]
+            write = self.writer.write
+            for record in part:
+                write(record)
+            self.in_shard += len(part)
+            self.rows += len(part)
+            done += len(part)
 
     def close(self):
         if self.writer is not None:
@@ -245,11 +252,9 @@ def transform_and_write(data_path: str, spec: ProblemSpec, transform_graph_dir: 
                 for record in example_coder.RecordBatchToExamples(
                         batch.filter(_to_arrow_mask(is_eval))):
                     raw_writer.write(record)
-            train_records, eval_records = [], []
-            for i, record in enumerate(encoded):
-                (eval_records if is_eval[i] else train_records).append(record)
-            writers[TRAIN].write(train_records)
-            writers[EVAL].write(eval_records)
+            held_out = is_eval.tolist()
+            writers[TRAIN].write(itertools.compress(encoded, [not e for e in held_out]))
+            writers[EVAL].write(itertools.compress(encoded, held_out))
     finally:
         for w in writers.values():
             w.close()
