@@ -13,7 +13,7 @@ import pytest
 from components.common import data
 from components.transform import analyze_local
 from components.transform import logic as transform
-from transform_outputs import assert_same, contents
+from transform_outputs import USER_MODULE_HEAD, assert_same, contents
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PENGUINS_SPEC = os.path.join(ROOT, "pipelines", "penguins", "problem.json")
@@ -22,17 +22,7 @@ PENGUINS_SPEC = os.path.join(ROOT, "pipelines", "penguins", "problem.json")
 # (bucketize), two phases (an analyzer of an analyzer's output), vocabularies with top_k,
 # frequency_threshold, numeric tokens, fingerprint order, stored frequencies, one that
 # keeps nothing, and a vocabulary no output uses (a side effect: still an asset).
-MANY_ANALYZERS = '''
-import tensorflow as tf
-import tensorflow_transform as tft
-
-
-def _dense(x, default):
-    if isinstance(x, tf.SparseTensor):
-        shaped = tf.SparseTensor(x.indices, x.values, tf.stack([x.dense_shape[0], 1]))
-        return tf.sparse.to_dense(shaped, default_value=default)[:, 0]
-    return tf.reshape(x, [-1])
-
+MANY_ANALYZERS = USER_MODULE_HEAD + '''
 
 def preprocessing_fn(inputs):
     length = _dense(inputs["bill_length_mm"], 0.0)

@@ -11,6 +11,7 @@ from components.common import data
 from components.common.errors import InputDataError, ProblemSpecError
 from components.transform import logic as transform
 from components.transform.preprocessing import LABEL_VOCABULARY
+from transform_outputs import USER_MODULE_HEAD
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PENGUINS_SPEC = os.path.join(os.path.dirname(HERE), "pipelines", "penguins", "problem.json")
@@ -182,17 +183,7 @@ def _example(record):
     return tf.train.Example.FromString(record)
 
 
-USER_MODULE = '''
-import tensorflow as tf
-import tensorflow_transform as tft
-
-
-def _dense(x, default):
-    if isinstance(x, tf.SparseTensor):
-        shaped = tf.SparseTensor(x.indices, x.values, tf.stack([x.dense_shape[0], 1]))
-        return tf.sparse.to_dense(shaped, default_value=default)[:, 0]
-    return tf.reshape(x, [-1])
-
+USER_MODULE = USER_MODULE_HEAD + '''
 
 def preprocessing_fn(inputs):
     length = _dense(inputs["bill_length_mm"], 0.0)

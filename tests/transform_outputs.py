@@ -1,5 +1,8 @@
-"""What a transform run wrote, in a form two runs can be compared by (tests/ is on
-sys.path): every file's content; a TFRecord file's as its parsed tf.Examples, in order (a
+"""Pieces the transform tests share (tests/ is on sys.path).
+
+``USER_MODULE_HEAD``: how the tests' user modules start (imports and a helper densifying
+a [batch, <=1] input). ``contents``: what a transform run wrote, in a form two runs can
+be compared by: every file's content; a TFRecord file's as its parsed tf.Examples, in order (a
 proto map's serialized order differs from process to process). The SavedModel's own
 files are left out: what the graph computes is in the examples it wrote; its vocabulary
 files (assets) and the transformed schema are compared byte for byte."""
@@ -8,6 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+
+USER_MODULE_HEAD = '''
+import tensorflow as tf
+import tensorflow_transform as tft
+
+
+def _dense(x, default):
+    if isinstance(x, tf.SparseTensor):
+        shaped = tf.SparseTensor(x.indices, x.values, tf.stack([x.dense_shape[0], 1]))
+        return tf.sparse.to_dense(shaped, default_value=default)[:, 0]
+    return tf.reshape(x, [-1])
+'''
 
 
 def contents(folder: str) -> dict:
