@@ -146,12 +146,19 @@ def _light_cache_weights() -> None:
     statecache.get_deep_size = get_deep_size
 
 
-def _count_batch(batch_values):
-    """One analyzer batch (a 1-tuple of token arrays) -> its (token, count) pairs."""
+def token_counts(batch_values):
+    """One vocabulary analyzer batch (a 1-tuple holding the batch's token array) -> a
+    Counter of its tokens; also the direct analyze pass's count
+    (components/transform/analyze_local.py)."""
     import collections
 
     batch_value, = batch_values
-    return collections.Counter(batch_value.tolist()).items()
+    return collections.Counter(batch_value.tolist())
+
+
+def _count_batch(batch_values):
+    """Beam FlatMap body: one batch -> its (token, count) pairs."""
+    return token_counts(batch_values).items()
 
 
 def _count_vocabulary_per_batch() -> None:

@@ -36,6 +36,8 @@ import collections
 import os
 from typing import Callable, Iterable
 
+from components.common import beamenv
+
 FORCE_BEAM_ENV = "KFP_CT_ANALYZE_WITH_BEAM"
 
 
@@ -168,17 +170,8 @@ class _Runner:
     def plan(self, roots) -> None:
         """Raises _Unsupported for any operation (or option) not run here, and finds the
         accumulators fed by each ApplySavedModel."""
-        seen, stack, order = set(), list(roots), []
-        while stack:
-            value = stack.pop()
-            op = value.parent_operation
-            if id(op) in seen:
-                continue
-            seen.add(id(op))
-            order.append(op)
-            stack.extend(op.inputs)
         streams = {}  # id(op) -> _Stream of its outputs (per-batch operations only)
-        for op in _topological(order):
+        for op in _topological(roots):
             definition = op.operation_def
             name = type(definition).__name__
             check = _SUPPORTED.get(name)
@@ -412,8 +405,7 @@ class _Counts:
         self.counts = collections.Counter()
 
     def add(self, batch_values) -> None:
-        batch_value, = batch_values
-        self.counts.update(batch_value.tolist())
+        self.counts.update(beamenv.token_counts(batch_values))
 
     def result(self) -> list:
         return list(self.counts.items())
@@ -441,29 +433,22 @@ _FOLDS = {"PackedCombineAccumulate": _packed_accumulate, "CacheableCombineAccumu
           "VocabularyAccumulate": _Counts}
 
 
-def _topological(ops: list) -> list:
-    """The operations, each after the ones producing its inputs."""
+def _topological(roots) -> list:
+    """The operations that produce ``roots`` (value nodes), each after the ones
+    producing its inputs."""
     done, out = set(), []
-    by_id = {id(op): op for op in ops}
-
-    def visit(op):
-        stack = [(op, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if id(node) in done:
-                continue
-            if expanded:
-                done.add(id(node))
-                out.append(node)
-                continue
-            stack.append((node, True))
-            for value in node.inputs:
-                parent = value.parent_operation
-                if id(parent) not in done and id(parent) in by_id:
-                    stack.append((parent, False))
-
-    for op in ops:
-        visit(op)
+    stack = [(value.parent_operation, False) for value in roots]
+    while stack:
+        op, expanded = stack.pop()
+        if id(op) in done:
+            continue
+        if expanded:
+            done.add(id(op))
+            out.append(op)
+            continue
+        stack.append((op, True))
+        stack.extend((value.parent_operation, False) for value in op.inputs
+                     if id(value.parent_operation) not in done)
     return out
 
 
