@@ -31,7 +31,7 @@ import shutil
 import tempfile
 
 from components.common import tfenv  # noqa: F401
-from components.common import beam_io, storage
+from components.common import beam_io, overlap, storage
 from components.common import data as data_lib
 from components.common.errors import ProblemSpecError
 from components.common.problem import ProblemSpec, load_problem, user_function
@@ -151,7 +151,8 @@ def analyze(data_path: str, spec: ProblemSpec, transform_graph_dir: str,
             with _tracing_errors(spec):
                 run = analyze_local.plan(config, preprocessing_fn)
             if run is not None:
-                run(lambda: _train_batches(data_path, spec_json), transform_graph_dir)
+                run(lambda: overlap.prefetched(_train_batches(data_path, spec_json)),
+                    transform_graph_dir)
                 return
         beamenv.install()  # this process's in-memory runner only: no effect on results
         options = PipelineOptions(list(beam_args or DEFAULT_BEAM_ARGS))
@@ -227,6 +228,16 @@ def _outputs_to_record_batch(outputs: dict):
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
+def _transformed_batches(data_path: str, spec: ProblemSpec, tracker, layer, adapter):
+    """Yields (transformed batch, raw projected batch, eval mask) for every input batch:
+    reading runs a batch ahead of the transform graph, and the graph a batch ahead of the
+    caller (common/overlap.py), in input order."""
+    def transformed():
+        for batch, is_eval in overlap.prefetched(_split_batches(data_path, spec, tracker)):
+            yield _outputs_to_record_batch(layer(adapter.ToBatchTensors(batch))), batch, is_eval
+    yield from overlap.prefetched(transformed())
+
+
 def transform_and_write(data_path: str, spec: ProblemSpec, transform_graph_dir: str,
                         examples_dir: str, raw_eval_dir: str) -> TransformResult:
     import tensorflow as tf
@@ -243,9 +254,9 @@ def transform_and_write(data_path: str, spec: ProblemSpec, transform_graph_dir: 
     raw_writer = tf.io.TFRecordWriter(os.path.join(raw_eval_dir, RAW_EVAL_FILE))
     tracker = data_lib.ColumnTracker(spec)
     try:
-        for batch, is_eval in _split_batches(data_path, spec, tracker):
-            outputs = layer(adapter.ToBatchTensors(batch))
-            encoded = example_coder.RecordBatchToExamples(_outputs_to_record_batch(outputs))
+        for transformed, batch, is_eval in _transformed_batches(data_path, spec, tracker,
+                                                                  layer, adapter):
+            encoded = example_coder.RecordBatchToExamples(transformed)
             # Only the eval rows are kept raw: encode those alone (the encoder is most
             # of this pass's time).
             if is_eval.any():

@@ -17,7 +17,7 @@ from typing import Iterable
 
 from components.common import tfenv  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
 from components.common import data as data_lib
-from components.common import registry, report, storage
+from components.common import overlap, registry, report, storage
 from components.common.errors import InputDataError, SchemaError
 from components.common.problem import ProblemSpec, load_problem
 
@@ -148,8 +148,11 @@ def compute_statistics(data_path: str, spec: ProblemSpec, schema=None,
     if beam_io.uses_beam(beam_args):
         return _validate_with_beam(data_path, spec, options, list(beam_args))
     tracker = data_lib.ColumnTracker(spec)
-    stats = _stats_in_memory(data_lib.iter_batches(data_path, spec, tracker=tracker), options)
-    reference = drift.exact_reference(data_lib.iter_batches(data_path, spec), stats, spec)
+    # Reading and the checks run a batch ahead of the statistics, on the second core.
+    stats = _stats_in_memory(
+        overlap.prefetched(data_lib.iter_batches(data_path, spec, tracker=tracker)), options)
+    reference = drift.exact_reference(overlap.prefetched(data_lib.iter_batches(data_path, spec)),
+                                      stats, spec)
     return stats, tracker, reference
 
 
