@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import time
 
-from components.common import podenv, tfenv  # noqa: F401
+from components.common import podenv, storage, tfenv  # noqa: F401
 from components.common.errors import KfpCtError, ProblemSpecError, TrainingError
 from components.common.problem import ProblemSpec, load_problem, user_function
 from components.train import model as model_lib
@@ -72,6 +72,11 @@ def shard_policy(n_files: int, workers: int) -> str:
     return "DATA"
 
 
+def _reads_over_network(path: str) -> bool:
+    """gs:// paths, and Vertex AI's Cloud Storage FUSE mount (/gcs/<bucket>/...)."""
+    return storage.is_gcs(path) or path.startswith("/gcs/")
+
+
 def make_dataset(files: list[str], spec: ProblemSpec, tft_output, batch_size: int,
                  shuffle: bool, seed: int, repeat: bool, workers: int = 1):
     """``workers`` > 1: shard across them with :func:`shard_policy`; ``batch_size`` is
@@ -81,8 +86,13 @@ def make_dataset(files: list[str], spec: ProblemSpec, tft_output, batch_size: in
     feature_spec = tft_output.transformed_feature_spec()
     categorical = set(model_lib.categorical_sizes(tft_output))
     ds = tf.data.Dataset.from_tensor_slices(sorted(files))
+    # Parallel reads only where a read waits on the network: a thread hand-off per record
+    # costs more than reading a local file (penguins records: 37k/s parallel, 940k/s
+    # plain). Deterministic either way: the same record order.
+    remote = any(_reads_over_network(f) for f in files)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(4, len(files))),
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                       num_parallel_calls=tf.data.AUTOTUNE if remote else None,
+                       deterministic=True)
     if shuffle:
         ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
     if repeat:
