@@ -265,6 +265,28 @@ def test_text_in_numeric_column_fails_and_leaves_no_outputs(tmp_path):
     _assert_no_outputs(out)
 
 
+def test_bad_value_deep_in_a_large_file_fails_and_leaves_no_outputs(tmp_path):
+    """The value sits in a later CSV block, read ahead in a thread (common/overlap.py):
+    the error is still ours, names the file and the value, and nothing is written."""
+    from components.common.synth import write_penguins_like
+
+    path = tmp_path / "large.csv"
+    write_penguins_like(str(path), 180_000, seed=0)
+    lines = path.read_text().splitlines()
+    column = [name.strip('"') for name in lines[0].split(",")].index("body_mass_g")
+    fields = lines[170_000].split(",")
+    fields[column] = "heavy"
+    lines[170_000] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size > 2 * (4 << 20)  # more than one 4 MiB read block
+    out = _outputs(tmp_path / "out")
+    with pytest.raises(InputDataError) as info:
+        transform.run_transform(str(path), PENGUINS_SPEC, **out)
+    message = str(info.value)
+    assert str(path) in message and "'body_mass_g'" in message and "'heavy'" in message
+    _assert_no_outputs(out)
+
+
 def test_failed_run_keeps_the_previous_outputs(tmp_path, penguins_run):
     import shutil
 

@@ -1,7 +1,8 @@
 """Training (the role of TFX Trainer): Keras on the transformed TFRecords, streamed.
 
-- Data: `tf.data` over the TFRecord shards (interleaved, shuffled with a seed, parsed in
-  batches, prefetched); nothing is loaded whole into memory.
+- Data: `tf.data` over the TFRecord shards (interleaved, in parallel only for shards read
+  over the network, shuffled with a seed, parsed in batches, prefetched); nothing is
+  loaded whole into memory.
 - Hardware: see strategy.py (CPU / one GPU / Mirrored / TPU, mixed precision), and
   several workers (MultiWorkerMirroredStrategy from ``TF_CONFIG``, as a TFJob sets it):
   the global batch is the per-replica batch times the replicas of the whole cluster;

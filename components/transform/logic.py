@@ -11,6 +11,10 @@ the input, both streaming Arrow batches:
    as TFRecord files of `tf.Example`s by tfx_bsl's C++ encoder; the raw eval rows are
    written the same way (serialized raw `tf.Example`s, as TF Serving receives them).
 
+In both passes reading runs a batch ahead in a thread, and in the second the transform
+graph runs a batch ahead of the encoder (components/common/overlap.py): the same records
+in the same order, on both cores.
+
 With `beam_args` (a runner: Dataflow, Flink, Spark, the DirectRunner's multi-processing
 mode), both passes are one Beam pipeline (`transform_with_beam`): Beam's sources read the
 input across workers, `tft_beam.TransformDataset` transforms both splits, and the workers
