@@ -266,3 +266,68 @@ def test_run_local_preflight_refuses_beam_args_that_cannot_run(tmp_path):
         check_training_inputs(**common, beam_args=["--direct_num_workers=two"])
     check_training_inputs(**common, beam_args=MULTI)  # the local multi-process example
     assert not (tmp_path / "serving").exists() or not any((tmp_path / "serving").iterdir())
+
+
+_USER_MODULE = """
+import tensorflow as tf
+from components.common.problem import load_problem
+from components.transform.preprocessing import build_preprocessing_fn
+
+
+def preprocessing_fn(inputs):
+    outputs = build_preprocessing_fn(load_problem({problem!r}))(inputs)
+    outputs["ratio"] = {expression}
+    return outputs
+"""
+
+
+@pytest.mark.parametrize("expression,fails", [
+    ('outputs["bill_length_mm"] / 2.0', False),
+    ('1.0 / tf.maximum(outputs["bill_length_mm"], 0.0)', True),  # +inf in some rows
+])
+def test_a_user_module_runs_in_beam_workers_and_its_faults_arrive_as_ours(tmp_path, expression,
+                                                                         fails):
+    """The workers are other processes: the user module (imported under a private name)
+    must reach them by value, and an error of ours raised there must reach the caller as
+    itself, not as the runner's RuntimeError."""
+    from components.common.errors import ProblemSpecError
+    from components.transform.logic import run_transform
+
+    module = tmp_path / "user_module.py"
+    module.write_text(_USER_MODULE.format(problem=PENGUINS_PROBLEM, expression=expression))
+    spec = json.loads(PENGUINS_PROBLEM)  # the spec's text
+    spec["module_file"] = str(module)
+    out = {k: str(tmp_path / "out" / k) for k in ("graph", "examples", "raw")}
+    work = ["--temp_location=" + str(tmp_path / "work")]
+    if not fails:
+        result = run_transform(data_lib.BUNDLED_PENGUINS, json.dumps(spec), out["graph"],
+                               out["examples"], out["raw"], beam_args=MULTI + work)
+        assert "ratio" in result.transformed_features
+        assert result.train_rows + result.eval_rows == 344
+        return
+    with pytest.raises(ProblemSpecError) as info:
+        run_transform(data_lib.BUNDLED_PENGUINS, json.dumps(spec), out["graph"],
+                      out["examples"], out["raw"], beam_args=MULTI + work)
+    message = str(info.value)
+    assert message.startswith(f"preprocessing_fn of {module} gave the transformed feature "
+                              f"'ratio' values that are not finite")
+    assert "while running" not in message and "Traceback" not in message
+    assert not os.path.exists(out["examples"])
+
+
+def test_worker_errors_unwraps_only_our_errors():
+    from components.common.errors import InputDataError as Ours
+
+    worker = ("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+              "components.common.errors.InputDataError: gs://b/d.csv: column 'x' is declared "
+              "numeric but holds the value 'long' [while running 'Read/Parse']\n")
+    with pytest.raises(Ours, match=r"^gs://b/d\.csv: column 'x' is declared numeric but "
+                                   r"holds the value 'long'$"):
+        with beam_io.worker_errors():
+            raise RuntimeError(worker)
+    with pytest.raises(RuntimeError, match="worker lost"):  # not ours: left as it is
+        with beam_io.worker_errors():
+            raise RuntimeError("worker lost\ncomponents.common.errors.NoSuchError: x")
+    with pytest.raises(ValueError, match="plain"):
+        with beam_io.worker_errors():
+            raise ValueError("plain")

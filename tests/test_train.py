@@ -390,35 +390,33 @@ def test_macro_recall_counts_a_class_the_model_lacks_as_never_recalled():
         {"macro_precision": (8 / 12 + 9 / 12) / 2, "macro_recall": (0.8 + 0.9 + 0.0) / 3})
 
 
-_NAN_MODULE = """
+_NAN_LOSS_MODULE = """
 import tensorflow as tf
-import tensorflow_transform as tft
-from components.transform.preprocessing import build_preprocessing_fn
+from components.train import model as model_lib
 
 
 def preprocessing_fn(inputs):
-    from components.common.problem import load_problem
-    outputs = build_preprocessing_fn(load_problem({problem!r}))(inputs)
-    # a feature that is NaN for every row: log of a negative number
-    outputs["broken"] = tf.math.log(-1.0 - tf.abs(outputs["body_mass_g"]))
-    return outputs
+    raise AssertionError("unused")
+
+
+def build_model(spec, tft_output):
+    model = model_lib.build_default_model(spec, tft_output)
+    # a loss that is NaN on every batch, whatever the kernels do with NaN inputs
+    model.compile(optimizer="adam", metrics=["accuracy"],
+                  loss=lambda y, p: tf.math.log(-1.0 - tf.reduce_mean(p, axis=-1)))
+    return model
 """
 
 
-def test_model_with_a_nan_loss_is_refused_not_exported(tmp_path):
+def test_model_with_a_nan_loss_is_refused_not_exported(transformed, tmp_path):
     from components.common.errors import TrainingError
     from components.train.logic import run_train
-    from components.transform.logic import run_transform
 
-    module = tmp_path / "nan_module.py"
-    module.write_text(_NAN_MODULE.format(problem=PROBLEM))
+    module = tmp_path / "nan_loss_module.py"
+    module.write_text(_NAN_LOSS_MODULE)
     spec = json.load(open(PROBLEM))
     spec["module_file"] = str(module)
-    problem = json.dumps(spec)
-    root = tmp_path / "run"
-    run_transform("bundled:penguins", problem, str(root / "graph"), str(root / "examples"),
-                  str(root / "raw"))
     with pytest.raises(TrainingError, match=r"eval metrics are not finite.*not exported"):
-        run_train(str(root / "graph"), str(root / "examples"), problem, str(root / "model"),
-                  train_steps=5)
-    assert not os.path.exists(root / "model")
+        run_train(str(transformed / "graph"), str(transformed / "examples"), json.dumps(spec),
+                  str(tmp_path / "model"), train_steps=5)
+    assert not os.path.exists(tmp_path / "model")

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -244,6 +245,44 @@ def test_user_module_with_failing_preprocessing_fn_names_the_module(tmp_path):
         transform.run_transform(data.BUNDLED_PENGUINS, _spec_text(module_file=str(module)), **out)
     assert str(module) in str(info.value)
     assert "wingspan" in str(info.value)
+    _assert_no_outputs(out)
+
+
+_BROKEN_MODULE = """
+import tensorflow as tf
+from components.common.problem import load_problem
+from components.transform.preprocessing import build_preprocessing_fn
+
+
+def preprocessing_fn(inputs):
+    outputs = build_preprocessing_fn(load_problem({problem!r}))(inputs)
+    x = outputs[{column!r}]
+    outputs["broken"] = {expression}
+    return outputs
+"""
+
+
+@pytest.mark.parametrize("column,expression,share", [
+    ("body_mass_g", "tf.math.log(-1.0 - tf.abs(x))", "all"),  # NaN in every row
+    ("bill_length_mm", "1.0 / tf.maximum(x, 0.0)", "some"),  # +inf where x <= 0
+    ("bill_depth_mm", "tf.math.log(tf.maximum(x, 0.0))", "some"),  # -inf where x <= 0
+])
+def test_a_transformed_feature_that_is_not_finite_is_refused_and_nothing_written(
+        tmp_path, column, expression, share):
+    """Refused at transform: training cannot be trusted to notice (a fused MatMul+Relu
+    kernel on some CPUs reads NaN as 0, and the loss stays finite)."""
+    module = tmp_path / "broken_feature.py"
+    module.write_text(_BROKEN_MODULE.format(problem=PENGUINS_SPEC, column=column,
+                                            expression=expression))
+    out = _outputs(tmp_path / "out")
+    with pytest.raises(ProblemSpecError) as info:
+        transform.run_transform(data.BUNDLED_PENGUINS, _spec_text(module_file=str(module)),
+                                **out)
+    message = str(info.value)
+    assert str(module) in message
+    assert "'broken'" in message and "not finite" in message
+    bad, total = map(int, re.search(r"(\d+) of (\d+) values", message).groups())
+    assert (bad == total) if share == "all" else (0 < bad < total)
     _assert_no_outputs(out)
 
 

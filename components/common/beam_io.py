@@ -31,6 +31,7 @@ import io
 import json
 import logging
 import os
+import re
 import tempfile
 import uuid
 import warnings
@@ -38,7 +39,7 @@ import warnings
 from components.common import data as data_lib
 from components.common import storage
 from components.common.errors import KfpCtError
-from components.common.problem import load_problem
+from components.common.problem import USER_MODULE_PREFIX, load_problem
 
 CSV_BATCH_LINES = 65_536
 TF_WORK_ENV = "KFP_CT_TF_WORK_LOCATION"
@@ -82,6 +83,58 @@ class BeamArgsError(KfpCtError):
 def uses_beam(beam_args) -> bool:
     """True when the task got Beam options: the data work then runs as Beam pipelines."""
     return bool([a for a in (beam_args or []) if str(a).strip()])
+
+
+_WORKER_ERROR = re.compile(
+    r"components\.common\.errors\.(\w+): (.+?)(?: \[while running '[^']*'\])*$", re.M)
+
+
+@contextlib.contextmanager
+def worker_errors():
+    """Around a Beam pipeline: one of our errors raised in a worker (a bad value, a
+    user module's fault) reaches the caller as itself, with its message, instead of the
+    runner's RuntimeError holding the worker's traceback. Anything else is left as the
+    runner raised it."""
+    from components.common import errors
+
+    try:
+        yield
+    except errors.KfpCtError:
+        raise
+    except Exception as exc:
+        found = _WORKER_ERROR.findall(str(exc))
+        cls = getattr(errors, found[-1][0], None) if found else None
+        if isinstance(cls, type) and issubclass(cls, errors.KfpCtError):
+            raise cls(found[-1][1]) from exc
+        raise
+
+
+def ship_by_value(function) -> None:
+    """Beam's pickler sends ``function``'s user module (and so the function) to the
+    workers by value. The module is imported under a private name (common/problem.py)
+    that a worker cannot import, so by reference it fails there ('No module named
+    kfp_ct_user_module_...'). No effect on functions of installed modules."""
+    import sys
+
+    from apache_beam.internal.cloudpickle import cloudpickle
+
+    for fn in _wrapped(function):
+        name = getattr(fn, "__module__", None) or ""
+        if name.startswith(USER_MODULE_PREFIX) and name in sys.modules:
+            cloudpickle.register_pickle_by_value(sys.modules[name])
+
+
+def _wrapped(function):
+    """``function`` and the functions its closure holds (a wrapper's wrapped function)."""
+    seen, todo = [], [function]
+    while todo:
+        fn = todo.pop()
+        if fn in seen or not callable(fn):
+            continue
+        seen.append(fn)
+        todo.extend(cell.cell_contents for cell in (getattr(fn, "__closure__", None) or ())
+                    if callable(cell.cell_contents))
+    return seen
 
 
 def pipeline_options(beam_args):

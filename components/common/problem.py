@@ -159,10 +159,13 @@ def load_problem(text_or_path: str) -> ProblemSpec:
     return parse_problem(data, source)
 
 
+USER_MODULE_PREFIX = "kfp_ct_user_module_"
+
+
 def load_user_module(path: str) -> types.ModuleType:
     """Imports a user module file (local or gs://) under a private name."""
     with storage.local_copy(path) as local:
-        name = f"kfp_ct_user_module_{uuid.uuid4().hex[:8]}"
+        name = f"{USER_MODULE_PREFIX}{uuid.uuid4().hex[:8]}"
         spec = importlib.util.spec_from_file_location(name, local)
         if spec is None or spec.loader is None:
             raise ProblemSpecError(f"user module {path}: not a Python file")

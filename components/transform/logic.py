@@ -200,7 +200,25 @@ class _ShardedWriter:
             self.writer = None
 
 
-def _outputs_to_record_batch(outputs: dict):
+def check_finite(name: str, values, spec: ProblemSpec) -> None:
+    """Refuses a transformed float feature holding NaN or infinity, before any model
+    trains on it: training does not reliably notice (on some CPUs the fused
+    MatMul+BiasAdd+Relu kernel of a tf.function reads NaN as 0, so the loss stays finite
+    and the model learns from garbage)."""
+    import numpy as np
+
+    bad = ~np.isfinite(values)
+    if bad.any():
+        source = (f"preprocessing_fn of {spec.module_file}" if spec.module_file
+                  else "the default preprocessing_fn")
+        raise ProblemSpecError(
+            f"{source} gave the transformed feature {name!r} values that are not finite "
+            f"(NaN or infinity): {int(bad.sum())} of {bad.size} values in a batch of the "
+            f"input; map them to numbers in the preprocessing_fn (for example "
+            f"tf.where(tf.math.is_finite(x), x, 0.0)) so that no model trains on them")
+
+
+def _outputs_to_record_batch(outputs: dict, spec: ProblemSpec):
     """Dense or sparse transformed tensors -> an Arrow batch of list arrays (one row each)."""
     import numpy as np
     import pyarrow as pa
@@ -226,7 +244,9 @@ def _outputs_to_record_batch(outputs: dict):
         elif np.issubdtype(values.dtype, np.integer):
             flat = pa.array(values.astype(np.int64))
         else:
-            flat = pa.array(values.astype(np.float32))
+            values = values.astype(np.float32)
+            check_finite(name, values, spec)
+            flat = pa.array(values)
         arrays.append(pa.ListArray.from_arrays(pa.array(offsets), flat))
         names.append(name)
     return pa.RecordBatch.from_arrays(arrays, names=names)
@@ -238,7 +258,8 @@ def _transformed_batches(data_path: str, spec: ProblemSpec, tracker, layer, adap
     caller (common/overlap.py), in input order."""
     def transformed():
         for batch, is_eval in overlap.prefetched(_split_batches(data_path, spec, tracker)):
-            yield _outputs_to_record_batch(layer(adapter.ToBatchTensors(batch))), batch, is_eval
+            yield (_outputs_to_record_batch(layer(adapter.ToBatchTensors(batch)), spec), batch,
+                   is_eval)
     yield from overlap.prefetched(transformed())
 
 
@@ -297,16 +318,18 @@ def _split_tracked(tracked, spec_json: str):
         yield beam.pvalue.TaggedOutput(EVAL, held_out)
 
 
-def _encode_transformed(element):
+def _encode_transformed(element, spec_json: str):
     """Beam FlatMap body: TransformDataset's (record batch, passthrough) -> tf.Examples
-    encoded as the in-process path encodes them (float32 values, int64 ids)."""
+    encoded as the in-process path encodes them (float32 values, int64 ids), refused as
+    there when a float feature is not finite."""
     from tfx_bsl.coders import example_coder
 
     batch, _ = element
-    yield from example_coder.RecordBatchToExamples(_as_example_batch(batch))
+    yield from example_coder.RecordBatchToExamples(
+        _as_example_batch(batch, load_problem(spec_json)))
 
 
-def _as_example_batch(batch):
+def _as_example_batch(batch, spec: ProblemSpec):
     """TFT's output record batch with the value types the in-process path writes."""
     import pyarrow as pa
 
@@ -317,6 +340,7 @@ def _as_example_batch(batch):
             values = column.flatten()
             if pa.types.is_floating(values.type):
                 values = values.cast(pa.float32())
+                check_finite(name, values.to_numpy(zero_copy_only=False), spec)
             elif pa.types.is_integer(values.type):
                 values = values.cast(pa.int64())
             elif pa.types.is_large_binary(values.type) or pa.types.is_large_string(values.type):
@@ -349,13 +373,14 @@ def transform_with_beam(data_path: str, spec: ProblemSpec, staged: dict,
     from components.common import beam_io
 
     preprocessing_fn = resolve_preprocessing_fn(spec)
+    beam_io.ship_by_value(preprocessing_fn)
     config = tensor_adapter_config(spec)
     work = beam_io.work_location(beam_args, "transform")
     tf_work = beam_io.tf_work_location(work)
     graph = storage.join(tf_work, "transform_graph")
     try:
         with tft_beam.Context(temp_dir=storage.join(tf_work, "tft_tmp")):
-            with beam.Pipeline(options=beam_io.pipeline_options(beam_args)) as p:
+            with beam_io.worker_errors(), beam.Pipeline(options=beam_io.pipeline_options(beam_args)) as p:
                 tracked = beam_io.read_tracked_batches(p, data_path, spec)
                 split = tracked | "Split" >> beam.ParDo(_split_tracked, spec.to_json()).with_outputs(
                     EVAL, main=TRAIN)
@@ -368,7 +393,7 @@ def transform_with_beam(data_path: str, spec: ProblemSpec, staged: dict,
                                       | f"Transform{name}" >> tft_beam.TransformDataset(
                                           output_record_batches=True))
                     _ = (transformed
-                         | f"Encode{name}" >> beam.FlatMap(_encode_transformed)
+                         | f"Encode{name}" >> beam.FlatMap(_encode_transformed, spec.to_json())
                          | f"Write{name}" >> beam.io.WriteToTFRecord(
                              storage.join(work, "examples", name, "data"),
                              file_name_suffix=".tfrecord"))
