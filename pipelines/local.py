@@ -21,6 +21,7 @@ import warnings
 from typing import Any, Callable, Mapping, Optional
 
 from components.common import report
+from components.common.artifacts import ANOMALIES_JSON, BLESSING_JSON, EVALUATION_JSON, PUSH_JSON
 from components.common import tfenv  # noqa: F401  (subprocesses inherit TF_USE_LEGACY_KERAS)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -414,11 +415,11 @@ def training_report(run: LocalRun, steps: bool = True) -> str:
         own = "-" if t.logic_s is None else f"{t.logic_s:.1f}"
         fixed = "-" if t.fixed_s is None else f"{t.fixed_s:.1f}"
         lines.append(f"  {t.name:<10} {t.wall_s:6.1f}  own {own:>5}  fixed {fixed:>5}  {t.status}")
-    anomalies = run.read_json("validate", "anomalies", "anomalies.json")
+    anomalies = run.read_json("validate", "anomalies", ANOMALIES_JSON)
     if anomalies is not None:
         lines += ["", f"Data anomalies: {len(anomalies) or 'none'}"]
         lines += [f"  - {a['feature']}: {a['kind']}: {a['detail']}" for a in anomalies]
-    evaluation = run.read_json("evaluate", "evaluation", "evaluation.json")
+    evaluation = run.read_json("evaluate", "evaluation", EVALUATION_JSON)
     if evaluation:
         base = evaluation["baseline"]
         lines += ["", "Evaluation (candidate vs production):"]
@@ -431,14 +432,14 @@ def training_report(run: LocalRun, steps: bool = True) -> str:
         lines.append(f"  baseline: {base['state']}"
                      + (f" (version {base['version']})" if base.get("version") else "")
                      + (f": {base['detail']}" if base.get("detail") else ""))
-    blessing = run.read_json("gate", "blessing", "blessing.json")
+    blessing = run.read_json("gate", "blessing", BLESSING_JSON)
     if blessing:
         lines += ["", f"Gate: {'BLESSED' if blessing['blessed'] else 'NOT BLESSED'}"]
         for check in blessing.get("checks", []):
             lines.append(f"  [{check['verdict']}] {check.get('kind', '')} "
                          f"{check.get('metric') or ''}: {check['reason']}")
         lines += [f"  note: {n}" for n in blessing.get("notes", [])]
-    pushed = run.read_json("push", "pushed", "push.json")
+    pushed = run.read_json("push", "pushed", PUSH_JSON)
     if pushed:
         lines += ["", ("Pushed: version {version} at {path}".format(**pushed)
                        if pushed.get("pushed") else f"Not pushed: {pushed.get('reason')}")]
@@ -450,8 +451,8 @@ def training_report(run: LocalRun, steps: bool = True) -> str:
 
 def training_summary(run: LocalRun) -> dict:
     """The training run's outcome for machines (``run-local --summary-json``)."""
-    pushed = run.read_json("push", "pushed", "push.json") or {}
-    blessing = run.read_json("gate", "blessing", "blessing.json") or {}
+    pushed = run.read_json("push", "pushed", PUSH_JSON) or {}
+    blessing = run.read_json("gate", "blessing", BLESSING_JSON) or {}
     return {"ok": run.ok, "run_dir": run.run_dir, "total_s": round(run.total_s, 1),
             "error": run.error, "failed_task": run.failed_task,
             "interrupted": run.interrupted, "log": run.log_path,

@@ -30,11 +30,10 @@ import tempfile
 
 from components.common import metrics as metrics_lib
 from components.common import registry, report, storage, tfenv  # noqa: F401
+from components.common.artifacts import EVALUATION_JSON, RAW_EVAL_FILE
 from components.common.errors import InputDataError, KfpCtError
 from components.common.problem import ProblemSpec, load_problem
 
-RAW_EVAL_FILE = "eval_raw.tfrecord"  # written by components/transform/logic.py
-EVALUATION_JSON = "evaluation.json"
 TFMA_DIR = "tfma"
 CANDIDATE = "candidate"
 BASELINE = "baseline"

@@ -35,14 +35,10 @@ import math
 import os
 
 from components.common import metrics, report, storage
+from components.common.artifacts import BLESSED, BLESSING_JSON, EVALUATION_JSON, NOT_BLESSED
 from components.common.errors import KfpCtError
 from components.common.thresholds import (  # noqa: F401  (re-exported: the gate's error)
     TASK_DEFAULTS, GateConfigError, parse_thresholds)
-
-BLESSED = "BLESSED"
-NOT_BLESSED = "NOT_BLESSED"
-BLESSING_JSON = "blessing.json"
-EVALUATION_JSON = "evaluation.json"
 
 PASS = "pass"
 FAIL = "fail"

@@ -32,22 +32,13 @@ import sys
 import tempfile
 
 from components.common import podenv, registry, storage, tfenv
+from components.common.artifacts import (BLESSED, BLESSING_JSON, EVALUATION_JSON, NOT_BLESSED,
+                                         NOT_PUSHED, PUSH_JSON, PUSHED, RAW_EVAL_FILE,
+                                         SCHEMA_FILE, STATS_FILE)
 from components.common.errors import KfpCtError, StorageError
 from components.common.metrics import MAIN_METRIC
 from components.common.params import json_object
 from components.common.problem import load_problem
-
-BLESSED = "BLESSED"  # written by the gate
-NOT_BLESSED = "NOT_BLESSED"
-BLESSING_JSON = "blessing.json"
-EVALUATION_JSON = "evaluation.json"
-FEATURE_STATS = "FeatureStats.pb"
-SCHEMA_FILE = "schema.pbtxt"
-RAW_EVAL_FILE = "eval_raw.tfrecord"  # components.transform.logic.RAW_EVAL_FILE
-
-PUSHED = "PUSHED"
-NOT_PUSHED = "NOT_PUSHED"
-PUSH_JSON = "push.json"
 
 GIT_COMMIT_ENV = "KFP_CT_GIT_COMMIT"
 CANARY_TIMEOUT_S = 600
@@ -323,7 +314,7 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
         if trigger:
             metadata["trigger"] = trigger
         extra: dict[str, bytes] = {}
-        _extra_file(extra, registry.STATISTICS, statistics_dir, FEATURE_STATS)
+        _extra_file(extra, registry.STATISTICS, statistics_dir, STATS_FILE)
         _extra_file(extra, registry.DRIFT_REFERENCE, statistics_dir, registry.DRIFT_REFERENCE)
         _extra_file(extra, registry.SCHEMA, schema_dir, SCHEMA_FILE)
         _extra_file(extra, registry.EVALUATION, evaluation_dir, EVALUATION_JSON)

@@ -33,6 +33,7 @@ import tempfile
 import time
 
 from components.common import podenv, storage, tfenv  # noqa: F401
+from components.common.artifacts import SPLIT_FILE
 from components.common.errors import KfpCtError, ProblemSpecError, TrainingError
 from components.common.problem import ProblemSpec, load_problem, user_function
 from components.train import model as model_lib
@@ -235,7 +236,7 @@ def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_d
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(plan.precision)
     tft_output = tft.TFTransformOutput(transform_graph_dir)
-    split = json.load(open(os.path.join(examples_dir, "split.json")))
+    split = json.load(open(os.path.join(examples_dir, SPLIT_FILE)))
     per_replica = int(spec.model.get("batch_size", DEFAULT_BATCH))
     batch_size = per_replica * strategy.num_replicas_in_sync
     if steps_per_epoch <= 0:

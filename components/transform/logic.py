@@ -37,13 +37,13 @@ import tempfile
 from components.common import tfenv  # noqa: F401
 from components.common import beam_io, overlap, storage
 from components.common import data as data_lib
+from components.common.artifacts import RAW_EVAL_FILE, SPLIT_FILE
 from components.common.errors import ProblemSpecError
 from components.common.problem import ProblemSpec, load_problem, user_function
 from components.transform.preprocessing import (build_preprocessing_fn, raw_feature_spec,
                                                 with_finite_inputs)
 
 TRAIN, EVAL = "train", "eval"
-RAW_EVAL_FILE = "eval_raw.tfrecord"
 SHARD_ROWS = 250_000
 DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=in_memory")
 
@@ -454,7 +454,7 @@ def run_transform(data_path: str, problem: str, transform_graph_dir: str, exampl
             analyze(data_path, spec, staged["graph"], None, tmp)
             result = transform_and_write(data_path, spec, staged["graph"], staged["examples"],
                                          staged["raw"])
-        with open(os.path.join(staged["examples"], "split.json"), "w") as fh:
+        with open(os.path.join(staged["examples"], SPLIT_FILE), "w") as fh:
             json.dump(result.summary(), fh, indent=1)
         for key, final in finals.items():
             if os.path.isdir(final):

@@ -18,13 +18,10 @@ from typing import Iterable
 from components.common import tfenv  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
 from components.common import data as data_lib
 from components.common import overlap, registry, report, storage
+from components.common.artifacts import ANOMALIES_FILE, ANOMALIES_JSON, SCHEMA_FILE, STATS_FILE
 from components.common.errors import InputDataError, SchemaError
 from components.common.problem import ProblemSpec, load_problem
 
-STATS_FILE = "FeatureStats.pb"
-SCHEMA_FILE = "schema.pbtxt"
-ANOMALIES_FILE = "SchemaDiff.pb"
-ANOMALIES_JSON = "anomalies.json"
 NON_FINITE_KIND = "Non-finite values"
 
 
