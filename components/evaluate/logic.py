@@ -29,7 +29,7 @@ import os
 import tempfile
 
 from components.common import metrics as metrics_lib
-from components.common import registry, report, storage, tfenv  # noqa: F401
+from components.common import beam_io, registry, report, storage, tfenv  # noqa: F401
 from components.common.artifacts import EVALUATION_JSON, RAW_EVAL_FILE
 from components.common.errors import InputDataError, KfpCtError
 from components.common.problem import ProblemSpec, load_problem
@@ -246,9 +246,7 @@ def beam_location(path: str) -> str:
 
 def beam_options(beam_args) -> dict:
     """``PipelineOptions(beam_args).get_all_options()``: what the runner is given."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    return PipelineOptions(list(beam_args)).get_all_options()
+    return beam_io.pipeline_options(list(beam_args)).get_all_options()
 
 
 def _run_tfma(spec, slices, data_location: str, models: dict[str, str], out: str,
@@ -258,7 +256,6 @@ def _run_tfma(spec, slices, data_location: str, models: dict[str, str], out: str
     {name: a SavedModel path every worker can load}."""
     import apache_beam as beam
     import tensorflow_model_analysis as tfma
-    from apache_beam.options.pipeline_options import PipelineOptions
     from tfx_bsl.tfxio import tf_example_record
 
     config = build_eval_config(spec, slices, with_baseline=BASELINE in models,
@@ -272,7 +269,8 @@ def _run_tfma(spec, slices, data_location: str, models: dict[str, str], out: str
     rows = tf_example_record.TFExampleRecord(
         file_pattern=data_location, raw_record_column_name=tfma.ARROW_INPUT_COLUMN,
         telemetry_descriptors=["kfp-ct-evaluate"])
-    with beam.Pipeline(options=PipelineOptions(list(beam_args or DEFAULT_BEAM_ARGS))) as p:
+    options = beam_io.pipeline_options(list(beam_args or DEFAULT_BEAM_ARGS))
+    with beam.Pipeline(options=options) as p:
         _ = (p
              | "ReadEvalRows" >> rows.BeamSource()
              | "EvaluateAndWrite" >> tfma.ExtractEvaluateAndWriteResults(

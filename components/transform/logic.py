@@ -380,7 +380,8 @@ def transform_with_beam(data_path: str, spec: ProblemSpec, staged: dict,
     graph = storage.join(tf_work, "transform_graph")
     try:
         with tft_beam.Context(temp_dir=storage.join(tf_work, "tft_tmp")):
-            with beam_io.worker_errors(), beam.Pipeline(options=beam_io.pipeline_options(beam_args)) as p:
+            options = beam_io.pipeline_options(beam_args)
+            with beam_io.worker_errors(), beam.Pipeline(options=options) as p:
                 tracked = beam_io.read_tracked_batches(p, data_path, spec)
                 split = tracked | "Split" >> beam.ParDo(_split_tracked, spec.to_json()).with_outputs(
                     EVAL, main=TRAIN)
