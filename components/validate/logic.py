@@ -99,8 +99,8 @@ def _validate_with_beam(data_path: str, spec: ProblemSpec, options, beam_args: l
     work = beam_io.work_location(beam_args, "validate")
     stats_path = storage.join(work, STATS_FILE)
     try:
-        options = beam_io.pipeline_options(beam_args)
-        with beam_io.worker_errors(), beam.Pipeline(options=options) as p:
+        pipeline_options = beam_io.pipeline_options(beam_args)
+        with beam_io.worker_errors(), beam.Pipeline(options=pipeline_options) as p:
             tracked = beam_io.read_tracked_batches(p, data_path, spec)
             batches = tracked | "Batches" >> beam.Map(_batch_of)
             stats = (batches
