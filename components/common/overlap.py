@@ -1,10 +1,11 @@
 """Running a stage of a local data pass one step ahead, on a second core.
 
-The local passes over the data (transform's analyze and write passes) chain stages whose
-heavy parts release the GIL: Arrow's CSV parser, TensorFlow's ops, tfx_bsl's example
-encoder. ``prefetched`` runs one stage in a background thread, a bounded number of items
-ahead of its consumer, so that the two cores of a laptop-sized machine work at once. The
-items arrive in their order, so what a pass writes does not change.
+The local passes over the data (validate's two, transform's analyze and write passes)
+chain stages whose heavy parts release the GIL: Arrow's CSV parser, TensorFlow's ops,
+tfx_bsl's example encoder. ``prefetched`` runs one stage in a background thread, a
+bounded number of items ahead of its consumer, so that the two cores of a laptop-sized
+machine work at once. The items arrive in their order, so what a pass writes does not
+change.
 """
 
 from __future__ import annotations
