@@ -26,6 +26,7 @@ from components.common import data as data_lib
 from components.common.errors import InputDataError
 from components.common.problem import load_problem
 from pipelines.training import PENGUINS_PROBLEM
+from transform_outputs import extended_module
 
 MULTI = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--no_auth",
          "--direct_num_workers=2"]
@@ -268,19 +269,6 @@ def test_run_local_preflight_refuses_beam_args_that_cannot_run(tmp_path):
     assert not (tmp_path / "serving").exists() or not any((tmp_path / "serving").iterdir())
 
 
-_USER_MODULE = """
-import tensorflow as tf
-from components.common.problem import load_problem
-from components.transform.preprocessing import build_preprocessing_fn
-
-
-def preprocessing_fn(inputs):
-    outputs = build_preprocessing_fn(load_problem({problem!r}))(inputs)
-    outputs["ratio"] = {expression}
-    return outputs
-"""
-
-
 @pytest.mark.parametrize("expression,fails", [
     ('outputs["bill_length_mm"] / 2.0', False),
     ('1.0 / tf.maximum(outputs["bill_length_mm"], 0.0)', True),  # +inf in some rows
@@ -294,7 +282,7 @@ def test_a_user_module_runs_in_beam_workers_and_its_faults_arrive_as_ours(tmp_pa
     from components.transform.logic import run_transform
 
     module = tmp_path / "user_module.py"
-    module.write_text(_USER_MODULE.format(problem=PENGUINS_PROBLEM, expression=expression))
+    module.write_text(extended_module(PENGUINS_PROBLEM, "ratio", expression))
     spec = json.loads(PENGUINS_PROBLEM)  # the spec's text
     spec["module_file"] = str(module)
     out = {k: str(tmp_path / "out" / k) for k in ("graph", "examples", "raw")}

@@ -1,7 +1,9 @@
 """Pieces the transform tests share (tests/ is on sys.path).
 
 ``USER_MODULE_HEAD``: how the tests' user modules start (imports and a helper densifying
-a [batch, <=1] input). ``contents``: what a transform run wrote, in a form two runs can
+a [batch, <=1] input). ``extended_module(problem, name, expression)``: a user module
+whose preprocessing_fn is the spec's default one plus the output ``name``, computed by
+``expression`` from the default ``outputs``. ``contents``: what a transform run wrote, in a form two runs can
 be compared by: every file's content; a TFRecord file's as its parsed tf.Examples, in order (a
 proto map's serialized order differs from process to process). The SavedModel's own
 files are left out: what the graph computes is in the examples it wrote; its vocabulary
@@ -23,6 +25,23 @@ def _dense(x, default):
         return tf.sparse.to_dense(shaped, default_value=default)[:, 0]
     return tf.reshape(x, [-1])
 '''
+
+
+_EXTENDED_MODULE = """
+import tensorflow as tf
+from components.common.problem import load_problem
+from components.transform.preprocessing import build_preprocessing_fn
+
+
+def preprocessing_fn(inputs):
+    outputs = build_preprocessing_fn(load_problem({problem!r}))(inputs)
+    outputs[{name!r}] = {expression}
+    return outputs
+"""
+
+
+def extended_module(problem: str, name: str, expression: str) -> str:
+    return _EXTENDED_MODULE.format(problem=problem, name=name, expression=expression)
 
 
 def contents(folder: str) -> dict:
