@@ -20,16 +20,17 @@ import time
 
 from kfp import compiler
 
-from components.drift.component import drift_check
-from components.evaluate.component import evaluate
-from components.gate.component import gate
-from components.push.component import push
-from components.retrain.component import retrain_trigger
-from components.train.component import train, train_gpu, train_tfjob, train_tpu
-from components.transform.component import transform
-from components.validate.component import validate
-from pipelines import cluster
-from pipelines.entrypoints.catalog import CATALOG
+from kfp_ct.components.common.artifacts import WiringError, check_wiring_file
+from kfp_ct.components.drift.component import drift_check
+from kfp_ct.components.evaluate.component import evaluate
+from kfp_ct.components.gate.component import gate
+from kfp_ct.components.push.component import push
+from kfp_ct.components.retrain.component import retrain_trigger
+from kfp_ct.components.train.component import train, train_gpu, train_tfjob, train_tpu
+from kfp_ct.components.transform.component import transform
+from kfp_ct.components.validate.component import validate
+from kfp_ct.pipelines import cluster
+from kfp_ct.pipelines.entrypoints.catalog import CATALOG
 
 # File stem -> pipeline function; the catalog is the one list of shipped pipelines.
 PIPELINES = {item.file_stem: item.load() for item in CATALOG.values()}
@@ -55,6 +56,13 @@ def compile_all(out_dir: str = "build", settings: cluster.Settings | None = None
         for name, func in sorted(items.items()):
             path = os.path.join(folder, f"{name}.yaml")
             compiler.Compiler().compile(func, package_path=path)
+            if kind == "pipelines":
+                # kfp's type check cannot tell our kinds apart (they share system types):
+                # refuse a pipeline that joins an output of one kind to an input of another.
+                problems = check_wiring_file(path)
+                if problems:
+                    os.remove(path)
+                    raise WiringError(f"{name}: " + "; ".join(problems))
             written.append(path)
     return sorted(written)
 

@@ -23,8 +23,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from components import __version__  # noqa: E402
-from components.common import images  # noqa: E402
+from kfp_ct.components import __version__  # noqa: E402
+from kfp_ct.components.common import images  # noqa: E402
 
 TAGS = {"cpu": images.CPU_IMAGE, "gpu": images.GPU_IMAGE, "tpu": images.TPU_IMAGE}
 RECORD = os.path.join(ROOT, "build", "images.json")

@@ -3,7 +3,7 @@
 # Build: `make image` (podman, from the repository's files and uv.lock), or by hand from a
 # context holding pyproject.toml, uv.lock, README.md, compile.py, components/, pipelines/:
 #   docker build -f images/cpu.Dockerfile --build-arg VERSION="$VERSION" -t "$CPU_IMAGE" .
-# with the tag from `python -m components.common.images`.
+# with the tag from `python -m kfp_ct.components.common.images`.
 #
 # BASE: Debian 12 (bookworm, glibc 2.36) with CPython 3.11, the platform the locked wheels
 # (TFDV 1.16.1 and friends) are measured on. The default is the public

@@ -43,8 +43,8 @@ from typing import Any, Mapping
 
 from kfp import dsl, kubernetes
 
-from components.common.images import CPU_IMAGE, GPU_IMAGE, TPU_IMAGE
-from components.train.tfjob import POD_NAME_ENV, POD_UID_ENV
+from kfp_ct.components.common.images import CPU_IMAGE, GPU_IMAGE, TPU_IMAGE
+from kfp_ct.components.train.tfjob import POD_NAME_ENV, POD_UID_ENV
 
 
 def _ensure_container_spec_exists(self) -> None:

@@ -8,10 +8,10 @@ pipeline (training.py) starts with the same two tasks.
 
 from kfp import dsl
 
-from components.transform.component import transform
-from components.validate.component import validate
-from pipelines import cluster
-from pipelines.training import BUNDLED_PENGUINS, PENGUINS_PROBLEM
+from kfp_ct.components.transform.component import transform
+from kfp_ct.components.validate.component import validate
+from kfp_ct.pipelines import cluster
+from kfp_ct.pipelines.training import BUNDLED_PENGUINS, PENGUINS_PROBLEM, import_dataset
 
 
 def make_data_pipeline(settings: cluster.Settings = cluster.DEFAULT):
@@ -27,10 +27,11 @@ def make_data_pipeline(settings: cluster.Settings = cluster.DEFAULT):
         strict: bool = False,
         beam_args: list = [],
     ):
-        validated = validate(data_path=data_path, problem=problem, schema_path=schema_path,
+        data = import_dataset(data_path).output
+        validated = validate(data=data, problem=problem, schema_path=schema_path,
                              push_destination=push_destination, strict=strict, beam_args=beam_args)
         cluster.configure(validated, "validate", settings)
-        transformed = transform(data_path=data_path, problem=problem,
+        transformed = transform(data=data, problem=problem,
                                 schema=validated.outputs["schema"], beam_args=beam_args)
         cluster.configure(transformed, "transform", settings)
 

@@ -12,9 +12,10 @@ this one compiled graph runs the same way locally and on a cluster.
 
 from kfp import dsl
 
-from components.drift.component import drift_check
-from components.retrain.component import retrain_trigger
-from pipelines import cluster
+from kfp_ct.components.drift.component import drift_check
+from kfp_ct.components.retrain.component import retrain_trigger
+from kfp_ct.pipelines import cluster
+from kfp_ct.pipelines.training import import_dataset
 
 
 
@@ -41,7 +42,10 @@ def make_monitoring_pipeline(settings: cluster.Settings = cluster.DEFAULT):
         kfp_host: str = "",
         namespace: str = "",
     ):
-        checked = drift_check(model_base=model_base, window_path=window_path,
+        # The window enters as a Dataset (the run's lineage shows its URI); see the README
+        # for what KFP's importer accepts on a cluster.
+        window = import_dataset(window_path, "window")
+        checked = drift_check(model_base=model_base, window=window.output,
                               request_log_path=request_log_path, settings=drift_settings,
                               run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                               run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)

@@ -13,24 +13,34 @@ import pathlib
 
 from kfp import dsl
 
-from components.evaluate.component import evaluate
-from components.gate.component import gate
-from components.push.component import push
-from components.common.images import GPU_IMAGE
-from components.train.component import train, train_gpu, train_tfjob, train_tpu
-from components.transform.component import transform
-from components.validate.component import validate
-from pipelines import cluster
+from kfp_ct.components.evaluate.component import evaluate
+from kfp_ct.components.gate.component import gate
+from kfp_ct.components.push.component import push
+from kfp_ct.components.common.images import GPU_IMAGE
+from kfp_ct.components.train.component import train, train_gpu, train_tfjob, train_tpu
+from kfp_ct.components.transform.component import transform
+from kfp_ct.components.validate.component import validate
+from kfp_ct.pipelines import cluster
 
 PENGUINS_PROBLEM = json.dumps(
     json.loads((pathlib.Path(__file__).parent / "penguins" / "problem.json").read_text()),
     sort_keys=True, separators=(",", ":"))
-BUNDLED_PENGUINS = "bundled:penguins"  # components.common.data.BUNDLED_PENGUINS
+BUNDLED_PENGUINS = "bundled:penguins"  # kfp_ct.components.common.data.BUNDLED_PENGUINS
 # Empty: the gate's defaults for the problem's task (components/gate/logic.py,
 # TASK_DEFAULTS): beat the no-skill predictor, at most a small step back from production,
 # at least 50 eval rows. Nothing here is sized for penguins, so another problem compiled
 # from this YAML gets a gate that fits it.
 DEFAULT_THRESHOLDS = ""
+
+
+def import_dataset(uri, display_name: str = "data") -> dsl.PipelineTask:
+    """The data parameter as a Dataset artifact (dsl.importer), the first artifact of the
+    run's lineage. kfp.local takes any URI; a KFP 2.5 backend's importer records the URI
+    as it is but accepts only object-store schemes (gs://, s3://, minio://), so on a
+    cluster the data is one of those (README: "Data in as a Dataset")."""
+    task = dsl.importer(artifact_uri=uri, artifact_class=dsl.Dataset)
+    task.set_display_name(display_name)
+    return task
 
 
 def _after_training(settings, problem, push_destination, thresholds, slices, trigger,
@@ -58,12 +68,13 @@ def _before_training(settings, data_path, problem, schema_path, push_destination
                      beam_args, thresholds, slices, train_steps):
     """validate -> transform, the same in every variant."""
     # The first task checks the whole run's inputs before any heavy work.
-    validated = validate(data_path=data_path, problem=problem, schema_path=schema_path,
+    data = import_dataset(data_path).output
+    validated = validate(data=data, problem=problem, schema_path=schema_path,
                          push_destination=push_destination, strict=strict,
                          beam_args=beam_args, training_thresholds=thresholds,
                          training_slices=slices, training_steps=train_steps)
     cluster.configure(validated, "validate", settings)
-    transformed = transform(data_path=data_path, problem=problem,
+    transformed = transform(data=data, problem=problem,
                             schema=validated.outputs["schema"], beam_args=beam_args)
     cluster.configure(transformed, "transform", settings)
     return validated, transformed

@@ -206,7 +206,7 @@ def penguins_transformed(tmp_path_factory) -> dict:
     """The pipeline's transform of the bundled penguins, made once for the whole session:
     {"root", "graph", "examples", "raw"}. Tests read these folders and never write there
     (they write under tmp_path)."""
-    from components.transform.logic import run_transform
+    from kfp_ct.components.transform.logic import run_transform
 
     root = tmp_path_factory.mktemp("penguins_transformed")
     paths = {k: str(root / k) for k in ("graph", "examples", "raw")}
@@ -218,7 +218,7 @@ def penguins_transformed(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def penguins_model(penguins_transformed, tmp_path_factory) -> dict:
     """penguins_transformed plus "model": a 100-step model trained on it (read-only too)."""
-    from components.train.logic import run_train
+    from kfp_ct.components.train.logic import run_train
 
     model = str(tmp_path_factory.mktemp("penguins_model") / "model")
     run_train(penguins_transformed["graph"], penguins_transformed["examples"],
@@ -251,7 +251,7 @@ def kfp_isolated(monkeypatch, tmp_path):
 @pytest.fixture
 def run_cli(capsys):
     """Runs the kfp-ct CLI in this process: ``code, stdout, stderr = run_cli(*argv)``."""
-    from pipelines.entrypoints import cli
+    from kfp_ct.pipelines.entrypoints import cli
 
     def run(*argv):
         code = cli.main([str(a) for a in argv])

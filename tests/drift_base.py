@@ -29,9 +29,10 @@ def make_stats_only_base(root, rows: int = 5000, seed: int = 11,
                          problem: str = PENGUINS_PROBLEM_PATH) -> DriftBase:
     import tensorflow_data_validation as tfdv
 
-    from components.common import registry, synth
-    from components.common.problem import load_problem
-    from components.validate.logic import compute_statistics
+    from kfp_ct.components.common import registry
+    from kfp_ct.pipelines.entrypoints import synth
+    from kfp_ct.components.common.problem import load_problem
+    from kfp_ct.components.validate.logic import compute_statistics
 
     root = str(root)
     data = os.path.join(root, "base.csv")
@@ -67,7 +68,7 @@ def write_daily_partitions(data) -> None:
     """Three daily partitions of 1,500 penguins-like rows under ``data``: 2026-11-22 and
     -23 unshifted (seeds 1, 2), -24 with the island mix shifted (seed 3). The monitoring
     end-to-end tests train on the first and check the others."""
-    from components.common import synth
+    from kfp_ct.pipelines.entrypoints import synth
 
     synth.write_penguins_like(data / "date=2026-11-22" / "part.csv", 1500, seed=1)
     synth.write_penguins_like(data / "date=2026-11-23" / "part.csv", 1500, seed=2)

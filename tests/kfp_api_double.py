@@ -41,11 +41,11 @@ from typing import Any, Iterator, Optional, Sequence, Union
 from kfp_server_api import models as m
 
 # JSON <-> model conversion, filters and paging are the local endpoint's (one copy).
-from pipelines.entrypoints.kfp_json import (CODE_ALREADY_EXISTS, CODE_INVALID_ARGUMENT,
+from kfp_ct.pipelines.entrypoints.kfp_json import (CODE_ALREADY_EXISTS, CODE_INVALID_ARGUMENT,
                                             CODE_NOT_FOUND, CODE_UNAUTHENTICATED,
                                             CODE_UNIMPLEMENTED, from_json, to_json)
-from pipelines.entrypoints.kfp_json import HttpError as _HttpError
-from pipelines.entrypoints.kfp_json import list_page as _list
+from kfp_ct.pipelines.entrypoints.kfp_json import HttpError as _HttpError
+from kfp_ct.pipelines.entrypoints.kfp_json import list_page as _list
 
 _EPOCH = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 _TERMINAL = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"}

@@ -11,8 +11,8 @@ import os
 import numpy as np
 import pyarrow as pa
 
-from components.common import data
-from components.common.problem import load_problem
+from kfp_ct.components.common import data
+from kfp_ct.components.common.problem import load_problem
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PENGUINS_SPEC = os.path.join(os.path.dirname(HERE), "pipelines", "penguins", "problem.json")

@@ -10,9 +10,9 @@ import os
 
 import pytest
 
-from components.common import data
-from components.transform import analyze_local
-from components.transform import logic as transform
+from kfp_ct.components.common import data
+from kfp_ct.components.transform import analyze_local
+from kfp_ct.components.transform import logic as transform
 from transform_outputs import USER_MODULE_HEAD, assert_same, contents
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

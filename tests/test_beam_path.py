@@ -21,11 +21,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from components.common import beam_io, storage
-from components.common import data as data_lib
-from components.common.errors import InputDataError
-from components.common.problem import load_problem
-from pipelines.training import PENGUINS_PROBLEM
+from kfp_ct.components.common import beam_io, storage
+from kfp_ct.components.common import data as data_lib
+from kfp_ct.components.common.errors import InputDataError
+from kfp_ct.components.common.problem import load_problem
+from kfp_ct.pipelines.training import PENGUINS_PROBLEM
 from transform_outputs import extended_module
 
 MULTI = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--no_auth",
@@ -116,7 +116,7 @@ def _gcs_files(prefix: str) -> list[str]:
 
 @pytest.mark.long
 def test_validate_on_beam_equals_in_process_on_gcs(gcs_emulator):
-    from components.validate.logic import compute_statistics
+    from kfp_ct.components.validate.logic import compute_statistics
 
     bucket = gcs_emulator.new_bucket()
     table = _penguins_table()
@@ -142,7 +142,7 @@ def test_validate_on_beam_equals_in_process_on_gcs(gcs_emulator):
 
 @pytest.mark.long
 def test_transform_on_beam_equals_in_process_on_gcs(gcs_emulator, tmp_path, monkeypatch):
-    from components.transform.logic import run_transform
+    from kfp_ct.components.transform.logic import run_transform
 
     bucket = gcs_emulator.new_bucket()
     table = _penguins_table()
@@ -256,7 +256,7 @@ def test_trackers_merged_from_shares_equal_one_tracker_over_all_rows():
 
 def test_run_local_preflight_refuses_beam_args_that_cannot_run(tmp_path):
     """kfp-ct run-local checks the Beam options before the run starts (no task runs)."""
-    from components.common.preflight import check_training_inputs
+    from kfp_ct.components.validate.preflight import check_training_inputs
 
     common = dict(data_path="bundled:penguins", problem=PENGUINS_PROBLEM, thresholds="",
                   slices=[], train_steps=10, push_destination=str(tmp_path / "serving"))
@@ -278,8 +278,8 @@ def test_a_user_module_runs_in_beam_workers_and_its_faults_arrive_as_ours(tmp_pa
     """The workers are other processes: the user module (imported under a private name)
     must reach them by value, and an error of ours raised there must reach the caller as
     itself, not as the runner's RuntimeError."""
-    from components.common.errors import ProblemSpecError
-    from components.transform.logic import run_transform
+    from kfp_ct.components.common.errors import ProblemSpecError
+    from kfp_ct.components.transform.logic import run_transform
 
     module = tmp_path / "user_module.py"
     module.write_text(extended_module(PENGUINS_PROBLEM, "ratio", expression))
@@ -304,10 +304,10 @@ def test_a_user_module_runs_in_beam_workers_and_its_faults_arrive_as_ours(tmp_pa
 
 
 def test_worker_errors_unwraps_only_our_errors():
-    from components.common.errors import InputDataError as Ours
+    from kfp_ct.components.common.errors import InputDataError as Ours
 
     worker = ("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
-              "components.common.errors.InputDataError: gs://b/d.csv: column 'x' is declared "
+              "kfp_ct.components.common.errors.InputDataError: gs://b/d.csv: column 'x' is declared "
               "numeric but holds the value 'long' [while running 'Read/Parse']\n")
     with pytest.raises(Ours, match=r"^gs://b/d\.csv: column 'x' is declared numeric but "
                                    r"holds the value 'long'$"):

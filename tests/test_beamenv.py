@@ -1,4 +1,4 @@
-"""components/common/beamenv.py: each memo gives Beam's own answer, and the transform's
+"""components/transform/beamenv.py: each memo gives Beam's own answer, and the transform's
 outputs are the same with and without them."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from components.common import beamenv
+from kfp_ct.components.transform import beamenv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -120,9 +120,9 @@ _TRANSFORM_WITHOUT_MEMOS = """
 import os, sys
 os.environ["KFP_CT_ANALYZE_WITH_BEAM"] = "1"
 sys.path.insert(0, {root!r})
-from components.common import beamenv
+from kfp_ct.components.transform import beamenv
 beamenv.install = lambda: None  # Beam as it is
-from components.transform.logic import run_transform
+from kfp_ct.components.transform.logic import run_transform
 out = sys.argv[3]
 run_transform(sys.argv[1], sys.argv[2], out + "/graph", out + "/examples", out + "/raw")
 """
@@ -137,7 +137,7 @@ def test_transform_outputs_are_the_same_without_the_memos(tmp_path, monkeypatch)
     from transform_outputs import assert_same, contents
 
     monkeypatch.setenv("KFP_CT_ANALYZE_WITH_BEAM", "1")
-    from components.transform.logic import run_transform
+    from kfp_ct.components.transform.logic import run_transform
 
     spec = importlib.util.spec_from_file_location(
         "wide", os.path.join(ROOT, "tests", "benchmarks", "wide.py"))

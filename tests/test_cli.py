@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from components.common import registry
-from pipelines.entrypoints import cli
+from kfp_ct.components.common import registry
+from kfp_ct.pipelines.entrypoints import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,7 +66,7 @@ def test_rollback_to_a_missing_version_exits_2_with_the_message(base, capsys):
 
 
 def test_cli_as_a_process_exits_2_without_traceback(base):
-    proc = subprocess.run([sys.executable, "-m", "pipelines.entrypoints.cli", "rollback", base, "7"],
+    proc = subprocess.run([sys.executable, "-m", "kfp_ct.pipelines.entrypoints.cli", "rollback", base, "7"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
@@ -170,7 +170,7 @@ def test_ctrl_c_stops_a_local_run_with_one_line_and_leaves_nothing_behind(tmp_pa
     dest, runs = tmp_path / "serving", tmp_path / "runs"
     env = dict(os.environ, TMPDIR=str(systmp))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.entrypoints.cli", "run-local", "--destination",
+        [sys.executable, "-m", "kfp_ct.pipelines.entrypoints.cli", "run-local", "--destination",
          str(dest), "--workdir", str(runs)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE)
     seen, deadline = b"", time.monotonic() + 120
@@ -200,8 +200,8 @@ def test_on_a_cluster_the_first_task_refuses_the_runs_bad_inputs_before_reading_
     cluster, with the same words, before it reads any data or imports TFDV."""
     from kfp.dsl import HTML, Artifact
 
-    from components.common.errors import KfpCtError
-    from components.validate.component import validate
+    from kfp_ct.components.common.errors import KfpCtError
+    from kfp_ct.components.validate.component import validate
 
     outputs = {name: Artifact(name=name, uri=str(tmp_path / name))
                for name in ("statistics", "schema", "anomalies")}

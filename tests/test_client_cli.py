@@ -15,10 +15,10 @@ import time
 import pytest
 from kfp import compiler, dsl
 
-from components.common import registry
-from pipelines.entrypoints import rules
-from pipelines.entrypoints.client import Client
-from pipelines.entrypoints.local_server import LocalServer
+from kfp_ct.components.common import registry
+from kfp_ct.pipelines.entrypoints import rules
+from kfp_ct.pipelines.entrypoints.client import Client
+from kfp_ct.pipelines.entrypoints.local_server import LocalServer
 
 TRAIN_STEPS = 60
 

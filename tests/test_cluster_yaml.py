@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 import compile as compile_mod
-from pipelines import cluster
+from kfp_ct.pipelines import cluster
 
 TRAINING = {"cpu": "training_pipeline", "gpu": "training_pipeline_gpu",
             "tpu": "training_pipeline_tpu", "multiworker": "training_pipeline_multiworker"}

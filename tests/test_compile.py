@@ -89,14 +89,14 @@ def test_compiled_components_load_with_kfp(compiled):
 
 
 def test_component_wrappers_import_only_stdlib_kfp_and_images_at_top_level():
-    allowed_roots = {"kfp", "components"}
+    allowed_roots = {"kfp"}
     for path in sorted((ROOT / "components").glob("*/component.py")):
         for line in path.read_text().splitlines():
             if line.startswith(("import ", "from ")):
                 module = line.split()[1]
                 root = module.split(".")[0]
-                if root == "components":
-                    assert module == "components.common.images", f"{path}: {line}"
+                if root == "kfp_ct":
+                    assert module == "kfp_ct.components.common.images", f"{path}: {line}"
                 else:
                     assert root in allowed_roots or root in sys.stdlib_module_names, \
                         f"{path}: top-level import {line!r}"
@@ -124,8 +124,13 @@ def test_monitoring_pipeline_runs_uncached_with_timeouts_and_a_retried_trigger(c
     docs = list(yaml.safe_load_all((out / "pipelines/monitoring_pipeline.yaml").read_text()))
     spec = docs[0]
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"drift-check", "retrain-trigger"}
-    for task in tasks.values():  # fresh data and launch records change under the same names
+    # The window enters as a Dataset through an importer (its URI is the lineage's first
+    # artifact), then the two tasks.
+    assert set(tasks) == {"importer", "drift-check", "retrain-trigger"}
+    assert tasks["drift-check"]["inputs"]["artifacts"]["window"]["taskOutputArtifact"] == {
+        "producerTask": "importer", "outputArtifactKey": "artifact"}
+    for name in ("drift-check", "retrain-trigger"):  # fresh data and launch records change
+        task = tasks[name]                            # under the same names
         assert task["cachingOptions"] == {} or task["cachingOptions"].get("enableCache") is False
     assert tasks["retrain-trigger"]["retryPolicy"]["maxRetryCount"] == 2
     assert tasks["retrain-trigger"]["dependentTasks"] == ["drift-check"]
@@ -144,7 +149,7 @@ def test_resource_setters_on_a_pipeline_used_as_a_component_are_refused_by_name(
     name with inspect.stack(), 40% of building a pipeline); the refusal is kfp's."""
     from kfp import dsl
 
-    import pipelines.cluster  # noqa: F401  (installs the check)
+    import kfp_ct.pipelines.cluster  # noqa: F401  (installs the check)
 
     @dsl.component
     def noop() -> str:

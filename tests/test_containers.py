@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from components.common import images
+from kfp_ct.components.common import images
 
 pytestmark = pytest.mark.container
 
@@ -67,27 +67,27 @@ def test_image_holds_exactly_the_locks_packages_and_no_dev_tools(image):
     installed = json.loads(_in_image(image, (
         "import json, importlib.metadata as m, re; print(json.dumps({re.sub(r'[-_.]+', '-', "
         "d.metadata['Name']).lower(): d.version for d in m.distributions()}))")))
-    import components
+    import kfp_ct.components
 
     # A name may be locked at two versions, one per Python range (soupsieve: 2.10 below
     # 3.11.5, which Debian's python3.11 is, 4.1.2 from 3.11.5): either is the lock's.
     locked: dict[str, set] = {}
     for package in tomllib.loads((ROOT / "uv.lock").read_text())["package"]:
         locked.setdefault(package["name"], set()).add(package.get("version"))
-    locked["kfp-ct"] = {components.__version__}  # the project itself: its version is dynamic
+    locked["kfp-ct"] = {kfp_ct.components.__version__}  # the project itself: its version is dynamic
     differing = {name: (version, sorted(map(str, locked.get(name, ()))))
                  for name, version in installed.items() if version not in locked.get(name, ())}
     assert not differing, f"installed (image, uv.lock) differ: {differing}"
     for name in ("tensorflow", "tensorflow-transform", "tensorflow-data-validation",
                  "tensorflow-model-analysis", "kfp", "kfp-kubernetes", "kfp-ct"):
         assert name in installed, name
-    assert installed["kfp-ct"] == components.__version__
+    assert installed["kfp-ct"] == kfp_ct.components.__version__
     assert "pytest" not in installed and "docker" not in installed  # the dev group stays out
 
 
 def test_image_imports_tensorflow_and_trains_on_cpu_without_an_accelerator(image):
     out = json.loads(_in_image(image, (
-        "import json; from components.train.strategy import make_strategy;"
+        "import json; from kfp_ct.components.train.strategy import make_strategy;"
         "import tensorflow as tf; s, plan = make_strategy('auto');"
         "print(json.dumps([tf.__version__, plan.kind, plan.precision, plan.replicas]))")))
     assert out == ["2.16.2", "default", "float32", 1]
@@ -131,7 +131,7 @@ def docker_host(tmp_path_factory):
 _RUN = r"""
 import json, os, sys, time
 from kfp import local
-from pipelines.training import training_pipeline
+from kfp_ct.pipelines.training import training_pipeline
 root = sys.argv[1]
 local.init(runner=local.DockerRunner(), pipeline_root=root, raise_on_error=True)
 started = time.perf_counter()

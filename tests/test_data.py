@@ -1,4 +1,4 @@
-"""components.common.data: reading CSV / Parquet input, with InputDataError for bad input."""
+"""kfp_ct.components.common.data: reading CSV / Parquet input, with InputDataError for bad input."""
 
 import csv
 import os
@@ -9,9 +9,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from components.common import data
-from components.common.errors import InputDataError, LabelError
-from components.common.problem import load_problem
+from kfp_ct.components.common import data
+from kfp_ct.components.common.errors import InputDataError, LabelError
+from kfp_ct.components.common.problem import load_problem
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PENGUINS_SPEC = os.path.join(os.path.dirname(HERE), "pipelines", "penguins", "problem.json")

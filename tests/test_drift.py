@@ -10,9 +10,10 @@ import shutil
 import numpy as np
 import pytest
 
-from components.common import drift, registry, synth
-from components.common.errors import InputDataError, KfpCtError
-from components.drift import logic
+from kfp_ct.components.common import drift, registry
+from kfp_ct.pipelines.entrypoints import synth
+from kfp_ct.components.common.errors import InputDataError, KfpCtError
+from kfp_ct.components.drift import logic
 
 import browser  # tests/browser.py (tests/ is on sys.path)
 
@@ -292,9 +293,9 @@ def _request_log(tmp_path, rows, shift="none", seed=81) -> str:
     import tensorflow as tf
     from tfx_bsl.coders import example_coder
 
-    from components.common import data as data_lib
-    from components.common.prediction_log import prediction_log_bytes
-    from components.common.problem import load_problem
+    from kfp_ct.components.common import data as data_lib
+    from kfp_ct.components.common.prediction_log import prediction_log_bytes
+    from kfp_ct.components.common.problem import load_problem
 
     spec = load_problem(os.path.join(os.path.dirname(__file__), "..", "pipelines", "penguins",
                                      "problem.json"))
@@ -342,7 +343,7 @@ def test_a_file_that_is_not_a_request_log_is_named(drift_base, tmp_path):
 
 def test_gs_window_and_gs_model_base_through_the_storage_emulator(drift_base, tmp_path,
                                                                   gcs_emulator):
-    from components.common import storage
+    from kfp_ct.components.common import storage
 
     bucket = gcs_emulator.new_bucket()
     base = storage.join(bucket, "serving", "penguins")
@@ -373,7 +374,7 @@ def test_the_prediction_sample_is_uniform_even_for_data_made_with_seed_0(drift_b
 
 # ------------------------------------------------------------- the report, drawn
 
-_TRAIN_RGB, _WINDOW_RGB = (0x5B, 0x8D, 0xEF), (0xF2, 0x8E, 0x2B)  # components.drift.render
+_TRAIN_RGB, _WINDOW_RGB = (0x5B, 0x8D, 0xEF), (0xF2, 0x8E, 0x2B)  # kfp_ct.components.drift.render
 
 
 def test_the_drift_report_draws_in_a_real_browser(drift_base, tmp_path):

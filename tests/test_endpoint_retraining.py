@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from components.common import registry
+from kfp_ct.components.common import registry
 from drift_base import write_daily_partitions  # tests/ is on sys.path
-from pipelines.entrypoints.client import Client
-from pipelines.entrypoints.local_server import LocalServer
+from kfp_ct.pipelines.entrypoints.client import Client
+from kfp_ct.pipelines.entrypoints.local_server import LocalServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
 TRAIN_STEPS = 120  # accuracy >= 0.9 on these rows (as in test_monitoring_pipeline)

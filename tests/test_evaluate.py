@@ -13,8 +13,8 @@ import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
-from components.common import registry  # noqa: E402
-from components.common.errors import InputDataError, KfpCtError  # noqa: E402
+from kfp_ct.components.common import registry  # noqa: E402
+from kfp_ct.components.common.errors import InputDataError, KfpCtError  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROBLEM = str(ROOT / "pipelines" / "penguins" / "problem.json")
@@ -47,7 +47,7 @@ def expected(penguins):
 
 
 def _evaluate(penguins, tmp_path, destination, slices=None):
-    from components.evaluate.logic import run_evaluate
+    from kfp_ct.components.evaluate.logic import run_evaluate
 
     out, report = tmp_path / "evaluation", tmp_path / "report.html"
     result = run_evaluate(model_dir=penguins["model"], raw_eval_dir=penguins["raw"],
@@ -145,7 +145,7 @@ def test_a_loadable_production_that_cannot_answer_is_unusable_not_absent(penguin
     signature takes no serialized tf.Examples: evaluate cannot measure it."""
     import tensorflow as tf
 
-    from components.common import registry
+    from kfp_ct.components.common import registry
 
     class Doubler(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
@@ -170,7 +170,7 @@ def test_unknown_slice_column_names_it(penguins, tmp_path):
 
 
 def test_missing_eval_rows_name_the_file(penguins, tmp_path):
-    from components.evaluate.logic import run_evaluate
+    from kfp_ct.components.evaluate.logic import run_evaluate
 
     with pytest.raises(InputDataError, match="eval_raw.tfrecord"):
         run_evaluate(penguins["model"], str(tmp_path / "nothing"), PROBLEM, "",
@@ -180,7 +180,7 @@ def test_missing_eval_rows_name_the_file(penguins, tmp_path):
 def test_model_without_serving_signature_names_the_path(penguins, tmp_path):
     import tensorflow as tf
 
-    from components.evaluate.logic import run_evaluate
+    from kfp_ct.components.evaluate.logic import run_evaluate
 
     module = tf.Module()
     module.v = tf.Variable(1.0)

@@ -20,7 +20,7 @@ import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
-from components.common import registry, storage  # noqa: E402
+from kfp_ct.components.common import registry, storage  # noqa: E402
 from test_evaluate_inprocess import PROBLEM, _rule_classifier, _write, assert_same  # noqa: E402
 
 MULTI_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
@@ -31,7 +31,7 @@ def _penguin_examples():
     """Every bundled penguins row as a raw tf.Example ("NA": a feature with no value)."""
     import tensorflow as tf
 
-    from components.common import data
+    from kfp_ct.components.common import data
 
     with open(data.bundled_penguins_path(), newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -62,7 +62,7 @@ def test_multi_process_beam_with_rows_and_output_in_a_bucket_equals_in_process(
     registry.publish(dest, _rule_classifier(tmp_path / "rule", ["Gentoo", "Adelie"], 200.5),
                      {"metrics": {}})
 
-    from components.evaluate.logic import run_evaluate
+    from kfp_ct.components.evaluate.logic import run_evaluate
 
     local = run_evaluate(candidate, rows, PROBLEM, dest, str(tmp_path / "inprocess"),
                          str(tmp_path / "inprocess.html"), slices=["island", "sex"])
@@ -105,9 +105,9 @@ def test_multi_process_beam_with_rows_and_output_in_a_bucket_equals_in_process(
                 "direct_num_workers": 2}),
 ])
 def test_documented_beam_args_give_the_runner_these_options(runner, expected):
-    from components.common.images import CPU_IMAGE
-    from components.common.beam_io import beam_args_examples
-    from components.evaluate.logic import beam_options
+    from kfp_ct.components.common.images import CPU_IMAGE
+    from kfp_ct.components.common.beam_io import beam_args_examples
+    from kfp_ct.components.evaluate.logic import beam_options
 
     options = beam_options(beam_args_examples()[runner])
     wanted = {k: (CPU_IMAGE if v == "IMAGE" else v) for k, v in expected.items()}
@@ -120,7 +120,7 @@ def test_documented_beam_args_give_the_runner_these_options(runner, expected):
 
 
 def test_kfp_gcs_mount_paths_are_given_to_beam_workers_as_gs_uris():
-    from components.evaluate.logic import beam_location
+    from kfp_ct.components.evaluate.logic import beam_location
 
     assert beam_location("/gcs/bucket/run/model") == "gs://bucket/run/model"
     assert beam_location("gs://bucket/x") == "gs://bucket/x"

@@ -22,7 +22,7 @@ import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
-from components.common import registry  # noqa: E402
+from kfp_ct.components.common import registry  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROBLEM = str(ROOT / "pipelines" / "penguins" / "problem.json")
@@ -156,7 +156,7 @@ def regression_rows(penguins):
 
 
 def _run(model, rows, problem, dest, out, slices, beam_args):
-    from components.evaluate.logic import run_evaluate
+    from kfp_ct.components.evaluate.logic import run_evaluate
 
     run_evaluate(model_dir=model, raw_eval_dir=rows, problem=problem, push_destination=dest,
                  output_dir=str(out / "evaluation"), report_path=str(out / "report.html"),
@@ -249,7 +249,7 @@ def test_regression_with_baseline_and_number_slices_matches_tfma(regression_rows
 
 _NO_BEAM = """
 import json, sys
-from components.evaluate.logic import run_evaluate
+from kfp_ct.components.evaluate.logic import run_evaluate
 run_evaluate(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6])
 print(json.dumps({m: m in sys.modules for m in
                   ("tensorflow", "tensorflow_model_analysis", "apache_beam")}))

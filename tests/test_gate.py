@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from components.common.errors import KfpCtError
-from components.gate import logic as gate
-from components.gate.logic import BLESSED, NOT_BLESSED, GateConfigError, decide, run_gate
+from kfp_ct.components.common.errors import KfpCtError
+from kfp_ct.components.gate import logic as gate
+from kfp_ct.components.gate.logic import BLESSED, NOT_BLESSED, GateConfigError, decide, run_gate
 
 
 def evaluation(candidate: dict, baseline: dict | None = None, state: str | None = None,
@@ -328,7 +328,7 @@ def test_gate_module_does_not_import_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys, components.gate.logic; "
+    code = ("import sys, kfp_ct.components.gate.logic; "
             "print(any(m.split('.')[0] in ('tensorflow', 'kfp') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -340,7 +340,7 @@ def test_every_metric_evaluate_emits_can_be_gated_for_its_task():
     """The task's metric list is what evaluate emits (a real evaluation.json is checked
     in the pipeline tests); each quality metric takes a change threshold without a
     direction, and example_count a value threshold."""
-    from components.common import metrics
+    from kfp_ct.components.common import metrics
 
     for task, names in metrics.TASK_METRICS.items():
         values = {m: 1.0 for m in names}

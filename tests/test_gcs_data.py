@@ -5,11 +5,11 @@ import os
 
 import pytest
 
-from components.common import data, storage
-from components.common.errors import InputDataError, ProblemSpecError
-from components.common.problem import load_problem
-from components.transform import logic as transform
-from components.validate import logic as validate
+from kfp_ct.components.common import data, storage
+from kfp_ct.components.common.errors import InputDataError, ProblemSpecError
+from kfp_ct.components.common.problem import load_problem
+from kfp_ct.components.transform import logic as transform
+from kfp_ct.components.validate import logic as validate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PENGUINS_SPEC = os.path.join(os.path.dirname(HERE), "pipelines", "penguins", "problem.json")

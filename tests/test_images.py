@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-import components
-from components.common import images
+import kfp_ct.components
+from kfp_ct.components.common import images
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = sorted((ROOT / "images").glob("*.Dockerfile"))
@@ -222,14 +222,14 @@ def test_gpu_image_installs_exactly_tensorflows_and_cuda_pins_from_the_lock():
 
 
 def test_image_tags_carry_the_package_version():
-    version = components.__version__
+    version = kfp_ct.components.__version__
     assert images.CPU_IMAGE == f"{images.REGISTRY}/kfp-ct-cpu:{version}"
     assert images.GPU_IMAGE == f"{images.REGISTRY}/kfp-ct-gpu:{version}"
     assert images.TPU_IMAGE == f"{images.REGISTRY}/kfp-ct-tpu:{version}"
 
 
 def _images_in_subprocess(env: dict) -> dict:
-    done = subprocess.run([sys.executable, "-m", "components.common.images"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "kfp_ct.components.common.images"], cwd=ROOT,
                           env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
@@ -237,7 +237,7 @@ def _images_in_subprocess(env: dict) -> dict:
 
 
 def test_registry_prefix_is_a_setting_and_the_default_needs_no_environment():
-    version = components.__version__
+    version = kfp_ct.components.__version__
     assert _images_in_subprocess({})["cpu"] == f"ghcr.io/kfp-ct/kfp-ct-cpu:{version}"
     moved = _images_in_subprocess({"KFP_CT_REGISTRY": "europe-docker.pkg.dev/p/r/"})
     assert moved["cpu"] == f"europe-docker.pkg.dev/p/r/kfp-ct-cpu:{version}"
@@ -249,7 +249,7 @@ def test_a_known_digest_is_added_to_the_versioned_tag(tmp_path, monkeypatch):
     record = tmp_path / "digests.json"
     record.write_text(json.dumps({"kfp-ct-cpu": digest}))
     got = _images_in_subprocess({"KFP_CT_IMAGE_DIGESTS": str(record)})
-    assert got["cpu"] == f"ghcr.io/kfp-ct/kfp-ct-cpu:{components.__version__}@{digest}"
+    assert got["cpu"] == f"ghcr.io/kfp-ct/kfp-ct-cpu:{kfp_ct.components.__version__}@{digest}"
     assert "@" not in got["gpu"]
     record.write_text(json.dumps({"kfp-ct-cpu": "latest"}))
     monkeypatch.setenv("KFP_CT_IMAGE_DIGESTS", str(record))
@@ -260,7 +260,7 @@ def test_pyproject_version_is_read_from_the_same_attribute():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" not in pyproject["project"], "version must not be typed in pyproject.toml"
     assert "version" in pyproject["project"].get("dynamic", [])
-    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "components.__version__"}
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "kfp_ct.components.__version__"}
 
 
 # ---------------------------------------------------------------- (d) one uv

@@ -5,12 +5,12 @@ import os
 
 import pytest
 
-from pipelines.local import run_local
+from kfp_ct.pipelines.entrypoints.local import run_local
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from pipelines.data import data_pipeline
+    from kfp_ct.pipelines.data import data_pipeline
 
     return run_local(data_pipeline, {}, workdir=str(tmp_path_factory.mktemp("runs")))
 

@@ -22,10 +22,10 @@ import yaml
 from kfp import compiler, dsl
 from kfp_server_api import models as m
 
-from pipelines.entrypoints.local_server import LocalServer, LocalServerError
-from pipelines.entrypoints.local_server import scheduler as sched
-from pipelines.entrypoints.local_server.executor import set_state
-from pipelines.entrypoints.local_server.store import Store
+from kfp_ct.pipelines.entrypoints.local_server import LocalServer, LocalServerError
+from kfp_ct.pipelines.entrypoints.local_server import scheduler as sched
+from kfp_ct.pipelines.entrypoints.local_server.executor import set_state
+from kfp_ct.pipelines.entrypoints.local_server.store import Store
 
 TOKEN = "s3cret-token"
 UTC = dt.timezone.utc
@@ -464,7 +464,7 @@ def test_restart_keeps_state_and_settles_interrupted_runs(start_server, tmp_path
 
 
 def test_serve_prints_its_address_and_stops_on_sigterm(tmp_path):
-    code = ("from pipelines.entrypoints.local_server import serve; "
+    code = ("from kfp_ct.pipelines.entrypoints.local_server import serve; "
             f"serve({str(tmp_path / 'state')!r}, 0, None)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

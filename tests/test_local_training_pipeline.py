@@ -2,7 +2,7 @@
 
 1. first run: no production model; change thresholds skipped; blessed and pushed as 1.
 2. second run: finds version 1 as baseline, decides by the change threshold, pushes 2.
-   The first run starts its tasks cold, the second warm (pipelines/warm.py): the same
+   The first run starts its tasks cold, the second warm (pipelines/entrypoints/warm.py): the same
    metrics, gate decision and served predictions.
 3. third run, as a user runs it (``kfp-ct run-local`` in its own process), trains a
    worse model (3 steps) under change-only thresholds: the better production model makes
@@ -17,9 +17,9 @@ import sys
 
 import pytest
 
-from components.common import exitcodes, registry
-from pipelines.local import LocalRun, run_local, training_report
-from pipelines.training import training_pipeline
+from kfp_ct.components.common import exitcodes, registry
+from kfp_ct.pipelines.entrypoints.local import LocalRun, run_local, training_report
+from kfp_ct.pipelines.training import training_pipeline
 
 pytestmark = pytest.mark.long  # three pipeline runs (about 3 min): `make test-long`
 
@@ -32,7 +32,7 @@ def run_cli_process(dest: str, workdir: str, tmp: str, *extra: str):
     """``kfp-ct run-local`` as a process: (exit code, stdout, stderr, LocalRun-like)."""
     summary = os.path.join(workdir, "summary.json")
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.entrypoints.cli", "run-local", "--destination",
+        [sys.executable, "-m", "kfp_ct.pipelines.entrypoints.cli", "run-local", "--destination",
          dest, "--workdir", workdir, "--summary-json", summary, *extra],
         cwd=ROOT, env=dict(os.environ, TMPDIR=tmp), capture_output=True, text=True,
         timeout=600)
@@ -75,7 +75,7 @@ def test_first_run_has_no_baseline_and_is_pushed_as_version_1(runs):
     assert evaluation["baseline"]["state"] == "none"
     assert evaluation["candidate"]["overall"]["accuracy"] >= 0.9
     # The gate's list of what a classification evaluation has is what evaluate emits.
-    from components.common.metrics import TASK_METRICS
+    from kfp_ct.components.common.metrics import TASK_METRICS
 
     assert set(evaluation["candidate"]["overall"]) == set(TASK_METRICS["classification"])
     blessing = first.read_json("gate", "blessing", "blessing.json")
@@ -160,7 +160,7 @@ def test_warm_task_starts_give_the_same_metrics_decision_and_model_as_cold(runs)
 def test_pushed_version_serves_raw_examples_and_keeps_its_audit_files(runs):
     import tensorflow as tf
 
-    from components.push.canary import parse_prediction_log
+    from kfp_ct.components.push.canary import parse_prediction_log
 
     dest, first, _, _ = runs
     production = registry.production(dest)

@@ -10,9 +10,10 @@ import os
 
 import pytest
 
-from components.common import registry, synth
+from kfp_ct.components.common import registry
+from kfp_ct.pipelines.entrypoints import synth
 from drift_base import write_daily_partitions  # tests/ is on sys.path
-from pipelines.entrypoints import cli
+from kfp_ct.pipelines.entrypoints import cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
 TRAIN_STEPS = 120  # enough for accuracy >= 0.9 on these rows; keeps the suite short

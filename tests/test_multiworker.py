@@ -1,6 +1,6 @@
 """Training on several workers: TF_CONFIG planning, and real two-worker runs.
 
-The runs start two worker processes (``python -m components.train.worker``) on
+The runs start two worker processes (``python -m kfp_ct.components.train.worker``) on
 127.0.0.1, each with its own TF_CONFIG as a TFJob gives it, train the penguins model
 together under MultiWorkerMirroredStrategy, and hand the chief's model to push's
 serving check (a fresh process that loads it and answers real requests).
@@ -16,10 +16,10 @@ import time
 
 import pytest
 
-from components.common import tfenv  # noqa: F401
-from components.common.errors import KfpCtError
-from components.train.logic import shard_policy
-from components.train.strategy import ClusterSpec, Plan, parse_tf_config, plan_strategy
+from kfp_ct.components.common import tfenv  # noqa: F401
+from kfp_ct.components.common.errors import KfpCtError
+from kfp_ct.components.train.logic import shard_policy
+from kfp_ct.components.train.strategy import ClusterSpec, Plan, parse_tf_config, plan_strategy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBLEM = os.path.join(ROOT, "pipelines", "penguins", "problem.json")
@@ -107,7 +107,7 @@ def test_an_unset_tf_config_means_one_machine():
 def test_a_bad_tf_config_fails_before_tensorflow_is_imported():
     probe = ("import os, sys\n"
              "os.environ['TF_CONFIG'] = '{\"cluster\": []}'\n"
-             "from components.train.strategy import make_strategy\n"
+             "from kfp_ct.components.train.strategy import make_strategy\n"
              "try:\n    make_strategy('auto')\n"
              "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
              "print('TF', 'tensorflow' in sys.modules)\n")
@@ -164,7 +164,7 @@ class WorkerGroup:
             log = open(tmp_path / f"{name}-worker{i}.log", "w+")
             self.logs.append(log)
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "components.train.worker", *args], cwd=ROOT,
+                [sys.executable, "-m", "kfp_ct.components.train.worker", *args], cwd=ROOT,
                 env={**os.environ, **(env or {}), "TF_CONFIG": tf_config,
                      "TMPDIR": str(disk), "TF_CPP_MIN_LOG_LEVEL": "2"},
                 stdout=log, stderr=subprocess.STDOUT, text=True))
@@ -220,7 +220,7 @@ def _args(transformed, model, *extra):
 
 
 def _serving_check(model_dir, transformed):
-    from components.push import logic as push_logic
+    from kfp_ct.components.push import logic as push_logic
 
     raw = os.path.join(str(transformed / "raw"), push_logic.RAW_EVAL_FILE)
     return push_logic.run_canary_subprocess(model_dir, raw, 20)
@@ -258,7 +258,7 @@ def test_two_workers_train_one_model_that_passes_the_serving_check(transformed, 
 @pytest.mark.long
 def test_two_workers_read_and_write_gcs_through_the_emulator(transformed, tmp_path,
                                                              gcs_emulator):
-    from components.common import storage
+    from kfp_ct.components.common import storage
 
     bucket = gcs_emulator.new_bucket()
     graph, examples = f"{bucket}/in/graph", f"{bucket}/in/examples"
@@ -291,7 +291,7 @@ def test_two_workers_read_and_write_gcs_through_the_emulator(transformed, tmp_pa
 @pytest.mark.long
 def test_a_killed_worker_group_resumes_from_the_chiefs_durable_checkpoint(transformed,
                                                                            tmp_path):
-    from components.train.checkpoints import LATEST
+    from kfp_ct.components.train.checkpoints import LATEST
 
     durable = tmp_path / "durable"
     model = str(tmp_path / "out" / "model")

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from components.evaluate.naive import label_values, naive_metrics
+from kfp_ct.components.evaluate.naive import label_values, naive_metrics
 
 
 def test_classification_naive_accuracy_is_the_most_frequent_class_share():

@@ -18,8 +18,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from components.common import registry
-from pipelines.entrypoints.client import Client
+from kfp_ct.components.common import registry
+from kfp_ct.pipelines.entrypoints.client import Client
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,12 +1,12 @@
-"""components.common.overlap.prefetched: order, bounded look-ahead, errors, early stops."""
+"""kfp_ct.components.common.overlap.prefetched: order, bounded look-ahead, errors, early stops."""
 
 import threading
 import time
 
 import pytest
 
-from components.common.errors import InputDataError
-from components.common.overlap import prefetched
+from kfp_ct.components.common.errors import InputDataError
+from kfp_ct.components.common.overlap import prefetched
 
 
 def _prefetch_threads():

@@ -7,7 +7,8 @@ lies under a folder named in KFP_CT_DURABLE_PATHS (a mounted PersistentVolumeCla
 
 import pytest
 
-from components.common import podenv, preflight
+from kfp_ct.components.common import podenv
+from kfp_ct.components.validate import preflight
 
 POD = {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
 
@@ -44,7 +45,7 @@ def test_preflight_refuses_it_before_any_data_is_read(monkeypatch, tmp_path):
 
 
 def test_push_refuses_it_too(monkeypatch, tmp_path):
-    from components.push.logic import _check_destination
+    from kfp_ct.components.push.logic import _check_destination
 
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     monkeypatch.delenv("KFP_CT_DURABLE_PATHS", raising=False)
@@ -54,7 +55,7 @@ def test_push_refuses_it_too(monkeypatch, tmp_path):
 
 
 def test_train_refuses_a_local_checkpoint_folder_in_a_pod(monkeypatch, tmp_path):
-    from components.train.logic import run_train
+    from kfp_ct.components.train.logic import run_train
 
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     monkeypatch.delenv("KFP_CT_DURABLE_PATHS", raising=False)

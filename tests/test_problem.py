@@ -1,12 +1,12 @@
-"""components.common.problem: spec parsing and user module loading."""
+"""kfp_ct.components.common.problem: spec parsing and user module loading."""
 
 import json
 import os
 
 import pytest
 
-from components.common import problem
-from components.common.errors import ProblemSpecError
+from kfp_ct.components.common import problem
+from kfp_ct.components.common.errors import ProblemSpecError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PENGUINS_SPEC_PATH = os.path.join(os.path.dirname(HERE), "pipelines", "penguins", "problem.json")

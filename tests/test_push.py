@@ -1,4 +1,4 @@
-"""components.push: serving check, warmup requests and publish to the model base."""
+"""kfp_ct.components.push: serving check, warmup requests and publish to the model base."""
 
 import json
 import os
@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from components.common import tfenv  # noqa: F401  (before TensorFlow loads)
-from components.common import registry, storage
-from components.common.errors import KfpCtError, StorageError
-from components.push import canary as canary_lib
-from components.push import logic
+from kfp_ct.components.common import tfenv  # noqa: F401  (before TensorFlow loads)
+from kfp_ct.components.common import registry, storage
+from kfp_ct.components.common.errors import KfpCtError, StorageError
+from kfp_ct.components.push import canary as canary_lib
+from kfp_ct.components.push import logic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBLEM = os.path.join(ROOT, "pipelines", "penguins", "problem.json")
@@ -93,7 +93,7 @@ def numeric_dirs(base):
 def test_canary_process_answers_one_json_line(trained):
     raw = os.path.join(trained["raw"], logic.RAW_EVAL_FILE)
     proc = subprocess.run(
-        [sys.executable, "-m", "components.push.canary", trained["model"], raw, "5"],
+        [sys.executable, "-m", "kfp_ct.components.push.canary", trained["model"], raw, "5"],
         capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -106,7 +106,7 @@ def test_canary_process_answers_one_json_line(trained):
 def test_canary_on_missing_model_fails_with_json(trained, tmp_path):
     raw = os.path.join(trained["raw"], logic.RAW_EVAL_FILE)
     proc = subprocess.run(
-        [sys.executable, "-m", "components.push.canary", str(tmp_path / "nope"), raw, "3"],
+        [sys.executable, "-m", "kfp_ct.components.push.canary", str(tmp_path / "nope"), raw, "3"],
         capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode != 0
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -246,7 +246,7 @@ def test_unwritable_destination_is_a_clear_error(trained, upstream, tmp_path):
 
 _KILLED_PUSH = textwrap.dedent("""
     import json, sys
-    from components.push.logic import run_push
+    from kfp_ct.components.push.logic import run_push
     args = json.loads(sys.argv[1])
     run_push(**args)
     print("FINISHED", flush=True)
@@ -379,8 +379,8 @@ def test_corrupt_production_blocks_the_push_and_names_the_rollback_that_recovers
 
     import tensorflow as tf
 
-    from components.evaluate.logic import run_evaluate
-    from components.gate.logic import run_gate
+    from kfp_ct.components.evaluate.logic import run_evaluate
+    from kfp_ct.components.gate.logic import run_gate
 
     base = str(tmp_path / "serving" / "penguins")
     assert push(trained, upstream, base, tmp_path / "p1").version == 1
@@ -457,8 +457,8 @@ def test_warmup_requests_carry_no_label_nor_sensitive_column_and_the_module_is_k
 
 
 def test_a_sensitive_column_must_be_a_column_of_the_spec():
-    from components.common.errors import ProblemSpecError
-    from components.common.problem import load_problem
+    from kfp_ct.components.common.errors import ProblemSpecError
+    from kfp_ct.components.common.problem import load_problem
 
     problem = json.load(open(PROBLEM))
     problem["sensitive"] = ["ssn"]

@@ -1,12 +1,12 @@
-"""components.common.registry: the serving layout at a local or gs:// model base."""
+"""kfp_ct.components.common.registry: the serving layout at a local or gs:// model base."""
 
 import json
 import os
 
 import pytest
 
-from components.common import registry, storage
-from components.common.errors import RegistryError, StorageError
+from kfp_ct.components.common import registry, storage
+from kfp_ct.components.common.errors import RegistryError, StorageError
 
 
 @pytest.fixture(params=["local", "gcs"])
@@ -186,7 +186,7 @@ def test_old_staging_folder_of_a_killed_push_is_removed_by_the_next_push(tmp_pat
     import os
     import time
 
-    from components.common import registry as reg
+    from kfp_ct.components.common import registry as reg
 
     base = tmp_path / "base"
     model = tmp_path / "model"

@@ -12,9 +12,9 @@ import os
 
 import pytest
 
-from components.common import registry
-from pipelines.local import run_local
-from pipelines.training import training_pipeline
+from kfp_ct.components.common import registry
+from kfp_ct.pipelines.entrypoints.local import run_local
+from kfp_ct.pipelines.training import training_pipeline
 
 pytestmark = pytest.mark.long
 
@@ -29,7 +29,7 @@ PROBLEM = json.dumps({
 def runs(tmp_path_factory):
     import pandas as pd
 
-    from components.common.data import bundled_penguins_path
+    from kfp_ct.components.common.data import bundled_penguins_path
 
     root = tmp_path_factory.mktemp("regression")
     data = root / "penguins_mass.csv"
@@ -85,7 +85,7 @@ def test_the_pushed_regression_model_serves_raw_rows_without_the_label(runs):
     assert os.path.getsize(warmup) > 0
     rows = [r.numpy() for r in tf.data.TFRecordDataset(
         second.artifact("transform", "raw_eval", "eval_raw.tfrecord"))][:5]
-    from components.push.canary import strip_columns
+    from kfp_ct.components.push.canary import strip_columns
 
     serve = tf.saved_model.load(os.path.join(dest, "2")).signatures["serving_default"]
     out = serve(examples=tf.constant(strip_columns(rows, ["body_mass_g"])))["outputs"]

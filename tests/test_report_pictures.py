@@ -12,11 +12,11 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import browser  # tests/browser.py (tests/ is on sys.path)
-from components.common import data
-from components.evaluate import logic as evaluate
-from components.evaluate import render as evaluate_render
-from components.validate import logic as validate
-from components.validate import render as validate_render
+from kfp_ct.components.common import data
+from kfp_ct.components.evaluate import logic as evaluate
+from kfp_ct.components.evaluate import render as evaluate_render
+from kfp_ct.components.validate import logic as validate
+from kfp_ct.components.validate import render as validate_render
 
 PENGUINS_PROBLEM = str(pathlib.Path(__file__).resolve().parents[1] / "pipelines" / "penguins"
                        / "problem.json")

@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from components.common import storage, synth
-from components.common.errors import InputDataError, KfpCtError
-from components.drift import logic as drift_logic
-from components.retrain import logic
+from kfp_ct.components.common import storage
+from kfp_ct.pipelines.entrypoints import synth
+from kfp_ct.components.common.errors import InputDataError, KfpCtError
+from kfp_ct.components.drift import logic as drift_logic
+from kfp_ct.components.retrain import logic
 from kfp_api_double import kfp_api_double  # tests/ has no __init__: pytest puts it on sys.path
 
 TOKEN = "in-cluster-sa-token"
@@ -200,7 +201,7 @@ def test_a_failed_launch_is_recorded_and_the_next_run_retries(drift_base, tmp_pa
 
 _RACER = textwrap.dedent("""
     import json, os, sys, time
-    from components.retrain import logic
+    from kfp_ct.components.retrain import logic
     decision, base, launch_dir, go, host, data, ready = sys.argv[1:8]
     cfg = logic.TriggerConfig(mode="kfp", host=host, training_data=data, training_partitions=2)
     import kfp.client  # noqa: F401  (imported before the go, like everything else)
@@ -314,7 +315,7 @@ def test_training_window_takes_the_newest_partitions(tmp_path):
     assert logic.training_window(data, 0) == data
     newest = logic.training_window(data, 1).split(",")
     assert [os.path.basename(p) for p in newest] == ["date=2026-11-23"]
-    from components.common.data import resolve_inputs
+    from kfp_ct.components.common.data import resolve_inputs
 
     files = resolve_inputs(logic.training_window(data, 2))
     assert [os.path.basename(os.path.dirname(f)) for f in files] == ["date=2026-11-22",

@@ -10,9 +10,9 @@ import urllib.request
 
 import pytest
 
-from components.common.errors import KfpCtError
-from components.retrain import kfp_launcher
-from components.retrain.kfp_launcher import TERMINAL_STATES, KfpLauncher
+from kfp_ct.components.common.errors import KfpCtError
+from kfp_ct.components.retrain import kfp_launcher
+from kfp_ct.components.retrain.kfp_launcher import TERMINAL_STATES, KfpLauncher
 from kfp_api_double import kfp_api_double  # tests/ has no __init__: pytest puts it on sys.path
 
 TOKEN = "sa-token-abc123"
@@ -360,7 +360,7 @@ def test_launch_works_in_kfps_task_runtime_mode(api, token_file, tmp_path):
 
     pipeline_id, versions = _seed(api)
     script = ("import json, sys\n"
-              "from components.retrain.kfp_launcher import KfpLauncher\n"
+              "from kfp_ct.components.retrain.kfp_launcher import KfpLauncher\n"
               "import kfp\n"
               "assert not hasattr(kfp, 'Client')\n"
               f"r = KfpLauncher({PIPELINE!r}, host={api.url!r}, token_path={token_file!r})"

@@ -1,11 +1,11 @@
-"""components.common.storage: local paths and gs:// (through the GCS emulator)."""
+"""kfp_ct.components.common.storage: local paths and gs:// (through the GCS emulator)."""
 
 import os
 
 import pytest
 
-from components.common import storage
-from components.common.errors import StorageError
+from kfp_ct.components.common import storage
+from kfp_ct.components.common.errors import StorageError
 
 
 @pytest.fixture(params=["local", "gcs"])

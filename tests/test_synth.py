@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from components.common import synth
+from kfp_ct.pipelines.entrypoints import synth
 
 N = 40_000  # large enough for proportions, small enough to stay well under a second
 CHUNK = 7_000  # not a divisor of N: the last chunk is partial

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.common.errors import KfpCtError
-from components.train import tfjob
+from kfp_ct.components.common.errors import KfpCtError
+from kfp_ct.components.train import tfjob
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "team-a"
@@ -184,7 +184,7 @@ def test_the_tfjob_manifest_is_exactly_what_the_operator_reads():
                 "replicas": 3, "restartPolicy": "OnFailure",
                 "template": {"spec": {"containers": [{
                     "name": "tensorflow", "image": "ghcr.io/kfp-ct/kfp-ct-cpu:0.1.0",
-                    "command": ["python", "-m", "components.train.worker",
+                    "command": ["python", "-m", "kfp_ct.components.train.worker",
                                 "--transform-graph", "gs://b/root/transform/graph",
                                 "--examples", "gs://b/root/transform/examples",
                                 "--problem", '{"label":"species"}',
@@ -379,7 +379,7 @@ def test_no_training_operator_is_a_clear_error(k8s):
 
 _SIGTERM_SCRIPT = """
 import sys
-from components.train import tfjob
+from kfp_ct.components.train import tfjob
 jobs = tfjob.TFJobs("team-a", client=tfjob.api_client(sys.argv[1]), log=print)
 manifest = tfjob.build_manifest("kfp-ct-train-run-7", "team-a", "img", ["python"], 2, {})
 try:
@@ -410,7 +410,7 @@ def test_sigterm_while_waiting_deletes_the_tfjob(k8s):
 
 
 def test_launch_reads_the_chiefs_metrics_after_success(k8s, gcs_emulator):
-    from components.common import storage
+    from kfp_ct.components.common import storage
 
     bucket = gcs_emulator.new_bucket()
     model = f"{bucket}/root/run-7/train-tfjob/model"
@@ -452,7 +452,7 @@ def compiled(tmp_path_factory):
 
 
 def test_the_multiworker_variant_launches_a_tfjob_from_a_small_launcher(compiled):
-    from pipelines import cluster
+    from kfp_ct.pipelines import cluster
 
     out, spec, platform = compiled
     assert spec["pipelineInfo"]["name"] == "kfp-ct-training-multiworker"

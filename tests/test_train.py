@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from components.common import tfenv  # noqa: F401
-from components.common.errors import KfpCtError, ProblemSpecError
-from components.train.strategy import Plan, plan_strategy
+from kfp_ct.components.common import tfenv  # noqa: F401
+from kfp_ct.components.common.errors import KfpCtError, ProblemSpecError
+from kfp_ct.components.train.strategy import Plan, plan_strategy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBLEM = os.path.join(ROOT, "pipelines", "penguins", "problem.json")
@@ -25,7 +25,7 @@ def transformed(penguins_transformed):
 
 @pytest.fixture(scope="module")
 def trained(transformed, tmp_path_factory):
-    from components.train.logic import run_train
+    from kfp_ct.components.train.logic import run_train
 
     model_dir = str(tmp_path_factory.mktemp("model") / "model")
     result = run_train(str(transformed / "graph"), str(transformed / "examples"), PROBLEM,
@@ -75,8 +75,8 @@ def test_local_shards_are_read_in_the_order_parallel_reads_give(transformed, tmp
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from components.common.problem import load_problem
-    from components.train import logic
+    from kfp_ct.components.common.problem import load_problem
+    from kfp_ct.components.train import logic
 
     train = glob.glob(str(transformed / "examples" / "train" / "*.tfrecord"))
     records = [r.numpy() for r in tf.data.TFRecordDataset(sorted(train))]
@@ -108,7 +108,7 @@ def test_local_shards_are_read_in_the_order_parallel_reads_give(transformed, tmp
 
 
 def test_cpu_training_with_a_seed_is_reproducible(transformed, tmp_path):
-    from components.train.logic import run_train
+    from kfp_ct.components.train.logic import run_train
 
     runs = [run_train(str(transformed / "graph"), str(transformed / "examples"), PROBLEM,
                       str(tmp_path / f"m{i}"), train_steps=40, steps_per_epoch=20, seed=7)
@@ -124,7 +124,7 @@ def test_many_steps_per_execution_train_the_same_model_as_one(transformed, tmp_p
     import numpy as np
     import tensorflow as tf
 
-    from components.train import logic
+    from kfp_ct.components.train import logic
 
     assert logic.STEPS_PER_EXECUTION > 1
     results, outputs = [], []
@@ -143,10 +143,10 @@ def test_many_steps_per_execution_train_the_same_model_as_one(transformed, tmp_p
 
 
 def test_user_build_model_that_raises_is_reported(transformed, tmp_path):
-    from components.train.logic import run_train
+    from kfp_ct.components.train.logic import run_train
 
     module = tmp_path / "user_module.py"
-    module.write_text("from components.transform.preprocessing import build_preprocessing_fn\n"
+    module.write_text("from kfp_ct.components.transform.preprocessing import build_preprocessing_fn\n"
                       "def preprocessing_fn(inputs):\n    raise AssertionError('unused')\n"
                       "def build_model(spec, tft_output):\n"
                       "    raise RuntimeError('no GPU budget today')\n")
@@ -161,7 +161,7 @@ def test_user_build_model_that_raises_is_reported(transformed, tmp_path):
 
 _TRAIN_SCRIPT = """
 import sys
-from components.train.logic import run_train
+from kfp_ct.components.train.logic import run_train
 r = run_train(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], train_steps=400,
               steps_per_epoch=20, checkpoint_dir=sys.argv[5])
 print("RESULT", r.metrics["resumed_from_epoch"], flush=True)
@@ -169,7 +169,7 @@ print("RESULT", r.metrics["resumed_from_epoch"], flush=True)
 
 
 def test_killed_training_resumes_from_its_last_epoch(transformed, tmp_path):
-    from components.train.logic import run_train
+    from kfp_ct.components.train.logic import run_train
 
     args = [str(transformed / "graph"), str(transformed / "examples"), PROBLEM,
             str(tmp_path / "model"), str(tmp_path / "backup")]
@@ -193,7 +193,7 @@ def test_killed_training_resumes_from_its_last_epoch(transformed, tmp_path):
 
 _POD_SCRIPT = """
 import sys
-from components.train.logic import run_train
+from kfp_ct.components.train.logic import run_train
 r = run_train(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], train_steps=120,
               steps_per_epoch=20, checkpoint_root=sys.argv[5], run_id="run-42")
 print("RESULT", r.metrics["resumed_from_epoch"], r.metrics["steps_run_this_attempt"], flush=True)
@@ -211,8 +211,8 @@ def test_train_retried_in_a_new_pod_resumes_from_its_gcs_checkpoint(transformed,
                                                                     gcs_emulator):
     """A train task killed after epoch 3, retried in a new pod (empty disk, new model
     path), resumes from the checkpoint it kept under gs://; success removes it."""
-    from components.common import storage
-    from components.train.checkpoints import LATEST
+    from kfp_ct.components.common import storage
+    from kfp_ct.components.train.checkpoints import LATEST
 
     root = f"{gcs_emulator.new_bucket()}/pipeline-root/checkpoints"
     durable = f"{root}/run-42/train"
@@ -244,7 +244,7 @@ def test_train_retried_in_a_new_pod_resumes_from_its_gcs_checkpoint(transformed,
 
 
 def test_checkpoint_location_is_per_run_under_the_root_or_the_push_destination():
-    from components.train.checkpoints import durable_location
+    from kfp_ct.components.train.checkpoints import durable_location
 
     assert durable_location("gs://b/root", "gs://b/serving", "job 7/a") == \
         "gs://b/root/job-7-a/train"
@@ -255,7 +255,7 @@ def test_checkpoint_location_is_per_run_under_the_root_or_the_push_destination()
 
 
 def test_a_copy_that_latest_does_not_name_is_never_restored(tmp_path):
-    from components.train.checkpoints import DurableBackup
+    from kfp_ct.components.train.checkpoints import DurableBackup
 
     local = tmp_path / "local"
     local.mkdir()
@@ -299,8 +299,8 @@ def test_unavailable_accelerator_is_a_clear_error(accelerator, gpus, tpu, messag
 def eval_only_class(tmp_path_factory):
     """Penguins with a class ('Emperor') only in the eval split and a few non-finite
     masses, transformed and trained on."""
-    from components.train.logic import run_train
-    from components.transform.logic import run_transform
+    from kfp_ct.components.train.logic import run_train
+    from kfp_ct.components.transform.logic import run_transform
     from label_data import penguin_rows, with_class_in_split
 
     root = tmp_path_factory.mktemp("eval_only_class")
@@ -338,8 +338,8 @@ def test_class_only_in_eval_split_counts_as_wrong_in_evaluation(eval_only_class,
     import numpy as np
     import tensorflow as tf
 
-    from components.common import registry
-    from components.evaluate.logic import run_evaluate
+    from kfp_ct.components.common import registry
+    from kfp_ct.components.evaluate.logic import run_evaluate
 
     paths, _, n = eval_only_class
     rows = [r.numpy() for r in tf.data.TFRecordDataset(os.path.join(paths["raw"],
@@ -380,7 +380,7 @@ def test_class_only_in_eval_split_counts_as_wrong_in_evaluation(eval_only_class,
 
 
 def test_macro_recall_counts_a_class_the_model_lacks_as_never_recalled():
-    from components.evaluate.logic import macro_precision_recall
+    from kfp_ct.components.evaluate.logic import macro_precision_recall
 
     square = [[8, 2], [1, 9]]
     assert macro_precision_recall(square) == pytest.approx(
@@ -392,7 +392,7 @@ def test_macro_recall_counts_a_class_the_model_lacks_as_never_recalled():
 
 _NAN_LOSS_MODULE = """
 import tensorflow as tf
-from components.train import model as model_lib
+from kfp_ct.components.train import model as model_lib
 
 
 def preprocessing_fn(inputs):
@@ -409,8 +409,8 @@ def build_model(spec, tft_output):
 
 
 def test_model_with_a_nan_loss_is_refused_not_exported(transformed, tmp_path):
-    from components.common.errors import TrainingError
-    from components.train.logic import run_train
+    from kfp_ct.components.common.errors import TrainingError
+    from kfp_ct.components.train.logic import run_train
 
     module = tmp_path / "nan_loss_module.py"
     module.write_text(_NAN_LOSS_MODULE)

@@ -1,4 +1,4 @@
-"""components.transform.logic.run_transform on the bundled penguins and on bad input."""
+"""kfp_ct.components.transform.logic.run_transform on the bundled penguins and on bad input."""
 
 import glob
 import json
@@ -8,10 +8,10 @@ import re
 import numpy as np
 import pytest
 
-from components.common import data
-from components.common.errors import InputDataError, ProblemSpecError
-from components.transform import logic as transform
-from components.transform.preprocessing import LABEL_VOCABULARY
+from kfp_ct.components.common import data
+from kfp_ct.components.common.errors import InputDataError, ProblemSpecError
+from kfp_ct.components.transform import logic as transform
+from kfp_ct.components.transform.preprocessing import LABEL_VOCABULARY
 from transform_outputs import USER_MODULE_HEAD, extended_module
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -84,7 +84,7 @@ def test_penguins_split_covers_every_row_with_about_20_percent_eval(penguins_run
 
 
 def test_penguins_split_matches_the_eval_mask(penguins_run):
-    from components.common.problem import load_problem
+    from kfp_ct.components.common.problem import load_problem
 
     spec = load_problem(PENGUINS_SPEC)
     mask = np.concatenate([data.eval_mask(b, spec)
@@ -148,8 +148,8 @@ def test_penguins_raw_eval_records_are_raw_examples(penguins_run):
         missing_sex += not features["sex"].bytes_list.value
     assert species <= {"Adelie", "Chinstrap", "Gentoo"} and len(species) >= 2
     # a raw record parses with the serving-time (VarLen) raw feature spec
-    from components.common.problem import load_problem
-    from components.transform.preprocessing import raw_feature_spec
+    from kfp_ct.components.common.problem import load_problem
+    from kfp_ct.components.transform.preprocessing import raw_feature_spec
 
     parsed = tf.io.parse_example(records, raw_feature_spec(load_problem(PENGUINS_SPEC)))
     mass = tf.sparse.to_dense(parsed["body_mass_g"]).numpy()
@@ -292,7 +292,7 @@ def test_text_in_numeric_column_fails_and_leaves_no_outputs(tmp_path):
 def test_bad_value_deep_in_a_large_file_fails_and_leaves_no_outputs(tmp_path):
     """The value sits in a later CSV block, read ahead in a thread (common/overlap.py):
     the error is still ours, names the file and the value, and nothing is written."""
-    from components.common.synth import write_penguins_like
+    from kfp_ct.pipelines.entrypoints.synth import write_penguins_like
 
     path = tmp_path / "large.csv"
     write_penguins_like(str(path), 180_000, seed=0)
@@ -348,8 +348,8 @@ def _serve_raw(tft_output, rows: list[dict]) -> dict:
     """The transform graph applied as serving applies it: parse raw tf.Examples, transform."""
     import tensorflow as tf
 
-    from components.common.problem import load_problem
-    from components.transform.preprocessing import raw_feature_spec
+    from kfp_ct.components.common.problem import load_problem
+    from kfp_ct.components.transform.preprocessing import raw_feature_spec
 
     parsed = tf.io.parse_example(tf.constant([_raw_example(r) for r in rows]),
                                  raw_feature_spec(load_problem(PENGUINS_SPEC), with_label=False))
@@ -454,7 +454,7 @@ def test_serving_treats_non_finite_raw_values_as_missing(odd_runs):
 
 
 def test_single_class_in_the_training_split_fails_and_leaves_no_outputs(tmp_path):
-    from components.common.errors import LabelError
+    from kfp_ct.components.common.errors import LabelError
     from label_data import penguin_rows, with_class_in_split
 
     header, rows = penguin_rows()

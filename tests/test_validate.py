@@ -1,4 +1,4 @@
-"""components.validate.logic.run_validate on the bundled penguins and on bad input."""
+"""kfp_ct.components.validate.logic.run_validate on the bundled penguins and on bad input."""
 
 import csv
 import json
@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from components.common import data
-from components.common.errors import InputDataError, LabelError, SchemaError
-from components.validate import logic as validate
+from kfp_ct.components.common import data
+from kfp_ct.components.common.errors import InputDataError, LabelError, SchemaError
+from kfp_ct.components.validate import logic as validate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PENGUINS_SPEC = os.path.join(os.path.dirname(HERE), "pipelines", "penguins", "problem.json")
@@ -270,7 +270,7 @@ def test_data_with_empty_labels_raises_and_writes_nothing(tmp_path):
 def test_statistics_on_a_beam_runner_equal_the_streaming_pass(tmp_path):
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
-    from components.validate.logic import run_validate
+    from kfp_ct.components.validate.logic import run_validate
 
     counts = {}
     for mode, beam_args in (("stream", None), ("beam", ["--runner=DirectRunner"])):
@@ -366,7 +366,7 @@ def test_non_finite_numbers_are_anomalies_naming_column_count_and_line(tmp_path)
     assert stats.mean == pytest.approx(sum(kept) / len(kept))
     assert stats.max == pytest.approx(max(kept))
     # The drift baseline counts them as missing too.
-    from components.common import registry
+    from kfp_ct.components.common import registry
 
     with open(os.path.join(out["statistics_dir"], registry.DRIFT_REFERENCE)) as fh:
         reference = json.load(fh)["columns"]["body_mass_g"]["reference"]

@@ -1,4 +1,4 @@
-"""Warm task starts (pipelines/warm.py): forks of one zygote behave like new processes."""
+"""Warm task starts (pipelines/entrypoints/warm.py): forks of one zygote behave like new processes."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pipelines import warm
+from kfp_ct.pipelines.entrypoints import warm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = "tests.warm_probe.probe"
@@ -128,7 +128,7 @@ def test_an_early_zygote_of_other_modules_or_a_dead_one_is_not_used(tmp_path):
 def test_an_early_zygote_that_no_run_takes_over_stops_at_exit_even_mid_import():
     """A command that refuses its inputs exits at once, though the zygote it started is
     in the middle of a long import (TensorFlow's takes seconds)."""
-    script = ("import sys, time; sys.path.insert(0, %r); from pipelines import warm; "
+    script = ("import sys, time; sys.path.insert(0, %r); from kfp_ct.pipelines.entrypoints import warm; "
               "warm.start_early(('tests.warm_probe.slow_import',)); "
               "print(warm._early.proc.pid, warm._early.folder); time.sleep(1)" % ROOT)
     started = time.monotonic()

@@ -29,8 +29,8 @@ def _dense(x, default):
 
 _EXTENDED_MODULE = """
 import tensorflow as tf
-from components.common.problem import load_problem
-from components.transform.preprocessing import build_preprocessing_fn
+from kfp_ct.components.common.problem import load_problem
+from kfp_ct.components.transform.preprocessing import build_preprocessing_fn
 
 
 def preprocessing_fn(inputs):

@@ -36,10 +36,10 @@ import tempfile
 import uuid
 import warnings
 
-from components.common import data as data_lib
-from components.common import storage
-from components.common.errors import KfpCtError
-from components.common.problem import USER_MODULE_PREFIX, load_problem
+from kfp_ct.components.common import data as data_lib
+from kfp_ct.components.common import storage
+from kfp_ct.components.common.errors import KfpCtError
+from kfp_ct.components.common.problem import USER_MODULE_PREFIX, load_problem
 
 CSV_BATCH_LINES = 65_536
 TF_WORK_ENV = "KFP_CT_TF_WORK_LOCATION"
@@ -54,7 +54,7 @@ def beam_args_examples(project: str = "my-project", region: str = "europe-west4"
     default ours (CPU_IMAGE), which holds TFDV, TFT and TFMA at the launcher's versions.
     For evaluate the models must be at gs:// paths (KFP's ``/gcs/`` artifact paths are
     given to the workers as gs://)."""
-    from components.common.images import CPU_IMAGE
+    from kfp_ct.components.common.images import CPU_IMAGE
 
     image = image or CPU_IMAGE
     temp = f"--temp_location={bucket}/beam-tmp"
@@ -95,7 +95,7 @@ def worker_errors():
     user module's fault) reaches the caller as itself, with its message, instead of the
     runner's RuntimeError holding the worker's traceback. Anything else is left as the
     runner raised it."""
-    from components.common import errors
+    from kfp_ct.components.common import errors
 
     try:
         yield

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import importlib.util
 import io
 import os
@@ -32,9 +33,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from components.common import storage
-from components.common.errors import InputDataError, LabelError, StorageError
-from components.common.problem import ProblemSpec
+from kfp_ct.components.common import storage
+from kfp_ct.components.common.errors import InputDataError, LabelError, StorageError
+from kfp_ct.components.common.problem import ProblemSpec
 
 BUNDLED_PENGUINS = "bundled:penguins"
 # Texts that mean "no value" in a text column (CSV and Parquet alike).
@@ -55,8 +56,31 @@ def bundled_penguins_path() -> str:
 
 
 def format_of(path: str) -> str | None:
-    """'csv' or 'parquet' from the file name; None when it is neither."""
-    return _FORMATS.get(os.path.splitext(path)[1].lower())
+    """'csv' or 'parquet' from the file name; None when it is neither.
+
+    A file whose name has no extension at all (what a KFP component writes when it opens
+    its output Dataset's ``.path`` as a file) is told by its content: Parquet files start
+    with ``PAR1``, anything else is read as CSV.
+    """
+    found = _FORMATS.get(os.path.splitext(path)[1].lower())
+    if found or "." in path.rstrip("/").rsplit("/", 1)[-1]:
+        return found
+    return _sniffed_format(path)
+
+
+@functools.lru_cache(maxsize=256)
+def _sniffed_format(path: str) -> str | None:
+    try:
+        if not storage.exists(path) or storage.isdir(path):
+            return None
+        if storage.is_gcs(path):
+            head = storage.read_bytes(path)[:4]
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(4)
+    except (OSError, StorageError):
+        return None
+    return "parquet" if head == b"PAR1" else "csv"
 
 
 def expand_paths(path: str, what: str, accept, folder_holds: str) -> list[str]:

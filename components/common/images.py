@@ -1,4 +1,4 @@
-"""Container image names: one version (``components.__version__``) drives every tag.
+"""Container image names: one version (``kfp_ct.components.__version__``) drives every tag.
 
 One image per dependency set, not per component (see ``images/``):
 
@@ -25,7 +25,7 @@ Standard library only: compiling pipelines imports this module.
 import json
 import os
 
-from components import __version__
+from kfp_ct.components import __version__
 
 DEFAULT_REGISTRY = "ghcr.io/kfp-ct"
 REGISTRY = os.environ.get("KFP_CT_REGISTRY", "").rstrip("/") or DEFAULT_REGISTRY
@@ -62,6 +62,6 @@ CPU_IMAGE = image("kfp-ct-cpu")
 GPU_IMAGE = image("kfp-ct-gpu")
 TPU_IMAGE = image("kfp-ct-tpu")
 
-if __name__ == "__main__":  # `python -m components.common.images`: the tags, for make
+if __name__ == "__main__":  # `python -m kfp_ct.components.common.images`: the tags, for make
     print(json.dumps({"version": __version__, "registry": REGISTRY, "cpu": CPU_IMAGE,
                       "gpu": GPU_IMAGE, "tpu": TPU_IMAGE}))

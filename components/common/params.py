@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from components.common.errors import KfpCtError
+from kfp_ct.components.common.errors import KfpCtError
 
 
 def json_object(value: str | dict | None, what: str) -> dict:

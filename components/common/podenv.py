@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from components.common.errors import KfpCtError
+from kfp_ct.components.common.errors import KfpCtError
 
 POD_ENV = "KUBERNETES_SERVICE_HOST"
 DURABLE_ENV = "KFP_CT_DURABLE_PATHS"

@@ -28,8 +28,8 @@ import types
 import uuid
 from typing import Any
 
-from components.common import storage
-from components.common.errors import ProblemSpecError, StorageError
+from kfp_ct.components.common import storage
+from kfp_ct.components.common.errors import ProblemSpecError, StorageError
 
 TASKS = ("classification", "regression")
 _NUMERIC_OPTIONS = {"log", "clip_min", "clip_max", "buckets"}

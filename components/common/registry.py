@@ -46,9 +46,9 @@ import time
 import uuid
 from typing import Any, Iterator
 
-from components.common import storage
-from components.common.errors import RegistryError, StorageError
-from components.common.metrics import MAIN_METRIC
+from kfp_ct.components.common import storage
+from kfp_ct.components.common.errors import RegistryError, StorageError
+from kfp_ct.components.common.metrics import MAIN_METRIC
 
 SAVED_MODEL = "saved_model.pb"
 AUDIT_DIR = "kfp_ct"

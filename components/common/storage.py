@@ -2,7 +2,7 @@
 
 Every function takes plain ``str`` paths, either local or ``gs://bucket/key``.
 Failures (missing paths, permission problems, bad URIs, service errors) are raised
-as :class:`components.common.errors.StorageError` with a message naming the path.
+as :class:`kfp_ct.components.common.errors.StorageError` with a message naming the path.
 
 ``gs://`` access uses ``google-cloud-storage``. When ``STORAGE_EMULATOR_HOST`` is set
 (tests, local emulators) the client uses anonymous credentials and the project
@@ -22,7 +22,7 @@ import tempfile
 import threading
 from typing import Iterator, Sequence
 
-from components.common.errors import StorageError
+from kfp_ct.components.common.errors import StorageError
 
 GCS_SCHEME = "gs://"
 _WILDCARDS = "*?["

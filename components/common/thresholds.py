@@ -2,7 +2,7 @@
 
 Read by the gate (components/gate/logic.py), which decides with it, and checked before
 any heavy work: by ``kfp-ct run-local`` before the run starts and by the first task on a
-cluster (components/common/preflight.py). The format is described in the gate's module
+cluster (components/validate/preflight.py). The format is described in the gate's module
 docstring.
 
 Pure Python: no kfp, no TensorFlow.
@@ -14,8 +14,8 @@ import json
 import math
 from typing import Any
 
-from components.common import metrics
-from components.common.errors import KfpCtError
+from kfp_ct.components.common import metrics
+from kfp_ct.components.common.errors import KfpCtError
 
 _VALUE_KEYS = {"min", "max", "better_than_naive"}
 _CHANGE_KEYS = {"higher_is_better", "absolute", "relative"}

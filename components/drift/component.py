@@ -1,19 +1,19 @@
 """KFP wrapper of the drift check: artifacts in, plain function call, artifacts out."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Markdown, Metrics, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Output
 
-from components.common.images import CPU_IMAGE
+from kfp_ct.components.common.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def drift_check(
     model_base: str,
+    window: Input[Dataset],
     decision: Output[Artifact],
     report: Output[HTML],
     report_md: Output[Markdown],
     metrics: Output[Metrics],
-    window_path: str = "",
     request_log_path: str = "",
     settings: str = "",
     run_id: str = "",
@@ -29,7 +29,8 @@ def drift_check(
 
     Args:
         model_base: The TF Serving model base the production model is pushed to.
-        window_path: Fresh data: CSV or Parquet file, folder or glob, local or gs://.
+        window: Fresh data, a Dataset whose URI is a CSV or Parquet file, folder or glob,
+            local or gs://; an empty URI: no window (the request log alone).
         request_log_path: TF Serving request log: PredictionLog TFRecord file(s).
         settings: JSON: thresholds per type ("numeric", "categorical") and per feature
             ("features"), "false_alarm_rate", "min_rows".
@@ -45,15 +46,19 @@ def drift_check(
     import os
     import time
 
-    from components.drift.logic import DRIFT_JSON, metrics as flat_metrics, run_drift_check
+    from kfp_ct.components.drift.logic import DRIFT_JSON, metrics as flat_metrics, run_drift_check
+
+    from kfp_ct.components.common.artifacts import check_inputs, stamp_outputs
 
     started = time.perf_counter()
+    check_inputs("drift_check", window=window)
     record = run_drift_check(
-        model_base=model_base, window_path=window_path, request_log_path=request_log_path,
+        model_base=model_base, window_path=window.uri, request_log_path=request_log_path,
         settings=settings, decision_dir=decision.path, report_html=report.path,
         report_md=report_md.path, run_info={"run_id": run_id, "run_name": run_name})
     for name, value in flat_metrics(record).items():
         metrics.log_metric(name, value)
     decision.metadata.update({"decision": record["decision"], "drifted": record["drifted"],
                               "file": os.path.join(decision.path, DRIFT_JSON)})
+    stamp_outputs("drift_check", decision=decision)
     print(f"[kfp-ct] timing task=drift-check logic_s={time.perf_counter() - started:.2f}")

@@ -12,7 +12,7 @@ The **baseline** comes from the registry only: the production version's training
 statistics (``kfp_ct/statistics.pb``), schema, problem spec and prediction profile.
 
 For every feature (and the label, when the window has it, and the production model's
-predictions) the distance between training and window (:mod:`components.common.drift`)
+predictions) the distance between training and window (:mod:`kfp_ct.components.common.drift`)
 is compared with the user's threshold *and* with the no-drift level at this window size;
 drift is flagged only above both. Below ``min_rows`` rows the decision is
 ``INSUFFICIENT_DATA``, never drift.
@@ -38,11 +38,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from components.common import data as data_lib
-from components.common import drift, registry, storage
-from components.common.errors import InputDataError, KfpCtError, RegistryError
-from components.common.params import json_object
-from components.common.problem import ProblemSpec, load_problem
+from kfp_ct.components.common import data as data_lib
+from kfp_ct.components.common import drift, registry, storage
+from kfp_ct.components.common.errors import InputDataError, KfpCtError, RegistryError
+from kfp_ct.components.common.params import json_object
+from kfp_ct.components.common.problem import ProblemSpec, load_problem
 
 DRIFT_JSON = drift.DRIFT_JSON
 DRIFT, NO_DRIFT, INSUFFICIENT_DATA = drift.DRIFT, drift.NO_DRIFT, drift.INSUFFICIENT_DATA
@@ -443,7 +443,7 @@ def scan_requests(path: str, baseline: Baseline, sample_rows: int) -> Scan:
     import tensorflow as tf
     from tfx_bsl.coders import example_coder
 
-    from components.common.prediction_log import parse_prediction_log, serialized_examples
+    from kfp_ct.components.common.prediction_log import parse_prediction_log, serialized_examples
 
     files = _resolve_logs(path)
     scan = Scan(source=SOURCE_REQUESTS, path=path, files=_fingerprint(files))
@@ -527,10 +527,10 @@ def score(version: registry.VersionInfo,
     """The production model's predictions for serialized tf.Examples, per source: (kind,
     predicted values, top class scores or None for regression). The model is fetched and
     loaded once for every source."""
-    from components.common import tfenv  # noqa: F401  (before TensorFlow loads)
+    from kfp_ct.components.common import tfenv  # noqa: F401  (before TensorFlow loads)
     import tensorflow as tf
 
-    from components.common.prediction_log import INPUT_KEY, SIGNATURE
+    from kfp_ct.components.common.prediction_log import INPUT_KEY, SIGNATURE
 
     with storage.local_copy(version.path) as local:
         try:
@@ -750,7 +750,7 @@ def run_drift_check(model_base: str, window_path: str = "", request_log_path: st
         os.makedirs(decision_dir, exist_ok=True)
         storage.write_text(os.path.join(decision_dir, DRIFT_JSON),
                            json.dumps(record, indent=1, sort_keys=True) + "\n")
-    from components.drift import render
+    from kfp_ct.components.drift import render
 
     for path, draw in ((report_html, render.html), (report_md, render.markdown)):
         if path:

@@ -7,7 +7,7 @@ inline SVG of the training vs window shares per cell (no external assets).
 
 from __future__ import annotations
 
-from components.common import report
+from kfp_ct.components.common import report
 
 _TRAIN, _WINDOW = report.REFERENCE_COLOR, report.CHECKED_COLOR
 _VERDICT_CLASS = {"drift": "bad", "missing column": "bad", "type change": "bad",

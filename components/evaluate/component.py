@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from components.common.images import CPU_IMAGE
+from kfp_ct.components.common.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -41,9 +41,12 @@ def evaluate(
     """
     import time
 
-    from components.evaluate.logic import run_evaluate
+    from kfp_ct.components.evaluate.logic import run_evaluate
+
+    from kfp_ct.components.common.artifacts import check_inputs, stamp_outputs
 
     started = time.perf_counter()
+    check_inputs("evaluate", model=model, raw_eval=raw_eval)
     result = run_evaluate(
         model_dir=model.path, raw_eval_dir=raw_eval.path, problem=problem,
         push_destination=push_destination, output_dir=evaluation.path,
@@ -55,6 +58,7 @@ def evaluate(
     baseline = doc["baseline"]
     evaluation.metadata["baseline_state"] = baseline["state"]
     evaluation.metadata["baseline_version"] = baseline.get("version")
+    stamp_outputs("evaluate", evaluation=evaluation)
     matrix = doc.get("confusion_matrix")
     if matrix:
         confusion.log_confusion_matrix(matrix["labels"], matrix["matrix"])

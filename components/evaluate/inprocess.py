@@ -35,7 +35,7 @@ import dataclasses
 
 import numpy as np
 
-from components.common import metrics as metrics_lib
+from kfp_ct.components.common import metrics as metrics_lib
 
 BATCH_ROWS = 1024
 #: TFMA's MultiClassConfusionMatrixPlot default threshold: a top score <= it predicts

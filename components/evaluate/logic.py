@@ -28,11 +28,11 @@ import math
 import os
 import tempfile
 
-from components.common import metrics as metrics_lib
-from components.common import beam_io, registry, report, storage, tfenv  # noqa: F401
-from components.common.artifacts import EVALUATION_JSON, RAW_EVAL_FILE
-from components.common.errors import InputDataError, KfpCtError
-from components.common.problem import ProblemSpec, load_problem
+from kfp_ct.components.common import metrics as metrics_lib
+from kfp_ct.components.common import beam_io, registry, report, storage, tfenv  # noqa: F401
+from kfp_ct.components.common.artifacts import EVALUATION_JSON, RAW_EVAL_FILE
+from kfp_ct.components.common.errors import InputDataError, KfpCtError
+from kfp_ct.components.common.problem import ProblemSpec, load_problem
 
 TFMA_DIR = "tfma"
 CANDIDATE = "candidate"
@@ -118,7 +118,7 @@ def _probe(model_dir: str, spec: ProblemSpec, rows: list[bytes]):
     """probe_model's checks; returns (classes or None, the loaded inprocess.Serving)."""
     import tensorflow as tf
 
-    from components.evaluate.inprocess import Serving
+    from kfp_ct.components.evaluate.inprocess import Serving
 
     where = f"model {model_dir}"
     if not os.path.isfile(os.path.join(model_dir, registry.SAVED_MODEL)):
@@ -280,7 +280,7 @@ def _run_tfma(spec, slices, data_location: str, models: dict[str, str], out: str
 
 def _slice_name(slice_key) -> str:
     """A TFMA slice key's name: ``column=value`` (``inprocess.slice_value_name``)."""
-    from components.evaluate.inprocess import slice_value_name
+    from kfp_ct.components.evaluate.inprocess import slice_value_name
 
     parts = []
     for key in slice_key.single_slice_keys:
@@ -401,7 +401,7 @@ def _measure_in_process(spec, slices, data_path, data_uri, model_dir, servings, 
                         unseen):
     """The default path: no Beam, no TFMA (inprocess.py). -> (metrics, confusion,
     why the baseline failed or None)."""
-    from components.evaluate import inprocess
+    from kfp_ct.components.evaluate import inprocess
 
     try:
         metrics, confusion, failed = inprocess.evaluate(
@@ -562,7 +562,7 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
                     f"evaluated: {exc}")
 
         # Classes a model lacks (eval-only classes): counted as wrong, see _write_label_ids.
-        from components.evaluate import naive as naive_lib
+        from kfp_ct.components.evaluate import naive as naive_lib
 
         labels = naive_lib.label_values([data_path], spec.label, spec.task)  # one pass
         unseen = {}
@@ -659,7 +659,7 @@ def render_report(result: EvaluateResult, model_dir: str = "") -> str:
                      report.table(["slice"] + names,
                                   [[k] + [_fmt(v.get(m)) for m in names]
                                    for k, v in slices.items()])]
-    from components.evaluate import render
+    from kfp_ct.components.evaluate import render
 
     sections += render.pictures(result)  # per-slice bars, confusion-matrix heatmaps
     return report.page("Evaluation: candidate vs production", *sections)

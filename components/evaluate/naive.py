@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 import math
 
-from components.common import metrics as metrics_lib
+from kfp_ct.components.common import metrics as metrics_lib
 
 
 def label_values(files: list[str], label: str, task: str) -> list:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 
-from components.common import metrics as metrics_lib
-from components.common import report
+from kfp_ct.components.common import metrics as metrics_lib
+from kfp_ct.components.common import report
 
 CANDIDATE_COLOR, PRODUCTION_COLOR = report.CHECKED_COLOR, report.REFERENCE_COLOR
 #: Heatmap colour at share 0 and at share 1 of the row (RGB).

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Markdown, Output
 
-from components.common.images import CPU_IMAGE
+from kfp_ct.components.common.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -28,11 +28,15 @@ def gate(
     """
     import time
 
-    from components.gate.logic import run_gate
+    from kfp_ct.components.gate.logic import run_gate
+
+    from kfp_ct.components.common.artifacts import check_inputs, stamp_outputs
 
     started = time.perf_counter()
+    check_inputs("gate", evaluation=evaluation)
     decision = run_gate(evaluation_dir=evaluation.path, thresholds=thresholds,
                         blessing_dir=blessing.path, report_path=report.path)
     blessing.metadata["blessed"] = decision.blessed
+    stamp_outputs("gate", blessing=blessing)
     print(f"[kfp-ct] timing task=gate logic_s={time.perf_counter() - started:.2f}")
     return decision.blessed

@@ -34,10 +34,10 @@ import json
 import math
 import os
 
-from components.common import metrics, report, storage
-from components.common.artifacts import BLESSED, BLESSING_JSON, EVALUATION_JSON, NOT_BLESSED
-from components.common.errors import KfpCtError
-from components.common.thresholds import (  # noqa: F401  (re-exported: the gate's error)
+from kfp_ct.components.common import metrics, report, storage
+from kfp_ct.components.common.artifacts import BLESSED, BLESSING_JSON, EVALUATION_JSON, NOT_BLESSED
+from kfp_ct.components.common.errors import KfpCtError
+from kfp_ct.components.common.thresholds import (  # noqa: F401  (re-exported: the gate's error)
     TASK_DEFAULTS, GateConfigError, parse_thresholds)
 
 PASS = "pass"

@@ -1,6 +1,6 @@
 """Serving check and TF Serving warmup requests for a SavedModel about to be pushed.
 
-Run as ``python -m components.push.canary MODEL_DIR EXAMPLES_TFRECORD N``: in a fresh
+Run as ``python -m kfp_ct.components.push.canary MODEL_DIR EXAMPLES_TFRECORD N``: in a fresh
 process (nothing cached from training), load the SavedModel with
 ``tf.saved_model.load``, take ``serving_default`` and send it the first N serialized
 raw tf.Examples, once as one batch and one by one for a few of them. Every output must
@@ -12,7 +12,7 @@ object::
 
 ``write_warmup_requests`` writes ``assets.extra/tf_serving_warmup_requests``: a TFRecord
 file of serialized ``tensorflow.serving.PredictionLog`` messages, which TF Serving
-replays when it loads the version (the messages: ``components.common.prediction_log``).
+replays when it loads the version (the messages: ``kfp_ct.components.common.prediction_log``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import os
 import sys
 import time
 
-from components.common import tfenv  # noqa: F401  (before TensorFlow loads)
-from components.common.prediction_log import (  # noqa: F401  (re-exported for callers)
+from kfp_ct.components.common import tfenv  # noqa: F401  (before TensorFlow loads)
+from kfp_ct.components.common.prediction_log import (  # noqa: F401  (re-exported for callers)
     INPUT_KEY,
     SIGNATURE,
     parse_prediction_log,
@@ -147,7 +147,7 @@ def run_canary(model_dir: str, examples_path: str, n: int, profile_path: str = "
 
 def prediction_profile(call, records: list[bytes], batch: int = 1024) -> dict:
     """What the model predicts on ``records``, as a drift reference (JSON-ready)."""
-    from components.common import drift
+    from kfp_ct.components.common import drift
 
     def outputs():
         for start in range(0, len(records), batch):
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         drop += tuple(c for c in argv[-1].split(",") if c)
         argv = argv[:-2]
     if len(argv) not in (3, 4):
-        print(json.dumps({"ok": False, "error": "usage: python -m components.push.canary "
+        print(json.dumps({"ok": False, "error": "usage: python -m kfp_ct.components.push.canary "
                                                 "MODEL_DIR EXAMPLES_TFRECORD N [PROFILE_OUT] "
                                                 "[--drop COL,COL]"}))
         return 2

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from components.common.images import CPU_IMAGE
+from kfp_ct.components.common.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -16,7 +16,7 @@ def push(
     statistics: Input[Artifact],
     schema: Input[Artifact],
     evaluation: Input[Artifact],
-    pushed: Output[Artifact],
+    pushed: Output[Model],
     run_id: str = "",
     run_name: str = "",
     trigger: str = "",
@@ -42,18 +42,29 @@ def push(
             version's metadata.
 
     Returns:
-        pushed: push.json and a PUSHED / NOT_PUSHED marker; metadata names the version.
+        pushed: The pushed model (system.Model). Its metadata: "uri", the published
+            version <base>/<N> to serve (local or gs://); "version"; "key_metric" and
+            "key_metric_value"; "blessed"; "pushed"; "reason" when nothing was pushed (then
+            there is no "uri"). Its own folder holds push's record: push.json and a PUSHED
+            / NOT_PUSHED marker. (KFP 2.5's launcher refuses an output URI outside the
+            run's folder, so the version is named in the metadata, not as the artifact's
+            URI; see components/push/README.md.)
     """
     import json
     import time
 
-    from components.push.logic import run_push
+    from kfp_ct.components.push.logic import run_push
+
+    from kfp_ct.components.common.artifacts import check_inputs, stamp_outputs
 
     started = time.perf_counter()
+    check_inputs("push", model=model, blessing=blessing, raw_eval=raw_eval,
+                 statistics=statistics, schema=schema, evaluation=evaluation)
     result = run_push(
         model_dir=model.path, blessing_dir=blessing.path, push_destination=push_destination,
         raw_eval_dir=raw_eval.path, pushed_dir=pushed.path, statistics_dir=statistics.path,
         schema_dir=schema.path, problem=problem, evaluation_dir=evaluation.path,
         run_info={"run_id": run_id, "run_name": run_name}, trigger=trigger)
     pushed.metadata.update(json.loads(json.dumps(result.summary(), default=str)))
+    stamp_outputs("push", pushed=pushed)
     print(f"[kfp-ct] timing task=push logic_s={time.perf_counter() - started:.2f}")

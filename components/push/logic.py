@@ -8,10 +8,10 @@ Decision, in order:
    version, or none where there is one now: another push landed in between) -> not
    pushed, recorded the same way: the candidate must be compared with the new production.
 3. Blessed -> the model is copied to a staging folder and checked in a fresh process
-   (``python -m components.push.canary``) on real raw eval rows. A model that does not
+   (``python -m kfp_ct.components.push.canary``) on real raw eval rows. A model that does not
    load or answer raises :class:`KfpCtError`; nothing is pushed.
 4. Warmup requests are written into the staged copy's ``assets.extra/``, and the copy is
-   published with :func:`components.common.registry.publish` (atomic: rename locally,
+   published with :func:`kfp_ct.components.common.registry.publish` (atomic: rename locally,
    a claimed number and ``saved_model.pb`` last on gs://), with its audit record and the
    files needed to roll back and check drift. The publish itself refuses when production
    moved meanwhile (2. again). ``push.json`` names the version; a ``PUSHED`` marker.
@@ -31,14 +31,14 @@ import subprocess
 import sys
 import tempfile
 
-from components.common import podenv, registry, storage, tfenv
-from components.common.artifacts import (BLESSED, BLESSING_JSON, EVALUATION_JSON, NOT_BLESSED,
+from kfp_ct.components.common import podenv, registry, storage, tfenv
+from kfp_ct.components.common.artifacts import (BLESSED, BLESSING_JSON, EVALUATION_JSON, NOT_BLESSED,
                                          NOT_PUSHED, PUSH_JSON, PUSHED, RAW_EVAL_FILE,
                                          SCHEMA_FILE, STATS_FILE)
-from components.common.errors import KfpCtError, StorageError
-from components.common.metrics import MAIN_METRIC
-from components.common.params import json_object
-from components.common.problem import load_problem
+from kfp_ct.components.common.errors import KfpCtError, StorageError
+from kfp_ct.components.common.metrics import MAIN_METRIC
+from kfp_ct.components.common.params import json_object
+from kfp_ct.components.common.problem import load_problem
 
 GIT_COMMIT_ENV = "KFP_CT_GIT_COMMIT"
 CANARY_TIMEOUT_S = 600
@@ -52,11 +52,18 @@ class PushResult:
     reason: str = ""
     destination: str = ""
     canary: dict | None = None
+    blessed: bool = False
+    key_metric: str = ""
+    key_metric_value: float | None = None
 
     def summary(self) -> dict:
-        out = {"pushed": self.pushed, "destination": self.destination}
+        """The pushed Model artifact's metadata: ``uri`` is the published version
+        (``<base>/<N>``), the one to serve; absent when nothing was pushed (``reason``)."""
+        out = {"pushed": self.pushed, "destination": self.destination,
+               "blessed": self.blessed}
         if self.pushed:
-            out.update(version=self.version, path=self.path)
+            out.update(version=self.version, path=self.path, uri=self.path,
+                       key_metric=self.key_metric, key_metric_value=self.key_metric_value)
             if self.canary:
                 out["canary_latency_ms_p50"] = self.canary.get("latency_ms_p50")
         else:
@@ -123,11 +130,12 @@ def compared_production(evaluation: dict | None) -> int | None:
     return version
 
 
-def _not_pushed(pushed_dir: str, destination: str, reason: str, **extra) -> PushResult:
+def _not_pushed(pushed_dir: str, destination: str, reason: str, blessed: bool = True,
+                **extra) -> PushResult:
     _write_outcome(pushed_dir, {"pushed": False, "reason": reason,
                                 "destination": destination, **extra}, NOT_PUSHED)
     print(f"[kfp-ct] push: not pushed: {reason}")
-    return PushResult(pushed=False, reason=reason, destination=destination)
+    return PushResult(pushed=False, reason=reason, destination=destination, blessed=blessed)
 
 
 def _production_moved(pushed_dir: str, destination: str,
@@ -157,7 +165,7 @@ def _check_destination(base: str) -> None:
 def run_canary_subprocess(model_dir: str, examples_path: str, n: int,
                           timeout_s: int = CANARY_TIMEOUT_S, profile_path: str = "",
                           drop: tuple[str, ...] = ()) -> dict:
-    """Runs ``components.push.canary`` in a fresh Python; returns its JSON result.
+    """Runs ``kfp_ct.components.push.canary`` in a fresh Python; returns its JSON result.
 
     ``drop``: columns taken out of every request (the label and sensitive columns), so
     the check sends what serving will get.
@@ -173,7 +181,7 @@ def run_canary_subprocess(model_dir: str, examples_path: str, n: int,
     # A local warm run names its launcher: the check still gets a process of its own (a
     # fork of one that has only imported TensorFlow), without importing it again.
     python = os.environ.get(tfenv.WARM_LAUNCHER_ENV) or sys.executable
-    cmd = [python, "-m", "components.push.canary", model_dir, examples_path, str(n)]
+    cmd = [python, "-m", "kfp_ct.components.push.canary", model_dir, examples_path, str(n)]
     if profile_path:
         cmd.append(profile_path)
     if drop:
@@ -209,9 +217,9 @@ def _problem_text(problem: str) -> str:
 
 
 def _code_version() -> dict:
-    import components
+    import kfp_ct.components
 
-    return {"kfp_ct": components.__version__, "git_commit": os.environ.get(GIT_COMMIT_ENV, "")}
+    return {"kfp_ct": kfp_ct.components.__version__, "git_commit": os.environ.get(GIT_COMMIT_ENV, "")}
 
 
 def _extra_file(extra: dict, name: str, directory: str, filename: str) -> None:
@@ -255,7 +263,7 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
     trigger = parse_trigger(trigger)
     blessed, reason, blessing = check_blessing(blessing_dir)
     if not blessed:
-        return _not_pushed(pushed_dir, push_destination, reason)
+        return _not_pushed(pushed_dir, push_destination, reason, blessed=False)
 
     _check_destination(push_destination)
     raw_eval = storage.join(raw_eval_dir, RAW_EVAL_FILE)
@@ -288,7 +296,7 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
         canary = run_canary_subprocess(staged, local_eval, canary_rows,
                                        profile_path=profile_path, drop=private)
 
-        from components.push import canary as canary_lib
+        from kfp_ct.components.push import canary as canary_lib
 
         records = canary_lib.strip_columns(
             canary_lib.read_records(local_eval, canary_rows), private)
@@ -344,5 +352,9 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
               "destination": push_destination}
     _write_outcome(pushed_dir, record, PUSHED)
     print(f"[kfp-ct] push: pushed version {info.version} to {info.path}")
+    key_value = metrics.get(metadata["key_metric"])
     return PushResult(pushed=True, version=info.version, path=info.path,
-                      destination=push_destination, canary=canary)
+                      destination=push_destination, canary=canary, blessed=True,
+                      key_metric=metadata["key_metric"],
+                      key_metric_value=key_value if isinstance(key_value, (int, float))
+                      else None)

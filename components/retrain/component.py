@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Output
 
-from components.common.images import CPU_IMAGE
+from kfp_ct.components.common.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -52,9 +52,12 @@ def retrain_trigger(
     """
     import time
 
-    from components.retrain.logic import TriggerConfig, parse_params, run_trigger
+    from kfp_ct.components.retrain.logic import TriggerConfig, parse_params, run_trigger
+
+    from kfp_ct.components.common.artifacts import check_inputs, stamp_outputs
 
     started = time.perf_counter()
+    check_inputs("retrain_trigger", decision=decision)
     cfg = TriggerConfig(
         mode=retrain_mode, training_data=training_data,
         training_partitions=training_partitions, cooldown_hours=cooldown_hours,
@@ -67,4 +70,5 @@ def retrain_trigger(
     launch.metadata.update({"launched": record["launched"],
                             "run_id": str(record.get("run_id") or ""),
                             "reason": record.get("reason", "")})
+    stamp_outputs("retrain_trigger", launch=launch)
     print(f"[kfp-ct] timing task=retrain-trigger logic_s={time.perf_counter() - started:.2f}")

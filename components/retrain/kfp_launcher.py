@@ -24,7 +24,7 @@ import sys
 import warnings
 from typing import Any, Callable, Optional, TypeVar
 
-from components.common.errors import KfpCtError
+from kfp_ct.components.common.errors import KfpCtError
 
 logger = logging.getLogger(__name__)
 

@@ -4,11 +4,11 @@ The decision lives here, inside a component (kfp.local cannot run ``dsl.If``), a
 same code serves both ways of launching:
 
 - ``local``: the training pipeline runs on this machine through kfp.local
-  (``python -m pipelines.entrypoints.cli run-local``, in a child process), and the trigger waits for
+  (``python -m kfp_ct.pipelines.entrypoints.cli run-local``, in a child process), and the trigger waits for
   it, so the monitoring run's outputs say what the retraining did.
 - ``kfp``: a run of the uploaded training pipeline (by name; latest or pinned version) is
   created through ``kfp.Client`` from inside the pod
-  (:class:`components.retrain.kfp_launcher.KfpLauncher`); the trigger does not wait.
+  (:class:`kfp_ct.components.retrain.kfp_launcher.KfpLauncher`); the trigger does not wait.
 
 **Exactly once.** Launches are numbered records at the model base,
 ``<base>/kfp_ct_retraining/launch-<n>.json``, each written create-only (locally: hard
@@ -33,11 +33,11 @@ import subprocess
 import sys
 import time
 
-from components.common import exitcodes, registry, storage
-from components.common.drift import DRIFT, DRIFT_JSON
-from components.common.errors import InputDataError, KfpCtError
-from components.common.params import json_object
-from components.retrain.kfp_launcher import TERMINAL_STATES
+from kfp_ct.components.common import exitcodes, registry, storage
+from kfp_ct.components.common.drift import DRIFT, DRIFT_JSON
+from kfp_ct.components.common.errors import InputDataError, KfpCtError
+from kfp_ct.components.common.params import json_object
+from kfp_ct.components.retrain.kfp_launcher import TERMINAL_STATES
 
 LAUNCH_JSON = "launch.json"
 LAUNCHED = "LAUNCHED"
@@ -46,7 +46,7 @@ NOT_LAUNCHED = "NOT_LAUNCHED"
 MODES = ("local", "kfp", "off")
 
 _RECORD_RE = re.compile(r"launch-(\d+)\.json")
-LOCAL_COMMAND = ("-m", "pipelines.entrypoints.cli", "run-local")  # the local entry point, run as a process
+LOCAL_COMMAND = ("-m", "kfp_ct.pipelines.entrypoints.cli", "run-local")  # the local entry point, run as a process
 LAUNCH_GRACE_S = 600  # a claim with no result yet is "being launched" for this long
 FAILED_LAUNCH = "launch_failed"
 TERMINAL = TERMINAL_STATES | {FAILED_LAUNCH}
@@ -186,7 +186,7 @@ def _parse_time(text) -> datetime.datetime | None:
 
 
 def _kfp_launcher(cfg: TriggerConfig):
-    from components.retrain.kfp_launcher import KfpLauncher
+    from kfp_ct.components.retrain.kfp_launcher import KfpLauncher
 
     return KfpLauncher(pipeline_name=cfg.pipeline_name, pipeline_version=cfg.pipeline_version,
                        experiment=cfg.experiment, host=cfg.host, namespace=cfg.namespace)

@@ -3,7 +3,7 @@
 Keras' ``BackupAndRestore`` writes its state to a local folder after every epoch. On a
 cluster a retry is a new pod with an empty disk, so that folder alone would make every
 retry start from zero. :class:`DurableBackup` mirrors it to durable storage (a local
-path or ``gs://``, through ``components.common.storage``) after every epoch and brings
+path or ``gs://``, through ``kfp_ct.components.common.storage``) after every epoch and brings
 the newest copy back before training starts.
 
 Layout under the durable folder (one per run: ``<root>/<run id>/train``)::
@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import re
 
-from components.common import storage
+from kfp_ct.components.common import storage
 
 CHECKPOINTS_DIR = "kfp_ct_checkpoints"
 LATEST = "LATEST"

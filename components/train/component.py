@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.common.images import CPU_IMAGE, GPU_IMAGE, TPU_IMAGE
+from kfp_ct.components.common.images import CPU_IMAGE, GPU_IMAGE, TPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -44,9 +44,13 @@ def train(
     """
     import time
 
-    from components.train.logic import run_train
+    from kfp_ct.components.train.logic import run_train
+
+    from kfp_ct.components.common.artifacts import check_inputs, stamp_outputs
 
     started = time.perf_counter()
+    check_inputs("train", transform_graph=transform_graph,
+                 transformed_examples=transformed_examples)
     result = run_train(
         transform_graph_dir=transform_graph.path, examples_dir=transformed_examples.path,
         problem=problem, model_dir=model.path, train_steps=train_steps,
@@ -57,6 +61,7 @@ def train(
             metrics.log_metric(key, value)
     model.metadata["strategy"] = result.summary()["strategy"]
     model.metadata["framework"] = "tensorflow"
+    stamp_outputs("train", model=model)
     print(f"[kfp-ct] timing task=train logic_s={time.perf_counter() - started:.2f}")
 
 
@@ -130,9 +135,12 @@ def train_tfjob(
     import os
     import time
 
-    from components.train import tfjob
+    from kfp_ct.components.common.artifacts import check_inputs, stamp_outputs
+    from kfp_ct.components.train import tfjob
 
     started = time.perf_counter()
+    check_inputs("train_tfjob", transform_graph=transform_graph,
+                 transformed_examples=transformed_examples)
     resources = {k: dict(v) for k, v in worker_resources.items()}
     if gpus_per_worker:
         resources.setdefault("limits", {})["nvidia.com/gpu"] = str(gpus_per_worker)
@@ -153,4 +161,5 @@ def train_tfjob(
             metrics.log_metric(key, value)
     model.metadata["strategy"] = result.get("strategy", "")
     model.metadata["framework"] = "tensorflow"
+    stamp_outputs("train_tfjob", model=model)
     print(f"[kfp-ct] timing task=train_tfjob logic_s={time.perf_counter() - started:.2f}")

@@ -32,13 +32,13 @@ import shutil
 import tempfile
 import time
 
-from components.common import podenv, storage, tfenv  # noqa: F401
-from components.common.artifacts import SPLIT_FILE
-from components.common.errors import KfpCtError, ProblemSpecError, TrainingError
-from components.common.problem import ProblemSpec, load_problem, user_function
-from components.train import model as model_lib
-from components.train.checkpoints import DurableBackup, durable_location
-from components.train.strategy import make_strategy
+from kfp_ct.components.common import podenv, storage, tfenv  # noqa: F401
+from kfp_ct.components.common.artifacts import SPLIT_FILE
+from kfp_ct.components.common.errors import KfpCtError, ProblemSpecError, TrainingError
+from kfp_ct.components.common.problem import ProblemSpec, load_problem, user_function
+from kfp_ct.components.train import model as model_lib
+from kfp_ct.components.train.checkpoints import DurableBackup, durable_location
+from kfp_ct.components.train.strategy import make_strategy
 
 DEFAULT_BATCH = 32
 #: Training steps per call into the compiled train function (Keras' steps_per_execution)

@@ -9,9 +9,9 @@ scope, so its variables are placed correctly on GPUs / TPUs.
 
 from __future__ import annotations
 
-from components.common import tfenv  # noqa: F401
-from components.common.problem import ProblemSpec
-from components.transform.preprocessing import LABEL_VOCABULARY, raw_feature_spec
+from kfp_ct.components.common import tfenv  # noqa: F401
+from kfp_ct.components.common.problem import ProblemSpec
+from kfp_ct.components.transform.preprocessing import LABEL_VOCABULARY, raw_feature_spec
 
 DEFAULT_HIDDEN = (32, 16)
 DEFAULT_LR = 0.01

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import os
 
-from components.common.errors import KfpCtError
+from kfp_ct.components.common.errors import KfpCtError
 
 ACCELERATORS = ("auto", "cpu", "gpu", "tpu")
 TF_CONFIG_ENV = "TF_CONFIG"

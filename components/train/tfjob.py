@@ -37,9 +37,9 @@ import threading
 import time
 from typing import Callable, Mapping, Sequence
 
-from components.common import storage
-from components.common.errors import KfpCtError, TrainingError
-from components.train.worker import METRICS_SUFFIX
+from kfp_ct.components.common import storage
+from kfp_ct.components.common.errors import KfpCtError, TrainingError
+from kfp_ct.components.train.worker import METRICS_SUFFIX
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "tfjobs", "TFJob"
 CONTAINER = "tensorflow"
@@ -49,7 +49,7 @@ SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 POD_NAME_ENV, POD_UID_ENV = "KFP_CT_POD_NAME", "KFP_CT_POD_UID"
 # What the KFP v2 backend itself sets in a task's container, used when ours are absent.
 KFP_POD_NAME_ENV, KFP_POD_UID_ENV = "KFP_POD_NAME", "KFP_POD_UID"
-WORKER_MODULE = "components.train.worker"
+WORKER_MODULE = "kfp_ct.components.train.worker"
 LOG_LINES = 20
 FINAL = ("Succeeded", "Failed")
 _NAME_RE = re.compile(r"[^a-z0-9-]+")

@@ -1,6 +1,6 @@
 """The entry point a training replica runs: one process of a multi-worker training.
 
-    python -m components.train.worker --transform-graph URI --examples URI \
+    python -m kfp_ct.components.train.worker --transform-graph URI --examples URI \
         --problem JSON_OR_PATH --model URI [--metrics URI] [--train-steps N] ...
 
 A TFJob (components/train/tfjob.py) starts one of these per replica, with ``TF_CONFIG``
@@ -25,8 +25,8 @@ import shutil
 import sys
 import tempfile
 
-from components.common import storage, tfenv  # noqa: F401
-from components.common.errors import KfpCtError
+from kfp_ct.components.common import storage, tfenv  # noqa: F401
+from kfp_ct.components.common.errors import KfpCtError
 
 METRICS_SUFFIX = ".metrics.json"
 
@@ -48,7 +48,7 @@ def _local(uri: str, scratch: str, name: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m components.train.worker",
+    p = argparse.ArgumentParser(prog="python -m kfp_ct.components.train.worker",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--transform-graph", required=True, help="TF Transform output (local, gs://)")
     p.add_argument("--examples", required=True, help="transformed TFRecords (local, gs://)")
@@ -68,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run_worker(args: argparse.Namespace) -> dict:
     """Trains this replica's part; returns the metrics (the chief has uploaded them)."""
-    from components.train.logic import run_train
+    from kfp_ct.components.train.logic import run_train
 
     scratch = tempfile.mkdtemp(prefix="kfp-ct-worker-")
     try:

@@ -36,7 +36,7 @@ import collections
 import os
 from typing import Callable, Iterable
 
-from components.common import beamenv
+from kfp_ct.components.transform import beamenv
 
 FORCE_BEAM_ENV = "KFP_CT_ANALYZE_WITH_BEAM"
 

@@ -34,13 +34,13 @@ import os
 import shutil
 import tempfile
 
-from components.common import tfenv  # noqa: F401
-from components.common import beam_io, overlap, storage
-from components.common import data as data_lib
-from components.common.artifacts import RAW_EVAL_FILE, SPLIT_FILE
-from components.common.errors import ProblemSpecError
-from components.common.problem import ProblemSpec, load_problem, user_function
-from components.transform.preprocessing import (build_preprocessing_fn, raw_feature_spec,
+from kfp_ct.components.common import tfenv  # noqa: F401
+from kfp_ct.components.common import beam_io, overlap, storage
+from kfp_ct.components.common import data as data_lib
+from kfp_ct.components.common.artifacts import RAW_EVAL_FILE, SPLIT_FILE
+from kfp_ct.components.common.errors import ProblemSpecError
+from kfp_ct.components.common.problem import ProblemSpec, load_problem, user_function
+from kfp_ct.components.transform.preprocessing import (build_preprocessing_fn, raw_feature_spec,
                                                 with_finite_inputs)
 
 TRAIN, EVAL = "train", "eval"
@@ -144,8 +144,8 @@ def analyze(data_path: str, spec: ProblemSpec, transform_graph_dir: str,
     import tensorflow_transform.beam as tft_beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from components.common import beamenv
-    from components.transform import analyze_local
+    from kfp_ct.components.transform import beamenv
+    from kfp_ct.components.transform import analyze_local
 
     preprocessing_fn = resolve_preprocessing_fn(spec)
     config = tensor_adapter_config(spec)
@@ -370,7 +370,7 @@ def transform_with_beam(data_path: str, spec: ProblemSpec, staged: dict,
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
 
-    from components.common import beam_io
+    from kfp_ct.components.common import beam_io
 
     preprocessing_fn = resolve_preprocessing_fn(spec)
     beam_io.ship_by_value(preprocessing_fn)

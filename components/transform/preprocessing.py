@@ -15,7 +15,7 @@ same graph serves raw `tf.Example`s. Outputs are dense, one value per row:
 
 from __future__ import annotations
 
-from components.common.problem import ProblemSpec
+from kfp_ct.components.common.problem import ProblemSpec
 
 LABEL_VOCABULARY = "label_vocabulary"
 

@@ -1,14 +1,14 @@
 """KFP wrapper of validate: artifacts in, plain function call, artifacts out."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Output
 
-from components.common.images import CPU_IMAGE
+from kfp_ct.components.common.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def validate(
-    data_path: str,
+    data: Input[Dataset],
     problem: str,
     statistics: Output[Artifact],
     schema: Output[Artifact],
@@ -25,8 +25,10 @@ def validate(
     """Validates the input data with TFDV: statistics, schema, anomalies and a report.
 
     Args:
-        data_path: CSV or Parquet: a file, a folder or a glob, local or gs://;
-            "bundled:penguins" for the Palmer penguins data that ships with the package.
+        data: The data window, a Dataset whose URI is CSV or Parquet: a file, a folder or
+            a glob, local or gs://; "bundled:penguins" for the Palmer penguins data that
+            ships with the package. The shipped pipelines make it from their data_path
+            parameter with dsl.importer; a user's own ingest step can hand one on.
         problem: The problem spec: inline JSON or a path to a JSON file.
         schema_path: A curated schema.pbtxt; empty: the schema kept with the production
             model at push_destination, or one inferred from this data on the first run.
@@ -48,11 +50,15 @@ def validate(
     """
     import time
 
-    from components.validate.logic import run_validate
+    from kfp_ct.components.validate.logic import run_validate
+
+    from kfp_ct.components.common.artifacts import check_inputs, stamp_outputs
 
     started = time.perf_counter()
+    check_inputs("validate", data=data)
+    data_path = data.uri
     if training_steps:
-        from components.common.preflight import check_training_inputs
+        from kfp_ct.components.validate.preflight import check_training_inputs
 
         check_training_inputs(data_path=data_path, problem=problem,
                               thresholds=training_thresholds, slices=list(training_slices),
@@ -64,4 +70,5 @@ def validate(
         beam_args=list(beam_args))
     for artifact in (statistics, schema, anomalies, report):
         artifact.metadata.update(result.summary())
+    stamp_outputs("validate", statistics=statistics, schema=schema, anomalies=anomalies)
     print(f"[kfp-ct] timing task=validate logic_s={time.perf_counter() - started:.2f}")

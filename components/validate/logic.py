@@ -15,12 +15,12 @@ import json
 import os
 from typing import Iterable
 
-from components.common import tfenv  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
-from components.common import data as data_lib
-from components.common import overlap, registry, report, storage
-from components.common.artifacts import ANOMALIES_FILE, ANOMALIES_JSON, SCHEMA_FILE, STATS_FILE
-from components.common.errors import InputDataError, SchemaError
-from components.common.problem import ProblemSpec, load_problem
+from kfp_ct.components.common import tfenv  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
+from kfp_ct.components.common import data as data_lib
+from kfp_ct.components.common import overlap, registry, report, storage
+from kfp_ct.components.common.artifacts import ANOMALIES_FILE, ANOMALIES_JSON, SCHEMA_FILE, STATS_FILE
+from kfp_ct.components.common.errors import InputDataError, SchemaError
+from kfp_ct.components.common.problem import ProblemSpec, load_problem
 
 NON_FINITE_KIND = "Non-finite values"
 
@@ -64,7 +64,7 @@ def _batch_of(tracked):
 
 def _reference_cells(batch, stats, spec_json: str) -> dict:
     """Beam Map body: one batch's exact counts in the drift reference's numeric cells."""
-    from components.common import drift
+    from kfp_ct.components.common import drift
 
     _, _, counters = drift.reference_counters(stats, load_problem(spec_json))
     rows = drift.count_reference_cells(counters, batch)
@@ -94,7 +94,7 @@ def _validate_with_beam(data_path: str, spec: ProblemSpec, options, beam_args: l
     import tensorflow_data_validation as tfdv
     from tfx_bsl.arrow import table_util
 
-    from components.common import beam_io, drift
+    from kfp_ct.components.common import beam_io, drift
 
     work = beam_io.work_location(beam_args, "validate")
     stats_path = storage.join(work, STATS_FILE)
@@ -140,7 +140,7 @@ def compute_statistics(data_path: str, spec: ProblemSpec, schema=None,
     """
     import tensorflow_data_validation as tfdv
 
-    from components.common import beam_io, drift
+    from kfp_ct.components.common import beam_io, drift
 
     options = tfdv.StatsOptions(schema=schema, num_top_values=20, num_rank_histogram_buckets=20)
     if beam_io.uses_beam(beam_args):
@@ -216,7 +216,7 @@ def render_report(stats, anomalies: list[dict], rows: int, schema_source: str) -
                f"against the schema ({report.esc(schema_source)}).</p>"
                + report.table(["feature", "kind", "detail"],
                               [[a["feature"], a["kind"], a["detail"]] for a in anomalies]))
-    from components.validate import render
+    from kfp_ct.components.validate import render
 
     features = render.features_table(stats)
     return report.page("Data validation", f"<p>{rows} rows.</p>", verdict,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from components.common import report
+from kfp_ct.components.common import report
 
 NUMERIC_COLOR = report.REFERENCE_COLOR
 CATEGORICAL_COLOR = "#59a14f"

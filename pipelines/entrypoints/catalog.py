@@ -21,8 +21,8 @@ import subprocess
 import tempfile
 from typing import Any, Callable
 
-from components import __version__
-from components.common.errors import KfpCtError
+from kfp_ct.components import __version__
+from kfp_ct.components.common.errors import KfpCtError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +34,7 @@ class CatalogEntry:
         file_stem: File name of its compiled YAML without ``.yaml`` (``training_pipeline``).
         display_name: Its ``pipelineInfo.name`` and the name it is uploaded under.
         build: Returns the ``@dsl.pipeline`` function for cluster settings
-            (``pipelines.cluster.Settings``; None: the defaults). Imports kfp and the
+            (``kfp_ct.pipelines.cluster.Settings``; None: the defaults). Imports kfp and the
             components.
     """
 
@@ -49,14 +49,14 @@ class CatalogEntry:
 
 
 def _settings(settings: Any) -> Any:
-    from pipelines import cluster
+    from kfp_ct.pipelines import cluster
 
     return cluster.DEFAULT if settings is None else settings
 
 
 def _training(variant: str) -> Callable[[Any], Any]:
     def build(settings: Any = None) -> Any:
-        from pipelines import training
+        from kfp_ct.pipelines import training
 
         if settings is None:  # the module's own objects (what tests and kfp.local use)
             return {"cpu": training.training_pipeline, "gpu": training.training_pipeline_gpu,
@@ -68,7 +68,7 @@ def _training(variant: str) -> Callable[[Any], Any]:
 
 
 def _monitoring(settings: Any = None) -> Any:
-    from pipelines import monitoring
+    from kfp_ct.pipelines import monitoring
 
     if settings is None:
         return monitoring.monitoring_pipeline
@@ -76,7 +76,7 @@ def _monitoring(settings: Any = None) -> Any:
 
 
 def _data(settings: Any = None) -> Any:
-    from pipelines import data
+    from kfp_ct.pipelines import data
 
     if settings is None:
         return data.data_pipeline

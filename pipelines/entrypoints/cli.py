@@ -35,10 +35,10 @@ from typing import Any, Optional, Sequence
 
 import click
 
-from components.common import exitcodes
-from components.common.errors import KfpCtError
-from components.common.params import json_object
-from pipelines.entrypoints.client import DEFAULT_TIMEOUT_S
+from kfp_ct.components.common import exitcodes
+from kfp_ct.components.common.errors import KfpCtError
+from kfp_ct.components.common.params import json_object
+from kfp_ct.pipelines.entrypoints.client import DEFAULT_TIMEOUT_S
 
 EXIT_OK = exitcodes.OK
 EXIT_FAILED = exitcodes.FAILED
@@ -140,7 +140,7 @@ def cli(ctx: click.Context, endpoint: Optional[str], namespace: str,
 
 
 def _client(ctx: click.Context) -> Any:
-    from pipelines.entrypoints.client import Client
+    from kfp_ct.pipelines.entrypoints.client import Client
 
     obj = ctx.obj
     token_path = obj["token_path"]
@@ -196,10 +196,10 @@ def _local_run_options(command):
 def run_local_cmd(**kw: Any) -> None:
     """Run the training pipeline on this machine through kfp.local."""
     if not kw["cold"]:  # the zygote imports TensorFlow while this builds and checks
-        from pipelines import warm
+        from kfp_ct.pipelines.entrypoints import warm
 
         warm.start_early()
-    from pipelines.training import BUNDLED_PENGUINS, PENGUINS_PROBLEM
+    from kfp_ct.pipelines.training import BUNDLED_PENGUINS, PENGUINS_PROBLEM
 
     kw["data"] = kw["data"] or BUNDLED_PENGUINS
     kw["problem"] = kw["problem"] or PENGUINS_PROBLEM
@@ -217,8 +217,8 @@ def _write_summary(path: str, summary: dict) -> None:
 
 
 def _run_local(args: types.SimpleNamespace) -> int:
-    from pipelines.local import run_local, training_report, training_summary
-    from pipelines.training import training_pipeline
+    from kfp_ct.pipelines.entrypoints.local import run_local, training_report, training_summary
+    from kfp_ct.pipelines.training import training_pipeline
 
     destination = args.destination
     if "://" not in destination:
@@ -241,7 +241,7 @@ def _run_local(args: types.SimpleNamespace) -> int:
     arguments.update(params)
     # Known before any task starts (about a second): the spec, the thresholds for its
     # task, the steps, slices and columns, that the destination can be written.
-    from components.common.preflight import check_training_inputs
+    from kfp_ct.components.validate.preflight import check_training_inputs
 
     defaults = {name: p.default for name, p in
                 inspect.signature(training_pipeline.pipeline_func).parameters.items()}
@@ -300,8 +300,8 @@ def monitor_local_cmd(**kw: Any) -> None:
 
 
 def _monitor_local(args: types.SimpleNamespace) -> int:
-    from pipelines.local import monitoring_report, monitoring_summary, run_local
-    from pipelines.monitoring import monitoring_pipeline
+    from kfp_ct.pipelines.entrypoints.local import monitoring_report, monitoring_summary, run_local
+    from kfp_ct.pipelines.monitoring import monitoring_pipeline
 
     if not args.window and not args.request_log:
         raise KfpCtError("give --window (fresh data) or --request-log, or both")
@@ -309,7 +309,7 @@ def _monitor_local(args: types.SimpleNamespace) -> int:
         raise KfpCtError("--training-data is needed to retrain (or use --retrain off)")
     params = json_object(args.params, "--params")
     if args.settings:
-        from components.drift.logic import parse_settings
+        from kfp_ct.components.drift.logic import parse_settings
 
         parse_settings(args.settings)  # a typo fails here, before any task runs
     base = args.model_base if "://" in args.model_base else os.path.abspath(args.model_base)
@@ -320,8 +320,8 @@ def _monitor_local(args: types.SimpleNamespace) -> int:
         return ",".join(os.path.abspath(p) for p in path.split(","))
 
     # What can be known before any task starts is checked here, in about a second.
-    from components.common.data import resolve_inputs
-    from components.drift.logic import load_baseline
+    from kfp_ct.components.common.data import resolve_inputs
+    from kfp_ct.components.drift.logic import load_baseline
 
     load_baseline(base)
     if args.window:
@@ -354,7 +354,7 @@ def _monitor_local(args: types.SimpleNamespace) -> int:
 @click.argument("dest")
 def versions_cmd(dest: str) -> None:
     """List the versions under a model base DEST (* marks production)."""
-    from components.common import registry
+    from kfp_ct.components.common import registry
 
     sys.stdout.write(registry.describe(dest))
 
@@ -365,7 +365,7 @@ def versions_cmd(dest: str) -> None:
 @click.option("--reason", default="", help="why, kept in the new version's metadata")
 def rollback_cmd(dest: str, version: int, reason: str) -> None:
     """Republish an earlier VERSION of model base DEST as the new newest one."""
-    from components.common import registry
+    from kfp_ct.components.common import registry
 
     info = registry.rollback(dest, version, reason=reason)
     print(f"Rolled back {dest} to version {version}: "
@@ -378,7 +378,7 @@ def rollback_cmd(dest: str, version: int, reason: str) -> None:
               help="folder: <out>/<pipeline>_pipeline.yaml")
 def compile_cmd(pipelines: Sequence[str], out: str) -> None:
     """Compile shipped PIPELINES (default: all) into KFP IR YAML."""
-    from pipelines.entrypoints import catalog
+    from kfp_ct.pipelines.entrypoints import catalog
 
     names = list(pipelines) or list(catalog.CATALOG)
     started = time.perf_counter()
@@ -399,7 +399,7 @@ def compile_cmd(pipelines: Sequence[str], out: str) -> None:
                    "[$KFP_CT_LOCAL_TOKEN]")
 def local_server_cmd(state_dir: str, port: int, token: Optional[str]) -> None:
     """Serve the KFP v2beta1 API on 127.0.0.1; runs execute here through kfp.local."""
-    from pipelines.entrypoints.local_server import serve
+    from kfp_ct.pipelines.entrypoints.local_server import serve
 
     serve(os.path.abspath(state_dir), port, token or None)
 
@@ -409,7 +409,7 @@ def local_server_cmd(state_dir: str, port: int, token: Optional[str]) -> None:
 
 def _params(client: Any, pipeline: str, version: str, pairs: Sequence[str],
             params_file: str) -> dict:
-    from pipelines.entrypoints.client import parse_params
+    from kfp_ct.pipelines.entrypoints.client import parse_params
 
     if not pairs and not params_file:
         return {}
@@ -587,7 +587,7 @@ def schedule_create(ctx: click.Context, pipeline: str, name: str, cron: str,
                     start_time: str, end_time: str, disabled: bool,
                     description: str) -> None:
     """Run an uploaded PIPELINE on a cron or every --interval seconds."""
-    from pipelines.entrypoints import rules
+    from kfp_ct.pipelines.entrypoints import rules
 
     # The backend's rules first: no connection is made for a bad schedule.
     rules.check_schedule(cron, interval, max_concurrency, start_time, end_time,

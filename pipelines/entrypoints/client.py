@@ -2,7 +2,7 @@
 
 One import for a notebook::
 
-    from pipelines.entrypoints.client import Client
+    from kfp_ct.pipelines.entrypoints.client import Client
 
     kfp = Client("http://127.0.0.1:8888")          # or a Kubeflow host, or "" in a pod
     version = kfp.upload("training")               # compiles, uploads a new version
@@ -12,9 +12,9 @@ One import for a notebook::
     kfp.disable_schedule(daily.recurring_run_id)
 
 It is a thin layer over ``kfp.Client`` 2.13 that knows the backend's rules and says them
-before the server does (:mod:`pipelines.entrypoints.rules`), fails within ``timeout_s``
+before the server does (:mod:`kfp_ct.pipelines.entrypoints.rules`), fails within ``timeout_s``
 when the host does not answer (instead of kfp's 25 s retry loop), and turns every error
-into a :class:`~components.common.errors.KfpCtError` whose message names the host, the
+into a :class:`~kfp_ct.components.common.errors.KfpCtError` whose message names the host, the
 pipeline and, on 401/403, the auth that was tried.
 """
 
@@ -28,9 +28,9 @@ import tempfile
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from components.common.errors import KfpCtError
-from components.retrain.kfp_launcher import ENDPOINT_ENV, TERMINAL_STATES, KfpConnection
-from pipelines.entrypoints import catalog, rules
+from kfp_ct.components.common.errors import KfpCtError
+from kfp_ct.components.retrain.kfp_launcher import ENDPOINT_ENV, TERMINAL_STATES, KfpConnection
+from kfp_ct.pipelines.entrypoints import catalog, rules
 
 #: Environment variables the client reads when an argument is not given.
 TOKEN_ENV = "KFP_CT_TOKEN"

@@ -1,7 +1,7 @@
 """JSON <-> ``kfp_server_api`` models, v2beta1 filters and list paging.
 
 What a KFP v2beta1 API server does to its JSON, for the local endpoint
-(``pipelines.entrypoints.local_server``) and the tests' API double:
+(``kfp_ct.pipelines.entrypoints.local_server``) and the tests' API double:
 
 * responses are model objects written with their ``attribute_map`` names, unset fields
   left out (as the server's protojson marshaller does), times RFC 3339 in UTC;

@@ -22,7 +22,7 @@ import json
 import re
 from typing import Any, Iterator, Mapping
 
-from components.common.errors import KfpCtError
+from kfp_ct.components.common.errors import KfpCtError
 
 MAX_CONCURRENCY_MIN = 1
 MAX_CONCURRENCY_MAX = 10

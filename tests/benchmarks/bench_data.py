@@ -6,7 +6,7 @@
 Each step runs in its own process (as under kfp.local), measured from outside: wall
 time and peak resident memory (ru_maxrss of that process, which on the Beam path leaves
 out the worker processes). Data (seeded, written once per row count and reused):
-penguins-like rows from components.common.synth (7 columns), or the 16-feature table of
+penguins-like rows from kfp_ct.pipelines.entrypoints.synth (7 columns), or the 16-feature table of
 tests/benchmarks/wide.py. ``--beam`` runs the Beam path with the DirectRunner's
 multi-processing mode and 2 workers instead of the in-process path.
 """
@@ -25,11 +25,11 @@ PROBLEM = os.path.join(ROOT, "pipelines", "penguins", "problem.json")
 
 STEPS = {
     "validate": (
-        "from components.validate.logic import run_validate as f; import sys, json; "
+        "from kfp_ct.components.validate.logic import run_validate as f; import sys, json; "
         "d=sys.argv[2]; f(sys.argv[1], sys.argv[3], d+'/stats', d+'/schema', d+'/anom', "
         "d+'/report.html', beam_args=json.loads(sys.argv[4]))"),
     "transform": (
-        "from components.transform.logic import run_transform as f; import sys, json; "
+        "from kfp_ct.components.transform.logic import run_transform as f; import sys, json; "
         "d=sys.argv[2]; f(sys.argv[1], sys.argv[3], d+'/graph', d+'/examples', d+'/raw', "
         "beam_args=json.loads(sys.argv[4]))"),
 }
@@ -56,7 +56,7 @@ def bench(rows: int, out: str, table: str = "penguins", beam_args: list[str] = (
         wide.write_wide(data, rows, seed=0)
         problem = wide.problem_json()
     else:
-        from components.common.synth import write_penguins_like
+        from kfp_ct.pipelines.entrypoints.synth import write_penguins_like
 
         if not os.path.exists(data):
             write_penguins_like(data, rows, seed=0)
@@ -71,8 +71,8 @@ def bench(rows: int, out: str, table: str = "penguins", beam_args: list[str] = (
                              json.dumps(list(beam_args))])
         result[step] = {"wall_s": round(wall, 2), "peak_rss_mib": round(rss, 1)}
     # What a step costs before it touches data: the same imports on no work.
-    imports = {"validate": "import components.validate.logic, tensorflow_data_validation",
-               "transform": "import components.transform.logic, tensorflow_transform.beam"}
+    imports = {"validate": "import kfp_ct.components.validate.logic, tensorflow_data_validation",
+               "transform": "import kfp_ct.components.transform.logic, tensorflow_transform.beam"}
     for step, code in imports.items():
         wall, _ = measure([sys.executable, "-c", code])
         result[step]["import_s"] = round(wall, 2)

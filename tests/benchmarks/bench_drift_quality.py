@@ -4,7 +4,7 @@
 
 Baseline: TFDV statistics of 10,000 generated penguins-like rows, kept beside a
 production version (the same registry lookup the drift check always makes). Windows:
-the same generator (components.common.synth), other seeds:
+the same generator (kfp_ct.pipelines.entrypoints.synth), other seeds:
 
 - false alarms: unshifted windows at 50, 500 and 5,000 rows (``--windows`` each);
 - detection: each shift kind at its moderate strength, and at half of it, at 5,000 rows
@@ -65,7 +65,7 @@ def tfdv_verdict(path: str, spec, base_stats, fixed_schema) -> set:
 
 
 def ours(path: str, baseline, settings) -> tuple[bool, set]:
-    from components.drift import logic
+    from kfp_ct.components.drift import logic
 
     scan = logic.scan_window(path, baseline, sample_rows=0)
     record = logic.decide([scan], baseline, settings)
@@ -73,8 +73,8 @@ def ours(path: str, baseline, settings) -> tuple[bool, set]:
 
 
 def run(windows: int, shifted: int, work: str) -> dict:
-    from components.common import synth
-    from components.drift import logic
+    from kfp_ct.pipelines.entrypoints import synth
+    from kfp_ct.components.drift import logic
 
     base, spec, base_stats, fixed = make_baseline(work)
     baseline = logic.load_baseline(base)

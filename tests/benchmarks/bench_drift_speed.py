@@ -28,13 +28,13 @@ import sys
 from tests.benchmarks.bench_data import ROOT, measure
 
 CHECK = (
-    "import sys, json; from components.drift.logic import run_drift_check as f; "
+    "import sys, json; from kfp_ct.components.drift.logic import run_drift_check as f; "
     "d = sys.argv[3]; r = f(sys.argv[1], window_path=sys.argv[2], decision_dir=d, "
     "report_html=d + '/r.html', report_md=d + '/r.md', settings=sys.argv[4]); "
     "print(json.dumps({'decision': r['decision'], 'drifted': r['drifted']}))")
 BARE_TFDV = (
     "import sys; import tensorflow_data_validation as tfdv; "
-    "from components.common import registry; "
+    "from kfp_ct.components.common import registry; "
     "prod = registry.production(sys.argv[1]); "
     "base = tfdv.load_stats_binary(registry.audit_file(prod, registry.STATISTICS)); "
     "schema = tfdv.load_schema_text(registry.audit_file(prod, registry.SCHEMA)); "
@@ -47,21 +47,21 @@ BARE_TFDV = (
 
 
 def train_production(out: str) -> str:
-    from components.common.synth import write_penguins_like
+    from kfp_ct.pipelines.entrypoints.synth import write_penguins_like
 
     data = os.path.join(out, "drift_base_10000.csv")
     if not os.path.exists(data):
         write_penguins_like(data, 10_000, seed=12345)
     base = os.path.join(out, "drift_serving")
     subprocess.run(["rm", "-rf", base], check=True)
-    subprocess.run([sys.executable, "-m", "pipelines.entrypoints.cli", "run-local", "--destination", base,
+    subprocess.run([sys.executable, "-m", "kfp_ct.pipelines.entrypoints.cli", "run-local", "--destination", base,
                     "--data", data, "--workdir", os.path.join(out, "drift_runs")], cwd=ROOT,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return base
 
 
 def bench(rows: int, base: str, out: str) -> dict:
-    from components.common.synth import write_penguins_like
+    from kfp_ct.pipelines.entrypoints.synth import write_penguins_like
 
     data = os.path.join(out, f"penguins_{rows}.csv")
     if not os.path.exists(data):

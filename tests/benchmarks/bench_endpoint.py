@@ -26,8 +26,8 @@ import time
 
 from kfp import compiler
 
-from pipelines.entrypoints.client import Client
-from pipelines.entrypoints.local_server import LocalServer
+from kfp_ct.pipelines.entrypoints.client import Client
+from kfp_ct.pipelines.entrypoints.local_server import LocalServer
 from tests.test_client_cli import tiny_pipeline
 
 KFP_CT = os.path.join(os.path.dirname(sys.executable), "kfp-ct")

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.benchmarks.bench_multiworker [--steps 600] [--out DIR]
 
-Both runs start the worker entry point (``python -m components.train.worker``) as a
+Both runs start the worker entry point (``python -m kfp_ct.components.train.worker``) as a
 TFJob would, on the same transformed penguins, per-replica batch and step count; the
 two workers talk over gRPC on 127.0.0.1. Reported per run:
 
@@ -31,8 +31,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROBLEM = os.path.join(ROOT, "pipelines", "penguins", "problem.json")
-IMPORTS = ("import components.common.tfenv, tensorflow, tensorflow_transform, tf_keras, "
-           "components.train.logic")
+IMPORTS = ("import kfp_ct.components.common.tfenv, tensorflow, tensorflow_transform, tf_keras, "
+           "kfp_ct.components.train.logic")
 
 
 def _ports(n):
@@ -47,7 +47,7 @@ def _ports(n):
 
 def _run(workers: int, data: str, out: str, steps: int) -> dict:
     model = os.path.join(out, f"model-{workers}w")
-    args = [sys.executable, "-m", "components.train.worker",
+    args = [sys.executable, "-m", "kfp_ct.components.train.worker",
             "--transform-graph", os.path.join(data, "graph"),
             "--examples", os.path.join(data, "examples"), "--problem", PROBLEM,
             "--model", model, "--train-steps", str(steps)]
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     data = os.path.join(out, "data")
     if not os.path.isdir(os.path.join(data, "examples")):
         subprocess.run([sys.executable, "-c",
-                        "import sys; from components.transform.logic import run_transform; "
+                        "import sys; from kfp_ct.components.transform.logic import run_transform; "
                         "run_transform('bundled:penguins', sys.argv[1], sys.argv[2] + '/graph',"
                         " sys.argv[2] + '/examples', sys.argv[2] + '/raw')", PROBLEM, data],
                        cwd=ROOT, check=True, capture_output=True, timeout=600)

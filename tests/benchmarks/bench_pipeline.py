@@ -27,13 +27,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--cold", action="store_true",
-                        help="a new Python per task (default: warm, pipelines/warm.py)")
+                        help="a new Python per task (default: warm, pipelines/entrypoints/warm.py)")
     parser.add_argument("--wide", type=int, default=0, metavar="ROWS",
                         help="the 16-feature table with ROWS rows instead of penguins")
     parser.add_argument("--train-steps", type=int, default=0, help="default: the pipeline's")
     args = parser.parse_args(argv)
-    from pipelines.local import run_local
-    from pipelines.training import training_pipeline
+    from kfp_ct.pipelines.entrypoints.local import run_local
+    from kfp_ct.pipelines.training import training_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         dest = os.path.join(tmp, "serving", "penguins")

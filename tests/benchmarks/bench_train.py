@@ -44,11 +44,11 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args(argv)
 
-    from components.common import tfenv  # noqa: F401
-    from components.common.problem import load_problem
-    from components.common.synth import write_penguins_like
-    from components.train import logic, model as model_lib
-    from components.transform.logic import run_transform
+    from kfp_ct.components.common import tfenv  # noqa: F401
+    from kfp_ct.components.common.problem import load_problem
+    from kfp_ct.pipelines.entrypoints.synth import write_penguins_like
+    from kfp_ct.components.train import logic, model as model_lib
+    from kfp_ct.components.transform.logic import run_transform
 
     import numpy as np
     import tensorflow as tf

@@ -6,7 +6,7 @@ executed through ``kfp.local`` one at a time, each in a worker subprocess; recur
 fire on their schedules; the state (SQLite) survives a restart. It is a development
 endpoint and the test double of the cluster path::
 
-    from pipelines.entrypoints.local_server import LocalServer
+    from kfp_ct.pipelines.entrypoints.local_server import LocalServer
 
     with LocalServer("/tmp/kfp-state", token="secret") as server:
         client = kfp.Client(host=server.url, existing_token="secret")
@@ -14,7 +14,7 @@ endpoint and the test double of the cluster path::
 The command line calls :func:`serve`.
 """
 
-from pipelines.entrypoints.local_server.server import (LocalServer, LocalServerError,
+from kfp_ct.pipelines.entrypoints.local_server.server import (LocalServer, LocalServerError,
                                                        RecordedRequest, serve)
 
 main = serve  # the serve_forever-style entry: main(state_dir, port, token)

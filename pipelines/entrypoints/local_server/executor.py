@@ -1,7 +1,7 @@
 """Executes the local endpoint's runs, one at a time, each in a worker subprocess.
 
 One thread takes the oldest PENDING run, writes ``job.json`` into
-``<state_dir>/runs/<run_id>/``, starts ``python -m pipelines.entrypoints.local_server.worker``
+``<state_dir>/runs/<run_id>/``, starts ``python -m kfp_ct.pipelines.entrypoints.local_server.worker``
 there (cwd: the server's; environment inherited, unbuffered; stdout and stderr to
 ``log.txt``; its own process group, so that terminating it also ends the task it runs),
 marks the run RUNNING, and while it runs copies the worker's ``status.json`` into the
@@ -23,8 +23,8 @@ from typing import Any, Callable, Optional
 
 from kfp_server_api import models as m
 
-from pipelines.entrypoints.local_server import worker as worker_mod
-from pipelines.entrypoints.local_server.store import Store
+from kfp_ct.pipelines.entrypoints.local_server import worker as worker_mod
+from kfp_ct.pipelines.entrypoints.local_server.store import Store
 
 KILL_AFTER_S = 3.0
 STOPPED_ERROR = "interrupted: the local server stopped"
@@ -208,7 +208,7 @@ class Executor:
                     log.write(note.encode())
                     log.flush()
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "pipelines.entrypoints.local_server.worker",
+                    [sys.executable, "-m", "kfp_ct.pipelines.entrypoints.local_server.worker",
                      "--run-dir", run_dir], stdout=log, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True,
                     env=dict(os.environ, PYTHONUNBUFFERED="1"))  # log.txt as it happens

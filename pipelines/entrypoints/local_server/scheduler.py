@@ -22,8 +22,8 @@ from typing import Callable, Iterator, Optional
 
 from kfp_server_api import models as m
 
-from pipelines.entrypoints import rules
-from pipelines.entrypoints.local_server.store import Store
+from kfp_ct.pipelines.entrypoints import rules
+from kfp_ct.pipelines.entrypoints.local_server.store import Store
 
 # Cron slots looked at in one go when catching up (no_catchup jumps over the rest).
 _MAX_SLOTS_PER_TICK = 100_000

@@ -34,15 +34,15 @@ from typing import Any, Mapping, Optional
 
 from kfp_server_api import models as m
 
-from components.common.errors import KfpCtError
-from pipelines.entrypoints import kfp_json, rules
-from pipelines.entrypoints.kfp_json import (CODE_ALREADY_EXISTS, CODE_FAILED_PRECONDITION,
+from kfp_ct.components.common.errors import KfpCtError
+from kfp_ct.pipelines.entrypoints import kfp_json, rules
+from kfp_ct.pipelines.entrypoints.kfp_json import (CODE_ALREADY_EXISTS, CODE_FAILED_PRECONDITION,
                                             CODE_INTERNAL, CODE_NOT_FOUND,
                                             CODE_UNAUTHENTICATED, CODE_UNIMPLEMENTED,
                                             HttpError, invalid, to_json)
-from pipelines.entrypoints.local_server.executor import Executor, set_state, utcnow
-from pipelines.entrypoints.local_server.scheduler import Scheduler
-from pipelines.entrypoints.local_server.store import Store
+from kfp_ct.pipelines.entrypoints.local_server.executor import Executor, set_state, utcnow
+from kfp_ct.pipelines.entrypoints.local_server.scheduler import Scheduler
+from kfp_ct.pipelines.entrypoints.local_server.store import Store
 
 API = "/apis/v2beta1"
 DEFAULT_EXPERIMENT = "Default"
@@ -1000,7 +1000,7 @@ class LocalServer:
         Raises:
             LocalServerError: the port is taken or the state folder is unusable.
         """
-        from pipelines.entrypoints.local_server.store import StoreError
+        from kfp_ct.pipelines.entrypoints.local_server.store import StoreError
 
         os.makedirs(os.path.join(self.state_dir, "runs"), exist_ok=True)
         try:

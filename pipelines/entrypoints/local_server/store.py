@@ -21,7 +21,7 @@ from typing import Any, Iterable, Optional
 
 from kfp_server_api import models as m
 
-from pipelines.entrypoints import kfp_json
+from kfp_ct.pipelines.entrypoints import kfp_json
 
 SCHEMA_VERSION = 1
 DB_NAME = "state.sqlite"

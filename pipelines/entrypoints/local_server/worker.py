@@ -1,12 +1,12 @@
-"""Runs one run of the local endpoint: ``python -m pipelines.entrypoints.local_server.worker``.
+"""Runs one run of the local endpoint: ``python -m kfp_ct.pipelines.entrypoints.local_server.worker``.
 
 The executor starts it as a subprocess with the run folder::
 
-    python -m pipelines.entrypoints.local_server.worker --run-dir STATE/runs/RUN_ID
+    python -m kfp_ct.pipelines.entrypoints.local_server.worker --run-dir STATE/runs/RUN_ID
 
 It reads ``job.json`` there (``run_id``, ``pipeline_spec``, ``parameters``,
 ``pipeline_root``), runs the compiled pipeline through kfp.local
-(``pipelines.local.run_local_spec``), and rewrites ``status.json`` atomically (a temporary
+(``kfp_ct.pipelines.entrypoints.local.run_local_spec``), and rewrites ``status.json`` atomically (a temporary
 file, then ``os.replace``) at every task start and end and at the end::
 
     {"run_id": "<the server's run id>", "state": "RUNNING" | "SUCCEEDED" | "FAILED",
@@ -69,7 +69,7 @@ class _Status:
 
 def failure_message(run: Any) -> str:
     """The run's error for people: the failing task and its own last error line
-    (``pipelines.local`` words it so: "task 'nap' failed: ValueError: ...")."""
+    (``kfp_ct.pipelines.entrypoints.local`` words it so: "task 'nap' failed: ValueError: ...")."""
     return run.error or "the run failed (no task started; see log.txt)"
 
 
@@ -89,7 +89,7 @@ def main(argv: Optional[list] = None) -> int:
         return 2
     status = _Status(run_dir, run_id)
     print(f"[kfp-ct] local endpoint run {run_id}: pipeline root {root}", flush=True)
-    from pipelines.local import run_local_spec
+    from kfp_ct.pipelines.entrypoints.local import run_local_spec
 
     try:
         run = run_local_spec(spec, parameters, root, on_task_event=status.on_task_event)

@@ -20,9 +20,9 @@ import time
 import warnings
 from typing import Any, Callable, Mapping, Optional
 
-from components.common import report
-from components.common.artifacts import ANOMALIES_JSON, BLESSING_JSON, EVALUATION_JSON, PUSH_JSON
-from components.common import tfenv  # noqa: F401  (subprocesses inherit TF_USE_LEGACY_KERAS)
+from kfp_ct.components.common import report
+from kfp_ct.components.common.artifacts import ANOMALIES_JSON, BLESSING_JSON, EVALUATION_JSON, PUSH_JSON
+from kfp_ct.components.common import tfenv  # noqa: F401  (subprocesses inherit TF_USE_LEGACY_KERAS)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TASK_START = re.compile(r"Executing task '?([\w-]+)'?")
@@ -277,7 +277,7 @@ def _run_traced(call: Callable[[], Any], root: str,
         on_task_event: Called at every task start and end.
         verbose: Show everything the tasks print; otherwise one line per task.
         warm: Start each task as a fork of a process that has imported the heavy
-            libraries once (pipelines/warm.py); False: a new interpreter per task.
+            libraries once (pipelines/entrypoints/warm.py); False: a new interpreter per task.
 
     Returns:
         What happened (LocalRun); on failure ``error`` names the failing task and its own
@@ -337,7 +337,7 @@ def _run_traced(call: Callable[[], Any], root: str,
 def _task_starts(warm: bool, tmp: str, root: str):
     if not warm:
         return contextlib.nullcontext()
-    from pipelines import warm as warm_lib
+    from kfp_ct.pipelines.entrypoints import warm as warm_lib
 
     return warm_lib.tasks_start_warm(os.path.join(tmp, "warm"),
                                      os.path.join(root, "logs", "warm.log"))
@@ -349,9 +349,9 @@ def run_local(pipeline_func, arguments: dict, workdir: str = "local_outputs",
 
     verbose=False shows one line per task instead of all the tasks print (the log keeps
     it). warm: tasks start as forks of a process that imported the heavy libraries once
-    (pipelines/warm.py); None: unless ``$KFP_CT_WARM=0``.
+    (pipelines/entrypoints/warm.py); None: unless ``$KFP_CT_WARM=0``.
     """
-    from pipelines import warm as warm_lib
+    from kfp_ct.pipelines.entrypoints import warm as warm_lib
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     root = os.path.abspath(os.path.join(workdir, stamp))

@@ -21,7 +21,7 @@ Safety:
   died, or failed to start) makes the launcher run the task cold, in a new interpreter,
   with a line in the task's log: the run goes on, slower.
 - Ctrl-C reaches the forked tasks: they are descendants of the run (see
-  ``pipelines.local._stop_children``), and the launcher forwards SIGINT / SIGTERM.
+  ``kfp_ct.pipelines.entrypoints.local._stop_children``), and the launcher forwards SIGINT / SIGTERM.
 - ``KFP_CT_WARM=0`` (or ``kfp-ct run-local --cold``) turns it off.
 
 ``kfp-ct run-local`` starts the zygote first thing (:func:`start_early`), so it imports
@@ -46,7 +46,7 @@ import sys
 import time
 from typing import Iterator, Optional
 
-from components.common import tfenv
+from kfp_ct.components.common import tfenv
 
 #: Imported once by the zygote: what the tasks import (kfp's runtime mode, as a task
 #: process has it), then our components' own modules.
@@ -57,18 +57,18 @@ from components.common import tfenv
 #: importing at the same time. A task of no stage waits for all of them.
 STAGES: tuple[tuple[frozenset, tuple[str, ...]], ...] = (
     (frozenset({"validate"}), (
-        "components.common.tfenv",  # TF_USE_LEGACY_KERAS before TensorFlow is imported
+        "kfp_ct.components.common.tfenv",  # TF_USE_LEGACY_KERAS before TensorFlow is imported
         "kfp.dsl.executor_main", "tensorflow", "tensorflow_data_validation",
-        "components.validate.logic")),
+        "kfp_ct.components.validate.logic")),
     (frozenset({"transform"}), (
         "apache_beam", "tensorflow_transform", "tensorflow_transform.beam",
-        "components.transform.logic")),
-    (frozenset({"train", "components.push.canary"}), (
-        "tf_keras", "components.train.logic", "components.push.canary")),
+        "kfp_ct.components.transform.logic")),
+    (frozenset({"train", "kfp_ct.components.push.canary"}), (
+        "tf_keras", "kfp_ct.components.train.logic", "kfp_ct.components.push.canary")),
     # Evaluate runs in-process by default (no TFMA, no Beam); with beam_args the task
     # imports TFMA itself.
-    (frozenset({"evaluate"}), ("components.evaluate.logic", "components.evaluate.inprocess")),
-    (frozenset(), ("components.gate.logic", "components.push.logic")),
+    (frozenset({"evaluate"}), ("kfp_ct.components.evaluate.logic", "kfp_ct.components.evaluate.inprocess")),
+    (frozenset(), ("kfp_ct.components.gate.logic", "kfp_ct.components.push.logic")),
 )
 ENV_SWITCH = "KFP_CT_WARM"
 ENV_LAUNCHER = tfenv.WARM_LAUNCHER_ENV  # names the launcher in a warm run's environment
@@ -88,7 +88,7 @@ def enabled(default: bool = True) -> bool:
 # ------------------------------------------------------------------------- launcher
 
 _LAUNCHER = '''#!{python} -S
-# kfp-ct warm launcher (pipelines/warm.py): hands "python -m MODULE ..." to the zygote.
+# kfp-ct warm launcher (pipelines/entrypoints/warm.py): hands "python -m MODULE ..." to the zygote.
 import json, os, signal, socket, sys
 SOCKET, PYTHON = {socket!r}, {python!r}
 def cold(why):
@@ -354,7 +354,7 @@ class _ZygoteProcess:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         with open(log_path, "a") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipelines.warm", self.socket_path, self.ready_path]
+                [sys.executable, "-m", "kfp_ct.pipelines.entrypoints.warm", self.socket_path, self.ready_path]
                 + ([",".join(modules)] if modules else []),
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
 

@@ -22,7 +22,7 @@ Windows with controlled shifts (drift monitoring tests and benchmarks), see ``SH
 
 Command line::
 
-    python -m components.common.synth OUT N [--seed S] [--format csv|parquet]
+    python -m kfp_ct.pipelines.entrypoints.synth OUT N [--seed S] [--format csv|parquet]
                                       [--shift KIND [--strength X] [--feature NAME]]
 """
 
@@ -355,7 +355,7 @@ def write_penguins_like(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m components.common.synth",
+        prog="python -m kfp_ct.pipelines.entrypoints.synth",
         description="Write N seeded penguins-like rows (palmerpenguins columns) to OUT.",
     )
     parser.add_argument("out", metavar="OUT", help="file to write")

@@ -20,12 +20,12 @@ import re
 import uuid
 from typing import Sequence
 
-from components.common import data as data_lib
-from components.common import podenv
-from components.common import storage
-from components.common.errors import InputDataError, KfpCtError, ProblemSpecError, StorageError
-from components.common.problem import ProblemSpec, load_problem
-from components.common.thresholds import parse_thresholds
+from kfp_ct.components.common import data as data_lib
+from kfp_ct.components.common import podenv
+from kfp_ct.components.common import storage
+from kfp_ct.components.common.errors import InputDataError, KfpCtError, ProblemSpecError, StorageError
+from kfp_ct.components.common.problem import ProblemSpec, load_problem
+from kfp_ct.components.common.thresholds import parse_thresholds
 
 #: Column names the model code can use: TensorFlow makes op, layer and vocabulary file
 #: names out of them, and those allow no spaces, no non-ASCII letters and no leading
@@ -144,7 +144,7 @@ def check_training_inputs(*, data_path: str, problem: str, thresholds: str | dic
     check_slices(slices, spec)
     check_data_columns(data_path, spec, list(slices))
     check_destination(push_destination)
-    from components.common import beam_io  # imports Beam only when options are given
+    from kfp_ct.components.common import beam_io  # imports Beam only when options are given
 
     if beam_io.uses_beam(beam_args):
         beam_io.check_beam_args(beam_args)
