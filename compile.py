@@ -21,25 +21,12 @@ import time
 from kfp import compiler
 
 from kfp_ct.components.common.artifacts import WiringError, check_wiring_file
-from kfp_ct.components.drift.component import drift_check
-from kfp_ct.components.evaluate.component import evaluate
-from kfp_ct.components.gate.component import gate
-from kfp_ct.components.push.component import push
-from kfp_ct.components.retrain.component import retrain_trigger
-from kfp_ct.components.train.component import train, train_gpu, train_tfjob, train_tpu
-from kfp_ct.components.transform.component import transform
-from kfp_ct.components.validate.component import validate
 from kfp_ct.pipelines import cluster
-from kfp_ct.pipelines.entrypoints.catalog import CATALOG
+from kfp_ct.pipelines.entrypoints.catalog import CATALOG, components
 
 # File stem -> pipeline function; the catalog is the one list of shipped pipelines.
 PIPELINES = {item.file_stem: item.load() for item in CATALOG.values()}
-COMPONENTS = {
-    "validate": validate, "transform": transform, "train": train, "train_gpu": train_gpu,
-    "train_tpu": train_tpu, "train_tfjob": train_tfjob,
-    "evaluate": evaluate, "gate": gate, "push": push, "drift_check": drift_check,
-    "retrain_trigger": retrain_trigger,
-}
+COMPONENTS = components()
 
 
 def compile_all(out_dir: str = "build", settings: cluster.Settings | None = None) -> list[str]:

@@ -198,7 +198,7 @@ def test_on_a_cluster_the_first_task_refuses_the_runs_bad_inputs_before_reading_
         tmp_path):
     """What run-local checks before the run starts, validate (the first task) checks on a
     cluster, with the same words, before it reads any data or imports TFDV."""
-    from kfp.dsl import HTML, Artifact
+    from kfp.dsl import HTML, Artifact, Dataset
 
     from kfp_ct.components.common.errors import KfpCtError
     from kfp_ct.components.validate.component import validate
@@ -209,7 +209,7 @@ def test_on_a_cluster_the_first_task_refuses_the_runs_bad_inputs_before_reading_
     problem = open(os.path.join(ROOT, "pipelines", "penguins", "problem.json")).read()
     started = time.monotonic()
     with pytest.raises(KfpCtError, match="cannot slice the evaluation by \\['colour'\\]"):
-        validate.python_func(data_path="bundled:penguins", problem=problem,
+        validate.python_func(data=Dataset(name="data", uri="bundled:penguins"), problem=problem,
                              push_destination=str(tmp_path / "serving"),
                              training_thresholds="", training_slices=["colour"],
                              training_steps=300, **outputs)

@@ -86,7 +86,7 @@ def uses_beam(beam_args) -> bool:
 
 
 _WORKER_ERROR = re.compile(
-    r"components\.common\.errors\.(\w+): (.+?)(?: \[while running '[^']*'\])*$", re.M)
+    r"kfp_ct\.components\.common\.errors\.(\w+): (.+?)(?: \[while running '[^']*'\])*$", re.M)
 
 
 @contextlib.contextmanager

@@ -96,6 +96,25 @@ CATALOG: dict[str, CatalogEntry] = {e.name: e for e in (
 )}
 
 
+def components() -> dict[str, Any]:
+    """The shipped components by the stem of their compiled YAML (``build/components/``),
+    the one list compile.py and the component READMEs use. Imports kfp and the wrappers
+    only (no TensorFlow)."""
+    from kfp_ct.components.drift.component import drift_check
+    from kfp_ct.components.evaluate.component import evaluate
+    from kfp_ct.components.gate.component import gate
+    from kfp_ct.components.push.component import push
+    from kfp_ct.components.retrain.component import retrain_trigger
+    from kfp_ct.components.train.component import train, train_gpu, train_tfjob, train_tpu
+    from kfp_ct.components.transform.component import transform
+    from kfp_ct.components.validate.component import validate
+
+    return {"validate": validate, "transform": transform, "train": train,
+            "train_gpu": train_gpu, "train_tpu": train_tpu, "train_tfjob": train_tfjob,
+            "evaluate": evaluate, "gate": gate, "push": push, "drift_check": drift_check,
+            "retrain_trigger": retrain_trigger}
+
+
 def entry(name: str) -> CatalogEntry:
     """The catalog entry for a short name or a display name (``kfp-ct-training``)."""
     for item in CATALOG.values():

@@ -29,7 +29,7 @@ _TASK_START = re.compile(r"Executing task '?([\w-]+)'?")
 _TASK_END = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
 _LOGIC = re.compile(r"\[kfp-ct\] timing task=([\w-]+) logic_s=([\d.]+)")
 # The last line of a task's traceback when it raised one of our errors: its message.
-_OUR_ERROR = re.compile(r"^\s*components\.[\w.]+\.(\w+): (.+)$", re.M)
+_OUR_ERROR = re.compile(r"^\s*kfp_ct\.components\.[\w.]+\.(\w+): (.+)$", re.M)
 
 
 @dataclasses.dataclass
