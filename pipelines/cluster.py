@@ -8,7 +8,7 @@ tests read it back from the YAML (tests/test_cluster_yaml.py).
   API; ephemeral storage as a ``/tmp`` emptyDir with a size limit (kfp-kubernetes
   ``empty_dir_mount``; ``TMPDIR`` points there). The KFP 2.13 IR has no field for an
   ephemeral-storage *request* on the container: a namespace ``LimitRange`` gives one
-  (README, "On a cluster"). Sized from the peak RSS and CPU time each task used on the
+  (pipelines/CLUSTER.md). Sized from the peak RSS and CPU time each task used on the
   penguins run here (figures beside each entry), with head-room for bigger data.
 - **Timeouts** on every task (``kubernetes.set_timeout``: the pod's activeDeadlineSeconds).
 - **Retries with exponential backoff** on tasks that touch the network (data, the model

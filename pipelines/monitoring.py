@@ -42,7 +42,7 @@ def make_monitoring_pipeline(settings: cluster.Settings = cluster.DEFAULT):
         kfp_host: str = "",
         namespace: str = "",
     ):
-        # The window enters as a Dataset (the run's lineage shows its URI); see the README
+        # The window enters as a Dataset (the run's lineage shows its URI); see pipelines/CLUSTER.md
         # for what KFP's importer accepts on a cluster.
         window = import_dataset(window_path, "window")
         checked = drift_check(model_base=model_base, window=window.output,

@@ -37,7 +37,7 @@ def import_dataset(uri, display_name: str = "data") -> dsl.PipelineTask:
     """The data parameter as a Dataset artifact (dsl.importer), the first artifact of the
     run's lineage. kfp.local takes any URI; a KFP 2.5 backend's importer records the URI
     as it is but accepts only object-store schemes (gs://, s3://, minio://), so on a
-    cluster the data is one of those (README: "Data in as a Dataset")."""
+    cluster the data is one of those (pipelines/CLUSTER.md: "Data on a cluster")."""
     task = dsl.importer(artifact_uri=uri, artifact_class=dsl.Dataset)
     task.set_display_name(display_name)
     return task

@@ -165,3 +165,42 @@ def test_the_users_own_pipeline_runs_end_to_end_under_kfp_local(compiled, tmp_pa
     tasks = list(next(__import__("yaml").safe_load_all(
         (project / "mine.yaml").read_text()))["root"]["dag"]["tasks"])
     assert {"ingest", "validate", "push", "announce"} <= set(tasks)
+
+
+def test_data_is_read_from_the_uri_except_s3_and_minio_where_the_launchers_copy_is_read():
+    from kfp_ct.components.common.artifacts import data_location
+
+    for uri in ("bundled:penguins", "gs://b/data/*.csv", "/data/x.csv", "gs://b/data/"):
+        assert data_location(Dataset(name="d", uri=uri)) == uri
+    assert data_location(Dataset(name="d", uri="minio://mlpipeline/v2/run/ingest/rows")) == \
+        "/minio/mlpipeline/v2/run/ingest/rows"
+    assert data_location(Dataset(name="d", uri="s3://bucket/rows")) == "/s3/bucket/rows"
+
+
+def test_a_file_without_an_extension_is_read_by_its_content(tmp_path):
+    """What a KFP component writes when it opens its output Dataset's .path as a file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kfp_ct.components.common import data
+
+    (tmp_path / "rows").write_text("a,b\n1,2\n")
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "table")
+    (tmp_path / "notes.txt").write_text("x")
+    assert data.format_of(str(tmp_path / "rows")) == "csv"
+    assert data.format_of(str(tmp_path / "table")) == "parquet"
+    assert data.format_of(str(tmp_path / "notes.txt")) is None  # an extension decides
+    assert data.resolve_inputs(str(tmp_path / "rows")) == [str(tmp_path / "rows")]
+
+
+def test_train_names_an_input_that_is_not_transforms_output(tmp_path):
+    from kfp_ct.components.common.errors import KfpCtError
+    from kfp_ct.components.train.logic import _check_inputs
+
+    (tmp_path / "graph" / "transform_fn").mkdir(parents=True)
+    (tmp_path / "examples").mkdir()
+    with pytest.raises(KfpCtError, match="transformed examples at .*examples has no "
+                                         "split.json: is it the output of kfp-ct's transform"):
+        _check_inputs(str(tmp_path / "graph"), str(tmp_path / "examples"))
+    with pytest.raises(KfpCtError, match="transform graph at .*examples has no transform_fn"):
+        _check_inputs(str(tmp_path / "examples"), str(tmp_path / "examples"))

@@ -129,6 +129,17 @@ def _component_of(task: dict) -> str:
     return name.replace("-", "_")
 
 
+def data_location(artifact) -> str:
+    """Where a task reads a data Dataset from: its URI (a local path, a file, folder or
+    glob on gs://, ``bundled:penguins``), except for s3:// and minio:// (a KFP install's
+    default MinIO pipeline root), which kfp-ct does not read itself: there the KFP
+    launcher's copy in the pod (``artifact.path``: /s3/..., /minio/...) is read."""
+    uri = artifact.uri or ""
+    if uri.startswith(("s3://", "minio://")):
+        return artifact.path
+    return uri
+
+
 def check_wiring_file(path: str) -> list[str]:
     """check_wiring on a compiled pipeline YAML file (what ``compiler.Compiler().compile``
     wrote); the first document is the pipeline spec."""

@@ -73,11 +73,7 @@ def _sniffed_format(path: str) -> str | None:
     try:
         if not storage.exists(path) or storage.isdir(path):
             return None
-        if storage.is_gcs(path):
-            head = storage.read_bytes(path)[:4]
-        else:
-            with open(path, "rb") as fh:
-                head = fh.read(4)
+        head = storage.read_head(path, 4)
     except (OSError, StorageError):
         return None
     return "parquet" if head == b"PAR1" else "csv"

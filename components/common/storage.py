@@ -288,6 +288,17 @@ def read_bytes(path: str) -> bytes:
         return _client().bucket(bucket).blob(key).download_as_bytes()
 
 
+def read_head(path: str, n: int) -> bytes:
+    """The first ``n`` bytes of a file (one ranged request on gs://)."""
+    if not is_gcs(path):
+        with _local_errors(path, "read"):
+            with open(path, "rb") as f:
+                return f.read(n)
+    bucket, key = _split(path)
+    with _gcs_errors(path, "read"):
+        return _client().bucket(bucket).blob(key).download_as_bytes(start=0, end=n - 1)
+
+
 def read_text(path: str, encoding: str = "utf-8") -> str:
     data = read_bytes(path)
     try:

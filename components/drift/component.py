@@ -48,12 +48,13 @@ def drift_check(
 
     from kfp_ct.components.drift.logic import DRIFT_JSON, metrics as flat_metrics, run_drift_check
 
-    from kfp_ct.components.common.artifacts import check_inputs, stamp_outputs
+    from kfp_ct.components.common.artifacts import check_inputs, data_location, stamp_outputs
 
     started = time.perf_counter()
     check_inputs("drift_check", window=window)
     record = run_drift_check(
-        model_base=model_base, window_path=window.uri, request_log_path=request_log_path,
+        model_base=model_base, window_path=data_location(window),
+        request_log_path=request_log_path,
         settings=settings, decision_dir=decision.path, report_html=report.path,
         report_md=report_md.path, run_info={"run_id": run_id, "run_name": run_name})
     for name, value in flat_metrics(record).items():

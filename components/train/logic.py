@@ -201,6 +201,15 @@ def _skip_autograph_for_graph_libraries() -> None:
                 (autograph_config.DoNotConvert(package),) + tuple(autograph_config.CONVERSION_RULES))
 
 
+def _check_inputs(transform_graph_dir: str, examples_dir: str) -> None:
+    """Names the input that is not transform's output before any TensorFlow work."""
+    for path, needed, what in ((transform_graph_dir, "transform_fn", "transform graph"),
+                               (examples_dir, SPLIT_FILE, "transformed examples")):
+        if not storage.exists(storage.join(path, needed)):
+            raise KfpCtError(f"train: the {what} at {path} has no {needed}: is it the "
+                             "output of kfp-ct's transform?")
+
+
 def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_dir: str,
               train_steps: int = 2000, accelerator: str = "auto", checkpoint_dir: str = "",
               seed: int = 42, steps_per_epoch: int = 0, checkpoint_root: str = "",
@@ -218,6 +227,7 @@ def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_d
             With none of them, the state stays beside the model (`<model_dir>.backup`),
             which a new pod does not have.
     """
+    _check_inputs(transform_graph_dir, examples_dir)
     import tensorflow as tf
     import tensorflow_transform as tft
     import tf_keras as keras
@@ -236,7 +246,8 @@ def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_d
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(plan.precision)
     tft_output = tft.TFTransformOutput(transform_graph_dir)
-    split = json.load(open(os.path.join(examples_dir, SPLIT_FILE)))
+    with open(os.path.join(examples_dir, SPLIT_FILE)) as fh:
+        split = json.load(fh)
     per_replica = int(spec.model.get("batch_size", DEFAULT_BATCH))
     batch_size = per_replica * strategy.num_replicas_in_sync
     if steps_per_epoch <= 0:

@@ -19,7 +19,7 @@ pod of its own and sees nothing of the launcher's disk).
 - Waiting: ``status.conditions`` (Created, Running, Restarting, Succeeded, Failed);
   Failed raises :class:`TFJobError` quoting the failing replica's reason and the last
   lines of its log.
-- RBAC the launcher's service account needs (README): ``tfjobs`` create/get/list/watch/
+- RBAC the launcher's service account needs (pipelines/CLUSTER.md): ``tfjobs`` create/get/list/watch/
   delete in ``kubeflow.org``; ``pods`` get/list; ``pods/log`` get.
 
 No kfp and no TensorFlow here; the ``kubernetes`` client is imported when used.
@@ -275,7 +275,7 @@ class TFJobs:
                 detail = json.loads(exc.body or "{}").get("message") or detail
             except ValueError:
                 pass
-            hint = {403: " (the launcher's service account needs the RBAC in the README)",
+            hint = {403: " (the launcher's service account needs the RBAC in pipelines/CLUSTER.md of kfp-ct)",
                     404: " (is the Kubeflow Training Operator installed?)"
                     if action == "create" else ""}.get(exc.status, "")
             raise TFJobError(f"cannot {action} {self._where(name)}: HTTP {exc.status} "

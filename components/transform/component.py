@@ -35,14 +35,14 @@ def transform(
 
     from kfp_ct.components.transform.logic import run_transform
 
-    from kfp_ct.components.common.artifacts import check_inputs, stamp_outputs
+    from kfp_ct.components.common.artifacts import check_inputs, data_location, stamp_outputs
 
     started = time.perf_counter()
     check_inputs("transform", data=data, schema=schema)
     result = run_transform(
-        data_path=data.uri, problem=problem, transform_graph_dir=transform_graph.path,
-        examples_dir=transformed_examples.path, raw_eval_dir=raw_eval.path,
-        beam_args=list(beam_args) or None)
+        data_path=data_location(data), problem=problem,
+        transform_graph_dir=transform_graph.path, examples_dir=transformed_examples.path,
+        raw_eval_dir=raw_eval.path, beam_args=list(beam_args) or None)
     for artifact in (transform_graph, transformed_examples, raw_eval):
         artifact.metadata.update(result.summary())
     stamp_outputs("transform", transform_graph=transform_graph,

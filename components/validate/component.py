@@ -52,11 +52,11 @@ def validate(
 
     from kfp_ct.components.validate.logic import run_validate
 
-    from kfp_ct.components.common.artifacts import check_inputs, stamp_outputs
+    from kfp_ct.components.common.artifacts import check_inputs, data_location, stamp_outputs
 
     started = time.perf_counter()
     check_inputs("validate", data=data)
-    data_path = data.uri
+    data_path = data_location(data)
     if training_steps:
         from kfp_ct.components.validate.preflight import check_training_inputs
 

@@ -66,10 +66,10 @@ def _kind(component: str, name: str, table: dict) -> str:
     return f"`{kind}`" if kind else "raw data"
 
 
-def interface(component) -> str:
-    """The Inputs and Outputs tables of one component (a kfp BaseComponent)."""
+def interface(component, name: str) -> str:
+    """The Inputs and Outputs tables of one component (a kfp BaseComponent) shipped as
+    ``name`` (its Python name: kfp's own spec name has hyphens)."""
     spec = component.component_spec
-    name = spec.name
     lines = ["| input | type | default | kind | description |", "|---|---|---|---|---|"]
     for key, item in spec.inputs.items():
         lines.append(f"| `{key}` | {_type(item.type)} | {_default(item)} | "
@@ -101,7 +101,7 @@ def generated_part(folder: str) -> str:
         out += [f"### `{name}`", ""]
         if name != names[0]:
             out += [_cell((comps[name].component_spec.description or "").split("\n\n")[0]), ""]
-        out += [interface(comps[name]), ""]
+        out += [interface(comps[name], name), ""]
     return "\n".join(out) + "\n"
 
 
