@@ -38,8 +38,11 @@ def import_dataset(uri, display_name: str = "data") -> dsl.PipelineTask:
     run's lineage. kfp.local takes any URI; a KFP 2.5 backend's importer records the URI
     as it is but accepts only object-store schemes (gs://, s3://, minio://), so on a
     cluster the data is one of those (pipelines/CLUSTER.md: "Data on a cluster")."""
-    task = dsl.importer(artifact_uri=uri, artifact_class=dsl.Dataset)
+    # reimport, uncached: a window or folder keeps its URI while its rows change, so each
+    # run records the data it read as an artifact of its own.
+    task = dsl.importer(artifact_uri=uri, artifact_class=dsl.Dataset, reimport=True)
     task.set_display_name(display_name)
+    task.set_caching_options(False)
     return task
 
 

@@ -458,8 +458,8 @@ def test_the_multiworker_variant_launches_a_tfjob_from_a_small_launcher(compiled
     assert spec["pipelineInfo"]["name"] == "kfp-ct-training-multiworker"
     assert (out / "components" / "train_tfjob.yaml").exists()
     tasks = spec["root"]["dag"]["tasks"]
-    assert sorted(tasks) == ["evaluate", "gate", "push", "train-tfjob", "transform",
-                             "validate"]
+    assert sorted(tasks) == ["evaluate", "gate", "importer", "push", "train-tfjob",
+                             "transform", "validate"]
     train = tasks["train-tfjob"]
     params = train["inputs"]["parameters"]
     assert params["workers"] == {"componentInputParameter": "workers"}

@@ -155,6 +155,27 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
+def _own_entries() -> set[str]:
+    """The zygote's own sys.path entries that a task must not inherit: its start folder
+    (``-m`` puts it first) and its PYTHONPATH."""
+    return {sys.path[0]} | {p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
+
+
+#: The interpreter's own path (standard library, site-packages), without the zygote's
+#: start folder and PYTHONPATH: what every new process has whatever its folder.
+_BASE_PATH: list[str] | None = None
+
+
+def task_sys_path(cwd: str, env: dict) -> list[str]:
+    """sys.path as ``python -m MODULE`` started in ``cwd`` with ``env`` would have it: the
+    folder first, then the task's PYTHONPATH, then the interpreter's own entries. A fork
+    must not see the zygote's folder (a user's own ``components/`` package there would
+    shadow or be shadowed) nor miss the task's."""
+    base = _BASE_PATH if _BASE_PATH is not None else sys.path[1:]
+    extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return [cwd] + extra + [p for p in base if p not in extra and p != cwd]
+
+
 def _run_child(request: dict, fds: list[int]) -> None:
     """In the forked child: become the task process, run its module, exit."""
     import runpy
@@ -173,6 +194,7 @@ def _run_child(request: dict, fds: list[int]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        sys.path[:] = task_sys_path(request["cwd"], request["env"])
         import tempfile
 
         tempfile.tempdir = None  # the task's own TMPDIR
@@ -298,6 +320,9 @@ def serve(socket_path: str, ready_path: str = "", stages=STAGES) -> None:
     then serves until its parent (the run) goes away or it is told to stop (SIGTERM)."""
     import importlib
 
+    global _BASE_PATH
+    own = _own_entries()
+    _BASE_PATH = [p for p in sys.path if p not in own]
     parent = os.getppid()
     os.environ["_KFP_RUNTIME"] = "true"  # kfp as a task imports it (no client)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -349,14 +374,13 @@ class _ZygoteProcess:
                             if sys.platform.startswith("linux")
                             else os.path.join(folder, "zygote.sock"))
         self.ready_path = os.path.join(folder, "zygote.ready")
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        # kfp_ct is installed: the zygote needs no path of ours; each task gets its own
+        # (task_sys_path).
         with open(log_path, "a") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kfp_ct.pipelines.entrypoints.warm", self.socket_path, self.ready_path]
-                + ([",".join(modules)] if modules else []),
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
+                [sys.executable, "-m", "kfp_ct.pipelines.entrypoints.warm", self.socket_path,
+                 self.ready_path] + ([",".join(modules)] if modules else []),
+                stdout=log, stderr=subprocess.STDOUT)
 
     def wait_listening(self) -> None:
         deadline = time.time() + 10  # bound, not imported: a second or less
