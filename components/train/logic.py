@@ -227,7 +227,6 @@ def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_d
             With none of them, the state stays beside the model (`<model_dir>.backup`),
             which a new pod does not have.
     """
-    _check_inputs(transform_graph_dir, examples_dir)
     import tensorflow as tf
     import tensorflow_transform as tft
     import tf_keras as keras
@@ -238,6 +237,7 @@ def run_train(transform_graph_dir: str, examples_dir: str, problem: str, model_d
     durable = checkpoint_dir or durable_location(checkpoint_root, push_destination, run_id)
     if durable:  # before any work: a pod's own disk would not survive a retry
         podenv.check_durable(durable, what="the train checkpoint folder")
+    _check_inputs(transform_graph_dir, examples_dir)
     # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op.
     strategy, plan = make_strategy(accelerator)
     _skip_autograph_for_graph_libraries()
