@@ -41,12 +41,12 @@ def test_cli_run_and_wait_trains_and_pushes_version_1(world, run_cli):
                              "-p", f"train_steps={TRAIN_STEPS}", "--wait", "--poll", "0.5")
     assert code == 0, err
     assert "SUCCEEDED" in out
-    assert "tasks done 6/6" in err  # progress lines while it ran
+    assert "tasks done 7/7" in err  # progress lines while it ran (the data importer too)
     assert [v.version for v in registry.list_versions(base)] == [1]
     runs = [r for r in Client(server.url).list_runs() if r.state == "SUCCEEDED"]
     tasks = {t.name: t.state for t in runs[0].tasks}
     assert tasks == dict.fromkeys(
-        ["validate", "transform", "train", "evaluate", "gate", "push"], "SUCCEEDED")
+        ["importer", "validate", "transform", "train", "evaluate", "gate", "push"], "SUCCEEDED")
 
 
 def test_monitoring_on_the_endpoint_launches_a_retraining_through_the_kfp_api(world, run_cli):
