@@ -23,7 +23,8 @@ from kfp_ct.pipelines.training import training_pipeline
 
 pytestmark = pytest.mark.long  # three pipeline runs (about 3 min): `make test-long`
 
-TASKS = ["validate", "transform", "train", "evaluate", "gate", "push"]
+# The data parameter becomes a Dataset first (dsl.importer), then the six tasks.
+TASKS = ["importer", "validate", "transform", "train", "evaluate", "gate", "push"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHANGE_ONLY = json.dumps({"change": {"accuracy": {"absolute": -0.01}}})
 
