@@ -54,6 +54,9 @@ PUSHED_MODEL = "kfp_ct.PushedModel"  # push: push.json, a PUSHED / NOT_PUSHED ma
 DRIFT_DECISION = "kfp_ct.MonitoringDecision"  # drift_check: drift.json
 RETRAINING_LAUNCH = "kfp_ct.RetrainingLaunch"  # retrain_trigger: launch.json
 
+#: The train component in each of its variants (same inputs and outputs).
+TRAIN_COMPONENTS = ("train", "train_gpu", "train_tpu", "train_tfjob")
+
 #: (component, output) -> the kind that output carries.
 OUTPUT_KINDS: dict[tuple[str, str], str] = {
     ("validate", "statistics"): STATISTICS,
@@ -63,7 +66,7 @@ OUTPUT_KINDS: dict[tuple[str, str], str] = {
     ("transform", "transformed_examples"): TRANSFORMED_EXAMPLES,
     ("transform", "raw_eval"): RAW_EXAMPLES,
     **{(train, "model"): TRAINED_MODEL
-       for train in ("train", "train_gpu", "train_tpu", "train_tfjob")},
+       for train in TRAIN_COMPONENTS},
     ("evaluate", "evaluation"): EVALUATION,
     ("gate", "blessing"): BLESSING,
     ("push", "pushed"): PUSHED_MODEL,
@@ -79,7 +82,7 @@ INPUT_KINDS: dict[tuple[str, str], str] = {
     ("validate", "data"): RAW_DATA,
     ("transform", "data"): RAW_DATA,
     ("transform", "schema"): SCHEMA,
-    **{key: kind for train in ("train", "train_gpu", "train_tpu", "train_tfjob")
+    **{key: kind for train in TRAIN_COMPONENTS
        for key, kind in (((train, "transform_graph"), TRANSFORM_GRAPH),
                          ((train, "transformed_examples"), TRANSFORMED_EXAMPLES))},
     ("evaluate", "model"): TRAINED_MODEL,

@@ -28,7 +28,7 @@ COMPONENTS_DIR = pathlib.Path(__file__).resolve().parents[2] / "components"
 FOLDERS: dict[str, tuple[str, ...]] = {
     "validate": ("validate",),
     "transform": ("transform",),
-    "train": ("train", "train_gpu", "train_tpu", "train_tfjob"),
+    "train": artifacts.TRAIN_COMPONENTS,
     "evaluate": ("evaluate",),
     "gate": ("gate",),
     "push": ("push",),
