@@ -39,9 +39,26 @@ def test_versions_lists_each_version_and_marks_production(base, capsys):
     assert "accuracy=0.91" in out and "accuracy=0.95" in out
 
 
-def test_versions_of_an_empty_base(tmp_path, capsys):
-    assert cli.main(["versions", str(tmp_path / "none")]) == 0
-    assert "No model versions" in capsys.readouterr().out
+def _not_a_base(tmp_path, kind):
+    if kind == "missing":
+        return str(tmp_path / "none"), "no such file or folder"
+    if kind == "file":
+        (tmp_path / "model.pb").write_bytes(b"x")
+        return str(tmp_path / "model.pb"), "it is a file"
+    (tmp_path / "models" / "penguins").mkdir(parents=True)  # one level too high
+    return str(tmp_path / "models"), "no numbered version folder (1/, 2/, ...); it holds: penguins"
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "folder_without_versions"])
+def test_versions_of_a_path_that_is_not_a_model_base_exits_2_in_one_line(tmp_path, capsys,
+                                                                         kind):
+    path, words = _not_a_base(tmp_path, kind)
+    assert cli.main(["versions", path]) == cli.EXIT_ERROR == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"error: {path} is not a model base: " + captured.err.split(
+        ": ", 2)[2] and words in captured.err
+    assert len(captured.err.splitlines()) == 1
 
 
 def test_rollback_prints_the_new_version(base, capsys):

@@ -812,6 +812,27 @@ def _trigger(metadata: dict | None) -> str:
     return str(trigger.get("kind") or "")
 
 
+def check_model_base(base: str) -> None:
+    """Raises RegistryError unless ``base`` is a model base: a folder holding at least one
+    numeric version folder (``1/``, ``2/``...). One listing, nothing read.
+
+    For commands that only read a base (``kfp-ct versions``): a typo in the path is then
+    said as such, not shown as an empty table. A push creates the base itself."""
+    if not storage.is_gcs(base):
+        if not os.path.lexists(base):
+            raise RegistryError(f"{base} is not a model base: no such file or folder")
+        if not os.path.isdir(base):
+            raise RegistryError(f"{base} is not a model base: it is a file, not a folder "
+                                f"of numbered versions (1/, 2/, ...)")
+    if storage.is_gcs(base) and not storage.isdir(base):
+        raise RegistryError(f"{base} is not a model base: nothing is stored under it")
+    names = storage.listdir(base)
+    if not any(_VERSION_RE.fullmatch(n) for n in names):
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise RegistryError(f"{base} is not a model base: it holds no numbered version folder "
+                            f"(1/, 2/, ...); it holds: {shown or 'nothing'}")
+
+
 def describe(base: str) -> str:
     """A plain-text table of the versions under ``base`` (``*`` marks production)."""
     versions = list_versions(base)

@@ -356,6 +356,7 @@ def versions_cmd(dest: str) -> None:
     """List the versions under a model base DEST (* marks production)."""
     from kfp_ct.components.common import registry
 
+    registry.check_model_base(dest)  # a mistyped path: one line, exit 2
     sys.stdout.write(registry.describe(dest))
 
 
