@@ -586,3 +586,153 @@ def test_parquet_label_holding_a_null_text_is_an_empty_label(spec, tmp_path):
     with pytest.raises(LabelError, match=rf"1 row\(s\) have an empty label 'species' "
                                          rf"\(first: {path} row 21\)"):
         _exhaust(path, spec, tracker=data.ColumnTracker(spec))
+
+
+# ------------------------------------------- ambiguous input: never guessed (issue 21)
+
+
+def _with_extra_column(penguin_lines, name, source_column):
+    """The penguins lines with one more column called ``name`` holding ``source_column``."""
+    rows = list(csv.reader(penguin_lines))
+    at = rows[0].index(source_column)
+    return [",".join(rows[0] + [name])] + [",".join(r + [r[at]]) for r in rows[1:]]
+
+
+@pytest.mark.parametrize("name, column, words", [
+    ("species", "island", "names it 2 times"),
+    ("Species", "island", "differ from it only in case or blanks"),
+    (" species ", "island", "differ from it only in case or blanks"),
+    ("ISLAND", "sex", "differ from it only in case or blanks"),
+    ("bill_length_mm", "bill_depth_mm", "names it 2 times"),
+])
+def test_a_spec_column_named_twice_in_a_csv_header_is_refused(spec, penguin_lines, tmp_path,
+                                                               name, column, words):
+    # The reader took the first of two 'species' columns: a model trained on whichever
+    # it was could be blessed and pushed. Now nothing is read.
+    path = _write_lines(tmp_path / "twice.csv", _with_extra_column(penguin_lines, name, column))
+    with pytest.raises(InputDataError) as info:
+        next(data.iter_batches(path, spec))
+    message = str(info.value)
+    assert path in message and "ambiguous" in message and words in message
+    assert repr(name) in message and "column 9" in message, message
+
+
+def test_a_column_named_twice_in_parquet_is_refused(spec, tmp_path):
+    table = pacsv.read_csv(data.bundled_penguins_path())
+    doubled = pa.Table.from_arrays(table.columns + [table.column("island")],
+                                   names=table.column_names + ["species"])
+    path = str(tmp_path / "twice.parquet")
+    pq.write_table(doubled, path)
+    with pytest.raises(InputDataError, match=r"ambiguous label 'species'.*2 times"):
+        next(data.iter_batches(path, spec))
+
+
+def test_unrelated_columns_named_alike_are_not_refused(spec, penguin_lines, tmp_path):
+    lines = _with_extra_column(_with_extra_column(penguin_lines, "note", "island"), "NOTE", "sex")
+    path = _write_lines(tmp_path / "notes.csv", lines)
+    assert _read_all(path, spec).num_rows == PENGUIN_ROWS
+
+
+def test_a_missing_column_with_a_near_name_says_names_must_match(spec, penguin_lines, tmp_path):
+    lines = [penguin_lines[0].replace("island", "Island")] + penguin_lines[1:]
+    path = _write_lines(tmp_path / "case.csv", lines)
+    with pytest.raises(InputDataError, match=r"'island' \(feature\) \(the file has 'Island'"):
+        next(data.iter_batches(path, spec))
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_name(spec, penguin_lines, tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(penguin_lines).encode() + b"\n")
+    assert _read_all(str(path), spec).num_rows == PENGUIN_ROWS
+
+
+def test_parquet_files_that_disagree_on_a_column_type_are_refused(spec, tmp_path):
+    table = pacsv.read_csv(data.bundled_penguins_path())
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    pq.write_table(table.slice(0, 200), str(folder / "a.parquet"))
+    as_text = table.slice(200).set_column(
+        table.column_names.index("bill_length_mm"), "bill_length_mm",
+        table.slice(200).column("bill_length_mm").cast(pa.string()))
+    pq.write_table(as_text, str(folder / "b.parquet"))
+    expected = (r"b\.parquet: column 'bill_length_mm' holds text values \(type string\) but "
+                r".*a\.parquet holds it as number")
+    with pytest.raises(InputDataError, match=expected):
+        _exhaust(str(folder), spec)
+    from kfp_ct.components.validate.preflight import check_data_columns
+
+    with pytest.raises(InputDataError, match=expected):  # before any task, footers only
+        check_data_columns(str(folder), spec)
+
+
+def _split_files(penguin_lines, folder, change_second):
+    """The penguins rows in two files; ``change_second(row, header)`` edits the second's."""
+    rows = list(csv.reader(penguin_lines))
+    folder.mkdir()
+    for name, part in (("a.csv", rows[1:180]), ("b.csv", rows[180:])):
+        if name == "b.csv":
+            part = [change_second(list(r), rows[0]) for r in part]
+        with open(folder / name, "w", newline="") as fh:
+            csv.writer(fh).writerows([rows[0]] + part)
+    return str(folder)
+
+
+def _set(column, value):
+    def change(row, header):
+        row[header.index(column)] = value(row[header.index(column)])
+        return row
+    return change
+
+
+@pytest.mark.parametrize("column, value, words", [
+    ("island", lambda v: str(len(v)), "holds words in .*a.csv .*'Torgersen'.* but whole "
+                                      "numbers written without a decimal point in .*b.csv"),
+    ("sex", lambda v: "1.5" if v == "male" else "2.5", "holds words in .* but numbers in"),
+])
+def test_a_text_column_of_words_in_one_file_and_numbers_in_another_is_refused(
+        spec, penguin_lines, tmp_path, column, value, words):
+    folder = _split_files(penguin_lines, tmp_path / "parts", _set(column, value))
+    tracker = data.ColumnTracker(spec)
+    with pytest.raises(InputDataError, match=f"column '{column}' \\(read as text\\) {words}"):
+        _exhaust(folder, spec, tracker=tracker)
+
+
+def test_a_label_written_1_in_one_file_and_1_0_in_another_is_refused(tmp_path):
+    # "1" and "1.0" are one class to a person and two to a text label.
+    spec = load_problem('{"label": "y", "numeric": ["x"]}')
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    (folder / "a.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(60)))
+    (folder / "b.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}.0\n" for i in range(60)))
+    with pytest.raises(InputDataError,
+                       match=r"the label 'y' \(read as text\) holds whole numbers written "
+                             r"without a decimal point in .*a\.csv \(e\.g\. '0'\) but whole "
+                             r"numbers written with a decimal point in .*b\.csv \(e\.g\. '0\.0'\)"):
+        _exhaust(str(folder), spec, tracker=data.ColumnTracker(spec))
+
+
+def test_text_columns_that_agree_across_files_are_read(spec, penguin_lines, tmp_path):
+    # Mixed words and numbers inside one file, and numbers of any shape in every file,
+    # leave nothing to guess across files.
+    folder = _split_files(penguin_lines, tmp_path / "parts",
+                          _set("island", lambda v: v if v != "Dream" else "7"))
+    tracker = data.ColumnTracker(spec)
+    _exhaust(folder, spec, tracker=tracker)
+    assert tracker.rows == PENGUIN_ROWS
+    again = data.ColumnTracker.from_json(spec, tracker.to_json())  # the Beam path's merge
+    merged = data.ColumnTracker(spec)
+    merged.merge(again)
+    assert merged.shapes == tracker.shapes
+
+
+def test_a_non_utf8_csv_names_line_column_bytes_and_encoding(spec, penguin_lines, tmp_path):
+    lines = list(penguin_lines)
+    lines[40] = lines[40].replace("Torgersen", "Torgersen Île", 1).replace("Dream", "Dréam", 1)
+    path = tmp_path / "latin.csv"
+    path.write_bytes("\n".join(lines).encode("cp1252") + b"\n")
+    with pytest.raises(InputDataError) as info:
+        _exhaust(str(path), spec)
+    message = str(info.value)
+    assert message.startswith(f"{path} line 41, column 'island': not UTF-8 text"), message
+    assert "\\xe9am" in message  # the escaped byte of "é", in its context
+    assert "iconv -f cp1252 -t utf-8" in message

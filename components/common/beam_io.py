@@ -286,8 +286,9 @@ def read_tracked_batches(pipeline, data_path: str, spec, label: str = "Read"):
                 | f"{label}Files" >> beam.Create(files)
                 | f"{label}Lines" >> ReadAllFromText(skip_header_lines=1, with_filename=True)
                 | f"{label}Parse" >> beam.ParDo(_make_csv_dofn()(spec_json, headers)))
+    agreement = data_lib.TypeAgreement(spec)
     for f in files:
-        data_lib.parquet_columns_check(f, spec)
+        data_lib.parquet_columns_check(f, spec, agreement)
     columns = list(data_lib.arrow_types(spec))
     return (pipeline
             | f"{label}Files" >> beam.Create(files)

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from kfp_ct.components.common import storage
 from kfp_ct.components.common.errors import InputDataError, LabelError, StorageError
-from kfp_ct.components.common.problem import ProblemSpec
+from kfp_ct.components.common.problem import ProblemSpec, fold_name
 
 BUNDLED_PENGUINS = "bundled:penguins"
 # Texts that mean "no value" in a text column (CSV and Parquet alike).
@@ -142,16 +142,40 @@ def arrow_types(spec: ProblemSpec) -> dict[str, pa.DataType]:
     return types
 
 
-def _check_header(path: str, header: list[str], spec: ProblemSpec) -> None:
+def check_columns(path: str, header: list[str], spec: ProblemSpec) -> None:
+    """A file's column names hold each spec column exactly once, with no other name that
+    reads the same (case, blanks); InputDataError naming the file and the columns."""
+    positions: dict[str, list[int]] = {}
+    for i, name in enumerate(header):
+        positions.setdefault(fold_name(name), []).append(i)
+    for column in spec.required_columns:
+        same = positions.get(fold_name(column), [])
+        exact = [i for i in same if header[i] == column]
+        if not exact:
+            continue  # missing: reported below with every other missing column
+        if len(same) > 1:
+            names = ", ".join(f"{header[i]!r} (column {i + 1})" for i in same)
+            what = (f"names it {len(same)} times" if len(exact) == len(same) else
+                    f"holds {len(same)} names that differ from it only in case or blanks")
+            raise InputDataError(
+                f"{path}: ambiguous {_role(column, spec)} {column!r}: the header {what} "
+                f"({names}); kfp-ct will not guess which one is meant: rename or drop the "
+                f"others")
     missing = [c for c in spec.required_columns if c not in header]
     if missing:
         kinds = []
         for c in missing:
-            kind = "label" if c == spec.label else "key" if c == spec.key else "feature"
-            kinds.append(f"{c!r} ({kind})")
+            near = [header[i] for i in positions.get(fold_name(c), [])]
+            kinds.append(f"{c!r} ({_role(c, spec)})"
+                         + (f" (the file has {', '.join(map(repr, near))}: names must match "
+                            f"exactly)" if near else ""))
         raise InputDataError(
             f"{path}: missing required column(s) {', '.join(kinds)}; "
             f"the file has columns {header}")
+
+
+def _role(column: str, spec: ProblemSpec) -> str:
+    return "label" if column == spec.label else "key" if column == spec.key else "feature"
 
 
 def _where(path: str, line: int | None) -> str:
@@ -171,7 +195,7 @@ _ARROW_CONVERSION = re.compile(r"CSV column #(\d+).*?(?:Row #(\d+): )?.*?invalid
 
 def csv_header(path: str) -> list[str]:
     """The column names of a local CSV file; InputDataError when the file is empty."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
         return _header_of(path, fh.readline())
 
 
@@ -198,11 +222,11 @@ def csv_header_any(path: str, spec: ProblemSpec) -> list[str]:
 
     try:
         with FileSystems.open(path, compression_type="uncompressed") as fh:
-            first = fh.readline().decode("utf-8", errors="replace")
+            first = fh.readline().decode("utf-8-sig", errors="replace")
     except Exception as exc:  # Beam raises several types for a missing or unreadable file
         raise InputDataError(f"{path}: cannot be read: {exc}") from None
     header = _header_of(path, first)
-    _check_header(path, header, spec)
+    check_columns(path, header, spec)
     return header
 
 
@@ -232,7 +256,7 @@ def _quote(name: str) -> str:
 
 def _csv_batches(path: str, spec: ProblemSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
     header = csv_header(path)
-    _check_header(path, header, spec)
+    check_columns(path, header, spec)
     convert = _csv_convert_options(spec)
     read = pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 64))
     try:
@@ -241,7 +265,60 @@ def _csv_batches(path: str, spec: ProblemSpec, batch_rows: int) -> Iterator[pa.R
             if batch.num_rows:
                 yield batch
     except pa.ArrowInvalid as exc:
+        if "invalid UTF8" in str(exc):
+            raise encoding_error(path, header) from None
         raise _conversion_error(path, header, str(exc), spec) from None
+
+
+def encoding_error(path: str, header: list[str]) -> InputDataError:
+    """The first line of a CSV file that is not UTF-8, in words: the line, the column by
+    name, the bytes (escaped) and, where the bytes tell, the encoding to convert from."""
+    with open(path, "rb") as fh:
+        data = fh.read(64 << 20)
+    try:
+        data.decode("utf-8")
+        return InputDataError(f"{path}: is not UTF-8 text")
+    except UnicodeDecodeError as exc:
+        start = exc.start
+    line_start = data.rfind(b"\n", 0, start) + 1
+    line_end = data.find(b"\n", start)
+    line = data[line_start:line_end if line_end >= 0 else len(data)]
+    number = data.count(b"\n", 0, start) + 1
+    fields = next(csv.reader([line.decode("latin-1")]), [])
+    offset, column = start - line_start, None
+    for i, field in enumerate(fields):  # which field holds the byte (latin-1: 1 char = 1 byte)
+        at = line.decode("latin-1").find(field)
+        if field and at <= offset < at + len(field):
+            column = header[i] if i < len(header) else f"#{i + 1}"
+            break
+    sample = data[max(line_start, start - 12):start + 12]
+    guess = _guess_encoding(data[max(0, start - 4096):start + 4096])
+    return InputDataError(
+        f"{path} line {number}"
+        + (f", column {column!r}" if column else "")
+        + f": not UTF-8 text (bytes {sample!r}); kfp-ct reads CSV as UTF-8"
+        + (f": the file looks like {guess}, convert it with `iconv -f {guess} -t utf-8`"
+           if guess else ": convert the file to UTF-8"))
+
+
+def _guess_encoding(sample: bytes) -> str | None:
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError:  # comes with requests, which kfp needs; its absence costs a hint
+        return None
+    ranked = list(from_bytes(sample))[:4]
+    if not ranked or ranked[0].encoding in ("utf_8", "ascii"):
+        return None
+    # A few accented Latin letters fit several code pages alike; where cp1252 (Excel's
+    # "CSV" on Windows, a superset of latin-1) reads the bytes as the best guess does,
+    # name it.
+    best = ranked[0].encoding
+    with contextlib.suppress(UnicodeDecodeError, LookupError):
+        if sample.decode("cp1252") == sample.decode(best):
+            return "cp1252"
+    if ranked[0].language == "Unknown" and any(m.encoding == "cp1252" for m in ranked):
+        return "cp1252"
+    return best.replace("_", "-")
 
 
 def _conversion_error(path: str, header: list[str], message: str,
@@ -257,28 +334,82 @@ def _conversion_error(path: str, header: list[str], message: str,
     return InputDataError(f"{path}: cannot parse as CSV: {message.splitlines()[0]}")
 
 
-def _parquet_batches(path: str, spec: ProblemSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _type_family(typ: pa.DataType) -> str:
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ):
+        return "number"
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return "text"
+    if pa.types.is_boolean(typ):
+        return "true/false"
+    return str(typ)
+
+
+class TypeAgreement:
+    """The files of one data set give each spec column one kind of value (number, text,
+    true/false, ...): a Parquet column stored as numbers in one file and as text in
+    another has no one meaning (is "1" the number or a category?), so it is refused."""
+
+    def __init__(self, spec: ProblemSpec):
+        self.columns = list(arrow_types(spec))
+        self.first: dict[str, tuple[str, str, pa.DataType]] = {}  # column -> file, family, type
+
+    def add(self, path: str, schema: pa.Schema) -> None:
+        for column in self.columns:
+            index = schema.get_field_index(column)
+            if index < 0:
+                continue
+            typ = schema.field(index).type
+            family = _type_family(typ)
+            seen = self.first.setdefault(column, (path, family, typ))
+            if seen[1] != family:
+                raise InputDataError(
+                    f"{path}: column {column!r} holds {family} values (type {typ}) but "
+                    f"{seen[0]} holds it as {seen[1]} (type {seen[2]}); the files of one "
+                    f"data set must agree on each column's type: convert one of them")
+
+
+def check_parquet_types(files: list[str], spec: ProblemSpec) -> None:
+    """TypeAgreement over the footers of local Parquet files (no rows are read)."""
+    agreement = TypeAgreement(spec)
+    for path in files:
+        if format_of(path) == "parquet":
+            try:
+                agreement.add(path, pq.read_schema(path))
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise InputDataError(f"{path}: not a readable Parquet file: {exc}") from None
+
+
+def _parquet_batches(path: str, spec: ProblemSpec, batch_rows: int,
+                     agreement: TypeAgreement | None = None) -> Iterator[pa.RecordBatch]:
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise InputDataError(f"{path}: not a readable Parquet file: {exc}") from None
-    _check_header(path, pf.schema_arrow.names, spec)
+    check_columns(path, pf.schema_arrow.names, spec)
+    if agreement is not None:
+        agreement.add(path, pf.schema_arrow)
     for batch in pf.iter_batches(batch_size=batch_rows, columns=list(arrow_types(spec))):
         if batch.num_rows:
             yield conform_parquet_batch(path, batch, spec)
 
 
-def parquet_columns_check(path: str, spec: ProblemSpec) -> None:
-    """Checks the columns of a Parquet file anywhere Beam's filesystems reach, reading
-    only its footer."""
+def parquet_columns_check(path: str, spec: ProblemSpec,
+                          agreement: TypeAgreement | None = None) -> None:
+    """Checks the columns of a Parquet file anywhere Beam's filesystems reach (and, with
+    an agreement, their types against the data set's other files), reading only its
+    footer."""
     from apache_beam.io.filesystems import FileSystems
 
     try:
         with FileSystems.open(path, compression_type="uncompressed") as fh:
-            names = pq.read_schema(fh).names
+            schema = pq.read_schema(fh)
     except Exception as exc:  # pyarrow and Beam raise several types
         raise InputDataError(f"{path}: not a readable Parquet file: {exc}") from None
-    _check_header(path, names, spec)
+    check_columns(path, schema.names, spec)
+    if agreement is not None:
+        agreement.add(path, schema)
 
 
 def conform_parquet_batch(path: str, batch: pa.RecordBatch, spec: ProblemSpec) -> pa.RecordBatch:
@@ -376,6 +507,8 @@ class ColumnTracker:
     empty_label_rows: list = dataclasses.field(default_factory=list)  # (file, row number)
     nonfinite: dict = dataclasses.field(default_factory=dict)  # column -> NonFinite
     label_classes: dict = dataclasses.field(default_factory=dict)  # value -> [train, eval]
+    # text column -> file -> [values, integers, integral decimals, numbers, first value]
+    shapes: dict = dataclasses.field(default_factory=dict)
     _mask: tuple = dataclasses.field(default=(None, None), repr=False)
 
     def eval_mask(self, batch: pa.RecordBatch) -> np.ndarray:
@@ -398,6 +531,14 @@ class ColumnTracker:
                 found.first = (path, _line(file_row_offset, first), value)
             found.inf += n_inf
             found.nan += n_nan
+        for name in self._text_columns():
+            column = batch.column(batch.schema.get_field_index(name)).drop_null()
+            if len(column):
+                counts = self.shapes.setdefault(name, {}).setdefault(
+                    path, [0, 0, 0, 0, column[0].as_py()])
+                counts[0] += len(column)
+                for i, pattern in enumerate((_INTEGER, _INTEGRAL_DECIMAL, _NUMBER), 1):
+                    counts[i] += pc.sum(pc.match_substring_regex(column, pattern)).as_py() or 0
         label = batch.column(batch.schema.get_field_index(self.spec.label))
         if label.null_count and len(self.empty_label_rows) < 5:
             idx = np.flatnonzero(np.asarray(label.is_null()))[:5]
@@ -426,13 +567,50 @@ class ColumnTracker:
             counts = self.label_classes.setdefault(value, [0, 0])
             counts[0] += train
             counts[1] += held_out
+        for name, files in other.shapes.items():
+            for path, theirs in files.items():
+                mine = self.shapes.setdefault(name, {}).setdefault(path, [0, 0, 0, 0, theirs[4]])
+                for i in range(4):
+                    mine[i] += theirs[i]
+
+    def _text_columns(self) -> list[str]:
+        """The columns read as text whose values could also be numbers."""
+        spec = self.spec
+        return list(spec.categorical) + ([spec.label] if spec.task == "classification" else [])
+
+    def check_shapes(self, source: str) -> None:
+        """Refuses a text column whose values are numbers in one file and words in
+        another, or whole numbers written as "1" in one file and "1.0" in another: the
+        same value would be two categories, or a shifted column would be read as one."""
+        for name in self._text_columns():
+            seen: dict[str, tuple[str, str]] = {}  # shape -> (file, example)
+            for path, (n, integers, integral, numbers, example) in self.shapes.get(name, {}).items():
+                if numbers == 0:
+                    shape = "words"
+                elif numbers < n:
+                    continue  # mixed within the file: no one shape to compare
+                elif integers == n:
+                    shape = "whole numbers written without a decimal point"
+                elif integral == n:
+                    shape = "whole numbers written with a decimal point"
+                else:
+                    shape = "numbers"
+                seen.setdefault(shape, (path, example))
+            clash = _shape_clash(seen)
+            if clash:
+                (a, (file_a, ex_a)), (b, (file_b, ex_b)) = clash
+                raise InputDataError(
+                    f"{source}: {_column_words(name, self.spec)} (read as text) holds {a} in "
+                    f"{file_a} (e.g. {ex_a!r}) but {b} in {file_b} (e.g. {ex_b!r}); the files "
+                    f"of one data set must agree on what a column holds, or the same value "
+                    f"becomes two categories: convert one of them")
 
     def to_json(self) -> dict:
         return {"rows": self.rows, "nulls": self.nulls,
                 "empty_label_rows": [list(r) for r in self.empty_label_rows],
                 "nonfinite": {c: {"inf": f.inf, "nan": f.nan, "first": list(f.first)}
                               for c, f in self.nonfinite.items()},
-                "label_classes": self.label_classes}
+                "label_classes": self.label_classes, "shapes": self.shapes}
 
     @classmethod
     def from_json(cls, spec: ProblemSpec, doc: dict) -> "ColumnTracker":
@@ -440,7 +618,9 @@ class ColumnTracker:
                    empty_label_rows=[tuple(r) for r in doc["empty_label_rows"]],
                    nonfinite={c: NonFinite(f["inf"], f["nan"], tuple(f["first"]))
                               for c, f in doc["nonfinite"].items()},
-                   label_classes={v: list(n) for v, n in doc["label_classes"].items()})
+                   label_classes={v: list(n) for v, n in doc["label_classes"].items()},
+                   shapes={c: {f: list(n) for f, n in files.items()}
+                           for c, files in doc.get("shapes", {}).items()})
 
     def eval_only_classes(self) -> dict[str, int]:
         """Classification: label classes that only the eval split holds -> their rows."""
@@ -450,6 +630,7 @@ class ColumnTracker:
         """Raises on label values that cannot be learned from (empty, non-finite, one
         class only, in the data or in the training split) and on features with no value
         at all."""
+        self.check_shapes(source)
         label = self.spec.label
         bad = self.nonfinite.get(label)
         if bad:
@@ -494,6 +675,23 @@ class ColumnTracker:
                 f"class")
 
 
+_INTEGER = r"^\s*[+-]?\d+\s*$"
+_INTEGRAL_DECIMAL = r"^\s*[+-]?\d+\.0*\s*$"
+_NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+# Shapes of one column that cannot both be right: a number is not a word, and 1 is not 1.0.
+_CLASHES = [("words", "whole numbers written without a decimal point"),
+            ("words", "whole numbers written with a decimal point"), ("words", "numbers"),
+            ("whole numbers written without a decimal point",
+             "whole numbers written with a decimal point")]
+
+
+def _shape_clash(seen: dict) -> tuple | None:
+    for a, b in _CLASHES:
+        if a in seen and b in seen:
+            return (a, seen[a]), (b, seen[b])
+    return None
+
+
 def _line(file_row_offset: int | None, index: int) -> int | None:
     # +2: one for the header line, one for 1-based numbering.
     return None if file_row_offset is None else file_row_offset + index + 2
@@ -510,11 +708,15 @@ def iter_batches(path: str, spec: ProblemSpec, batch_rows: int = DEFAULT_BATCH_R
     cannot be learned from (ColumnTracker.check).
     """
     files = resolve_inputs(path)
+    agreement = TypeAgreement(spec)
     for file in files:
         with local_input(file) as local:
-            reader = _csv_batches if format_of(file) == "csv" else _parquet_batches
+            if format_of(file) == "csv":
+                batches = _csv_batches(local, spec, batch_rows)
+            else:
+                batches = _parquet_batches(local, spec, batch_rows, agreement)
             offset = 0
-            for batch in reader(local, spec, batch_rows):
+            for batch in batches:
                 batch, nonfinite = normalize(batch)
                 if tracker is not None:
                     tracker.update(file, batch, offset, nonfinite)

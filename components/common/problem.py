@@ -25,6 +25,7 @@ import importlib.util
 import json
 import sys
 import types
+import unicodedata
 import uuid
 from typing import Any
 
@@ -122,7 +123,12 @@ def parse_problem(data: dict[str, Any], source: str = "<inline>") -> ProblemSpec
     module_file = data.get("module_file")
     if module_file is not None and (not isinstance(module_file, str) or not module_file):
         _fail(f"{source}: 'module_file' must be a path or null, got {module_file!r}")
+    if key is not None and key == label:
+        _fail(f"{source}: the label {label!r} is also the split 'key': hashing the label "
+              f"puts whole classes or value ranges into the eval split; name a row id as "
+              f"the key, or null to hash the whole row")
     columns = (label,) + features + ((key,) if key and key not in features else ())
+    _check_distinct_names(columns, label, lists, source)
     for name in ("slices", "sensitive"):
         value = data.get(name, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -136,6 +142,32 @@ def parse_problem(data: dict[str, Any], source: str = "<inline>") -> ProblemSpec
                        categorical=lists["categorical"], key=key, eval_percent=eval_percent,
                        options=dict(options), model=dict(model), module_file=module_file,
                        slices=lists["slices"], sensitive=lists["sensitive"])
+
+
+def fold_name(name: str) -> str:
+    """A column name as a person reads it: Unicode-normalized, case and surrounding or
+    repeated blanks (and a byte-order mark) ignored. Two names that fold alike are one
+    name to a reader, so kfp-ct never picks between them."""
+    return " ".join(unicodedata.normalize("NFKC", name).replace("\ufeff", "")
+                    .casefold().split())
+
+
+def _check_distinct_names(columns, label, lists, source) -> None:
+    """Two spec columns whose names read the same (case, blanks) name one column in two
+    roles as far as a person or a file header can tell: refused."""
+    first: dict[str, str] = {}
+    for name in columns:
+        other = first.setdefault(fold_name(name), name)
+        if other != name:
+            roles = []
+            for column in (other, name):
+                role = ("label" if column == label else
+                        "numeric" if column in lists["numeric"] else
+                        "categorical" if column in lists["categorical"] else "key")
+                roles.append(f"{column!r} ({role})")
+            _fail(f"{source}: {roles[0]} and {roles[1]} differ only in case or blanks: one "
+                  f"column cannot hold two roles, and two columns so named are ambiguous; "
+                  f"rename one")
 
 
 def load_problem(text_or_path: str) -> ProblemSpec:

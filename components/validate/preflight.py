@@ -80,19 +80,21 @@ def file_columns(path: str) -> list[str]:
 
 
 def check_data_columns(data_path: str, spec: ProblemSpec, slices: Sequence[str] = ()) -> None:
-    """Every local data file has the spec's columns (gs:// files are checked as validate
+    """Every local data file has each of the spec's columns once and unambiguously, and
+    the Parquet files agree on each column's type (gs:// files are checked as validate
     reads them: their header is not worth a download here)."""
-    for path in data_lib.resolve_inputs(data_path):
+    files = data_lib.resolve_inputs(data_path)
+    for path in files:
         if storage.is_gcs(path):
             continue
         header = file_columns(path)
-        missing = [c for c in spec.required_columns if c not in header]
+        missing = [s for s in slices if s not in header]
         if missing:
             raise InputDataError(
-                f"{path}: missing column(s) {missing} that the problem spec names"
-                + (f" (slices: {[s for s in slices if s in missing]})"
-                   if any(s in missing for s in slices) else "")
-                + f"; the file has columns {header}")
+                f"{path}: missing column(s) {missing} that the slices name; the file has "
+                f"columns {header}")
+        data_lib.check_columns(path, header, spec)
+    data_lib.check_parquet_types([f for f in files if not storage.is_gcs(f)], spec)
 
 
 def check_destination(destination: str) -> None:
