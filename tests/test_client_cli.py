@@ -318,6 +318,50 @@ def test_a_host_that_never_answers_fails_within_the_timeout(run_cli):
     assert elapsed < 3, elapsed
 
 
+BAD_ENDPOINTS = [
+    ("ftp://x", "its scheme is ftp://"),
+    ("file:///x", "its scheme is file://"),
+    ("localhost:8888", "no http:// or https:// in front (http://localhost:8888?)"),
+    ("http//x", "no http:// or https:// in front;"),
+    ("http://", "names no host"),
+    ("http://127.0.0.1:88a", "port '88a' is not a number"),
+]
+
+
+@pytest.mark.parametrize("endpoint,words", BAD_ENDPOINTS)
+def test_an_endpoint_that_is_not_an_http_url_is_refused_in_one_line(run_cli, endpoint,
+                                                                     words):
+    """Before: kfp.Client made ftp://x into https://ftp://x and failed on a name lookup
+    after the healthz timeout; localhost:8888 had http:// put in front silently."""
+    started = time.monotonic()
+    code, out, err = run_cli("--endpoint", endpoint, "runs", "list")
+    assert code == 2 and out == ""
+    assert err.splitlines() == [err.rstrip("\n")], err
+    assert err.startswith(f"error: --endpoint {endpoint!r} is not a KFP API URL: ")
+    assert words in err and "http://127.0.0.1:8888" in err
+    assert time.monotonic() - started < 0.5  # no connection tried
+
+
+def test_a_bad_endpoint_from_the_environment_is_named_as_such(run_cli, monkeypatch):
+    monkeypatch.setenv("KF_PIPELINES_ENDPOINT", "ftp://x")
+    code, out, err = run_cli("runs", "list")
+    assert code == 2 and err.startswith("error: $KF_PIPELINES_ENDPOINT 'ftp://x' is not")
+    code, out, err = run_cli("versions", "/nonexistent")  # needs no endpoint: not checked
+    assert "KF_PIPELINES_ENDPOINT" not in err
+
+
+@pytest.mark.parametrize("endpoint,words", BAD_ENDPOINTS)
+def test_the_python_client_and_the_launcher_refuse_the_same_endpoints(endpoint, words):
+    from kfp_ct.components.common.errors import KfpCtError
+    from kfp_ct.components.retrain.kfp_launcher import KfpLauncher
+
+    with pytest.raises(KfpCtError, match="is not a KFP API URL") as info:
+        Client(endpoint)
+    assert str(info.value).startswith(f"host {endpoint!r}") and words in str(info.value)
+    with pytest.raises(KfpCtError, match="is not a KFP API URL"):
+        KfpLauncher("kfp-ct-training", host=endpoint)
+
+
 def test_no_endpoint_says_how_to_give_one(run_cli, monkeypatch):
     monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)

@@ -320,3 +320,14 @@ def test_training_window_takes_the_newest_partitions(tmp_path):
     files = resolve_inputs(logic.training_window(data, 2))
     assert [os.path.basename(os.path.dirname(f)) for f in files] == ["date=2026-11-22",
                                                                       "date=2026-11-23"]
+
+
+def test_a_kfp_host_that_is_not_an_http_url_is_refused_before_anything_is_read(tmp_path):
+    cfg = logic.TriggerConfig(mode="kfp", host="ml-pipeline.kubeflow:8888")
+    with pytest.raises(KfpCtError) as info:
+        logic.check_config(cfg)
+    assert str(info.value).startswith("kfp_host 'ml-pipeline.kubeflow:8888' is not a KFP API "
+                                      "URL: it has no http:// or https:// in front "
+                                      "(http://ml-pipeline.kubeflow:8888?)")
+    logic.check_config(logic.TriggerConfig(mode="kfp", host="http://ml-pipeline.kubeflow:8888"))
+    logic.check_config(logic.TriggerConfig(mode="kfp", host=""))  # in-cluster default

@@ -20,7 +20,9 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
+import urllib.parse
 import warnings
 from typing import Any, Callable, Optional, TypeVar
 
@@ -47,6 +49,50 @@ _T = TypeVar("_T")
 
 class LaunchError(KfpCtError):
     """A training run could not be started or inspected on the KFP API server."""
+
+
+class EndpointError(KfpCtError):
+    """A KFP endpoint that is not an http:// or https:// URL with a host."""
+
+
+_HOST_PORT = re.compile(r"[A-Za-z0-9.-]+(:[0-9]+)?(/([^/].*)?)?")  # host[:port][/path]
+ENDPOINT_EXAMPLES = ("http://127.0.0.1:8888 (kfp-ct local-server) or "
+                     "https://HOST/pipeline (a Kubeflow install)")
+
+
+def check_endpoint(url: str, where: str = "host") -> str:
+    """The one check of a KFP endpoint URL, wherever one is given (the client's ``host``,
+    the CLI's ``--endpoint``, ``$KF_PIPELINES_ENDPOINT``, the retrain trigger's
+    ``kfp_host``): an ``http://`` or ``https://`` URL with a host and, if any, a numeric
+    port. kfp.Client would otherwise turn ``ftp://x`` into ``https://ftp://x`` and fail
+    seconds later on a name lookup, and take ``localhost:8888`` as a scheme.
+
+    Returns:
+        ``url``, unchanged.
+
+    Raises:
+        EndpointError: one line naming ``where``, the value and what is wrong with it.
+    """
+    text = str(url)
+    parts = urllib.parse.urlsplit(text.strip())
+    scheme = parts.scheme.lower() if "://" in text else ""
+    why = ""
+    if not scheme:
+        hint = f" (http://{text.strip()}?)" if _HOST_PORT.fullmatch(text.strip()) else ""
+        why = f"it has no http:// or https:// in front{hint}"
+    elif scheme not in ("http", "https"):
+        why = f"its scheme is {scheme}://, and the KFP API speaks http:// or https:// only"
+    elif not parts.hostname:
+        why = "it names no host after the scheme"
+    else:
+        try:
+            parts.port
+        except ValueError:
+            why = f"its port {parts.netloc.rsplit(':', 1)[-1]!r} is not a number from 0 to 65535"
+    if why:
+        raise EndpointError(f"{where} {text!r} is not a KFP API URL: {why}; e.g. "
+                            f"{ENDPOINT_EXAMPLES}")
+    return url
 
 
 class _ProbeError(Exception):
@@ -218,6 +264,10 @@ class KfpConnection:
                  token_source: str = "") -> None:
         if healthz_timeout_s <= 0:
             raise LaunchError(f"healthz_timeout_s must be > 0, got {healthz_timeout_s}")
+        if host:
+            check_endpoint(host, "host")
+        elif os.environ.get(ENDPOINT_ENV, ""):
+            check_endpoint(os.environ[ENDPOINT_ENV], f"${ENDPOINT_ENV}")
         self.host = host
         self.namespace = namespace
         self.token_path = token_path

@@ -89,6 +89,10 @@ def check_config(cfg: TriggerConfig) -> None:
         raise KfpCtError(f"training_params: {sorted(reserved)} are set by the trigger itself")
     if cfg.mode == "kfp" and not cfg.pipeline_name:
         raise KfpCtError("retrain mode 'kfp' needs the name of the uploaded training pipeline")
+    if cfg.mode == "kfp" and cfg.host:
+        from kfp_ct.components.retrain.kfp_launcher import check_endpoint
+
+        check_endpoint(cfg.host, "kfp_host")  # before the launch records are read
 
 
 def training_window(data: str, partitions: int) -> str:

@@ -134,15 +134,21 @@ def cli(ctx: click.Context, endpoint: Optional[str], namespace: str,
     ctx.ensure_object(dict)
     from_env = ctx.get_parameter_source("existing_token") == \
         click.core.ParameterSource.ENVIRONMENT
-    ctx.obj.update(endpoint=endpoint, namespace=namespace, token=existing_token,
+    endpoint_source = "$KF_PIPELINES_ENDPOINT" if ctx.get_parameter_source("endpoint") == \
+        click.core.ParameterSource.ENVIRONMENT else "--endpoint"
+    ctx.obj.update(endpoint=endpoint, endpoint_source=endpoint_source, namespace=namespace,
+                   token=existing_token,
                    token_source="$KFP_CT_TOKEN" if from_env else "--existing-token",
                    token_path=sa_token_path, timeout=connect_timeout, output=output)
 
 
 def _client(ctx: click.Context) -> Any:
+    from kfp_ct.components.retrain.kfp_launcher import check_endpoint
     from kfp_ct.pipelines.entrypoints.client import Client
 
     obj = ctx.obj
+    if obj["endpoint"]:  # checked by the commands that use it: `versions` needs none
+        check_endpoint(obj["endpoint"], obj["endpoint_source"])
     token_path = obj["token_path"]
     if token_path and not os.path.isfile(token_path):
         raise KfpCtError(f"--sa-token-path {token_path}: no such file")

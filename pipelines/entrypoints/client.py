@@ -29,7 +29,8 @@ import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from kfp_ct.components.common.errors import KfpCtError
-from kfp_ct.components.retrain.kfp_launcher import ENDPOINT_ENV, TERMINAL_STATES, KfpConnection
+from kfp_ct.components.retrain.kfp_launcher import (ENDPOINT_ENV, TERMINAL_STATES, KfpConnection,
+                                                    check_endpoint)
 from kfp_ct.pipelines.entrypoints import catalog, rules
 
 #: Environment variables the client reads when an argument is not given.
@@ -241,14 +242,15 @@ class Client:
     def __init__(self, host: Optional[str] = None, namespace: Optional[str] = None,
                  token: Optional[str] = None, token_path: str = "",
                  timeout_s: float = DEFAULT_TIMEOUT_S, token_source: str = "") -> None:
+        where = "host"
         if host is None:
-            host = os.environ.get(ENDPOINT_ENV, "")
+            host, where = os.environ.get(ENDPOINT_ENV, ""), f"${ENDPOINT_ENV}"
         if not host and not _in_pod():
             raise ClientError(f"no KFP endpoint: pass host (CLI: --endpoint) or set "
                               f"${ENDPOINT_ENV}, e.g. http://127.0.0.1:8888 for "
                               "`kfp-ct local-server`; inside a pod it may stay empty")
-        if host and "://" not in host:
-            host = "http://" + host
+        if host:
+            check_endpoint(host, where)
         token_source = token_source or "the token argument (--existing-token)"
         if token is None:
             token = os.environ.get(TOKEN_ENV, "")
