@@ -569,3 +569,36 @@ def test_a_missing_audit_file_is_reported_but_the_model_still_loads(base, tmp_pa
     assert info.detail == "audit record: kfp_ct/statistics.pb is missing (5 bytes when pushed)"
     checked = registry.verify(info)
     assert checked.state == "complete" and "kfp_ct/schema.pbtxt is not the file" in checked.detail
+
+
+def test_a_publish_that_runs_out_of_room_is_one_line_and_leaves_nothing(tmp_path):
+    """A real limit (RLIMIT_FSIZE in a child, SIGXFSZ ignored so a write past it fails
+    with EFBIG), since a full file system needs root. Before: "Cannot publish to ...:
+    writing .tmp-... failed ([('...variables.data...', ..., '[Errno 27] File too
+    large: ...')])", shutil's list of every failed file."""
+    import subprocess
+    import sys
+
+    model = fake_model(tmp_path)
+    with open(os.path.join(model, "variables", "variables.data-00000-of-00001"), "wb") as fh:
+        fh.write(b"\0" * (3 << 20))
+    base = str(tmp_path / "serving")
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE,\n"
+        "                   (1 << 20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+        "from kfp_ct.components.common import registry\n"
+        "try:\n"
+        "    registry.publish(sys.argv[1], sys.argv[2], {})\n"
+        "except registry.StorageError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(3)\n")
+    proc = subprocess.run([sys.executable, "-c", script, base, model], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.startswith(f"file size limit reached writing {base}: a file may be "
+                                  "at most 1.0 MB for this process (ulimit -f); need about "
+                                  "3.1 MB, ")
+    assert proc.stdout.count("\n") == 1 and "Errno" not in proc.stdout
+    assert os.listdir(base) == []  # no version, no staging folder

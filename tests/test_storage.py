@@ -218,3 +218,70 @@ def test_list_files_gives_every_file_with_its_size(root, tmp_path):
         "variables.index": 3, "variables.data-00000-of-00001": 4}
     assert storage.list_files(storage.join(root, "absent")) == {}
     assert storage.list_files(storage.join(root, "models/1/saved_model.pb")) == {}
+
+
+# ------------------------------------------------------------------- out of room
+
+
+def _full_disk(monkeypatch):
+    """Makes every file copy fail as on a full file system. Why a monkeypatch: filling a
+    real file system needs a small one (a tmpfs mount, i.e. root). os.sendfile is the
+    lowest call of shutil's file copy on Linux, so everything above it is the real code;
+    shutil re-raises its ENOSPC as it is. Returns the list of calls made."""
+    import errno
+
+    calls = []
+
+    def sendfile(*args):
+        calls.append(args)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "sendfile", sendfile)
+    return calls
+
+
+@pytest.mark.parametrize("copy", ["copy_tree", "download", "upload_tree"])
+def test_a_full_disk_stops_a_tree_copy_with_one_line_naming_the_path_and_sizes(
+        tmp_path, monkeypatch, copy):
+    """Before: shutil.copytree tried every file and the error was the list of each
+    file's failure ("Cannot copy to ...: [('.../saved_model.pb', ..., '[Errno 28] No
+    space left on device'), ...]")."""
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    files = _make_tree(src)
+    calls = _full_disk(monkeypatch)
+    with pytest.raises(StorageError) as info:
+        getattr(storage, copy)(src, dst)
+    message = str(info.value)
+    assert message.startswith("no space left on /") and f"(writing {dst})" in message
+    need = sum(len(d) for d in files.values()) / 1e6
+    assert f"need about {need:.1f} MB, " in message and message.endswith(" MB free")
+    assert "\n" not in message and "Errno" not in message
+    assert len(calls) == 1  # stopped at the first file
+
+
+def test_a_write_over_the_file_size_limit_says_so(tmp_path):
+    """A real limit, no patching: RLIMIT_FSIZE in a child makes a write past it fail
+    with EFBIG (SIGXFSZ ignored, or the kernel ends the process)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE,\n"
+        "                   (1 << 20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+        "from kfp_ct.components.common import storage\n"
+        "try:\n"
+        "    storage.write_bytes(sys.argv[1], b'x' * (3 << 20))\n"
+        "except storage.StorageError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(3)\n")
+    target = str(tmp_path / "big.bin")
+    proc = subprocess.run([sys.executable, "-c", script, target], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.startswith(f"file size limit reached writing {target}: a file may "
+                                  "be at most 1.0 MB for this process (ulimit -f); need "
+                                  "about 3.1 MB, ")
+    assert proc.stdout.count("\n") == 1
+    assert os.listdir(tmp_path) == []  # the temp file went too

@@ -555,7 +555,8 @@ def _write_audit(stage: str, extra: dict[str, bytes]) -> None:
 def _stage(model_dir: str, stage: str, extra: dict[str, bytes]) -> dict[str, tuple[int, str]]:
     """Copies the model into ``stage`` with the audit files; returns (size, sha256) of
     every file but the per-version ones (metadata, manifest, claim: written per number)."""
-    shutil.copytree(model_dir, stage)
+    # Out of room: one line naming the base, not one per file naming the staging folder.
+    storage.copy_local_tree(model_dir, stage, name=os.path.dirname(stage))
     for rel in _PER_VERSION + (_METADATA_REL,):  # a rollback copies another version's
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(stage, *rel.split("/")))
@@ -670,14 +671,20 @@ def _publish_local(base: str, model_dir: str, metadata: dict, extra: dict,
         try:
             entries = _stage(model_dir, stage, extra)
         except OSError as exc:
-            raise StorageError(
+            need = storage.tree_bytes(model_dir) + sum(len(d) for d in extra.values())
+            raise storage.space_error(exc, base, need) or StorageError(
                 f"Cannot publish to {base}: writing {stage} failed ({exc.strerror or exc})"
             ) from exc
         with _locked(base):
             check_production(base, expected)
             version = max(_numeric_children(base), default=0) + 1
             for _ in range(_RENAME_RETRIES):
-                meta_bytes = _write_numbered(stage, entries, metadata, version)
+                try:
+                    meta_bytes = _write_numbered(stage, entries, metadata, version)
+                except OSError as exc:
+                    raise storage.space_error(exc, base, len(json.dumps(metadata))) or \
+                        StorageError(f"Cannot publish to {base}: writing the audit record "
+                                     f"failed ({exc.strerror or exc})") from exc
                 target = os.path.join(base, str(version))
                 if not os.path.lexists(target):
                     try:

@@ -14,6 +14,7 @@ No kfp, no TensorFlow here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import glob as _glob
 import os
@@ -99,8 +100,9 @@ def _client():
 
 
 @contextlib.contextmanager
-def _gcs_errors(path: str, action: str) -> Iterator[None]:
-    """Turn google-cloud / network errors into StorageError naming ``path``."""
+def _gcs_errors(path: str, action: str, local: str = "") -> Iterator[None]:
+    """Turn google-cloud / network errors into StorageError naming ``path`` (``local``:
+    the local side of a download, named when it runs out of room)."""
     from google.api_core import exceptions as gexc
 
     try:
@@ -114,7 +116,8 @@ def _gcs_errors(path: str, action: str) -> Iterator[None]:
     except gexc.GoogleAPIError as exc:
         raise StorageError(f"Cannot {action} {path}: {_short(exc)}") from exc
     except OSError as exc:  # local side of a download/upload
-        raise StorageError(f"Cannot {action} {path}: {exc}") from exc
+        raise (space_error(exc, local) if local else None) or \
+            StorageError(f"Cannot {action} {path}: {exc}") from exc
     except Exception as exc:  # auth / transport errors (requests, google.auth)
         raise StorageError(f"Cannot {action} {path}: {type(exc).__name__}: {exc}") from exc
 
@@ -125,8 +128,113 @@ def _short(exc: Exception) -> str:
     return msg[:300]
 
 
+# ------------------------------------------------------------------- out of room
+
+#: Errors of a write that ran out of room: a full file system, a full quota, a file over
+#: the process's file size limit (``ulimit -f``).
+OUT_OF_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _existing(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def _mount_point(path: str) -> str:
+    path = _existing(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def tree_bytes(path: str) -> int:
+    """The bytes of a local file, or of every file under a local folder (0: missing)."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def space_error(exc: BaseException, target: str, need: int | None = None
+                ) -> StorageError | None:
+    """One line for a local write into ``target`` that ran out of room (``exc`` with
+    errno ENOSPC, EDQUOT or EFBIG): where, about how much was needed (``need`` bytes,
+    when known) and how much is free; None for any other error."""
+    if not isinstance(exc, OSError) or exc.errno not in OUT_OF_ROOM:
+        return None
+    mount = _mount_point(target)
+    try:
+        free = _mb(shutil.disk_usage(_existing(target)).free)
+    except OSError:
+        free = "an unknown number of MB"
+    needed = f"need about {_mb(need)}, " if need is not None else ""
+    if exc.errno == errno.EFBIG:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        cap = "no limit" if soft == resource.RLIM_INFINITY else f"at most {_mb(soft)}"
+        return StorageError(
+            f"file size limit reached writing {target}: a file may be {cap} for this "
+            f"process (ulimit -f); {needed}{free} free on {mount}")
+    what = "no space left" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+    return StorageError(f"{what} on {mount} (writing {target}): {needed}{free} free")
+
+
+def _space_in(error: shutil.Error, target: str, need: int | None) -> StorageError | None:
+    """shutil.copytree's list of per-file errors, when one of them ran out of room."""
+    for entry in error.args[0] if error.args and isinstance(error.args[0], list) else []:
+        why = str(entry[-1]) if isinstance(entry, (tuple, list)) else str(entry)
+        for code in OUT_OF_ROOM:
+            if f"[Errno {code}]" in why:
+                return space_error(OSError(code, os.strerror(code)), target, need)
+    return None
+
+
+def copy_local_tree(src: str, dst: str, name: str = "") -> None:
+    """``shutil.copytree(src, dst, dirs_exist_ok=True)`` that stops at the first write
+    that runs out of room with one StorageError saying where and how much (shutil would
+    try every other file and report each failure). ``name``: the path the message names
+    (default ``dst``; e.g. the model base for its hidden staging folder)."""
+    need: list[int] = []
+    dst_name = name or dst
+
+    def copy(source: str, target: str, *, follow_symlinks: bool = True) -> str:
+        try:
+            return shutil.copy2(source, target, follow_symlinks=follow_symlinks)
+        except OSError as exc:
+            if not need:
+                need.append(tree_bytes(src))
+            err = space_error(exc, dst_name, need[0])
+            if err is None:
+                raise
+            raise err from exc
+
+    try:
+        shutil.copytree(src, dst, copy_function=copy, dirs_exist_ok=True)
+    except shutil.Error as exc:
+        err = _space_in(exc, dst_name, tree_bytes(src))
+        if err is None:
+            raise
+        raise err from exc
+    except OSError as exc:  # the first folder itself could not be made
+        err = space_error(exc, dst_name, tree_bytes(src))
+        if err is None:
+            raise
+        raise err from exc
+
+
 @contextlib.contextmanager
-def _local_errors(path: str, action: str) -> Iterator[None]:
+def _local_errors(path: str, action: str, need: int | None = None) -> Iterator[None]:
     try:
         yield
     except StorageError:
@@ -141,8 +249,12 @@ def _local_errors(path: str, action: str) -> Iterator[None]:
         ) from exc
     except IsADirectoryError as exc:
         raise StorageError(f"Cannot {action} {path}: is a directory") from exc
+    except shutil.Error as exc:
+        err = _space_in(exc, path, need)
+        raise (err or StorageError(f"Cannot {action} {path}: {exc}")) from exc
     except OSError as exc:
-        raise StorageError(f"Cannot {action} {path}: {exc.strerror or exc}") from exc
+        err = space_error(exc, path, need)
+        raise (err or StorageError(f"Cannot {action} {path}: {exc.strerror or exc}")) from exc
 
 
 def _list_blobs(bucket: str, prefix: str, delimiter: str | None = None):
@@ -310,7 +422,7 @@ def read_text(path: str, encoding: str = "utf-8") -> str:
 def write_bytes(path: str, data: bytes) -> None:
     """Write atomically (locally: temp file in the same directory, then rename)."""
     if not is_gcs(path):
-        with _local_errors(path, "write"):
+        with _local_errors(path, "write", need=len(data)):
             parent = os.path.dirname(os.path.abspath(path))
             os.makedirs(parent, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-", suffix=".part")
@@ -408,15 +520,18 @@ def _order_last(rels: Sequence[str], last: Sequence[str]) -> list[str]:
 def download(src: str, local_dst: str) -> str:
     """Copy a file or a whole tree at ``src`` to the local path ``local_dst``."""
     if not is_gcs(src):
-        with _local_errors(src, "copy"):
+        with _local_errors(src, "copy", need=tree_bytes(src)):
             if os.path.isdir(src):
-                shutil.copytree(src, local_dst, dirs_exist_ok=True)
+                copy_local_tree(src, local_dst)
             else:
                 os.makedirs(os.path.dirname(os.path.abspath(local_dst)), exist_ok=True)
-                shutil.copy2(src, local_dst)
+                try:
+                    shutil.copy2(src, local_dst)
+                except OSError as exc:
+                    raise space_error(exc, local_dst, tree_bytes(src)) or exc
         return local_dst
     bucket, key = _split(src)
-    with _gcs_errors(src, "download"):
+    with _gcs_errors(src, "download", local=local_dst):
         if _blob_exists(bucket, key):
             os.makedirs(os.path.dirname(os.path.abspath(local_dst)), exist_ok=True)
             _client().bucket(bucket).blob(key).download_to_filename(local_dst)
@@ -444,7 +559,7 @@ def upload_tree(local_src_dir: str, dst: str, last: Sequence[str] = ("saved_mode
         raise StorageError(f"Cannot upload {local_src_dir}: not a local directory")
     rels = _order_last(_local_files(local_src_dir), last)
     if not is_gcs(dst):
-        with _local_errors(dst, "write"):
+        with _local_errors(dst, "write", need=tree_bytes(local_src_dir)):
             os.makedirs(dst, exist_ok=True)
             for rel in rels:
                 target = os.path.join(dst, *rel.split("/"))
@@ -466,7 +581,7 @@ def copy_tree(src: str, dst: str, last: Sequence[str] = ("saved_model.pb",)) -> 
         if not os.path.isdir(src):
             raise StorageError(f"Cannot copy {src}: not a directory")
         with _local_errors(dst, "copy to"):
-            shutil.copytree(src, dst, dirs_exist_ok=True)
+            copy_local_tree(src, dst)
         return dst
     if not is_gcs(src):
         return upload_tree(src, dst, last=last)
