@@ -29,9 +29,18 @@ def evaluation(candidate: dict, baseline: dict | None = None, state: str | None 
 
 HIB = {"higher_is_better": True}
 LIB = {"higher_is_better": False}
+FLOOR_OFF = {"no_skill_floor": False}
+
+
+def floor_off(thresholds):
+    """The thresholds with the no-skill floor turned off, for the tests of the value and
+    change rules themselves (the floor has tests of its own, at the end)."""
+    if isinstance(thresholds, str):
+        return json.dumps(floor_off(json.loads(thresholds)))
+    return {**thresholds, **FLOOR_OFF}
 
 CASES = [
-    # id, evaluation, thresholds, blessed, verdicts (in check order)
+    # id, evaluation, thresholds (the floor turned off), blessed, verdicts (in check order)
     ("value_min_pass", evaluation({"accuracy": 0.95}),
      {"value": {"accuracy": {"min": 0.9}}}, True, ["pass"]),
     ("value_min_fail", evaluation({"accuracy": 0.85}),
@@ -81,12 +90,14 @@ CASES = [
      False, ["pass", "fail", "skipped"]),
     ("unusable_baseline_rejects_without_thresholds",
      evaluation({"accuracy": 0.99}, None, state="unusable", detail="version 3 corrupt"),
-     {}, False, ["fail"]),
+     {}, False, ["fail", "fail"]),  # the baseline, and "no check ran"
     ("unknown_value_metric_fails", evaluation({"accuracy": 0.95}),
      {"value": {"auc": {"min": 0.9}}}, False, ["fail"]),
     ("unknown_change_metric_fails", evaluation({"accuracy": 0.95}, {"accuracy": 0.9}),
      {"change": {"auc": {**HIB, "absolute": 0.0}}}, False, ["fail"]),
-    ("no_thresholds_blesses", evaluation({"accuracy": 0.1}), {}, True, []),
+    ("no_thresholds_do_not_bless", evaluation({"accuracy": 0.1}), {}, False, ["fail"]),
+    ("first_run_with_only_change_thresholds_does_not_bless", evaluation({"accuracy": 0.95}),
+     {"change": {"accuracy": {**HIB, "absolute": 0.0}}}, False, ["skipped", "fail"]),
     ("thresholds_as_json_text", evaluation({"accuracy": 0.95}),
      '{"value": {"accuracy": {"min": 0.9}}}', True, ["pass"]),
 ]
@@ -95,7 +106,7 @@ CASES = [
 @pytest.mark.parametrize("ev,thresholds,blessed,verdicts",
                          [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_decision_table(ev, thresholds, blessed, verdicts):
-    result = decide(ev, thresholds)
+    result = decide(ev, floor_off(thresholds))
     assert [c["verdict"] for c in result.checks] == verdicts, result.checks
     assert result.blessed is blessed
     for check in result.checks:
@@ -106,24 +117,26 @@ def test_decision_table(ev, thresholds, blessed, verdicts):
 
 def test_first_run_note_names_destination():
     result = decide(evaluation({"accuracy": 0.95}),
-                    {"change": {"accuracy": {**HIB, "absolute": 0.0}}})
-    assert result.notes == [
-        "no production model at /models/penguins: first push, change thresholds skipped"]
+                    {"change": {"accuracy": {**HIB, "absolute": 0.0}}, **FLOOR_OFF})
+    assert result.notes[-1] == (
+        "no production model at /models/penguins: first push, change thresholds skipped")
 
 
 def test_first_run_note_keeps_a_gs_destination_whole():
     ev = evaluation({"accuracy": 0.95},
                     detail="no production model at gs://bucket/models: first push")
-    result = decide(ev, {"change": {"accuracy": {**HIB, "absolute": 0.0}}})
-    assert result.notes == [
-        "no production model at gs://bucket/models: first push, change thresholds skipped"]
+    result = decide(ev, {"value": {"accuracy": {"min": 0.9}},
+                         "change": {"accuracy": {**HIB, "absolute": 0.0}}, **FLOOR_OFF})
+    assert result.notes[-1] == (
+        "no production model at gs://bucket/models: first push, change thresholds skipped")
     assert "(1 skipped)" in gate.render_markdown(result)
 
 
 def test_unusable_reason_quotes_detail():
     detail = "production version 3 at /models/penguins/3 is corrupt: bad pb"
-    result = decide(evaluation({"accuracy": 0.99}, None, state="unusable", detail=detail), {})
-    (check,) = result.checks
+    result = decide(evaluation({"accuracy": 0.99}, None, state="unusable", detail=detail),
+                    FLOOR_OFF)
+    check = result.checks[0]
     assert check["verdict"] == "fail" and detail in check["reason"]
 
 
@@ -136,7 +149,7 @@ def test_unknown_metric_reason_lists_available():
 
 def test_change_check_records_both_values():
     result = decide(evaluation({"accuracy": 0.88}, {"accuracy": 0.9}),
-                    {"change": {"accuracy": {**HIB, "absolute": -0.01}}})
+                    {"change": {"accuracy": {**HIB, "absolute": -0.01}}, **FLOOR_OFF})
     check = result.checks[0]
     assert (check["candidate"], check["baseline"]) == (0.88, 0.9)
     assert "regression" in check["reason"] and "absolute" in check["reason"]
@@ -196,15 +209,18 @@ def test_empty_thresholds_are_the_task_defaults(task, good, bad, naive):
     assert [c["verdict"] for c in stepped_back.checks if c["kind"] == "change"] == ["fail"]
 
 
-def test_no_thresholds_at_all_is_an_explicit_empty_object():
-    result = decide(evaluation({"accuracy": 0.1}, task="classification"), "{}")
-    assert result.blessed is True and result.checks == []
-    assert any("no thresholds configured" in n for n in result.notes)
+def test_empty_object_thresholds_are_the_no_skill_floor_alone():
+    ev = with_naive(evaluation({"accuracy": 0.9}, task="classification"), {"accuracy": 0.44})
+    result = decide(ev, "{}")
+    assert result.blessed is True
+    assert [(c["kind"], c["metric"], c["verdict"]) for c in result.checks] == [
+        ("value", "accuracy", "pass")]
 
 
 @pytest.mark.parametrize("count, blessed", [(49, False), (50, True)])
 def test_min_examples_is_a_gate_setting(count, blessed):
-    ev = evaluation({"accuracy": 0.95, "example_count": count}, task="classification")
+    ev = with_naive(evaluation({"accuracy": 0.95}, task="classification"),
+                    {"accuracy": 0.44}, count=count)
     result = decide(ev, {"value": {"accuracy": {"min": 0.9}}, "min_examples": 50})
     assert result.blessed is blessed
     check = [c for c in result.checks if c["kind"] == "examples"][0]
@@ -253,10 +269,10 @@ def test_a_change_threshold_that_calls_a_worse_error_better_is_refused():
 @pytest.mark.parametrize("metric", ["mse", "mae", "rmse"])
 def test_error_metrics_are_lower_is_better_without_saying_so(metric):
     ev = evaluation({metric: 150.0}, {metric: 1.0}, task="regression")
-    result = decide(ev, {"change": {metric: {"absolute": 0.0}}})
+    result = decide(ev, {"change": {metric: {"absolute": 0.0}}, **FLOOR_OFF})
     assert result.blessed is False and "regression" in result.checks[0]["reason"]
     better = decide(evaluation({metric: 0.5}, {metric: 1.0}, task="regression"),
-                    {"change": {metric: {"absolute": 0.0}}})
+                    {"change": {metric: {"absolute": 0.0}}, **FLOOR_OFF})
     assert better.blessed is True and "improvement" in better.checks[0]["reason"]
 
 
@@ -292,7 +308,8 @@ def _write_evaluation(folder, doc):
 
 @pytest.mark.parametrize("accuracy,blessed", [(0.95, True), (0.5, False)])
 def test_run_gate_writes_marker_json_and_report(tmp_path, accuracy, blessed):
-    _write_evaluation(tmp_path / "ev", evaluation({"accuracy": accuracy}, {"accuracy": 0.9}))
+    _write_evaluation(tmp_path / "ev", with_naive(evaluation(
+        {"accuracy": accuracy}, {"accuracy": 0.9}, task="classification"), {"accuracy": 0.44}))
     out, report = tmp_path / "blessing", tmp_path / "report.md"
     thresholds = json.dumps({"value": {"accuracy": {"min": 0.9}},
                              "change": {"accuracy": {**HIB, "absolute": -0.01}}})
@@ -339,13 +356,214 @@ def test_gate_module_does_not_import_tensorflow():
 def test_every_metric_evaluate_emits_can_be_gated_for_its_task():
     """The task's metric list is what evaluate emits (a real evaluation.json is checked
     in the pipeline tests); each quality metric takes a change threshold without a
-    direction, and example_count a value threshold."""
+    direction, and example_count a value threshold (beside the no-skill floor)."""
     from kfp_ct.components.common import metrics
 
+    naive = {"classification": {"accuracy": 0.5},
+             "regression": {"rmse": 2.0, "mse": 4.0, "mae": 2.0}}
     for task, names in metrics.TASK_METRICS.items():
         values = {m: 1.0 for m in names}
         for name in names:
             section = "value" if name == "example_count" else "change"
             bounds = {"min": 0} if section == "value" else {"absolute": -1.0}
-            assert decide(evaluation(values, values, task=task),
-                          {section: {name: bounds}}).blessed, (task, name)
+            ev = with_naive(evaluation(values, values, task=task), naive[task])
+            assert decide(ev, {section: {name: bounds}}).blessed, (task, name)
+
+
+# ------------------------------------------- issue 21: no blessing on a gate that checked nothing
+
+CHANGE_ONLY = {"change": {"accuracy": {"absolute": -0.01}}}
+NO_SKILL = {"accuracy": 0.44, "example_count": 69}  # what shuffled labels give on penguins
+SKILLED = {"accuracy": 0.97, "example_count": 69}
+NAIVE = {"accuracy": 0.44}
+
+
+def test_change_only_thresholds_on_a_first_push_keep_the_no_skill_floor():
+    """The field report: a model trained on shuffled labels was pushed as production by
+    change-only thresholds on a first push (every check skipped, BLESSED)."""
+    ev = with_naive(evaluation(dict(NO_SKILL), task="classification"), NAIVE)
+    result = decide(ev, CHANGE_ONLY)
+    assert result.blessed is False
+    assert [(c["kind"], c["metric"], c["verdict"]) for c in result.checks] == [
+        ("value", "accuracy", "fail"), ("change", "accuracy", "skipped")]
+    assert "no better than the no-skill predictor's 0.44" in result.checks[0]["reason"]
+    assert any('"no_skill_floor": false' in n for n in result.notes), result.notes
+
+
+def test_change_only_thresholds_on_a_first_push_bless_a_model_that_beats_the_floor():
+    ev = with_naive(evaluation(dict(SKILLED), task="classification"), NAIVE)
+    result = decide(ev, json.dumps(CHANGE_ONLY))
+    assert result.blessed is True
+    floor, change = result.checks
+    assert (floor["kind"], floor["metric"], floor["verdict"]) == ("value", "accuracy", "pass")
+    assert "0.97 beats the no-skill predictor's 0.44" in floor["reason"]
+    assert change["verdict"] == "skipped"
+    assert "passed 1 check(s) (1 skipped)" in gate.render_markdown(result)
+
+
+def test_the_floor_is_merged_into_the_users_own_value_check_on_the_key_metric():
+    ev = with_naive(evaluation({"rmse": 500.0, "mse": 2.5e5, "mae": 400.0}, task="regression"),
+                    {"rmse": 800.0, "mse": 6.4e5, "mae": 600.0})
+    result = decide(ev, {"value": {"rmse": {"max": 600}}})
+    (check,) = result.checks
+    assert check["threshold"] == "<= 600 and < naive 800" and check["verdict"] == "pass"
+    ev["candidate"]["overall"]["rmse"] = 801.0
+    assert decide(ev, {"value": {"rmse": {"max": 900}}}).blessed is False
+
+
+def test_empty_object_thresholds_still_keep_the_no_skill_floor():
+    ev = with_naive(evaluation(dict(NO_SKILL), task="classification"), NAIVE)
+    result = decide(ev, "{}")
+    assert result.blessed is False
+    assert [(c["kind"], c["metric"], c["verdict"]) for c in result.checks] == [
+        ("value", "accuracy", "fail")]
+
+
+def test_floor_turned_off_with_change_only_thresholds_on_a_first_push_is_not_blessed():
+    ev = with_naive(evaluation(dict(SKILLED), task="classification"), NAIVE)
+    result = decide(ev, {**CHANGE_ONLY, "no_skill_floor": False})
+    assert result.blessed is False
+    assert [c["verdict"] for c in result.checks] == ["skipped", "fail"]
+    reason = result.checks[-1]["reason"]
+    assert reason.startswith("no check ran: ")
+    assert "change accuracy: first push: no production model to compare with" in reason
+    assert '"no_skill_floor": false' in reason
+    assert "no check ran" in gate.render_markdown(result).splitlines()[2]
+
+
+@pytest.mark.parametrize("thresholds, why", [
+    ({"no_skill_floor": False}, "no value or change thresholds"),
+    ({"no_skill_floor": False, "min_examples": 50},
+     "examples example_count: counts eval rows, it does not measure the model"),
+])
+def test_a_gate_with_nothing_that_measures_the_model_does_not_bless(thresholds, why):
+    ev = with_naive(evaluation(dict(SKILLED, example_count=500), task="classification"),
+                    NAIVE)
+    result = decide(ev, thresholds)
+    assert result.blessed is False
+    assert result.checks[-1]["reason"].startswith("no check ran: ")
+    assert why in result.checks[-1]["reason"]
+
+
+def test_every_check_skipped_for_an_unusable_baseline_names_each_reason():
+    ev = evaluation(dict(SKILLED), None, state="unusable", detail="version 3 corrupt",
+                    task="classification")
+    result = decide(ev, {**CHANGE_ONLY, "no_skill_floor": False})
+    assert result.blessed is False
+    assert "change accuracy: no usable baseline to compare with" in result.checks[-1]["reason"]
+
+
+def test_a_floor_with_no_task_to_place_it_on_fails():
+    ev = evaluation({"accuracy": 0.97})  # an evaluation.json that names no task
+    result = decide(ev, CHANGE_ONLY)
+    assert result.blessed is False
+    assert "names no task" in result.checks[0]["reason"]
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"value": {"accuracy": {"min": 1.5}}},
+     "value.accuracy.min 1.5 can never be met: accuracy lies in [0, 1]"),
+    ({"value": {"accuracy": {"min": -0.1}}},
+     "value.accuracy.min -0.1 can never fail: accuracy lies in [0, 1]"),
+    ({"value": {"accuracy": {"max": 1.2}}},
+     "value.accuracy.max 1.2 can never fail: accuracy lies in [0, 1]"),
+    ({"value": {"macro_recall": {"max": -0.5}}},
+     "value.macro_recall.max -0.5 can never be met: macro_recall lies in [0, 1]"),
+    ({"value": {"rmse": {"max": -1}}}, "value.rmse.max -1 can never be met: rmse lies in [0, inf)"),
+    ({"value": {"mse": {"min": -2}}}, "value.mse.min -2 can never fail: mse lies in [0, inf)"),
+    ({"value": {"example_count": {"max": -1}}},
+     "value.example_count.max -1 can never be met: example_count lies in [0, inf)"),
+    ({"change": {"accuracy": {"absolute": 1.5}}},
+     "change.accuracy.absolute 1.5 can never be met: accuracy lies in [0, 1], so it can "
+     "change by at most 1"),
+    ({"change": {"macro_precision": {"absolute": -1.5}}},
+     "change.macro_precision.absolute -1.5 can never fail: macro_precision lies in [0, 1]"),
+    ({"change": {"mae": {"relative": 1.5}}},
+     "change.mae.relative 1.5 can never be met: mae lies in [0, inf)"),
+    ({"change": {"accuracy": {"relative": -2}}},
+     "change.accuracy.relative -2 can never fail: accuracy lies in [0, 1]"),
+    ({"min_examples": -5}, "min_examples must be a whole number of eval rows >= 1, got -5"),
+    ({"min_examples": 50.0}, "min_examples must be a whole number of eval rows >= 1, got 50.0"),
+])
+def test_unreachable_thresholds_are_refused_when_parsed(config, message):
+    from kfp_ct.components.common.thresholds import parse_thresholds
+
+    for text in (config, json.dumps(config)):
+        with pytest.raises(GateConfigError) as caught:
+            parse_thresholds(text)  # no task yet: run_gate's first check, the CLI's
+        assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"no_skill_floor": "no"}, "no_skill_floor must be true or false, got 'no'"),
+    ({"value": {"accuracy": {"better_than_naive": False}}},
+     'better_than_naive: false turns nothing off; to turn the no-skill floor off, set '
+     '"no_skill_floor": false'),
+    ({"no_skill_floor": False, "value": {"accuracy": {"better_than_naive": True}}},
+     "no_skill_floor is false, but value.accuracy.better_than_naive asks for the no-skill"),
+])
+def test_the_floor_setting_is_explicit(config, message):
+    with pytest.raises(GateConfigError, match=message.replace(".", r"\.")):
+        decide(evaluation({"accuracy": 0.9}, task="classification"), config)
+
+
+def test_reachable_edges_are_accepted():
+    from kfp_ct.components.common.thresholds import parse_thresholds
+
+    parse_thresholds({"value": {"accuracy": {"min": 1.0}, "rmse": {"max": 0}},
+                      "change": {"accuracy": {"absolute": 1.0}, "mae": {"relative": 1.0}}})
+    parse_thresholds({"value": {"accuracy": {"min": 0.0, "max": 1.0}},
+                      "change": {"accuracy": {"absolute": -1.0, "relative": -1.0}}})
+
+
+def test_run_gate_writes_not_blessed_for_a_no_skill_first_push(tmp_path):
+    ev = with_naive(evaluation(dict(NO_SKILL), task="classification"), NAIVE)
+    _write_evaluation(tmp_path / "ev", ev)
+    out = tmp_path / "blessing"
+    result = run_gate(str(tmp_path / "ev"), json.dumps(CHANGE_ONLY), str(out),
+                      str(tmp_path / "r.md"))
+    assert result.blessed is False
+    assert sorted(os.listdir(out)) == sorted([NOT_BLESSED, "blessing.json"])
+
+
+def test_gate_component_does_not_bless_a_no_skill_first_push(tmp_path):
+    """The KFP component's own function, with artifacts as a task gets them."""
+    from kfp import dsl
+
+    from kfp_ct.components.gate.component import gate as gate_component
+
+    ev_dir = tmp_path / "ev"
+    _write_evaluation(ev_dir, with_naive(evaluation(dict(NO_SKILL), task="classification"),
+                                         NAIVE))
+    blessing = dsl.Artifact(uri=str(tmp_path / "blessing"), metadata={})
+    report = dsl.Markdown(uri=str(tmp_path / "report.md"), metadata={})
+    blessed = gate_component.python_func(
+        thresholds=json.dumps(CHANGE_ONLY), blessing=blessing, report=report,
+        evaluation=dsl.Artifact(uri=str(ev_dir), metadata={}))
+    assert blessed is False and blessing.metadata["blessed"] is False
+    assert os.path.exists(tmp_path / "blessing" / NOT_BLESSED)
+    assert "no better than the no-skill predictor" in (tmp_path / "report.md").read_text()
+
+
+def test_run_local_refuses_an_unreachable_threshold_in_one_line_before_any_task(tmp_path):
+    """A fresh ``kfp-ct run-local`` process: one line, exit 2, in under 3 s of CPU (about
+    1.4 s wall on an idle machine; CPU time, because a machine shared with other work
+    stretches wall time, not the work done)."""
+    import resource
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kfp_ct.pipelines.entrypoints.cli", "run-local",
+         "--destination", str(tmp_path / "serving"), "--workdir", str(tmp_path / "runs"),
+         "--thresholds", '{"value": {"accuracy": {"min": 1.5}}}'],
+        cwd=root, capture_output=True, text=True, timeout=120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "value.accuracy.min 1.5 can never be met" in lines[0], lines
+    assert cpu < 3, cpu
+    assert not (tmp_path / "runs").exists()

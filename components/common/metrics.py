@@ -9,6 +9,8 @@ each version's ``MAIN_METRIC``.
 
 from __future__ import annotations
 
+import math
+
 EXAMPLE_COUNT = "example_count"
 ACCURACY = "accuracy"
 MACRO_PRECISION = "macro_precision"  # from the confusion matrix, classification only
@@ -21,6 +23,13 @@ RMSE = "rmse"
 HIGHER_IS_BETTER: dict[str, bool] = {ACCURACY: True, MACRO_PRECISION: True,
                                      MACRO_RECALL: True, MSE: False, MAE: False,
                                      RMSE: False}
+
+#: The values each metric can take, (lowest, highest), inclusive: the gate refuses a
+#: threshold outside them (one no model can meet, or one no model can fail).
+RANGES: dict[str, tuple[float, float]] = {
+    EXAMPLE_COUNT: (0.0, math.inf), ACCURACY: (0.0, 1.0), MACRO_PRECISION: (0.0, 1.0),
+    MACRO_RECALL: (0.0, 1.0), MSE: (0.0, math.inf), MAE: (0.0, math.inf),
+    RMSE: (0.0, math.inf)}
 
 #: The overall metrics evaluate emits for each task.
 TASK_METRICS: dict[str, tuple[str, ...]] = {

@@ -19,10 +19,14 @@ from kfp_ct.components.common.errors import KfpCtError
 
 _VALUE_KEYS = {"min", "max", "better_than_naive"}
 _CHANGE_KEYS = {"higher_is_better", "absolute", "relative"}
-_SECTIONS = ("value", "change", "min_examples")
+_SECTIONS = ("value", "change", "min_examples", "no_skill_floor")
+#: How to turn the no-skill floor off: the one setting, quoted in messages and docs.
+FLOOR_OFF = '"no_skill_floor": false'
 
 #: What empty thresholds mean for each task: a floor that fits any data (beat the no-skill
 #: predictor), a small step back from production at most, and enough rows to decide on.
+#: The floor (``better_than_naive`` on the task's ``metrics.MAIN_METRIC``) is also added to
+#: any thresholds that lack it, unless they say ``"no_skill_floor": false``.
 TASK_DEFAULTS: dict[str, dict] = {
     "classification": {
         "value": {metrics.ACCURACY: {"better_than_naive": True}},
@@ -71,22 +75,90 @@ def _direction(metric: str, bounds: dict, where: str) -> bool:
     return known
 
 
+def _span(metric: str) -> str:
+    low, high = metrics.RANGES[metric]
+    return f"[{low:g}, {high:g}]" if math.isfinite(high) else f"[{low:g}, inf)"
+
+
+def _check_value_reachable(metric: str, bounds: dict, where: str) -> None:
+    """A value bound outside the metric's range can never be met (accuracy min 1.5,
+    rmse max -1) or can never fail (accuracy min -0.1): either way it checks nothing."""
+    if metric not in metrics.RANGES:
+        return
+    low, high = metrics.RANGES[metric]
+    for key, value in bounds.items():
+        if key not in ("min", "max"):
+            continue
+        if (key == "min" and value > high) or (key == "max" and value < low):
+            raise GateConfigError(f"thresholds: {where}.{key} {value:g} can never be met: "
+                                  f"{metric} lies in {_span(metric)}")
+        if (key == "min" and value < low) or (key == "max" and value > high):
+            raise GateConfigError(f"thresholds: {where}.{key} {value:g} can never fail: "
+                                  f"{metric} lies in {_span(metric)}, so it would check "
+                                  f"nothing")
+
+
+def _check_change_reachable(metric: str, bounds: dict, where: str) -> None:
+    """A change bound no two values of the metric can meet (accuracy absolute 1.5; an
+    error falling by more than 100%) or fail (accuracy absolute -1.5) is refused."""
+    if metric not in metrics.RANGES:
+        return
+    low, high = metrics.RANGES[metric]
+    width, span = high - low, _span(metric)
+    absolute = bounds.get("absolute")
+    if absolute is not None and math.isfinite(width) and abs(absolute) > width:
+        verdict = "be met" if absolute > 0 else "fail"
+        raise GateConfigError(
+            f"thresholds: {where}.absolute {absolute:g} can never {verdict}: {metric} lies "
+            f"in {span}, so it can change by at most {width:g}")
+    relative = bounds.get("relative")
+    if relative is None or low != 0:
+        return
+    if bounds["higher_is_better"] and relative < -1:  # (candidate - baseline) / baseline
+        raise GateConfigError(
+            f"thresholds: {where}.relative {relative:g} can never fail: {metric} lies in "
+            f"{span}, so it can fall by at most 100% of the baseline (relative -1)")
+    if not bounds["higher_is_better"] and relative > 1:  # (baseline - candidate) / baseline
+        raise GateConfigError(
+            f"thresholds: {where}.relative {relative:g} can never be met: {metric} lies in "
+            f"{span}, so it can improve by at most 100% of the baseline (relative 1: "
+            f"a perfect 0)")
+
+
+def _add_floor(out: dict, task: str | None) -> dict:
+    """The no-skill floor on the task's main metric, merged into the value checks unless
+    the thresholds turn it off; ``floor_added`` names the metric when it was added."""
+    out["floor_added"] = None
+    if out["no_skill_floor"] and task in metrics.MAIN_METRIC:
+        metric = metrics.MAIN_METRIC[task]
+        entry = out["value"].setdefault(metric, {})
+        if not entry.get("better_than_naive"):
+            entry["better_than_naive"] = True
+            out["floor_added"] = metric
+    return out
+
+
 def parse_thresholds(thresholds: str | dict | None, task: str | None = None) -> dict:
-    """Checks the threshold config; returns {"value": {...}, "change": {...}}.
+    """Checks the threshold config; returns {"value": {...}, "change": {...}, ...}.
+
+    The no-skill floor (``better_than_naive`` on the task's main metric) is merged into
+    the value checks when the task is known, unless ``"no_skill_floor": false``.
 
     Args:
-        thresholds: JSON text or a dict (empty: no thresholds).
+        thresholds: JSON text or a dict (empty: the task's defaults).
         task: ``classification`` / ``regression`` when known: every metric named must be
             one evaluate emits for that task.
 
     Raises:
-        GateConfigError: malformed, a change threshold whose direction contradicts the
+        GateConfigError: malformed, a bound no value of the metric can meet or fail
+            (``metrics.RANGES``), a change threshold whose direction contradicts the
             metric's (or a metric with no known direction and none given), or a metric
             the task's evaluation does not have.
     """
     if thresholds is None or (isinstance(thresholds, str) and not thresholds.strip()):
         if task not in TASK_DEFAULTS:  # known once the evaluation says the task
-            return {"value": {}, "change": {}, "min_examples": None, "defaults": True}
+            return {"value": {}, "change": {}, "min_examples": None, "defaults": True,
+                    "no_skill_floor": True, "floor_added": None}
         out = parse_thresholds(TASK_DEFAULTS[task], task)
         out["defaults"] = True
         return out
@@ -104,7 +176,12 @@ def parse_thresholds(thresholds: str | dict | None, task: str | None = None) -> 
         raise GateConfigError(
             f"thresholds: unknown section(s) {unknown}; allowed: "
             f"{', '.join(repr(k) for k in _SECTIONS)}")
-    out: dict = {"value": {}, "change": {}, "min_examples": None, "defaults": False}
+    floor = data.get("no_skill_floor", True)
+    if not isinstance(floor, bool):
+        raise GateConfigError(
+            f"thresholds: no_skill_floor must be true or false, got {floor!r}")
+    out: dict = {"value": {}, "change": {}, "min_examples": None, "defaults": False,
+                 "no_skill_floor": floor}
     if data.get("min_examples") is not None:
         count = data["min_examples"]
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -147,16 +224,25 @@ def parse_thresholds(thresholds: str | dict | None, task: str | None = None) -> 
                     allowed_naive = sorted({m for ms in metrics.NAIVE_METRICS.values()
                                             for m in ms} if task is None
                                            else metrics.NAIVE_METRICS.get(task, ()))
-                    if naive and metric not in allowed_naive:
+                    if not naive:
+                        raise GateConfigError(
+                            f"thresholds: {where}.better_than_naive: false turns nothing "
+                            f"off; to turn the no-skill floor off, set {FLOOR_OFF} at the "
+                            f"top level")
+                    if not floor:
+                        raise GateConfigError(
+                            f"thresholds: no_skill_floor is false, but {where}."
+                            f"better_than_naive asks for the no-skill check: drop one")
+                    if metric not in allowed_naive:
                         raise GateConfigError(
                             f"thresholds: {where}.better_than_naive: the no-skill predictor "
                             f"is measured on {', '.join(allowed_naive) or 'no metric'}"
                             + (f" for {task}" if task else "") + f", not {metric!r}")
-                    if naive:
-                        parsed["better_than_naive"] = True
+                    parsed["better_than_naive"] = True
                 if "min" in parsed and "max" in parsed and parsed["min"] > parsed["max"]:
                     raise GateConfigError(
                         f"thresholds: {where}: min {parsed['min']} is above max {parsed['max']}")
+                _check_value_reachable(metric, parsed, where)
             else:
                 if "absolute" not in bounds and "relative" not in bounds:
                     raise GateConfigError(
@@ -165,5 +251,6 @@ def parse_thresholds(thresholds: str | dict | None, task: str | None = None) -> 
                 for k in ("absolute", "relative"):
                     if k in bounds:
                         parsed[k] = _number(bounds[k], f"{where}.{k}")
+                _check_change_reachable(metric, parsed, where)
             out[section][metric] = parsed
-    return out
+    return _add_floor(out, task)

@@ -17,8 +17,11 @@ def gate(
 
     Args:
         thresholds: JSON: {"value": {"accuracy": {"min": 0.9}}, "change": {"accuracy":
-            {"higher_is_better": true, "absolute": -0.01}}}. Change thresholds are skipped,
-            with a note, when there is no production model yet.
+            {"absolute": -0.01}}}; empty: the task's defaults. The no-skill floor (beat
+            the no-skill predictor on accuracy / rmse) is added to every run unless
+            "no_skill_floor": false. Change thresholds are skipped, with a note, when
+            there is no production model yet; when no check of the model ran, the
+            candidate is not blessed.
         evaluation: The evaluate task's output.
 
     Returns:

@@ -4,7 +4,8 @@ Thresholds (JSON text or a dict)::
 
     {"value":  {"accuracy": {"min": 0.9, "better_than_naive": true}, "mse": {"max": 0.5}},
      "change": {"accuracy": {"absolute": -0.01, "relative": -0.02}},
-     "min_examples": 50}
+     "min_examples": 50,
+     "no_skill_floor": true}
 
 ``value`` bounds the candidate's overall metric (inclusive); ``better_than_naive`` asks
 it to beat the no-skill predictor on the same eval rows (the most frequent class, the
@@ -17,12 +18,25 @@ needed only for a metric with none); it must be ``>= absolute`` and ``improvemen
 worse"). Ties pass. ``min_examples``: fewer eval rows than this are no ground for a
 decision (not blessed).
 
+The no-skill floor: every run checks ``better_than_naive`` on the task's main metric
+(accuracy, rmse: ``metrics.MAIN_METRIC``), merged into the user's value checks when they
+lack it, unless the thresholds say ``"no_skill_floor": false`` in so many words.
 Empty thresholds mean the task's defaults (``TASK_DEFAULTS``): better than naive, at
-most a small step back from production, at least 50 eval rows. ``{}`` means no checks.
+most a small step back from production, at least 50 eval rows. ``{}`` means the floor
+alone. A bound no value of its metric can meet or fail (accuracy min 1.5, rmse max -1)
+is refused when the thresholds are parsed (``metrics.RANGES``).
 
 With no production model yet (first push) change checks are skipped, with a note. A
 production model that exists but cannot be evaluated ("unusable") rejects the candidate:
 replacing a model we could not measure is not a decision the gate can justify.
+
+A blessing rests on at least one check of the model (a value or change check on a
+quality metric) that ran and passed: when none ran (the floor off and every change check
+skipped, say) the candidate is not blessed, and a ``coverage`` check says "no check ran"
+with the reason each was skipped. Row counts (``min_examples``) do not count: they say
+whether there is ground to decide on, not whether the model is any good. (TFX's
+Evaluator drops change thresholds without a baseline and decides on whatever value
+thresholds remain: pipelines/TRAINING.md, "The no-skill floor", says how the two differ.)
 
 Pure Python: no kfp, no TensorFlow.
 """
@@ -38,11 +52,13 @@ from kfp_ct.components.common import metrics, report, storage
 from kfp_ct.components.common.artifacts import BLESSED, BLESSING_JSON, EVALUATION_JSON, NOT_BLESSED
 from kfp_ct.components.common.errors import KfpCtError
 from kfp_ct.components.common.thresholds import (  # noqa: F401  (re-exported: the gate's error)
-    TASK_DEFAULTS, GateConfigError, parse_thresholds)
+    FLOOR_OFF, TASK_DEFAULTS, GateConfigError, parse_thresholds)
 
 PASS = "pass"
 FAIL = "fail"
 SKIPPED = "skipped"
+COVERAGE = "coverage"  # the check that fails when no check of the model ran
+NO_CHECK_RAN = "no check ran"
 
 @dataclasses.dataclass
 class Blessing:
@@ -166,7 +182,19 @@ def decide(evaluation: dict, thresholds: str | dict | None) -> Blessing:
                      f"{json.dumps(TASK_DEFAULTS.get(evaluation.get('task') or '', {}), sort_keys=True)}")
     for metric, bounds in config["value"].items():
         checks.append(_value_check(metric, bounds, overall, naive_doc.get("metrics")))
-    if any(b.get("better_than_naive") for b in config["value"].values()):
+    has_naive = any(b.get("better_than_naive") for b in config["value"].values())
+    if config["no_skill_floor"] and not has_naive:  # no task: the floor has no metric
+        checks.append(_check(
+            "value", "-", "better than naive", None, None, FAIL,
+            f"the evaluation names no task (one of {sorted(metrics.MAIN_METRIC)}), so the "
+            f"no-skill floor has no metric to check; evaluate writes the task, or turn the "
+            f"floor off with {FLOOR_OFF}"))
+    if config.get("floor_added"):
+        notes.append(f"no-skill floor: {config['floor_added']} must beat the no-skill "
+                     f"predictor on every run ({FLOOR_OFF} turns it off)")
+    elif not config["no_skill_floor"]:
+        notes.append(f"no-skill floor turned off ({FLOOR_OFF})")
+    if has_naive:
         notes.append(f"naive predictor: {naive_doc.get('predictor') or 'not measured'}")
     count = overall.get(metrics.EXAMPLE_COUNT)
     if config.get("min_examples") is not None:
@@ -218,10 +246,32 @@ def decide(evaluation: dict, thresholds: str | dict | None) -> Blessing:
         checks.append(_check("baseline", "-", "known baseline state", None, None, FAIL,
                              f"unknown baseline state {state!r} in the evaluation"))
 
-    if not checks:
-        notes.append("no thresholds configured ({}): blessed without checks")
+    coverage = _coverage_check(checks, config)
+    if coverage:
+        checks.append(coverage)
     blessed = all(c["verdict"] != FAIL for c in checks)
     return Blessing(blessed=blessed, checks=checks, notes=notes)
+
+
+def _measures_the_model(check: dict) -> bool:
+    return check["kind"] in ("value", "change") and check["metric"] != metrics.EXAMPLE_COUNT
+
+
+def _coverage_check(checks: list[dict], config: dict) -> dict | None:
+    """A failed check when no check of the model ran (passed or failed), naming why."""
+    if any(_measures_the_model(c) and c["verdict"] != SKIPPED for c in checks):
+        return None
+    why = [f"{c['kind']} {c['metric']}: {c['reason']}" for c in checks
+           if c["verdict"] == SKIPPED]
+    why += [f"{c['kind']} {c['metric']}: counts eval rows, it does not measure the model"
+            for c in checks if c["verdict"] != SKIPPED and c["kind"] in ("value", "examples")]
+    if not config["no_skill_floor"]:
+        why.append(f"the no-skill floor is turned off ({FLOOR_OFF})")
+    if not config["value"] and not config["change"]:
+        why.append("no value or change thresholds are configured")
+    return _check(COVERAGE, "-", "at least one check of the model runs", None, None, FAIL,
+                  f"{NO_CHECK_RAN}: " + "; ".join(why) + "; nothing measured the candidate, "
+                  f"so it is not blessed")
 
 
 def _destination_of(baseline: dict) -> str:
@@ -247,7 +297,8 @@ def render_markdown(blessing: Blessing) -> str:
         head = (f"**{BLESSED}**: the candidate passed {passed} check(s)"
                 f"{f' ({skipped} skipped)' if skipped else ''} and may be pushed.")
     else:
-        names = ", ".join(f"{c['kind']} {c['metric']}" for c in failed)
+        names = ", ".join(NO_CHECK_RAN if c["kind"] == COVERAGE else f"{c['kind']} {c['metric']}"
+                          for c in failed)
         head = f"**{NOT_BLESSED}**: {len(failed)} check(s) failed ({names}); it will not be pushed."
     lines = ["# Gate decision", "", head, ""]
     if blessing.checks:
