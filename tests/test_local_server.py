@@ -415,6 +415,48 @@ def test_auth_errors_and_routes(start_server, tmp_path):
         LocalServer(str(tmp_path / "other"), host="0.0.0.0")
 
 
+def _raw_exchange(server, head: bytes, body: bytes = b"") -> tuple[int, dict]:
+    """Sends ``head`` (and ``body``) on a fresh socket; the answer's status and JSON."""
+    import socket
+
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(head + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+@pytest.mark.parametrize("path,length,limit", [
+    ("/apis/v2beta1/pipelines/upload", 1 << 30, "32 MiB"),  # 1 GiB announced
+    ("/apis/v2beta1/experiments", 5 << 20, "4 MiB"),
+], ids=["upload", "json"])
+def test_an_oversized_body_is_refused_with_413_before_it_is_read(start_server, tmp_path,
+                                                                 path, length, limit):
+    """Before: the handler read Content-Length bytes whatever their number (a 1 GiB upload
+    held that much memory); here nothing of the body is sent, and the answer comes at once
+    (a server that waited for the body would time the socket out)."""
+    server = start_server(tmp_path / "state")
+    started = time.monotonic()
+    status, body = _raw_exchange(server, (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n").encode())
+    assert time.monotonic() - started < 2
+    assert status == 413 and body["code"] == 8
+    assert f"({limit})" in body["message"] and f"Content-Length {length}" in body["message"]
+    assert _client(server).list_experiments() is not None  # and it serves on
+
+
+def test_a_chunked_body_over_the_limit_is_refused_with_413(start_server, tmp_path):
+    """A chunk announced past the limit is refused before its bytes are read."""
+    server = start_server(tmp_path / "state")
+    status, body = _raw_exchange(server, (
+        b"POST /apis/v2beta1/experiments HTTP/1.1\r\nHost: x\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % (5 << 20)))
+    assert status == 413 and "(4 MiB)" in body["message"] and "chunked" in body["message"]
+
+
 def test_restart_keeps_state_and_settles_interrupted_runs(start_server, tmp_path, package):
     state = tmp_path / "state"
     first = start_server(state)

@@ -48,6 +48,12 @@ API = "/apis/v2beta1"
 DEFAULT_EXPERIMENT = "Default"
 REQUESTS_LOG = "requests.jsonl"
 UPLOAD_FIELD = "uploadfile"
+# The largest request bodies taken, refused with 413 from the Content-Length before a byte
+# of the body is read. A compiled pipeline is tens of KB (the training pipeline's YAML,
+# 48 KB); a JSON body matches the 4 MiB that the real server's gRPC layer receives.
+MAX_UPLOAD_BYTES = 32 << 20  # pipeline uploads (multipart/form-data)
+MAX_JSON_BYTES = 4 << 20  # every other body
+CODE_RESOURCE_EXHAUSTED = 8  # google.rpc.Code of a message over the size limit
 
 
 class LocalServerError(KfpCtError):
@@ -831,6 +837,12 @@ def route(method: str, path: str) -> tuple:
                                          "v2beta1 API this local endpoint serves")
 
 
+def _too_large(what: str, limit: int, seen: str) -> HttpError:
+    return HttpError(413, CODE_RESOURCE_EXHAUSTED,
+                     f"Request body too large: {what} may be at most {limit} bytes "
+                     f"({limit >> 20} MiB) on this endpoint; got {seen}")
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Routes one request to the LocalServer set as the ``owner`` class attribute."""
 
@@ -855,19 +867,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:  # noqa: N802
         self._handle("PATCH")
 
-    def _read_body(self) -> bytes:
+    def _read_body(self, limit: int, what: str) -> bytes:
+        """The body, refused with a 413 HttpError once it is larger than ``limit``: from
+        the Content-Length before anything is read, or as chunks arrive."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
+            chunks, total = [], 0
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     self.rfile.readline()
                     break
+                total += size
+                if total > limit:
+                    raise _too_large(what, limit, f"more than {limit} bytes sent chunked")
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
             return b"".join(chunks)
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        if length > limit:
+            raise _too_large(what, limit, f"Content-Length {length}")
+        return self.rfile.read(length) if length > 0 else b""
 
     def _handle(self, method: str) -> None:
         owner = self.owner
@@ -877,7 +896,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         content_type = headers.get("content-type", "")
         try:
-            raw = self._read_body()
+            upload = route(method, parsed.path)[0] in _MULTIPART
+        except HttpError:
+            upload = False  # answered below, after the (small) body is read
+        try:
+            raw = self._read_body(MAX_UPLOAD_BYTES if upload else MAX_JSON_BYTES,
+                                  "a pipeline upload" if upload else "a JSON body")
+        except HttpError as err:  # the body is left unread: this connection ends here
+            self.close_connection = True
+            owner._record(RecordedRequest(method=method, path=parsed.path, query=query,
+                                          headers=_mask(headers), body=None, time=time.time()))
+            self._send(err.status, err.payload())
+            return
         except (ValueError, OSError) as exc:
             self._send(400, invalid(f"cannot read the request body: {exc}").payload())
             return
