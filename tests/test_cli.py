@@ -165,6 +165,27 @@ def test_run_local_refuses_bad_inputs_before_any_task_in_under_3_s(
     assert not (tmp_path / "runs").exists() and not (tmp_path / "serving").exists()
 
 
+def test_run_local_refuses_a_corrupt_production_in_one_line_before_any_task(
+        run_cli, base, tmp_path):
+    """Before: the run validated, transformed, trained and evaluated for minutes, and
+    then the gate said NOT BLESSED because production could not be loaded (exit 4)."""
+    import shutil
+
+    shutil.rmtree(os.path.join(base, "2", "variables"))  # production, now corrupt
+    started = time.monotonic()
+    code, out, err = run_cli("run-local", "--destination", base, "--workdir",
+                             tmp_path / "runs")
+    elapsed = time.monotonic() - started
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: production version 2 at {base} is corrupt: variables/ "
+                          "is missing")
+    assert "this run would train and push nothing" in err
+    assert f"recover with: kfp-ct rollback {base} 1 --reason " in err
+    assert elapsed < 3, elapsed
+    assert not (tmp_path / "runs").exists()
+    assert [v.version for v in registry.list_versions(base)] == [1, 2]
+
+
 def _processes_mentioning(text: str) -> list[int]:
     found = []
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):

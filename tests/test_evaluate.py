@@ -140,6 +140,27 @@ def test_corrupt_production_is_its_own_state_with_the_recovery(penguins, tmp_pat
     assert doc["candidate"]["overall"]["example_count"] > 0
 
 
+def test_a_corrupt_production_is_said_before_the_candidate_is_touched(tmp_path, capsys):
+    """Before: evaluate copied and loaded the candidate, and only then looked at
+    production; nothing reached the console. Here the rows are empty, so evaluate stops
+    at its first look at them: the warning must already be out."""
+    from kfp_ct.components.evaluate.logic import run_evaluate
+
+    dest = tmp_path / "models"
+    _garbage_pb_with_metadata(dest / "1")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "eval_raw.tfrecord").write_bytes(b"")
+    with pytest.raises(InputDataError, match="holds no rows"):
+        run_evaluate(model_dir=str(tmp_path / "no-model-here"), raw_eval_dir=str(raw),
+                     problem=PROBLEM, push_destination=str(dest),
+                     output_dir=str(tmp_path / "out"), report_path=str(tmp_path / "r.html"))
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"[kfp-ct] warning: production version 1 at {dest / '1'} is "
+                           "corrupt: saved_model.pb does not parse as a SavedModel")
+    assert "the gate will not bless a candidate" in line and "no loadable version" in line
+
+
 def test_a_loadable_production_that_cannot_answer_is_unusable_not_absent(penguins, tmp_path):
     """The registry can load it (a real SavedModel, pushed with its manifest), but its
     signature takes no serialized tf.Examples: evaluate cannot measure it."""

@@ -516,6 +516,13 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
         raise InputDataError(
             f"no raw eval rows at {data_uri}: expected the transform step's {RAW_EVAL_FILE}")
     beam_args = list(beam_args or [])
+    # Production first (one listing, two small reads): a corrupt one is said at once, not
+    # after the candidate is loaded and measured.
+    info = registry.production(push_destination) if push_destination else None
+    if info is not None and info.state == registry.CORRUPT:
+        print(f"[kfp-ct] warning: production version {info.version} at {info.path} is "
+              f"corrupt: {info.detail}; the gate will not bless a candidate that cannot be "
+              f"compared with it; {registry.recovery(push_destination, info)}", flush=True)
 
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(tempfile.TemporaryDirectory(prefix="kfp-ct-evaluate-"))
@@ -529,7 +536,6 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
 
         # Where the Beam workers load each model from: where it is, not this pod's copy.
         locations = {CANDIDATE: beam_location(model_dir)}
-        info = registry.production(push_destination) if push_destination else None
         if not push_destination:
             baseline = _baseline_record(BASELINE_NONE, None, "no push destination given")
         elif info is None:

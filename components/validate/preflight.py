@@ -7,8 +7,9 @@ seconds, not a transform and a training.
 Checked: the problem spec; the gate thresholds against the spec's task; the training
 steps; the slices (raw columns of the spec); column names the model code can use; the
 columns of each local data file (CSV header / Parquet schema, no rows read); that the
-push destination can be written (a probe object, written and removed); Beam options
-that cannot run (components/common/beam_io.py: check_beam_args).
+push destination can be written (a probe object, written and removed); that its
+production version, if any, is not corrupt; Beam options that cannot run
+(components/common/beam_io.py: check_beam_args).
 
 No kfp, no TensorFlow.
 """
@@ -21,7 +22,7 @@ import uuid
 from typing import Sequence
 
 from kfp_ct.components.common import data as data_lib
-from kfp_ct.components.common import podenv
+from kfp_ct.components.common import podenv, registry
 from kfp_ct.components.common import storage
 from kfp_ct.components.common.errors import InputDataError, KfpCtError, ProblemSpecError, StorageError
 from kfp_ct.components.common.problem import ProblemSpec, load_problem
@@ -130,6 +131,19 @@ def check_destination(destination: str) -> None:
                              f"{exc.strerror or exc}") from None
 
 
+def check_production(destination: str) -> None:
+    """Refuses a run whose production version is corrupt (TF Serving serves it, the
+    newest, but cannot load it): the gate blesses no candidate it cannot compare with
+    production (components/gate/logic.py), so the run would train and push nothing. The
+    registry knows it from one listing and two small reads."""
+    info = registry.production(destination)
+    if info is not None and info.state == registry.CORRUPT:
+        raise PreflightError(
+            f"production version {info.version} at {destination} is corrupt: {info.detail}; "
+            f"a candidate cannot be compared with it, so this run would train and push "
+            f"nothing; {registry.recovery(destination, info)}")
+
+
 def check_training_inputs(*, data_path: str, problem: str, thresholds: str | dict,
                           slices: Sequence[str], train_steps: int,
                           push_destination: str, beam_args: Sequence[str] = ()) -> ProblemSpec:
@@ -146,6 +160,7 @@ def check_training_inputs(*, data_path: str, problem: str, thresholds: str | dic
     check_slices(slices, spec)
     check_data_columns(data_path, spec, list(slices))
     check_destination(push_destination)
+    check_production(push_destination)
     from kfp_ct.components.common import beam_io  # imports Beam only when options are given
 
     if beam_io.uses_beam(beam_args):
