@@ -496,3 +496,87 @@ def test_single_class_in_the_training_split_is_refused_at_validation(tmp_path):
                                          rf"'Gentoo': {n}"):
         validate.run_validate(path, PENGUINS_SPEC, **out)
     _assert_nothing_written(out)
+
+
+# ------------------------------------------- what the training run is told before training
+
+
+def _small_penguins(tmp_path):
+    """Every third penguin with a body mass: 114 rows of the three species."""
+    from label_data import penguin_rows, write_csv
+
+    header, rows = penguin_rows()
+    mass = header.index("body_mass_g")
+    return write_csv(tmp_path / "small.csv", header,
+                     [r for r in rows[::3] if r[mass] not in ("", "NA")])
+
+
+@pytest.mark.parametrize("thresholds,need,which", [
+    ("", 50, "the gate's default min_examples for classification"),
+    ('{"min_examples": 40}', 40, "the thresholds' min_examples"),
+])
+def test_an_eval_split_under_min_examples_is_refused_before_training(tmp_path, thresholds,
+                                                                     need, which):
+    """Before: 114 rows gave an eval split of about 24; transform and training ran, and
+    only the gate said "too few to decide on" (not blessed, exit 4)."""
+    from label_data import eval_flags
+
+    path = _small_penguins(tmp_path)
+    held_out = int(eval_flags(path).sum())
+    assert held_out < 40
+    out = _outputs(tmp_path / "out")
+    with pytest.raises(validate.EvalSplitTooSmall) as info:
+        validate.run_validate(path, PENGUINS_SPEC, training_thresholds=thresholds, **out)
+    assert str(info.value) == (
+        f"{path}: the eval split would hold {held_out} of 114 rows (eval_percent 20), fewer "
+        f"than {which}, {need}: no model trained on it could be blessed; give more data, "
+        f"a larger eval_percent in the problem spec, or a lower min_examples in the "
+        f"thresholds")
+    _assert_nothing_written(out)
+
+
+def test_enough_eval_rows_or_no_minimum_pass(tmp_path):
+    path = _small_penguins(tmp_path)
+    for thresholds in ('{"min_examples": 5}', "{}"):  # {}: no checks at all
+        validate.run_validate(path, PENGUINS_SPEC, training_thresholds=thresholds,
+                              **_outputs(tmp_path / "out"))
+    validate.run_validate(path, PENGUINS_SPEC, **_outputs(tmp_path / "out"))  # not a run's
+
+
+def test_the_regression_eval_split_is_counted_the_same(tmp_path):
+    from label_data import eval_flags
+
+    path = _small_penguins(tmp_path)
+    spec = json.dumps({"label": "body_mass_g", "task": "regression",
+                       "numeric": ["bill_length_mm"], "categorical": ["island"]})
+    with pytest.raises(validate.EvalSplitTooSmall) as info:
+        validate.run_validate(path, spec, training_thresholds="", **_outputs(tmp_path / "o"))
+    from kfp_ct.components.common.problem import load_problem
+
+    held_out = int(eval_flags(path, load_problem(spec)).sum())  # the spec's columns hashed
+    assert f"would hold {held_out} of 114 rows" in str(info.value)
+    assert "default min_examples for regression, 50" in str(info.value)
+
+
+def test_a_class_only_in_the_eval_split_is_a_console_warning(tmp_path, capsys):
+    """Before: only a note in the report and the artifact metadata; run-local's console
+    (which shows `[kfp-ct] warning:` lines) said nothing."""
+    from label_data import with_class_in_split
+
+    path, n = with_class_in_split(tmp_path / "emperor.csv", "Emperor", "eval")
+    result = validate.run_validate(path, PENGUINS_SPEC, **_outputs(tmp_path / "out"))
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "warning" in x]
+    assert line == (f"[kfp-ct] warning: {path}: label 'species': class 'Emperor' appears "
+                    f"only in the eval split: {n} row(s); the label vocabulary comes from "
+                    f"the training split, so evaluation counts them as wrong")
+    assert result.notes == [line.split(f"{path}: ", 1)[1]]
+
+
+def test_the_beam_path_counts_the_same_eval_rows(tmp_path):
+    spec = validate.load_problem(PENGUINS_SPEC)
+    path = _small_penguins(tmp_path)
+    _, local, _ = validate.compute_statistics(path, spec, count_eval_rows=True)
+    _, beam, _ = validate.compute_statistics(
+        path, spec, count_eval_rows=True,
+        beam_args=["--runner=DirectRunner", "--direct_running_mode=in_memory", "--no_auth"])
+    assert beam.eval_rows == local.eval_rows > 0

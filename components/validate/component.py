@@ -40,7 +40,8 @@ def validate(
         training_steps: That run's training steps; > 0 means "first task of a training
             run": the run's inputs (these three, the problem spec, the data's columns,
             that push_destination can be written) are checked before any data is read,
-            so a typo fails here in seconds and not in a later task.
+            so a typo fails here in seconds and not in a later task; an eval split
+            smaller than the thresholds' min_examples is refused before transform.
 
     Returns:
         statistics: TFDV DatasetFeatureStatisticsList (FeatureStats.pb).
@@ -67,7 +68,8 @@ def validate(
         data_path=data_path, problem=problem, statistics_dir=statistics.path,
         schema_dir=schema.path, anomalies_dir=anomalies.path, report_path=report.path,
         schema_path=schema_path, push_destination=push_destination, strict=strict,
-        beam_args=list(beam_args))
+        beam_args=list(beam_args),
+        training_thresholds=training_thresholds if training_steps else None)
     for artifact in (statistics, schema, anomalies, report):
         artifact.metadata.update(result.summary())
     stamp_outputs("validate", statistics=statistics, schema=schema, anomalies=anomalies)

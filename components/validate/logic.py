@@ -44,6 +44,47 @@ class AnomaliesFound(InputDataError):
     """Strict mode: the data does not fit the schema."""
 
 
+class EvalSplitTooSmall(InputDataError):
+    """The eval split has fewer rows than the gate's min_examples: no model trained on
+    this data could be blessed."""
+
+
+@dataclasses.dataclass
+class _SplitTracker(data_lib.ColumnTracker):
+    """A ColumnTracker that also counts the eval split's rows (the split is the one
+    transform makes: ``eval_mask``, computed once a batch)."""
+
+    eval_rows: int = 0
+
+    def update(self, path, batch, *args, **kwargs) -> None:
+        super().update(path, batch, *args, **kwargs)
+        self.eval_rows += int(self.eval_mask(batch).sum())
+
+
+def _eval_rows(batch, spec_json: str) -> int:
+    """Beam Map body: the eval split's rows in one batch."""
+    return int(data_lib.eval_mask(batch, load_problem(spec_json)).sum())
+
+
+def check_eval_rows(data_path: str, spec: ProblemSpec, tracker, thresholds) -> None:
+    """Refuses data whose eval split has fewer rows than the gate's ``min_examples``
+    (``thresholds``: the training run's, parsed for the spec's task), before transform
+    and training: the gate could not bless any model on so few rows."""
+    from kfp_ct.components.common.thresholds import parse_thresholds
+
+    parsed = parse_thresholds(thresholds, task=spec.task)
+    need = parsed.get("min_examples")
+    if need is None or tracker.eval_rows >= need:
+        return
+    which = (f"the gate's default min_examples for {spec.task}" if parsed.get("defaults")
+             else "the thresholds' min_examples")
+    raise EvalSplitTooSmall(
+        f"{data_path}: the eval split would hold {tracker.eval_rows} of {tracker.rows} rows "
+        f"(eval_percent {spec.eval_percent}), fewer than {which}, {need}: no model trained "
+        f"on it could be blessed; give more data, a larger eval_percent in the problem "
+        f"spec, or a lower min_examples in the thresholds")
+
+
 def _stats_in_memory(batches: Iterable, options):
     from tensorflow_data_validation.statistics import stats_impl
     from tfx_bsl.arrow import table_util
@@ -83,10 +124,12 @@ def _sum_cells(parts) -> dict:
     return total
 
 
-def _validate_with_beam(data_path: str, spec: ProblemSpec, options, beam_args: list[str]):
+def _validate_with_beam(data_path: str, spec: ProblemSpec, options, beam_args: list[str],
+                        count_eval_rows: bool = False):
     """(statistics, tracker, drift reference) from one Beam pipeline: the input read by
     Beam's sources across workers, every result written under the work location
-    (components/common/beam_io.py) and read back here."""
+    (components/common/beam_io.py) and read back here. ``count_eval_rows``: the tracker
+    also holds the eval split's rows (``eval_rows``)."""
     import tempfile
 
     import apache_beam as beam
@@ -116,10 +159,19 @@ def _validate_with_beam(data_path: str, spec: ProblemSpec, options, beam_args: l
                      | "SumCells" >> beam.CombineGlobally(_sum_cells)
                      | "CellsJson" >> beam.Map(json.dumps))
             beam_io.write_json_text(cells, work, "reference_cells.json", "WriteCells")
+            if count_eval_rows:
+                beam_io.write_json_text(
+                    batches | "EvalRows" >> beam.Map(_eval_rows, spec.to_json())
+                    | "SumEvalRows" >> beam.CombineGlobally(sum)
+                    | "EvalRowsJson" >> beam.Map(json.dumps), work, "eval_rows.json",
+                    "WriteEvalRows")
         with tempfile.TemporaryDirectory() as tmp:
             stats = tfdv.load_stats_binary(storage.download(stats_path,
                                                             os.path.join(tmp, STATS_FILE)))
         tracker = beam_io.tracker_from(work, "tracker.json", spec)
+        if count_eval_rows:
+            tracker = _SplitTracker.from_json(spec, tracker.to_json())
+            tracker.eval_rows = int(beam_io.read_json(work, "eval_rows.json"))
         summed = beam_io.read_json(work, "reference_cells.json")
     finally:
         beam_io.remove_work(work)
@@ -131,12 +183,13 @@ def _validate_with_beam(data_path: str, spec: ProblemSpec, options, beam_args: l
 
 
 def compute_statistics(data_path: str, spec: ProblemSpec, schema=None,
-                       beam_args: list[str] | None = None):
+                       beam_args: list[str] | None = None, count_eval_rows: bool = False):
     """TFDV statistics of the spec's columns, the data checks that need a full pass, and
     the drift reference: (stats, tracker, reference).
 
     In-process by default (one pass for the statistics and the checks, one more for the
     reference's exact counts); with ``beam_args``, one Beam pipeline does all three.
+    ``count_eval_rows``: the tracker also counts the eval split's rows (``eval_rows``).
     """
     import tensorflow_data_validation as tfdv
 
@@ -144,8 +197,9 @@ def compute_statistics(data_path: str, spec: ProblemSpec, schema=None,
 
     options = tfdv.StatsOptions(schema=schema, num_top_values=20, num_rank_histogram_buckets=20)
     if beam_io.uses_beam(beam_args):
-        return _validate_with_beam(data_path, spec, options, list(beam_args))
-    tracker = data_lib.ColumnTracker(spec)
+        return _validate_with_beam(data_path, spec, options, list(beam_args),
+                                   count_eval_rows)
+    tracker = (_SplitTracker if count_eval_rows else data_lib.ColumnTracker)(spec)
     # Reading and the checks run a batch ahead of the statistics, on the second core.
     stats = _stats_in_memory(
         overlap.prefetched(data_lib.iter_batches(data_path, spec, tracker=tracker)), options)
@@ -226,15 +280,19 @@ def render_report(stats, anomalies: list[dict], rows: int, schema_source: str) -
 def run_validate(data_path: str, problem: str, statistics_dir: str, schema_dir: str,
                  anomalies_dir: str, report_path: str, schema_path: str = "",
                  push_destination: str = "", strict: bool = False,
-                 beam_args: list[str] | None = None) -> ValidateResult:
+                 beam_args: list[str] | None = None,
+                 training_thresholds: str | None = None) -> ValidateResult:
     """Computes statistics, settles the schema, finds anomalies and writes the report.
 
     Schema source, first that applies: the curated `schema_path`; the schema kept with
     the production version at `push_destination`; inferred from this data (first run).
     Anomalies: TFDV's against the schema, plus non-finite numbers (which every component
     reads as missing). Notes (never an error, strict or not): label classes only in the
-    eval split. Raises InputDataError for unusable data (always; LabelError for a label
-    that cannot be learned from) and AnomaliesFound in strict mode.
+    eval split, also printed as ``[kfp-ct] warning:`` lines for the console. Raises
+    InputDataError for unusable data (always; LabelError for a label that cannot be
+    learned from), AnomaliesFound in strict mode, and, given ``training_thresholds`` (the
+    gate thresholds of the training run this task starts), EvalSplitTooSmall when the
+    eval split has fewer rows than their ``min_examples``.
     """
     import tensorflow_data_validation as tfdv
 
@@ -249,15 +307,20 @@ def run_validate(data_path: str, problem: str, statistics_dir: str, schema_dir: 
             if storage.exists(kept):
                 schema = load_schema(kept)
                 source = f"kept with production version {prod.version} ({push_destination})"
-    stats, tracker, reference = compute_statistics(data_path, spec, schema=schema,
-                                                   beam_args=beam_args)
+    stats, tracker, reference = compute_statistics(
+        data_path, spec, schema=schema, beam_args=beam_args,
+        count_eval_rows=training_thresholds is not None)
     tracker.check(data_path)
+    if training_thresholds is not None:
+        check_eval_rows(data_path, spec, tracker, training_thresholds)
     if schema is None:
         schema = tfdv.infer_schema(stats)
     anomalies_proto = tfdv.validate_statistics(stats, schema)
     _add_data_anomalies(anomalies_proto, tracker)
     anomalies = _anomaly_list(anomalies_proto)
     notes = _label_notes(tracker)
+    for note in notes:  # the console shows these lines (pipelines/entrypoints/local.py)
+        print(f"[kfp-ct] warning: {data_path}: {note}", flush=True)
     if strict and anomalies:
         lines = "\n".join(f"  - {a['feature']}: {a['kind']}: {a['detail']}" for a in anomalies)
         raise AnomaliesFound(
