@@ -523,3 +523,63 @@ def test_serve_prints_its_address_and_stops_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("how", ["terminated", "server stopped", "worker failed"])
+def test_a_run_stopped_after_its_push_published_says_so_from_the_registry(tmp_path, how):
+    """The endpoint's run state on an interrupted run is the registry's word: a run whose
+    push had published is not FAILED (terminated: CANCELED, naming the version), and its
+    push task is SUCCEEDED; one whose push had not, stays as it was (issue 21)."""
+    from kfp_server_api import models as m
+
+    from kfp_ct.components.common import registry
+    from kfp_ct.pipelines.entrypoints.local_server import worker as worker_mod
+    from kfp_ct.pipelines.entrypoints.local_server.executor import Executor, task_details
+    from kfp_ct.pipelines.entrypoints.local_server.store import Store
+
+    store = Store(str(tmp_path / "state"))
+    executor = Executor(store, str(tmp_path / "state"))
+    base, root = tmp_path / "serving", tmp_path / "root"
+    model = tmp_path / "model"
+    (model / "variables").mkdir(parents=True)
+    (model / "saved_model.pb").write_bytes(b"pb")
+    (model / "variables" / "variables.index").write_bytes(b"index")
+    outcomes = {}
+    for run_id, pushed in (("r-pushed", True), ("r-not", False)):
+        run_name = f"kfp-ct-training-{run_id}"
+        (root / run_id / run_name).mkdir(parents=True)
+        if pushed:
+            registry.publish(str(base), str(model), {"parent_run": {"run_name": run_name}})
+        run_dir = executor.run_dir(run_id)
+        os.makedirs(run_dir)
+        worker_mod.write_json_atomically(os.path.join(run_dir, worker_mod.JOB_FILE), {
+            "run_id": run_id, "pipeline_spec": {}, "pipeline_root": str(root / run_id),
+            "parameters": {"push_destination": str(base)}})
+        status = {"state": "RUNNING", "error": "", "tasks": [
+            {"name": "gate", "state": "SUCCEEDED", "start": 1.0, "end": 2.0},
+            {"name": "push", "state": "RUNNING", "start": 2.0, "end": None}]}
+        if how == "worker failed":
+            status.update(state="FAILED", error="task 'push' failed: OSError: disk")
+        worker_mod.write_json_atomically(os.path.join(run_dir, "status.json"), status)
+        run = m.V2beta1Run(run_id=run_id, display_name=run_id, state="RUNNING",
+                           experiment_id="e1",
+                           run_details=m.V2beta1RunDetails(
+                               task_details=task_details(run_id, status)))
+        store.add_run(run, {})
+        if how == "terminated":
+            executor._terminated.add(run_id)
+        elif how == "server stopped":
+            executor._stopping.set()
+        executor._finish(run_id, -15, os.path.join(run_dir, "status.json"),
+                         os.path.join(run_dir, "log.txt"))
+        executor._stopping.clear()
+        executor._terminated.clear()
+        outcomes[run_id] = store.get("run", run_id)
+    pushed, not_pushed = outcomes["r-pushed"], outcomes["r-not"]
+    push_task = [t for t in pushed.run_details.task_details if t.display_name == "push"][0]
+    assert push_task.state == "SUCCEEDED"
+    assert f"it had pushed version 1 ({base}/1)" in pushed.error.message
+    assert pushed.state == ("CANCELED" if how == "terminated" else "SUCCEEDED")
+    assert not_pushed.state == ("CANCELED" if how == "terminated" else "FAILED")
+    assert "pushed" not in (not_pushed.error.message or "")
+    store.close()

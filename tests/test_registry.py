@@ -602,3 +602,18 @@ def test_a_publish_that_runs_out_of_room_is_one_line_and_leaves_nothing(tmp_path
                                   "3.1 MB, ")
     assert proc.stdout.count("\n") == 1 and "Errno" not in proc.stdout
     assert os.listdir(base) == []  # no version, no staging folder
+
+
+def test_the_versions_a_run_published_are_found_by_its_name(base, tmp_path):
+    """What a stopped run reports about pushing comes from here (issue 21)."""
+    registry.publish(base, fake_model(tmp_path, "a"), {"parent_run": {"run_name": "other"}})
+    registry.publish(base, fake_model(tmp_path, "b"), {"parent_run": {"run_name": "train-7"}})
+    registry.publish(base, fake_model(tmp_path, "c"), {
+        "parent_run": {"run_name": "retrain"},
+        "trigger": {"kind": "drift", "launch": 4, "monitor_run": {"run_name": "monitor-2"}}})
+    assert [v.version for v in registry.pushed_by_run(base, "train-7")] == [2]
+    assert [v.version for v in registry.pushed_by_run(base, "monitor-2")] == [3]
+    assert registry.pushed_by_run(base, "never-ran") == []
+    assert registry.pushed_by_run(base, "") == []
+    assert registry.pushed_by_launch(base, 4).version == 3
+    assert registry.pushed_by_launch(base, 5) is None

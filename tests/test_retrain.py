@@ -331,3 +331,29 @@ def test_a_kfp_host_that_is_not_an_http_url_is_refused_before_anything_is_read(t
                                       "(http://ml-pipeline.kubeflow:8888?)")
     logic.check_config(logic.TriggerConfig(mode="kfp", host="http://ml-pipeline.kubeflow:8888"))
     logic.check_config(logic.TriggerConfig(mode="kfp", host=""))  # in-cluster default
+
+
+def test_a_local_launch_that_died_after_its_push_is_settled_from_the_registry(
+        drift_base, tmp_path):
+    """A monitoring run stopped while its retraining ran leaves a claim with no result;
+    what the record then says comes from the registry, not from the dead process: the
+    launch whose version is there SUCCEEDED with it, the other pushed nothing (issue 21)."""
+    import socket
+
+    from kfp_ct.components.common import registry
+
+    base = private_base(drift_base, tmp_path)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout.strip())
+    claim = {"mode": "local", "claimed_at": "2026-11-25T00:00:00+00:00",
+             "host": socket.gethostname(), "pid": dead, "monitor_run": {"run_id": "m1"}}
+    before = registry.production_version(base)
+    assert logic.claim(base, 1, {**claim, "window_key": "w1"})
+    assert logic.claim(base, 2, {**claim, "window_key": "w2"})
+    production = registry.production(base)  # launch 2's training run pushes its model
+    registry.publish(base, production.path, {"trigger": {"kind": "drift", "launch": 2}})
+    records = {r["seq"]: r["result"] for r in logic.list_launches(base)}
+    assert records[1]["state"] == "FAILED" and records[1]["pushed"] is False
+    assert "pushed nothing" in records[1]["reason"]
+    assert records[2]["state"] == "SUCCEEDED" and records[2]["version"] == before + 1
+    assert f"after it pushed version {before + 1}" in records[2]["reason"]

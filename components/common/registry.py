@@ -819,6 +819,37 @@ def _trigger(metadata: dict | None) -> str:
     return str(trigger.get("kind") or "")
 
 
+def pushed_by_run(base: str, run_name: str) -> list[VersionInfo]:
+    """The complete versions under ``base`` that the run ``run_name`` published: its push
+    (metadata ``parent_run.run_name``) or a retraining it launched (``trigger.monitor_run``).
+
+    What a run reports about its outcome comes from here, the registry, and not from
+    which task was running when it stopped. [] for a missing base or an empty name.
+    """
+    if not run_name:
+        return []
+    found = []
+    for info in list_versions(base):
+        meta = info.metadata or {}
+        parent = meta.get("parent_run") if isinstance(meta.get("parent_run"), dict) else {}
+        trigger = meta.get("trigger") if isinstance(meta.get("trigger"), dict) else {}
+        monitor = trigger.get("monitor_run") if isinstance(trigger.get("monitor_run"), dict) else {}
+        if info.state == COMPLETE and run_name in (parent.get("run_name"), monitor.get("run_name")):
+            found.append(info)
+    return found
+
+
+def pushed_by_launch(base: str, seq: int) -> VersionInfo | None:
+    """The complete version that retraining launch ``seq`` of ``base`` published (its
+    metadata's ``trigger.launch``), or None."""
+    for info in reversed(list_versions(base)):
+        trigger = (info.metadata or {}).get("trigger")
+        if (info.state == COMPLETE and isinstance(trigger, dict)
+                and trigger.get("launch") == seq):
+            return info
+    return None
+
+
 def check_model_base(base: str) -> None:
     """Raises RegistryError unless ``base`` is a model base: a folder holding at least one
     numeric version folder (``1/``, ``2/``...). One listing, nothing read.

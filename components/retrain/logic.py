@@ -136,7 +136,11 @@ def _read(path: str) -> dict | None:
 
 
 def list_launches(base: str) -> list[dict]:
-    """Every launch record under the base, oldest first, each with its ``result`` (or None)."""
+    """Every launch record under the base, oldest first, each with its ``result`` (or None).
+
+    A local launch whose process is gone without a result (the monitoring run was
+    stopped while its retraining ran) gets the result the registry shows: the version
+    it pushed, or none (see ``settled_result``)."""
     folder = _records_dir(base)
     if not storage.isdir(folder):
         return []
@@ -148,6 +152,8 @@ def list_launches(base: str) -> list[dict]:
         record = _read(storage.join(folder, name)) or {"unreadable": True}
         record["seq"] = int(match.group(1))
         record["result"] = _read(storage.join(folder, f"launch-{match.group(1)}.result.json"))
+        if record["result"] is None and _local_launch_gone(record):
+            record["result"] = settled_result(base, record["seq"])
         out.append(record)
     return sorted(out, key=lambda r: r["seq"])
 
@@ -160,6 +166,24 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _local_launch_gone(record: dict) -> bool:
+    return (record.get("mode") == "local" and record.get("host") == socket.gethostname()
+            and bool(record.get("pid")) and not _pid_alive(int(record["pid"])))
+
+
+def settled_result(base: str, seq: int, why: str = "its process ended without a result"
+                   ) -> dict:
+    """The result of a local launch that ended without writing one, from the registry:
+    SUCCEEDED with the version it pushed when one is there, else FAILED."""
+    version = registry.pushed_by_launch(base, seq)
+    if version is not None:
+        return {"state": "SUCCEEDED", "pushed": True, "version": version.version,
+                "path": version.path, "reason": f"{why}, after it pushed version "
+                                                f"{version.version} (from the registry)"}
+    return {"state": "FAILED", "pushed": False, "version": None,
+            "reason": f"{why}; it pushed nothing (from the registry)"}
 
 
 def launch_state(record: dict, cfg: TriggerConfig) -> str:
@@ -267,14 +291,23 @@ def launch_local(base: str, data: str, trigger: dict, cfg: TriggerConfig, out_di
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     started = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=root)
+        try:
+            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=root)
+        except KeyboardInterrupt:  # the monitoring run was stopped: say what is true
+            _write_result(base, seq, {**settled_result(base, seq, "interrupted (Ctrl-C)"),
+                                      "log": log})
+            raise
     outcome = _read(summary) or {}
+    # What was pushed is the registry's word (the launch's number is in the version's
+    # trigger), not the child's: it holds even when the child could not write its summary.
+    version = registry.pushed_by_launch(base, seq)
     # Not blessed is a run that did its job (exit 4): SUCCEEDED, with pushed false.
-    state = ("SUCCEEDED" if proc.returncode in exitcodes.RUN_COMPLETED and outcome.get("ok")
-             else "FAILED")
+    state = ("SUCCEEDED" if version is not None or (
+        proc.returncode in exitcodes.RUN_COMPLETED and outcome.get("ok")) else "FAILED")
     result = {"state": state, "run_id": outcome.get("run_dir") or f"local-launch-{seq}",
               "exit_code": proc.returncode, "wall_s": round(time.perf_counter() - started, 1),
-              "log": log, "pushed": outcome.get("pushed"), "version": outcome.get("version"),
+              "log": log, "pushed": version is not None,
+              "version": version.version if version else None,
               "blessed": outcome.get("blessed"), "reason": outcome.get("reason") or
               outcome.get("error") or ""}
     return result

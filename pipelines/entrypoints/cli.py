@@ -23,11 +23,13 @@ but pushed nothing (not blessed, or push refused); 130 stopped by Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import inspect
 import json
 import os
+import signal
 import sys
 import time
 import types
@@ -212,7 +214,21 @@ def run_local_cmd(**kw: Any) -> None:
     kw["thresholds"] = kw["thresholds"] or ""  # the task's defaults
     kw["slices"] = list(kw["slices"]) or None
     kw["beam_args"] = list(kw["beam_args"])
-    raise _Exit(_run_local(types.SimpleNamespace(**kw)))
+    raise _Exit(_before_the_run(_run_local, types.SimpleNamespace(**kw)))
+
+
+def _before_the_run(run_command, args: types.SimpleNamespace) -> int:
+    """``run_command(args)``; a Ctrl-C that reaches here came before any task started (a
+    run answers one itself, and its report ignores one), so nothing was pushed."""
+    try:
+        return run_command(args)
+    except KeyboardInterrupt:
+        click.echo(_NOT_STARTED, err=True)
+        return EXIT_INTERRUPTED
+
+
+_NOT_STARTED = "interrupted (Ctrl-C) before the run started: no task ran, nothing pushed"
+_RUN_COMMANDS = ("run-local", "monitor-local")
 
 
 def _write_summary(path: str, summary: dict) -> None:
@@ -259,21 +275,36 @@ def _run_local(args: types.SimpleNamespace) -> int:
                           beam_args=given["beam_args"])
     run = run_local(training_pipeline, arguments, workdir=args.workdir,
                     verbose=args.verbose, warm=False if args.cold else None)
-    summary = training_summary(run)
-    _write_summary(args.summary_json, summary)
-    if run.interrupted:
-        return _interrupted(run)
-    print(training_report(run, steps=args.verbose))
+    with _reporting():
+        summary = training_summary(run, destination)
+        _write_summary(args.summary_json, summary)
+        if run.interrupted:
+            return _interrupted(run, destination)
+        print(training_report(run, steps=args.verbose, base=destination))
     if not run.ok:
         return EXIT_FAILED
     return EXIT_OK if summary.get("pushed") else EXIT_NOT_PUSHED
 
 
-def _interrupted(run: Any) -> int:
-    """Ctrl-C: one line. A task stopped mid-way leaves its run folder, never a version:
-    a push publishes atomically (see components/common/registry.py)."""
-    click.echo(f"{run.error}; stopped after {run.total_s:.1f} s, nothing pushed by this "
-               f"run; run folder: {os.path.dirname(run.log_path) or run.run_dir}", err=True)
+@contextlib.contextmanager
+def _reporting():
+    """The run is over: a Ctrl-C now would cut its report short, and the report (well
+    under a second) is what tells the user what happened. It is ignored until written."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(run: Any, base: str) -> int:
+    """Ctrl-C: one line, true to what the run left behind: the registry at ``base`` says
+    what it published (a task stopped mid-way leaves its run folder, never a part of a
+    version: a push publishes atomically, see components/common/registry.py)."""
+    from kfp_ct.pipelines.entrypoints.local import outcome_line
+
+    click.echo(f"{run.error}; stopped after {run.total_s:.1f} s; {outcome_line(run, base)}; "
+               f"run folder: {os.path.dirname(run.log_path) or run.run_dir}", err=True)
     return EXIT_INTERRUPTED
 
 
@@ -302,7 +333,7 @@ def _interrupted(run: Any) -> int:
 @_local_run_options
 def monitor_local_cmd(**kw: Any) -> None:
     """Check fresh data for drift on this machine; retrain when it moved."""
-    raise _Exit(_monitor_local(types.SimpleNamespace(**kw)))
+    raise _Exit(_before_the_run(_monitor_local, types.SimpleNamespace(**kw)))
 
 
 def _monitor_local(args: types.SimpleNamespace) -> int:
@@ -343,11 +374,12 @@ def _monitor_local(args: types.SimpleNamespace) -> int:
     }
     run = run_local(monitoring_pipeline, arguments, workdir=args.workdir,
                     verbose=args.verbose, warm=False if args.cold else None)
-    if run.interrupted:
-        return _interrupted(run)
-    print(monitoring_report(run, steps=args.verbose))
-    summary = monitoring_summary(run)
-    _write_summary(args.summary_json, summary)
+    with _reporting():
+        if run.interrupted:
+            return _interrupted(run, base)
+        print(monitoring_report(run, steps=args.verbose))
+        summary = monitoring_summary(run)
+        _write_summary(args.summary_json, summary)
     if not run.ok:
         return EXIT_FAILED
     launch = summary.get("launch") or {}
@@ -654,7 +686,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         click.echo(f"error: {exc}", err=True)
         return EXIT_ERROR
     except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("interrupted (Ctrl-C)", err=True)
+        args = list(argv) if argv is not None else sys.argv[1:]
+        # run-local / monitor-local answer a Ctrl-C during their run themselves; one
+        # that reaches here came while the command was still being read.
+        started = next((a for a in args if not a.startswith("-")), "") in _RUN_COMMANDS
+        click.echo(_NOT_STARTED if started else "interrupted (Ctrl-C)", err=True)
         return EXIT_INTERRUPTED
     except click.ClickException as exc:
         exc.show()

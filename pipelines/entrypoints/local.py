@@ -216,29 +216,54 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _stop_children(grace_s: float = 10.0) -> None:
+def _ignores_sigint(pid: int) -> bool:
+    """The process ignores SIGINT (/proc/<pid>/status SigIgn): our warm-start zygote,
+    which leaves Ctrl-C to the run."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("SigIgn:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+#: How long a task has, after Ctrl-C, to end by itself (its own clean-up runs) before it
+#: is killed: short, so that Ctrl-C is answered within 2 s whatever the task is doing.
+STOP_GRACE_S = 1.0
+
+
+def _stop_children(grace_s: float = STOP_GRACE_S) -> None:
     """Ends every process this one started (a task still running after Ctrl-C).
 
     A Ctrl-C at a terminal reaches the task too (same process group), but a SIGINT sent to
     this process alone does not, and a task is a shell running Python: without this the
     task would go on, and could push. SIGINT first (the task's own clean-up runs), SIGKILL
-    after ``grace_s``. Linux: processes are found in /proc; elsewhere only the terminal's
-    Ctrl-C stops them.
+    after ``grace_s``; a process that ignores SIGINT (the warm-start zygote, which holds
+    nothing of the run) at once. A push killed mid-way leaves no version: publishing is
+    one rename (components/common/registry.py). Linux: processes are found in /proc;
+    elsewhere only the terminal's Ctrl-C stops them.
     """
     tree = _descendants(os.getpid())
     for pid in reversed(tree):
         with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGINT)
-    deadline = time.time() + grace_s
-    while time.time() < deadline and any(_alive(p) for p in tree):
+            os.kill(pid, signal.SIGKILL if _ignores_sigint(pid) else signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    while True:
         for pid in tree:  # reap our own children so they do not linger as zombies
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
-    for pid in tree:
+        if not any(_alive(p) for p in tree) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    for pid in tree + _descendants(os.getpid()):  # and what forked meanwhile
         if _alive(pid):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+    for pid in tree:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, 0)
 
 
 @contextlib.contextmanager
@@ -393,6 +418,43 @@ def run_local_spec(pipeline_spec, arguments: Mapping[str, Any], root: str,
         os.path.abspath(root), on_task_event)
 
 
+def published(run: LocalRun, base: str) -> list | None:
+    """The versions under model base ``base`` that this run published (its push, or a
+    retraining it launched), as the registry says at the end of the run; None when the
+    registry cannot be read. Every outcome line of a local run is derived from this, not
+    from which task was running when the run stopped."""
+    from kfp_ct.components.common import registry
+    from kfp_ct.components.common.errors import KfpCtError
+
+    if not base:
+        return []
+    try:
+        return registry.pushed_by_run(base, os.path.basename(run.run_dir.rstrip("/")))
+    except (KfpCtError, OSError):
+        return None
+
+
+def outcome_line(run: LocalRun, base: str, versions: list | None = None) -> str:
+    """One true sentence on what the run left at ``base``: the versions it published and
+    production now, or that it published none (from the registry)."""
+    from kfp_ct.components.common import registry
+    from kfp_ct.components.common.errors import KfpCtError
+
+    versions = published(run, base) if versions is None else versions
+    if versions is None:
+        return f"the model base {base} could not be read to tell what this run pushed"
+    try:
+        production = registry.production_version(base)
+    except (KfpCtError, OSError):
+        production = None
+    now = (f"production is version {production}" if production is not None
+           else "there is no production model")
+    if not versions:
+        return f"nothing pushed by this run ({now})"
+    names = ", ".join(f"version {v.version} ({v.path})" for v in versions)
+    return f"this run pushed {names}; {now}"
+
+
 def _head(kind: str, run: LocalRun) -> list[str]:
     lines = ["", "=" * 72, f"kfp-ct {kind} pipeline: {'SUCCEEDED' if run.ok else 'FAILED'}"
              f" in {run.total_s:.1f} s", f"run folder: {run.run_dir}"]
@@ -402,10 +464,11 @@ def _head(kind: str, run: LocalRun) -> list[str]:
     return lines
 
 
-def training_report(run: LocalRun, steps: bool = True) -> str:
+def training_report(run: LocalRun, steps: bool = True, base: str = "") -> str:
     """The short report a person reads after the training pipeline.
 
     steps=False leaves out the table of task times (the console showed them as they ran).
+    base: the push destination; what was pushed is then read from its registry.
     """
     lines = _head("training", run)
     if steps:
@@ -439,26 +502,41 @@ def training_report(run: LocalRun, steps: bool = True) -> str:
             lines.append(f"  [{check['verdict']}] {check.get('kind', '')} "
                          f"{check.get('metric') or ''}: {check['reason']}")
         lines += [f"  note: {n}" for n in blessing.get("notes", [])]
-    pushed = run.read_json("push", "pushed", PUSH_JSON)
-    if pushed:
-        lines += ["", ("Pushed: version {version} at {path}".format(**pushed)
-                       if pushed.get("pushed") else f"Not pushed: {pushed.get('reason')}")]
+    pushed = run.read_json("push", "pushed", PUSH_JSON) or {}
+    versions = published(run, base) if base else None
+    if versions:
+        lines += ["", "Pushed: " + ", ".join(f"version {v.version} at {v.path}"
+                                             for v in versions)]
+    elif pushed.get("reason") and not pushed.get("pushed"):
+        lines += ["", f"Not pushed: {pushed['reason']}"]
+    elif base:
+        lines += ["", f"Not pushed: {outcome_line(run, base, versions)}"]
+    elif pushed.get("pushed"):
+        lines += ["", "Pushed: version {version} at {path}".format(**pushed)]
     if not run.ok:
         lines += ["", f"Error: {run.error}"]
     lines.append("=" * 72)
     return "\n".join(lines)
 
 
-def training_summary(run: LocalRun) -> dict:
-    """The training run's outcome for machines (``run-local --summary-json``)."""
+def training_summary(run: LocalRun, base: str = "") -> dict:
+    """The training run's outcome for machines (``run-local --summary-json``); with the
+    push destination ``base``, what was pushed is the registry's word."""
     pushed = run.read_json("push", "pushed", PUSH_JSON) or {}
     blessing = run.read_json("gate", "blessing", BLESSING_JSON) or {}
-    return {"ok": run.ok, "run_dir": run.run_dir, "total_s": round(run.total_s, 1),
-            "error": run.error, "failed_task": run.failed_task,
-            "interrupted": run.interrupted, "log": run.log_path,
-            "blessed": blessing.get("blessed"),
-            "pushed": pushed.get("pushed"), "version": pushed.get("version"),
-            "reason": pushed.get("reason", "")}
+    summary = {"ok": run.ok, "run_dir": run.run_dir, "total_s": round(run.total_s, 1),
+               "error": run.error, "failed_task": run.failed_task,
+               "interrupted": run.interrupted, "log": run.log_path,
+               "blessed": blessing.get("blessed"),
+               "pushed": pushed.get("pushed"), "version": pushed.get("version"),
+               "reason": pushed.get("reason", "")}
+    versions = published(run, base) if base else None
+    if versions is not None:
+        newest = versions[-1] if versions else None
+        summary.update(pushed=newest is not None,
+                       version=newest.version if newest else None,
+                       path=newest.path if newest else None)
+    return summary
 
 
 def monitoring_summary(run: LocalRun) -> dict:

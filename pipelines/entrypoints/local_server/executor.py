@@ -261,17 +261,60 @@ class Executor:
                         if task.state == "RUNNING":
                             task.state, task.end_time = "CANCELED", utcnow()
                 run.run_details = m.V2beta1RunDetails(task_details=details)
-            if self._stopping.is_set() and not terminated:
+            succeeded = returncode == 0 and status.get("state") == "SUCCEEDED"
+            pushed = [] if succeeded else published_by(self.run_dir(run_id))
+            what = ""
+            if pushed:  # the registry's word: what the run left, whatever stopped it
+                names = ", ".join(f"version {v.version} ({v.path})" for v in pushed)
+                what = f"it had pushed {names} before it stopped"
+                for task in (run.run_details.task_details if run.run_details else []) or []:
+                    if task.display_name == "push" and task.state != "SUCCEEDED":
+                        task.state = "SUCCEEDED"
+            if terminated:
+                set_state(run, "CANCELED", error="terminated" + (f"; {what}" if pushed else ""))
+            elif pushed:  # its work is done: a failure after the publish is bookkeeping
+                then = (STOPPED_ERROR if self._stopping.is_set()
+                        else status.get("error") or f"the worker exited with {returncode}")
+                set_state(run, "SUCCEEDED")
+                run.error = m.GooglerpcStatus(code=0, message=f"{what}; then {then}",
+                                              details=[])
+            elif self._stopping.is_set():
                 set_state(run, "FAILED", error=STOPPED_ERROR)
-            elif terminated:
-                set_state(run, "CANCELED", error="terminated")
-            elif returncode == 0 and status.get("state") == "SUCCEEDED":
+            elif succeeded:
                 set_state(run, "SUCCEEDED")
             else:
                 error = status.get("error") or (
                     f"the worker exited with status {returncode}: {_log_tail(log_path)}")
                 set_state(run, "FAILED", error=error)
             self.store.save_run(run)
+
+
+def published_by(run_dir: str) -> list:
+    """The versions a run of the endpoint published, from the registry its parameters
+    name (``push_destination``, or ``model_base`` for a monitoring run's retraining)
+    and the kfp.local run folders under its pipeline root; [] when none or unreadable."""
+    from kfp_ct.components.common import registry
+    from kfp_ct.components.common.errors import KfpCtError
+
+    try:
+        with open(os.path.join(run_dir, worker_mod.JOB_FILE)) as fh:
+            job = json.load(fh)
+        params = job.get("parameters") or {}
+        base = params.get("push_destination") or params.get("model_base")
+        root = job["pipeline_root"]
+        names = [d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))
+                 and d not in ("logs", "tmp")]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if not isinstance(base, str) or not base:
+        return []
+    found = []
+    try:
+        for name in names:
+            found += registry.pushed_by_run(base, name)
+    except (KfpCtError, OSError):
+        return []
+    return found
 
 
 def _log_tail(path: str) -> str:
