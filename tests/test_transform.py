@@ -248,6 +248,22 @@ def test_user_module_with_failing_preprocessing_fn_names_the_module(tmp_path):
     _assert_no_outputs(out)
 
 
+def test_a_user_preprocessing_fn_that_drops_the_label_is_refused_at_transform(tmp_path):
+    """Before: transform wrote examples without the label, and training failed minutes
+    later on a KeyError: 'species' from inside its input pipeline."""
+    module = tmp_path / "no_label.py"
+    module.write_text(USER_MODULE.replace('"species": tft.compute_and_apply_vocabulary(',
+                                          '"kind": tft.compute_and_apply_vocabulary('))
+    out = _outputs(tmp_path / "out")
+    with pytest.raises(ProblemSpecError) as info:
+        transform.run_transform(data.BUNDLED_PENGUINS, _spec_text(module_file=str(module)),
+                                **out)
+    assert str(info.value) == (
+        f"user module {module}: preprocessing_fn's outputs lack the label 'species'; it "
+        f"returned: ['bill_length_mm', 'bill_ratio', 'kind']")
+    _assert_no_outputs(out)
+
+
 @pytest.mark.parametrize("expression,share", [
     ('tf.math.log(-1.0 - tf.abs(outputs["body_mass_g"]))', "all"),  # NaN in every row
     ('1.0 / tf.maximum(outputs["bill_length_mm"], 0.0)', "some"),  # +inf where x <= 0

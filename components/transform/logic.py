@@ -108,9 +108,28 @@ def _to_arrow_mask(mask):
 
 def resolve_preprocessing_fn(spec: ProblemSpec):
     """The user's preprocessing_fn (seeing non-finite numbers as missing, as the default
-    one does) or the default one built from the spec."""
+    one does, and checked to output the label) or the default one built from the spec."""
     fn = user_function(spec, "preprocessing_fn", required=True) if spec.module_file else None
-    return with_finite_inputs(fn, spec) if fn else build_preprocessing_fn(spec)
+    return with_label_output(with_finite_inputs(fn, spec), spec) if fn \
+        else build_preprocessing_fn(spec)
+
+
+def with_label_output(preprocessing_fn, spec: ProblemSpec):
+    """``preprocessing_fn`` that refuses, when TFT first traces it (the analyze pass,
+    before anything is written), to return no label while it was given one: training
+    would fail later on a KeyError. At serving time no label comes in, and none is
+    expected out."""
+
+    def checked(inputs):
+        outputs = preprocessing_fn(inputs)
+        if spec.label in inputs and (not isinstance(outputs, dict) or spec.label not in outputs):
+            returned = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
+            raise ProblemSpecError(
+                f"user module {spec.module_file}: preprocessing_fn's outputs lack the label "
+                f"{spec.label!r}; it returned: {returned}")
+        return outputs
+
+    return checked
 
 
 @contextlib.contextmanager
