@@ -26,7 +26,9 @@ class DriftBase:
 
 
 def make_stats_only_base(root, rows: int = 5000, seed: int = 11,
-                         problem: str = PENGUINS_PROBLEM_PATH) -> DriftBase:
+                         problem: str = PENGUINS_PROBLEM_PATH, edit=None) -> DriftBase:
+    """``edit``: table -> table, applied to the generated rows before validate reads them
+    (for example a column the problem adds)."""
     import tensorflow_data_validation as tfdv
 
     from kfp_ct.components.common import registry
@@ -44,6 +46,9 @@ def make_stats_only_base(root, rows: int = 5000, seed: int = 11,
     table = pacsv.read_csv(data)
     if table.column(spec.label).null_count:  # training needs a label on every row
         table = table.filter(pc.is_valid(table.column(spec.label)))
+        pacsv.write_csv(table, data)
+    if edit is not None:
+        table = edit(table)
         pacsv.write_csv(table, data)
     rows = table.num_rows
     stats, _, reference = compute_statistics(data, spec)

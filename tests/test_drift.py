@@ -417,3 +417,190 @@ def test_a_parquet_window_reads_missing_texts_as_the_training_data_does(drift_ba
         return [(f["feature"], f.get("distance"), f["verdict"]) for f in record["features"]]
 
     assert verdicts(as_csv) == verdicts(as_parquet)
+
+
+# ------------------------------------------- statements about the training data
+
+COLONIES = [f"colony-{i:02d}" for i in range(60)]  # more values than TFDV's top 20
+
+
+def _with_colony(seed):
+    """table -> table with a "colony" column: 60 values, the first rows one of each (so
+    training has every value), the rest drawn with ever rarer weights."""
+    def edit(table):
+        import pyarrow as pa
+
+        weights = 1.0 / np.arange(1, len(COLONIES) + 1) ** 1.5
+        drawn = np.random.default_rng(seed).choice(len(COLONIES), size=table.num_rows,
+                                                   p=weights / weights.sum())
+        drawn[:len(COLONIES)] = np.arange(len(COLONIES))
+        return table.append_column("colony", pa.array([COLONIES[i] for i in drawn]))
+    return edit
+
+
+def _colony_base(root):
+    from drift_base import PENGUINS_PROBLEM_PATH, make_stats_only_base
+
+    problem = json.loads(open(PENGUINS_PROBLEM_PATH).read())
+    problem["categorical"] = problem["categorical"] + ["colony"]
+    path = root / "problem.json"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(problem))
+    return make_stats_only_base(root / "base", rows=3000, problem=str(path),
+                                edit=_with_colony(seed=5))
+
+
+def _rarest_training_colony(base) -> str:
+    import pandas as pd
+
+    counts = pd.read_csv(base.data)["colony"].value_counts()
+    return str(counts.index[-1])
+
+
+def _colony_window(tmp_path, values: dict) -> str:
+    """600 penguins-like rows with colonies from training's mix, ``values`` (value -> rows)
+    put in place of the first ones."""
+    import pandas as pd
+
+    path = window(tmp_path, 600, seed=77, name="colony_window.csv")
+    frame = pd.read_csv(path)
+    frame["colony"] = _with_colony(seed=78)(
+        __import__("pyarrow").table({"n": np.zeros(len(frame))})).column("colony").to_pylist()
+    start = 0
+    for value, rows in values.items():
+        frame.loc[frame.index[start:start + rows], "colony"] = value
+        start += rows
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _statements(record, tmp_path) -> str:
+    """Everything the check says: the decision record and both rendered reports."""
+    return "\n".join([json.dumps(record), (tmp_path / "r.html").read_text(),
+                      (tmp_path / "r.md").read_text()])
+
+
+@pytest.fixture(scope="module")
+def colony_base(tmp_path_factory):
+    return _colony_base(tmp_path_factory.mktemp("colony_base"))
+
+
+def test_a_rare_training_value_outside_the_top_values_is_not_called_new(colony_base, tmp_path):
+    rare = _rarest_training_colony(colony_base)
+    ref = json.loads(open(registry.audit_file(registry.production(colony_base.base),
+                                              registry.DRIFT_REFERENCE)).read())
+    assert rare not in ref["columns"]["colony"]["reference"]["values"]  # beyond the top 20
+    record = check(colony_base, _colony_window(tmp_path, {rare: 30}), tmp_path)
+    said = _statements(record, tmp_path)
+    assert "never had" not in said, [a for a in record["anomalies"] if "never" in a["detail"]]
+    assert "not among" not in said  # the reference knows training had it
+    about = [a for a in record["anomalies"] if a["feature"] == "colony"]
+    assert all("training had them" in a["detail"] for a in about), about
+
+
+def test_a_value_training_never_had_is_named_as_such(colony_base, tmp_path):
+    rare = _rarest_training_colony(colony_base)
+    record = check(colony_base, _colony_window(tmp_path, {"colony-new": 20, rare: 30}), tmp_path)
+    new = [a for a in record["anomalies"] if a["feature"] == "colony"
+           and a["kind"] == "new values"]
+    assert len(new) == 1 and new[0]["detail"].startswith("1 value(s) training never had: "
+                                                         "'colony-new' (3.3%)"), new
+    assert rare not in new[0]["detail"]
+    said = _statements(record, tmp_path)
+    assert "1 value(s) training never had: 'colony-new'" in said
+
+
+def test_a_truncated_vocabulary_says_not_among_the_values_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(drift, "VOCABULARY_CAP", 30, raising=False)
+    base = _colony_base(tmp_path / "capped")
+    doc = json.loads(open(registry.audit_file(registry.production(base.base),
+                                              registry.DRIFT_REFERENCE)).read())
+    colony = doc["columns"]["colony"]["reference"]
+    assert len(colony.get("vocabulary", ())) == 30 and colony.get("vocabulary_complete") is False
+    assert doc["columns"]["island"]["reference"].get("vocabulary_complete") is True
+    rare = _rarest_training_colony(base)
+    assert rare not in colony["vocabulary"]
+    record = check(base, _colony_window(tmp_path, {"colony-new": 20, rare: 30}), tmp_path)
+    said = _statements(record, tmp_path)
+    assert "never had" not in said
+    about = [a["detail"] for a in record["anomalies"] if a["feature"] == "colony"
+             and a["kind"] == "values not kept from training"]
+    assert len(about) == 1 and " value(s) not among the 30 values kept from training: " in \
+        about[0] and "'colony-new'" in about[0] and repr(rare) in about[0], about
+    assert "not among the 30 values kept from training" in said
+
+
+def test_the_vocabulary_is_exact_up_to_its_cap_and_says_when_it_is_not():
+    import pyarrow as pa
+
+    def counted(cap, *batches):
+        parts = []
+        for batch in batches:
+            part = drift.Vocabulary(cap)
+            part.add(pa.array(batch))
+            parts.append(drift.Vocabulary.from_json(json.loads(json.dumps(part.to_json()))))
+        whole = drift.Vocabulary(cap)
+        for batch in batches:
+            whole.add(pa.array(batch))
+        merged = parts[0]
+        for part in parts[1:]:
+            merged.merge(part)
+        assert merged.kept() == whole.kept() and merged.rows == whole.rows
+        return whole.kept()
+
+    assert counted(3, ["b", "a", None], ["a", "c"]) == (["a", "b", "c"], True)  # nulls: missing
+    assert counted(2, ["b", "a", None], ["a", "c"]) == (["a", "b"], False)
+    values, complete = counted(2, [f"v{i}" for i in range(9)] + ["v8"])  # pruned past 2 x cap
+    assert values[0] == "v8" and len(values) == 2 and not complete
+
+
+def test_a_reference_without_a_vocabulary_never_claims_a_value_is_new(drift_base, tmp_path):
+    base = tmp_path / "old"
+    shutil.copytree(drift_base.base, base)
+    path = base / "1" / registry.AUDIT_DIR / registry.DRIFT_REFERENCE
+    doc = json.loads(path.read_text())
+    for entry in doc["columns"].values():  # as versions pushed before the vocabulary wrote it
+        entry["reference"].pop("vocabulary", None)
+        entry["reference"].pop("vocabulary_complete", None)
+    path.write_text(json.dumps(doc))
+    record = logic.run_drift_check(str(base), window_path=window(tmp_path, 1000, seed=21,
+                                                                  shift="new_category"))
+    island = [a["detail"] for a in record["anomalies"] if a["feature"] == "island"]
+    assert island and "not among the 3 values kept from training" in island[0], island
+    assert "never had" not in json.dumps(record)
+
+
+def test_a_feature_whose_window_values_are_all_missing_is_reported_all_missing(
+        drift_base, tmp_path):
+    import pandas as pd
+
+    path = window(tmp_path, 1000, seed=27)
+    frame = pd.read_csv(path)
+    frame["sex"] = None
+    frame["body_mass_g"] = None
+    frame.to_csv(path, index=False)
+    record = check(drift_base, path, tmp_path)
+    assert record["decision"] == logic.DRIFT
+    assert {"sex", "body_mass_g"} <= set(record["drifted"])
+    verdicts = {f["feature"]: f["verdict"] for f in record["features"]}
+    assert verdicts["sex"] == verdicts["body_mass_g"] == "all missing"
+    reasons = [r for r in record["reasons"] if r.startswith("sex: ")]
+    assert reasons and reasons[0].startswith("sex: all missing (training: ") and \
+        "% missing)" in reasons[0], record["reasons"]
+    assert [a["kind"] for a in record["anomalies"] if a["feature"] == "sex"] == ["all missing"]
+    html, md = (tmp_path / "r.html").read_text(), (tmp_path / "r.md").read_text()
+    for text in (html, md):
+        assert "sex: all missing (training: " in text and "**all missing**" in md
+
+
+def test_an_empty_label_column_is_unlabeled_data_not_label_drift(drift_base, tmp_path):
+    import pandas as pd
+
+    path = window(tmp_path, 1000, seed=28)
+    frame = pd.read_csv(path)
+    frame["species"] = None  # labels not known yet
+    frame.to_csv(path, index=False)
+    record = check(drift_base, path)
+    assert record["decision"] == logic.NO_DRIFT, record["reasons"]
+    assert "species" not in {f["feature"] for f in record["features"]}
+    assert any("label" in n and "species" in n for n in record["notes"]), record["notes"]

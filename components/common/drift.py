@@ -7,8 +7,14 @@ A feature's training distribution is a :class:`Reference`: counts over *cells*.
   a window value is counted in the training bucket it falls in, so both sides share one
   set of cells.
 - categorical: ``missing``, each training value (TFDV's top values), ``(other)`` for the
-  training mass outside the top values, then any value the window brings that training
-  never saw.
+  training mass outside the top values, then any value the window brings outside them.
+
+What training had is a separate question from the cells: a categorical reference made
+from the data also keeps its **vocabulary**, every distinct value training had (exact, up
+to :data:`VOCABULARY_CAP` values), with a flag saying whether it is complete.
+:meth:`Reference.training_had` answers from it, and answers "cannot know" where the
+vocabulary was truncated or a reference predates it: a statement about the training data
+must be true of the training data.
 
 Measures are TFDV's comparators (what Vertex AI Model Monitoring uses too):
 Jensen-Shannon divergence (log base 2, so 0..1) for numeric cells and L-infinity distance
@@ -24,12 +30,13 @@ level* is its ``1 - alpha`` quantile, with ``alpha`` the false-alarm rate split 
 every test of the window (Bonferroni), so the false-alarm rate holds for the window as a
 whole, not per feature.
 
-No TensorFlow, no kfp here: numpy only.
+No TensorFlow, no kfp here: numpy only (pyarrow inside the functions that count Arrow batches).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Iterable
 
@@ -47,6 +54,9 @@ BELOW = "< min"
 ABOVE = "> max"
 
 DEFAULT_RESAMPLES = 4000
+# Distinct values of a categorical column that the reference keeps as its vocabulary;
+# beyond it the vocabulary is truncated (the most frequent values kept) and marked so.
+VOCABULARY_CAP = 10_000
 ROLE_FEATURE, ROLE_LABEL = "feature", "label"
 
 # The drift check's decision record (written by the drift check, read by the trigger).
@@ -66,15 +76,41 @@ class Reference:
     edges: list[float] = dataclasses.field(default_factory=list)  # numeric bucket bounds
     values: list[str] = dataclasses.field(default_factory=list)  # categorical known values
     has_other: bool = False
+    # Categorical: every distinct training value, most frequent first (None: not kept, as
+    # in references made before it was); complete: no value was left out.
+    vocabulary: list[str] | None = None
+    vocabulary_complete: bool = False
 
     @property
     def rows(self) -> float:
         return float(self.counts.sum())
 
+    def training_had(self, value: str) -> bool | None:
+        """True: training had ``value``; False: it never had it (the vocabulary is
+        complete); None: the reference cannot know (truncated or no vocabulary)."""
+        if value in self.values:
+            return True
+        if self.vocabulary is not None and value in self._vocabulary_set:
+            return True
+        return False if self.vocabulary is not None and self.vocabulary_complete else None
+
+    def kept_values(self) -> int:
+        """How many training values the reference keeps (what "not among the N values
+        kept from training" counts)."""
+        return len(self.vocabulary) if self.vocabulary is not None else len(self.values)
+
+    @functools.cached_property
+    def _vocabulary_set(self) -> frozenset:  # references are not changed once made
+        return frozenset(self.vocabulary or ())
+
     def to_json(self) -> dict:
-        return {"kind": self.kind, "counts": [float(c) for c in self.counts],
-                "labels": list(self.labels), "edges": list(self.edges),
-                "values": list(self.values), "has_other": self.has_other}
+        out = {"kind": self.kind, "counts": [float(c) for c in self.counts],
+               "labels": list(self.labels), "edges": list(self.edges),
+               "values": list(self.values), "has_other": self.has_other}
+        if self.vocabulary is not None:
+            out.update(vocabulary=list(self.vocabulary),
+                       vocabulary_complete=bool(self.vocabulary_complete))
+        return out
 
     @classmethod
     def from_json(cls, data: dict) -> "Reference":
@@ -83,10 +119,16 @@ class Reference:
         counts = np.asarray(data["counts"], dtype=np.float64)
         if counts.ndim != 1 or len(counts) != len(data["labels"]) or (counts < 0).any():
             raise ValueError("drift reference: counts and labels do not match")
+        vocabulary = data.get("vocabulary")
+        if vocabulary is not None and not isinstance(vocabulary, list):
+            raise ValueError("drift reference: the vocabulary is not a list")
         return cls(kind=data["kind"], counts=counts, labels=list(data["labels"]),
                    edges=[float(e) for e in data.get("edges", [])],
                    values=[str(v) for v in data.get("values", [])],
-                   has_other=bool(data.get("has_other", False)))
+                   has_other=bool(data.get("has_other", False)),
+                   vocabulary=None if vocabulary is None else [str(v) for v in vocabulary],
+                   vocabulary_complete=vocabulary is not None
+                   and data.get("vocabulary_complete") is True)
 
 
 # -------------------------------------------------------------------- references
@@ -221,14 +263,18 @@ def exact_reference(batches, stats, spec) -> dict:
     Numeric cells are bounded by the distinct boundaries of TFDV's QUANTILES histogram
     (about equal mass each, the best cells for a test), counted exactly in a second pass
     over ``batches`` (Arrow batches of the same data); categorical cells are TFDV's top
-    values, whose counts are exact already. JSON-ready: validate keeps it beside the
-    statistics and push keeps it beside the version.
+    values. The same pass counts each categorical column's vocabulary (every distinct
+    value, up to :data:`VOCABULARY_CAP`), which TFDV's top values cannot give: they hold
+    20 values. JSON-ready: validate keeps it beside the statistics and push keeps it beside
+    the version.
     """
     rows, refs, counters = reference_counters(stats, spec)
+    vocabularies = vocabulary_counters(refs)
     seen = 0
     for batch in batches:
         seen += count_reference_cells(counters, batch)
-    return finish_reference(rows, refs, counters, seen)
+        count_vocabularies(vocabularies, batch)
+    return finish_reference(rows, refs, counters, seen, vocabularies)
 
 
 def reference_counters(stats, spec) -> tuple[int, dict, dict]:
@@ -253,17 +299,99 @@ def count_reference_cells(counters: dict, batch) -> int:
     return batch.num_rows
 
 
-def finish_reference(rows: int, refs: dict, counters: dict, seen: int) -> dict:
-    """The JSON-ready reference document from filled counters (exact_reference)."""
+def vocabulary_counters(refs: dict) -> dict:
+    """{categorical column: empty Vocabulary} for :func:`count_vocabularies` to fill."""
+    return {c: Vocabulary() for c, (_, ref) in refs.items() if ref.kind == CATEGORICAL}
+
+
+def count_vocabularies(vocabularies: dict, batch) -> None:
+    """Adds one batch's categorical values to ``vocabularies`` (column -> Vocabulary)."""
+    for column, vocabulary in vocabularies.items():
+        vocabulary.add(batch.column(batch.schema.get_field_index(column)))
+
+
+def finish_reference(rows: int, refs: dict, counters: dict, seen: int,
+                     vocabularies: dict | None = None) -> dict:
+    """The JSON-ready reference document from filled counters (exact_reference).
+
+    A categorical column keeps its vocabulary only when ``vocabularies`` counted every
+    row; without one, the drift check says what the reference cannot know as such.
+    """
     if seen != rows:
         raise ValueError(f"the data holds {seen} rows, its statistics {rows}")
     columns = {}
     for column, (role, ref) in refs.items():
         if column in counters:
             ref = counters[column].reference()
+        vocabulary = (vocabularies or {}).get(column)
+        if vocabulary is not None and vocabulary.rows == seen:
+            values, complete = vocabulary.kept()
+            ref = dataclasses.replace(ref, vocabulary=values, vocabulary_complete=complete)
         columns[column] = {"role": role, "reference": ref.to_json()}
     return {"rows": rows, "cells": "numeric: exact counts between TFDV's quantile boundaries; "
-                                   "categorical: TFDV's top values", "columns": columns}
+                                   "categorical: TFDV's top values, and the vocabulary of "
+                                   f"every value training had (up to {VOCABULARY_CAP})",
+            "columns": columns}
+
+
+class Vocabulary:
+    """The distinct values of a categorical column, counted exactly while there are at
+    most ``cap`` of them. Memory stays bounded: past twice the cap, only the ``cap`` most
+    frequent so far are tracked on, and the vocabulary is incomplete."""
+
+    def __init__(self, cap: int | None = None):
+        self.cap = int(VOCABULARY_CAP if cap is None else cap)
+        self.counts: dict[str, int] = {}
+        self.rows = 0
+        self.truncated = False
+
+    def add(self, array) -> None:
+        """One column of one batch (Arrow; nulls are missing and are not values)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        self.rows += len(array)
+        if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+            array = array.cast(pa.string())
+        found = pc.value_counts(array.drop_null())
+        counts = self.counts
+        for value, n in zip(found.field("values").to_pylist(), found.field("counts").to_pylist()):
+            counts[value] = counts.get(value, 0) + n
+        if len(counts) > 2 * self.cap:
+            self._prune()
+
+    def merge(self, other: "Vocabulary") -> "Vocabulary":
+        """Adds ``other``'s counts (a combine step; exact, so associative, until a prune)."""
+        for value, n in other.counts.items():
+            self.counts[value] = self.counts.get(value, 0) + n
+        self.rows += other.rows
+        self.truncated = self.truncated or other.truncated
+        if len(self.counts) > 2 * self.cap:
+            self._prune()
+        return self
+
+    def to_json(self) -> dict:
+        return {"counts": dict(self.counts), "rows": self.rows, "truncated": self.truncated,
+                "cap": self.cap}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Vocabulary":
+        out = cls(data.get("cap"))
+        out.counts = {str(v): int(n) for v, n in data["counts"].items()}
+        out.rows, out.truncated = int(data["rows"]), bool(data["truncated"])
+        return out
+
+    def _prune(self) -> None:
+        keep = sorted(self.counts, key=lambda v: (-self.counts[v], v))[:self.cap]
+        self.counts = {v: self.counts[v] for v in keep}
+        self.truncated = True
+
+    def kept(self) -> tuple[list[str], bool]:
+        """(values, most frequent first, at most ``cap``; complete)."""
+        values = sorted(self.counts, key=lambda v: (-self.counts[v], v))
+        return values[:self.cap], not self.truncated and len(values) <= self.cap
 
 
 def references_from_document(doc: dict) -> tuple[int, dict]:
@@ -276,12 +404,15 @@ def references_from_document(doc: dict) -> tuple[int, dict]:
 
 
 class Counter:
-    """Fills a reference's cells from streamed window values; new categories get cells."""
+    """Fills a reference's cells from streamed window values; values outside the cells get
+    cells of their own (or the ``(other)`` cell, when training had one)."""
 
     def __init__(self, ref: Reference):
         self.ref = ref
         self.counts = np.zeros(len(ref.labels), dtype=np.float64)
-        self.new: dict[str, float] = {}  # categorical values training never had
+        # Categorical window values outside the reference's cells. Whether training had
+        # them is the reference's to say (Reference.training_had), not this dict's.
+        self.new: dict[str, float] = {}
         self._index = {v: i + 1 for i, v in enumerate(ref.values)}
 
     def add_numeric(self, values: np.ndarray) -> None:

@@ -54,7 +54,15 @@ V_BELOW_LEVEL = "within sampling noise"  # above the threshold, not above the no
 V_FEW_ROWS = "insufficient data"
 V_MISSING = "missing column"
 V_TYPE = "type change"
+V_ALL_MISSING = "all missing"  # every window value missing, where training had values: drift
 BLOCKING = (V_MISSING, V_TYPE)  # anomalies that a retraining on this data would fail on
+DRIFTED = (V_DRIFT, V_ALL_MISSING, *BLOCKING)  # verdicts that make a feature drifted
+
+# Anomaly kinds about categorical values (each one a statement that is true of training).
+A_NEW = "new values"  # the complete vocabulary says training never had them
+A_NOT_KEPT = "values not kept from training"  # the reference cannot know: say only that
+A_DOMAIN = "values outside the schema"  # training had them; the schema's domain lacks them
+A_ALL_MISSING = V_ALL_MISSING
 
 ROLE_FEATURE, ROLE_LABEL = drift.ROLE_FEATURE, drift.ROLE_LABEL
 ROLE_PREDICTION = "prediction"
@@ -268,6 +276,7 @@ class Scan:
     type_errors: dict = dataclasses.field(default_factory=dict)  # column -> (count, example)
     sample: pa.Table | None = None  # rows kept for scoring (spec columns)
     serialized: list = dataclasses.field(default_factory=list)  # request log: sampled tf.Examples
+    notes: list = dataclasses.field(default_factory=list)
 
 
 def _fingerprint(files: list[str]) -> list[dict]:
@@ -432,6 +441,11 @@ def scan_window(path: str, baseline: Baseline, sample_rows: int, typed: bool = T
     scan.missing_columns = sorted(c for c in set(spec.features) - set.intersection(*headers))
     if not all(spec.label in h for h in headers):
         scan.counters.pop(spec.label, None)
+    elif spec.label in scan.counters and _all_missing(scan.counters[spec.label]):
+        # A label column with no value: rows not labelled yet, not a label that moved.
+        scan.counters.pop(spec.label)
+        scan.notes.append(f"the {scan.source}'s label column {spec.label!r} holds no value "
+                          "(unlabelled rows): label drift is not measured")
     for column in scan.missing_columns:  # a column absent from some files: not comparable
         scan.counters.pop(column, None)
     scan.sample = reservoir.table
@@ -562,8 +576,41 @@ def _counter(ref: drift.Reference, values: np.ndarray) -> drift.Counter:
 # ------------------------------------------------------------------------- deciding
 
 
+def _all_missing(counter: drift.Counter) -> bool:
+    """Every window value of the column is missing (and there is at least one row)."""
+    return counter.rows > 0 and counter.counts[0] >= counter.rows
+
+
+def _emptied(scan: Scan, column: str) -> bool:
+    """The window's column holds no value at all (text in a numeric column is a type
+    change, not missing values)."""
+    return _all_missing(scan.counters[column]) and column not in scan.type_errors
+
+
+def _share(x: float) -> str:
+    """A share as a percentage that never rounds a non-zero share to 0 or a partial one to 100."""
+    pct = 100.0 * x
+    if pct == 0 or pct == 100:
+        return f"{pct:.0f}%"
+    if pct < 0.1:
+        return "<0.1%"
+    if pct > 99.9:
+        return ">99.9%"
+    return f"{pct:.1f}%"
+
+
+def _missing_share(counts: np.ndarray) -> float:
+    """The missing cell's share of a reference's counts (1 when it counts nothing)."""
+    total = float(np.sum(counts))
+    return float(counts[0]) / total if total else 1.0
+
+
+def _all_missing_text(r: dict) -> str:
+    return f"all missing (training: {_share(r['train_missing_share'])} missing)"
+
+
 def _test(name: str, role: str, source: str, counter: drift.Counter, train_rows: float,
-          settings: Settings, alpha: float, seed: int) -> dict:
+          settings: Settings, alpha: float, seed: int, emptied: bool = False) -> dict:
     ref = counter.ref
     train, window, labels = counter.aligned()
     rows = int(window.sum())
@@ -573,6 +620,8 @@ def _test(name: str, role: str, source: str, counter: drift.Counter, train_rows:
              "measure": drift.MEASURE[ref.kind], "distance": d, "threshold": threshold,
              "rows": rows, "cells": [{"label": lab, "train": float(t), "window": float(w)}
                                      for lab, t, w in zip(labels, train, window)]}
+    if emptied:
+        entry["train_missing_share"] = _missing_share(train)
     if rows < settings.min_rows:
         entry.update(no_drift_level=None, p_value=None, verdict=V_FEW_ROWS)
         return entry
@@ -580,7 +629,8 @@ def _test(name: str, role: str, source: str, counter: drift.Counter, train_rows:
     level = drift.no_drift_level(null, alpha)
     pval = drift.p_value(null, d)
     if d > threshold and d > level:
-        verdict = V_DRIFT
+        # An emptied column is drift with a reason of its own, not only a large distance.
+        verdict = V_ALL_MISSING if "train_missing_share" in entry else V_DRIFT
     elif d > threshold:
         verdict = V_BELOW_LEVEL
     else:
@@ -599,19 +649,55 @@ def _anomalies(scan: Scan, baseline: Baseline) -> list[dict]:
                     "detail": f"{count} value(s) are not numbers (e.g. {example!r}); "
                               "training declared it numeric"})
     for column, counter in sorted(scan.counters.items()):
-        if counter.ref.kind != drift.CATEGORICAL:
+        if _emptied(scan, column):
+            share = _share(_missing_share(counter.ref.counts))
+            out.append({"source": scan.source, "feature": column, "kind": A_ALL_MISSING,
+                        "detail": f"every one of the {int(counter.rows)} rows is missing "
+                                  f"(training: {share} missing)"})
+        if counter.ref.kind == drift.CATEGORICAL:
+            out += _value_anomalies(scan.source, column, counter, baseline.domains.get(column))
+    return out
+
+
+def _value_anomalies(source: str, column: str, counter: drift.Counter,
+                     domain: set | None) -> list[dict]:
+    """Window values the schema's domain does not allow (every value when there is no
+    domain), each stated as what the reference knows of training: never had it (complete
+    vocabulary), had it (outside the domain only), or not among the values it kept."""
+    ref = counter.ref
+    seen = dict(counter.new)
+    seen.update({v: counter.counts[i + 1] for i, v in enumerate(ref.values)
+                 if counter.counts[i + 1] > 0})
+    found = {A_NEW: {}, A_NOT_KEPT: {}, A_DOMAIN: {}}
+    for value, n in seen.items():
+        if domain and value in domain:
             continue
-        domain = baseline.domains.get(column)
-        new = {v: n for v, n in counter.new.items() if not domain or v not in domain}
-        if domain:
-            new.update({v: counter.counts[i + 1] for i, v in enumerate(counter.ref.values)
-                        if v not in domain and counter.counts[i + 1] > 0})
-        if new:
-            total = max(counter.rows, 1)
-            shown = ", ".join(f"{v!r} ({100.0 * n / total:.1f}%)"
-                              for v, n in sorted(new.items(), key=lambda kv: -kv[1])[:5])
-            out.append({"source": scan.source, "feature": column, "kind": "new values",
-                        "detail": f"{len(new)} value(s) training never had: {shown}"})
+        had = ref.training_had(value)
+        if had is None:
+            found[A_NOT_KEPT][value] = n
+        elif not had:
+            found[A_NEW][value] = n
+        elif domain:
+            found[A_DOMAIN][value] = n
+    total = max(counter.rows, 1)
+    out = []
+    for kind, values in found.items():
+        if not values:
+            continue
+        shown = ", ".join(f"{v!r} ({100.0 * n / total:.1f}%)"
+                          for v, n in sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:5])
+        if kind == A_NEW:
+            detail = f"{len(values)} value(s) training never had: {shown}"
+        elif kind == A_DOMAIN:
+            detail = (f"{len(values)} value(s) the schema's domain does not list (training had "
+                      f"them): {shown}")
+        else:
+            why = ("training had more distinct values than the reference keeps"
+                   if ref.vocabulary is not None else
+                   "this version's drift reference keeps no full list of training's values")
+            detail = (f"{len(values)} value(s) not among the {ref.kept_values()} values kept "
+                      f"from training: {shown} ({why})")
+        out.append({"source": source, "feature": column, "kind": kind, "detail": detail})
     return out
 
 
@@ -619,17 +705,20 @@ def decide(scans: list[Scan], baseline: Baseline, settings: Settings,
            predictions: dict | None = None) -> dict:
     """Per-feature tests and the window's decision (no I/O)."""
     predictions = predictions or {}
-    plan = []  # (name, role, source, counter, train_rows)
+    plan = []  # (name, role, source, counter, train_rows, emptied)
     for scan in scans:
         for column in sorted(scan.counters):
             role = baseline.references[column][0]
-            plan.append((column, role, scan.source, scan.counters[column], baseline.rows))
+            plan.append((column, role, scan.source, scan.counters[column], baseline.rows,
+                         _emptied(scan, column)))
         for name, counter in sorted(predictions.get(scan.source, {}).items()):
-            plan.append((name, ROLE_PREDICTION, scan.source, counter, baseline.prediction_rows))
+            plan.append((name, ROLE_PREDICTION, scan.source, counter, baseline.prediction_rows,
+                         False))
     tests = max(len(plan), 1)
     alpha = drift.bonferroni(settings.false_alarm_rate, tests)
-    results = [_test(name, role, source, counter, train_rows, settings, alpha, seed=i)
-               for i, (name, role, source, counter, train_rows) in enumerate(plan)]
+    results = [_test(name, role, source, counter, train_rows, settings, alpha, seed=i,
+                     emptied=emptied)
+               for i, (name, role, source, counter, train_rows, emptied) in enumerate(plan)]
     anomalies = [a for scan in scans for a in _anomalies(scan, baseline)]
     for a in anomalies:
         if a["kind"] in BLOCKING:
@@ -637,19 +726,20 @@ def decide(scans: list[Scan], baseline: Baseline, settings: Settings,
                             "kind": "", "measure": "", "distance": None, "threshold": None,
                             "no_drift_level": None, "p_value": None, "rows": 0, "cells": [],
                             "verdict": a["kind"]})
-    drifted = sorted({r["feature"] for r in results if r["verdict"] in (V_DRIFT, *BLOCKING)})
+    drifted = sorted({r["feature"] for r in results if r["verdict"] in DRIFTED})
     blocking = sorted({a["feature"] for a in anomalies if a["kind"] in BLOCKING})
     enough = [s for s in scans if s.rows >= settings.min_rows]
     reasons = []
     if drifted:
         decision = DRIFT
         for r in results:
-            if r["verdict"] == V_DRIFT:
+            if r["verdict"] in (V_DRIFT, V_ALL_MISSING):
                 where = "" if len(scans) == 1 else f" in the {r['source']}"
                 what = {"label": "label ", "prediction": ""}.get(r["role"], "")
+                empty = f"{_all_missing_text(r)}; " if r["verdict"] == V_ALL_MISSING else ""
                 reasons.append(
-                    f"{what}{r['feature']}{where}: {r['measure']} {r['distance']:.4f} above the "
-                    f"threshold {r['threshold']:.4g} and the no-drift level "
+                    f"{what}{r['feature']}{where}: {empty}{r['measure']} {r['distance']:.4f} "
+                    f"above the threshold {r['threshold']:.4g} and the no-drift level "
                     f"{r['no_drift_level']:.4f} at {r['rows']} rows")
         reasons += [f"{a['feature']}: {a['kind']}: {a['detail']}" for a in anomalies
                     if a["kind"] in BLOCKING]
@@ -707,7 +797,8 @@ def run_drift_check(model_base: str, window_path: str = "", request_log_path: st
     if (request_log_path or "").strip():
         scans.append(scan_requests(request_log_path, baseline, settings.prediction_rows))
 
-    predictions, notes, examples = {}, list(baseline.notes), {}
+    predictions, examples = {}, {}
+    notes = list(baseline.notes) + [n for scan in scans for n in scan.notes]
     if baseline.prediction and settings.prediction_rows > 0:
         for scan in scans:
             if scan.rows < settings.min_rows:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from kfp_ct.components.common import report
 
 _TRAIN, _WINDOW = report.REFERENCE_COLOR, report.CHECKED_COLOR
-_VERDICT_CLASS = {"drift": "bad", "missing column": "bad", "type change": "bad",
-                  "no drift": "ok"}
+_VERDICT_CLASS = {"drift": "bad", "all missing": "bad", "missing column": "bad",
+                  "type change": "bad", "no drift": "ok"}
 
 
 def _num(x, digits: int = 4) -> str:
@@ -42,8 +42,8 @@ def svg(cells: list[dict], width: int = 260, height: int = 70) -> str:
 def _feature_rows(record: dict, with_svg: bool) -> list[list]:
     rows = []
     multi = len(record["window"]["rows"]) > 1
-    order = {"drift": 0, "missing column": 0, "type change": 0, "within sampling noise": 1,
-             "no drift": 2, "insufficient data": 3}
+    order = {"drift": 0, "all missing": 0, "missing column": 0, "type change": 0,
+             "within sampling noise": 1, "no drift": 2, "insufficient data": 3}
     for r in sorted(record["features"], key=lambda r: (order.get(r["verdict"], 4), r["feature"])):
         name = r["feature"] + ("" if r["role"] != "label" else " (label)")
         if multi:
@@ -83,7 +83,7 @@ def html(record: dict) -> str:
     legend = (f"<p>Bars: <span style='color:{_TRAIN}'>&#9632; training</span> "
               f"<span style='color:{_WINDOW}'>&#9632; window</span>, share per cell "
               "(missing, below the training min, each training bucket or value, above the "
-              "max, new values).</p>")
+              "max, then window values outside the training cells).</p>")
     features = "<h3>Features</h3>" + legend + report.table(
         ["feature", "measure", "distance", "threshold", "no-drift level", "rows", "verdict",
          "training vs window"], _feature_rows(record, True), raw=True)
