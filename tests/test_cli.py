@@ -318,3 +318,31 @@ def test_on_a_cluster_the_first_task_refuses_the_runs_bad_inputs_before_reading_
                              training_steps=300, **outputs)
     assert time.monotonic() - started < 3
     assert not any((tmp_path / n).exists() for n in outputs)
+
+
+def test_run_local_refuses_an_eval_split_under_min_examples_in_one_line(run_cli, tmp_path):
+    """Before: validate, transform and train ran, and the gate then said the eval rows
+    were too few to decide on (not blessed, exit 4)."""
+    import csv
+
+    with open(_penguins_csv()) as fh:
+        rows = list(csv.reader(fh))
+    small = tmp_path / "small.csv"
+    with open(small, "w", newline="") as fh:
+        csv.writer(fh).writerows(rows[:1] + rows[1::3])  # 115 penguins of three species
+    started = time.monotonic()
+    code, out, err = run_cli("run-local", "--destination", tmp_path / "serving",
+                             "--workdir", tmp_path / "runs", "--data", small)
+    elapsed = time.monotonic() - started
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {small}: the eval split would hold ")
+    assert "of 115 rows (eval_percent 20), fewer than the gate's default min_examples for " \
+           "classification, 50" in err and "a larger eval_percent" in err
+    assert elapsed < 3, elapsed
+    assert not (tmp_path / "runs").exists()
+
+
+def _penguins_csv():
+    from kfp_ct.components.common.data import bundled_penguins_path
+
+    return bundled_penguins_path()

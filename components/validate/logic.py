@@ -21,6 +21,7 @@ from kfp_ct.components.common import overlap, registry, report, storage
 from kfp_ct.components.common.artifacts import ANOMALIES_FILE, ANOMALIES_JSON, SCHEMA_FILE, STATS_FILE
 from kfp_ct.components.common.errors import InputDataError, SchemaError
 from kfp_ct.components.common.problem import ProblemSpec, load_problem
+from kfp_ct.components.validate.preflight import EvalSplitTooSmall, eval_split_error  # noqa: F401
 
 NON_FINITE_KIND = "Non-finite values"
 
@@ -44,11 +45,6 @@ class AnomaliesFound(InputDataError):
     """Strict mode: the data does not fit the schema."""
 
 
-class EvalSplitTooSmall(InputDataError):
-    """The eval split has fewer rows than the gate's min_examples: no model trained on
-    this data could be blessed."""
-
-
 @dataclasses.dataclass
 class _SplitTracker(data_lib.ColumnTracker):
     """A ColumnTracker that also counts the eval split's rows (the split is the one
@@ -68,21 +64,12 @@ def _eval_rows(batch, spec_json: str) -> int:
 
 def check_eval_rows(data_path: str, spec: ProblemSpec, tracker, thresholds) -> None:
     """Refuses data whose eval split has fewer rows than the gate's ``min_examples``
-    (``thresholds``: the training run's, parsed for the spec's task), before transform
-    and training: the gate could not bless any model on so few rows."""
-    from kfp_ct.components.common.thresholds import parse_thresholds
-
-    parsed = parse_thresholds(thresholds, task=spec.task)
-    need = parsed.get("min_examples")
-    if need is None or tracker.eval_rows >= need:
-        return
-    which = (f"the gate's default min_examples for {spec.task}" if parsed.get("defaults")
-             else "the thresholds' min_examples")
-    raise EvalSplitTooSmall(
-        f"{data_path}: the eval split would hold {tracker.eval_rows} of {tracker.rows} rows "
-        f"(eval_percent {spec.eval_percent}), fewer than {which}, {need}: no model trained "
-        f"on it could be blessed; give more data, a larger eval_percent in the problem "
-        f"spec, or a lower min_examples in the thresholds")
+    (``thresholds``: the training run's), before transform and training: the gate could
+    not bless any model on so few rows. The preflight decides it first for local data
+    whose eval split is settled in its first rows (preflight.check_eval_split)."""
+    error = eval_split_error(data_path, spec, tracker.rows, tracker.eval_rows, thresholds)
+    if error is not None:
+        raise error
 
 
 def _stats_in_memory(batches: Iterable, options):
@@ -107,16 +94,25 @@ def _reference_cells(batch, stats, spec_json: str) -> dict:
     """Beam Map body: one batch's exact counts in the drift reference's numeric cells."""
     from kfp_ct.components.common import drift
 
-    _, _, counters = drift.reference_counters(stats, load_problem(spec_json))
+    _, refs, counters = drift.reference_counters(stats, load_problem(spec_json))
+    vocabularies = drift.vocabulary_counters(refs)
     rows = drift.count_reference_cells(counters, batch)
-    return {"rows": rows, "cells": {c: k.counts.tolist() for c, k in counters.items()}}
+    drift.count_vocabularies(vocabularies, batch)
+    return {"rows": rows, "cells": {c: k.counts.tolist() for c, k in counters.items()},
+            "vocabularies": {c: v.to_json() for c, v in vocabularies.items()}}
 
 
 def _sum_cells(parts) -> dict:
     """Beam combine: the sum of _reference_cells results (associative)."""
-    total = {"rows": 0, "cells": {}}
+    from kfp_ct.components.common import drift
+
+    total = {"rows": 0, "cells": {}, "vocabularies": {}}
     for part in parts:
         total["rows"] += part["rows"]
+        for column, counted in part.get("vocabularies", {}).items():
+            mine = total["vocabularies"].get(column)
+            total["vocabularies"][column] = counted if mine is None else \
+                drift.Vocabulary.from_json(mine).merge(drift.Vocabulary.from_json(counted)).to_json()
         for column, counts in part["cells"].items():
             mine = total["cells"].get(column)
             total["cells"][column] = (list(counts) if mine is None
@@ -178,7 +174,9 @@ def _validate_with_beam(data_path: str, spec: ProblemSpec, options, beam_args: l
     rows, refs, counters = drift.reference_counters(stats, spec)
     for column, counter in counters.items():
         counter.counts = np.asarray(summed["cells"][column], dtype=np.float64)
-    reference = drift.finish_reference(rows, refs, counters, summed["rows"])
+    vocabularies = {c: drift.Vocabulary.from_json(v)
+                    for c, v in summed.get("vocabularies", {}).items()}
+    reference = drift.finish_reference(rows, refs, counters, summed["rows"], vocabularies)
     return stats, tracker, reference
 
 

@@ -8,7 +8,8 @@ Checked: the problem spec; the gate thresholds against the spec's task; the trai
 steps; the slices (raw columns of the spec); column names the model code can use; the
 columns of each local data file (CSV header / Parquet schema, no rows read); that the
 push destination can be written (a probe object, written and removed); that its
-production version, if any, is not corrupt; Beam options that cannot run
+production version, if any, is not corrupt; that the eval split of local data reaches
+the gate's min_examples (rows read only until it does); Beam options that cannot run
 (components/common/beam_io.py: check_beam_args).
 
 No kfp, no TensorFlow.
@@ -38,6 +39,54 @@ COLUMN_RULE = ("a column name must start with an ASCII letter or digit and hold 
 
 class PreflightError(KfpCtError):
     """A run's inputs are refused before any task does heavy work."""
+
+
+class EvalSplitTooSmall(InputDataError):
+    """The eval split has fewer rows than the gate's min_examples: no model trained on
+    this data could be blessed."""
+
+
+#: Rows read at most before a run starts to see whether the eval split reaches the gate's
+#: min_examples (a few hundred rows settle it for the default 50); when they do not
+#: settle it, validate counts every row as it reads them (components/validate/logic.py).
+EVAL_COUNT_ROWS = 200_000
+
+
+def eval_split_error(data_path: str, spec: ProblemSpec, rows: int, held_out: int,
+                     thresholds: str | dict) -> EvalSplitTooSmall | None:
+    """The refusal of an eval split of ``held_out`` rows (of ``rows``) under the
+    ``min_examples`` of ``thresholds`` (the training run's, for the spec's task); None
+    when it is enough or there is no minimum."""
+    parsed = parse_thresholds(thresholds, task=spec.task)
+    need = parsed.get("min_examples")
+    if need is None or held_out >= need:
+        return None
+    which = (f"the gate's default min_examples for {spec.task}" if parsed.get("defaults")
+             else "the thresholds' min_examples")
+    return EvalSplitTooSmall(
+        f"{data_path}: the eval split would hold {held_out} of {rows} rows (eval_percent "
+        f"{spec.eval_percent}), fewer than {which}, {need}: no model trained on it could "
+        f"be blessed; give more data, a larger eval_percent in the problem spec, or a "
+        f"lower min_examples in the thresholds")
+
+
+def check_eval_split(data_path: str, spec: ProblemSpec, thresholds: str | dict) -> None:
+    """Local data whose eval split (the hash split transform makes) holds fewer rows than
+    the gate's min_examples is refused before the run: the rows are read until the eval
+    split has enough, at most EVAL_COUNT_ROWS of them (gs:// data, or more rows than
+    that: validate decides as it reads them all)."""
+    need = parse_thresholds(thresholds, task=spec.task).get("min_examples")
+    if need is None or any(storage.is_gcs(f) for f in data_lib.resolve_inputs(data_path)):
+        return
+    rows = held_out = 0
+    for batch in data_lib.iter_batches(data_path, spec):
+        rows += batch.num_rows
+        held_out += int(data_lib.eval_mask(batch, spec).sum())
+        if held_out >= need or rows >= EVAL_COUNT_ROWS:
+            return
+    error = eval_split_error(data_path, spec, rows, held_out, thresholds)
+    if error is not None:
+        raise error
 
 
 def _suggest(name: str) -> str:
@@ -161,6 +210,7 @@ def check_training_inputs(*, data_path: str, problem: str, thresholds: str | dic
     check_data_columns(data_path, spec, list(slices))
     check_destination(push_destination)
     check_production(push_destination)
+    check_eval_split(data_path, spec, thresholds)
     from kfp_ct.components.common import beam_io  # imports Beam only when options are given
 
     if beam_io.uses_beam(beam_args):
