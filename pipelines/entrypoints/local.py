@@ -484,17 +484,17 @@ def training_report(run: LocalRun, steps: bool = True, base: str = "") -> str:
         lines += [f"  - {a['feature']}: {a['kind']}: {a['detail']}" for a in anomalies]
     evaluation = run.read_json("evaluate", "evaluation", EVALUATION_JSON)
     if evaluation:
-        base = evaluation["baseline"]
+        baseline = evaluation["baseline"]
         lines += ["", "Evaluation (candidate vs production):"]
         cand = evaluation["candidate"]["overall"]
-        prod = base.get("overall") or {}
+        prod = baseline.get("overall") or {}
         for metric in sorted(cand):
             other = prod.get(metric)
             lines.append(f"  {metric:<28} {report.fmt(cand[metric]):>10}   "
                          f"{report.fmt(other):>10}")
-        lines.append(f"  baseline: {base['state']}"
-                     + (f" (version {base['version']})" if base.get("version") else "")
-                     + (f": {base['detail']}" if base.get("detail") else ""))
+        lines.append(f"  baseline: {baseline['state']}"
+                     + (f" (version {baseline['version']})" if baseline.get("version") else "")
+                     + (f": {baseline['detail']}" if baseline.get("detail") else ""))
     blessing = run.read_json("gate", "blessing", BLESSING_JSON)
     if blessing:
         lines += ["", f"Gate: {'BLESSED' if blessing['blessed'] else 'NOT BLESSED'}"]
