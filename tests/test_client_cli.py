@@ -293,6 +293,22 @@ def test_a_parameters_file_of_the_wrong_type(server, run_cli, uploaded, tmp_path
                          "be a number, got [1, 2]" in err
 
 
+def test_a_run_too_large_for_the_endpoint_is_refused_in_one_line(server, run_cli, uploaded,
+                                                                 tmp_path):
+    """A 5 MiB parameter: the endpoint's 413 (its 4 MiB JSON limit) reaches the user as
+    one line. Before, the parameters file alone took about 6 s to read (PyYAML on JSON),
+and kfp's "Experiment details: <link>" came first on stderr."""
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"tag": "x" * (5 << 20)}))
+    started = time.monotonic()
+    code, out, err = run_cli("--endpoint", server.url, "run", "kfp-ct-tiny",
+                             "-f", str(params))
+    assert time.monotonic() - started < 2
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "answered HTTP 413" in err and "a JSON body may be at most 4194304 bytes " \
+                                          "(4 MiB)" in err
+
+
 def test_an_unreachable_host_fails_fast_and_names_it(run_cli):
     port = _closed_port()
     started = time.monotonic()
