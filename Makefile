@@ -120,6 +120,7 @@ bench: setup
 	$(PY) -m tests.benchmarks.bench_data 1000000 --table wide --beam
 	$(PY) -m tests.benchmarks.bench_multiworker
 	$(PY) -m tests.benchmarks.bench_train
+	$(PY) -m tests.benchmarks.refusals
 	$(PY) -m tests.benchmarks.bench_drift_quality
 	$(PY) -m tests.benchmarks.bench_drift_speed 100000 1000000
 	$(PY) -m tests.benchmarks.bench_endpoint --runs 3
