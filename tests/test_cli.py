@@ -346,3 +346,28 @@ def _penguins_csv():
     from kfp_ct.components.common.data import bundled_penguins_path
 
     return bundled_penguins_path()
+
+
+def test_a_tasks_warning_reaches_the_console_under_its_line(tmp_path):
+    """Without --verbose the console shows one line per task; a `[kfp-ct] warning:` a
+    task prints (validate: a class only in the eval split) is shown under that line,
+    and the rest of the task's output stays in the log only."""
+    import io
+
+    from kfp_ct.pipelines.entrypoints.local import _Tee
+
+    console = io.StringIO()
+    tee = _Tee(console, log_dir=str(tmp_path), verbose=False)
+    for text in ("Executing task 'validate'\n", "some TFDV chatter\n",
+                 "[kfp-ct] warning: data.csv: label 'species': class 'Emperor' appears only "
+                 "in the eval split\n", "Task 'validate' finished with status SUCCESS\n",
+                 "Executing task 'transform'\n",
+                 "Task 'transform' finished with status SUCCESS\n"):
+        tee.write(text)
+    tee.close()
+    lines = console.getvalue().splitlines()
+    assert lines[0].startswith("  validate") and lines[0].endswith("SUCCESS")
+    assert lines[1] == ("    warning: data.csv: label 'species': class 'Emperor' appears "
+                        "only in the eval split")
+    assert lines[2].startswith("  transform") and len(lines) == 3
+    assert "TFDV chatter" in (tmp_path / "run.log").read_text()

@@ -28,6 +28,9 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TASK_START = re.compile(r"Executing task '?([\w-]+)'?")
 _TASK_END = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
 _LOGIC = re.compile(r"\[kfp-ct\] timing task=([\w-]+) logic_s=([\d.]+)")
+# A task's word to the user that the console shows even when it shows only task lines
+# (e.g. validate's "a class appears only in the eval split").
+_WARNING = re.compile(r"\[kfp-ct\] warning: (.+)")
 # The last line of a task's traceback when it raised one of our errors: its message.
 _OUR_ERROR = re.compile(r"^\s*kfp_ct\.components\.[\w.]+\.(\w+): (.+)$", re.M)
 
@@ -99,6 +102,7 @@ class _Tee:
         self.stream, self.logic, self.starts, self.ends = stream, {}, {}, {}
         self.errors: list[str] = []
         self.task_errors: dict[str, str] = {}  # task -> the last exception line it printed
+        self._pending_warnings: list[str] = []  # shown under the task's line when it ends
         self.on_task_event = on_task_event
         self.verbose = verbose
         self._current: Optional[str] = None
@@ -115,6 +119,7 @@ class _Tee:
     def write(self, text):
         now = time.time()
         plain = _ANSI.sub("", text)
+        self._pending_warnings += [m.group(1).strip() for m in _WARNING.finditer(plain)]
         for match in _LOGIC.finditer(plain):
             self.logic[match.group(1)] = float(match.group(2))
         self.errors += [m.group(2).strip() for m in _OUR_ERROR.finditer(plain)]
@@ -157,7 +162,10 @@ class _Tee:
     def progress_end(self, task: str, status: str, seconds: float) -> None:
         if not self.verbose:
             self.stream.write(f"{seconds:6.1f} s  {status}\n")
+            for warning in self._pending_warnings:
+                self.stream.write(f"    warning: {warning}\n")
             self.stream.flush()
+        self._pending_warnings.clear()
 
     def _event(self, event: str, task: str, status: Optional[str], when: float) -> None:
         if event == "end":
