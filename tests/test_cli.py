@@ -371,3 +371,34 @@ def test_a_tasks_warning_reaches_the_console_under_its_line(tmp_path):
                         "only in the eval split")
     assert lines[2].startswith("  transform") and len(lines) == 3
     assert "TFDV chatter" in (tmp_path / "run.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_shuffled_labels_is_not_pushed_on_change_only_thresholds(
+        tmp_path):
+    """The issue's run, end to end: change-only thresholds, a first push (nothing to
+    compare with), labels shuffled so the model has nothing to learn. It beat the most
+    frequent class by luck and was pushed as production; now the no-skill floor's test
+    fails it: NOT BLESSED, exit 4, no version."""
+    import csv
+    import random
+
+    from kfp_ct.components.common.data import bundled_penguins_path
+
+    rows = list(csv.reader(open(bundled_penguins_path(), newline="")))
+    labels = [r[0] for r in rows[1:]]
+    random.Random(7).shuffle(labels)
+    shuffled = tmp_path / "shuffled.csv"
+    with open(shuffled, "w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0]] + [[y] + r[1:] for y, r in zip(labels, rows[1:])])
+    dest = tmp_path / "serving"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kfp_ct.pipelines.entrypoints.cli", "run-local", "--data",
+         str(shuffled), "--thresholds", '{"change": {"accuracy": {"absolute": -0.01}}}',
+         "--destination", str(dest), "--workdir", str(tmp_path / "runs")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "Gate: NOT BLESSED" in proc.stdout
+    assert "does not beat the no-skill predictor's" in proc.stdout
+    assert "by more than luck explains" in proc.stdout
+    assert registry.list_versions(str(dest)) == []
