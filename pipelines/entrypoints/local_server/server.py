@@ -42,6 +42,7 @@ from kfp_ct.pipelines.entrypoints.kfp_json import (CODE_ALREADY_EXISTS, CODE_FAI
                                             HttpError, invalid, to_json)
 from kfp_ct.pipelines.entrypoints.local_server.executor import Executor, set_state, utcnow
 from kfp_ct.pipelines.entrypoints.local_server.scheduler import Scheduler
+from kfp_ct.pipelines.entrypoints.local_server.spec_check import first_problem
 from kfp_ct.pipelines.entrypoints.local_server.store import Store
 
 API = "/apis/v2beta1"
@@ -173,6 +174,9 @@ def check_pipeline_document(spec: Any, platform: Any = None, where: str = "pipel
         raise invalid(f"{where} is not a compiled KFP pipeline: it has no "
                       f"{'pipelineInfo.name' if not parsed.pipeline_info.name else 'root'}"
                       " (compile it with kfp.compiler.Compiler)")
+    problem = first_problem(parsed)  # the graph, as the backend's compiler and driver
+    if problem:
+        raise invalid(f"{where}: invalid v2 pipeline spec: {problem}")
     if platform in (None, {}):
         return spec
     if not isinstance(platform, dict):
