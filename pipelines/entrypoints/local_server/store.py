@@ -8,7 +8,11 @@ break a queued run) and a recurring run's schedule pointer (the last slot it fir
 the time its schedule counts from), so that a restart continues the schedule.
 
 One connection, shared by the HTTP threads, the executor and the scheduler, guarded by a
-re-entrant lock; ``with store.lock:`` makes a check-then-write atomic.
+re-entrant lock; ``with store.lock:`` makes a check-then-write atomic, for the other
+threads and for a crash: the outermost hold is one SQLite transaction, committed when it
+is left (also when it is left by an exception, as the statements were before), so that a
+kill at any moment leaves all of a block's writes or none (an upload's pipeline and its
+first version). ``synchronous=FULL``: a commit is on disk before the request is answered.
 """
 
 from __future__ import annotations
@@ -63,6 +67,35 @@ class StoreError(Exception):
     """The state file cannot be used (another schema version, or corrupt)."""
 
 
+class _TransactionLock:
+    """A re-entrant lock whose outermost hold is one transaction of ``db``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0
+        self.db: Optional[sqlite3.Connection] = None
+
+    def __enter__(self) -> "_TransactionLock":
+        self._lock.acquire()
+        self._depth += 1
+        if self._depth == 1 and self.db is not None and not self.db.in_transaction:
+            try:
+                self.db.execute("BEGIN")
+            except BaseException:
+                self._depth -= 1
+                self._lock.release()
+                raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if self._depth == 1 and self.db is not None and self.db.in_transaction:
+                self.db.execute("COMMIT")
+        finally:
+            self._depth -= 1
+            self._lock.release()
+
+
 class Store:
     """SQLite-backed resources of the local endpoint.
 
@@ -76,10 +109,10 @@ class Store:
     def __init__(self, state_dir: str) -> None:
         os.makedirs(state_dir, exist_ok=True)
         self.path = os.path.join(state_dir, DB_NAME)
-        self.lock = threading.RLock()
+        self.lock = _TransactionLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
@@ -89,10 +122,14 @@ class Store:
             self._db.close()
             raise StoreError(f"{self.path} has schema version {row[0]}; this kfp-ct reads "
                              f"version {SCHEMA_VERSION}: use another --state-dir")
+        self.lock.db = self._db
 
     def close(self) -> None:
         """Closes the database."""
         with self.lock:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+            self.lock.db = None
             self._db.close()
 
     # ------------------------------------------------------------------ generic
@@ -202,6 +239,11 @@ class Store:
                    "anchor) VALUES (?, ?, ?, ?, NULL, ?)",
                    (recurring.recurring_run_id, recurring.experiment_id, json.dumps(spec),
                     json.dumps(kfp_json.to_json(recurring)), anchor))
+
+    def set_recurring_spec(self, recurring_run_id: str, spec: Any) -> None:
+        """Replaces the pipeline spec a recurring run's next runs execute (its update)."""
+        self._exec("UPDATE recurring_runs SET spec=? WHERE id=?",
+                   (json.dumps(spec), recurring_run_id))
 
     def save_recurring_run(self, recurring: m.V2beta1RecurringRun) -> None:
         """Rewrites a stored recurring run's document."""
