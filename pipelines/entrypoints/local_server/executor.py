@@ -111,10 +111,25 @@ class Executor:
     # ---------------------------------------------------------------- lifecycle
 
     def recover(self) -> None:
-        """After a crash: runs left RUNNING are FAILED; PENDING ones stay queued."""
+        """After a crash, each run left PENDING or RUNNING is settled from its own record.
+
+        A worker still alive (its pid in ``status.json``) is ended first, so that nothing
+        pushes after the restart unnoticed. A RUNNING run is then what its ``status.json``
+        and the registry say (``_finish``): SUCCEEDED when its push published or the
+        worker had finished it, FAILED with the worker's own error when it had failed by
+        itself, else FAILED "interrupted: the local server restarted" with its running
+        tasks CANCELED. PENDING runs stay queued (they never started).
+        """
         with self.store.lock:
-            for run in self.store.list("run", "state=?", ("RUNNING",)):
-                self.store.save_run(set_state(run, "FAILED", error=RESTARTED_ERROR))
+            for run in self.store.list("run", "state IN (?, ?)", ("PENDING", "RUNNING")):
+                run_dir = self.run_dir(run.run_id)
+                status_path = os.path.join(run_dir, worker_mod.STATUS_FILE)
+                end_orphan_worker(run_dir, self._read_status(status_path))
+                if run.state == "RUNNING":
+                    status = self._read_status(status_path) or {}
+                    code = 0 if status.get("state") == "SUCCEEDED" else -int(signal.SIGTERM)
+                    self._finish(run.run_id, code, status_path,
+                                 os.path.join(run_dir, "log.txt"), restarted=True)
 
     def start(self) -> None:
         """Starts the executor thread."""
@@ -209,7 +224,7 @@ class Executor:
                     log.flush()
                 self._proc = subprocess.Popen(
                     [sys.executable, "-m", "kfp_ct.pipelines.entrypoints.local_server.worker",
-                     "--run-dir", run_dir], stdout=log, stderr=subprocess.STDOUT,
+                     "--run-dir", run_dir, "--server-pid", str(os.getpid())], stdout=log, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True,
                     env=dict(os.environ, PYTHONUNBUFFERED="1"))  # log.txt as it happens
             self._current = run_id
@@ -246,17 +261,22 @@ class Executor:
                 self.store.save_run(run)
         return status.get("tasks")
 
-    def _finish(self, run_id: str, returncode: int, status_path: str, log_path: str) -> None:
+    def _finish(self, run_id: str, returncode: int, status_path: str, log_path: str,
+                restarted: bool = False) -> None:
         status = self._read_status(status_path) or {}
         with self._lock:
             terminated = run_id in self._terminated
+        # stopped by the server (stop, or a crash that a restart settles), not by itself
+        stopped = self._stopping.is_set() or (restarted and (
+            status.get("state") not in ("SUCCEEDED", "FAILED") or status.get("interrupted")))
+        stop_error = RESTARTED_ERROR if restarted else STOPPED_ERROR
         with self.store.lock:
             run = self.store.get("run", run_id)
             if run is None:  # deleted while it ran
                 return
             if status.get("tasks") is not None:
                 details = task_details(run_id, status)
-                if terminated or self._stopping.is_set():
+                if terminated or stopped:
                     for task in details:
                         if task.state == "RUNNING":
                             task.state, task.end_time = "CANCELED", utcnow()
@@ -273,13 +293,13 @@ class Executor:
             if terminated:
                 set_state(run, "CANCELED", error="terminated" + (f"; {what}" if pushed else ""))
             elif pushed:  # its work is done: a failure after the publish is bookkeeping
-                then = (STOPPED_ERROR if self._stopping.is_set()
+                then = (stop_error if stopped
                         else status.get("error") or f"the worker exited with {returncode}")
                 set_state(run, "SUCCEEDED")
                 run.error = m.GooglerpcStatus(code=0, message=f"{what}; then {then}",
                                               details=[])
-            elif self._stopping.is_set():
-                set_state(run, "FAILED", error=STOPPED_ERROR)
+            elif stopped:
+                set_state(run, "FAILED", error=stop_error)
             elif succeeded:
                 set_state(run, "SUCCEEDED")
             else:
@@ -315,6 +335,46 @@ def published_by(run_dir: str) -> list:
     except (KfpCtError, OSError):
         return []
     return found
+
+
+def _is_worker_of(pid: int, run_dir: str) -> bool:
+    """Whether ``pid`` is alive (not a zombie) and is the worker of this run folder."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            args = fh.read().decode(errors="replace").split("\0")
+    except (OSError, IndexError):
+        return False
+    return "kfp_ct.pipelines.entrypoints.local_server.worker" in args and run_dir in args
+
+
+def end_orphan_worker(run_dir: str, status: Optional[dict]) -> bool:
+    """Ends a worker that outlived its server (no PR_SET_PDEATHSIG, or it raced): its
+    process group gets SIGTERM (the worker stops its tasks and records it), SIGKILL after
+    ``KILL_AFTER_S``. Found by the pid in its ``status.json``; Linux (/proc) only.
+
+    Returns:
+        Whether there was one.
+    """
+    pid = (status or {}).get("pid")
+    if not isinstance(pid, int) or not _is_worker_of(pid, run_dir):
+        return False
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                return True
+        deadline = time.monotonic() + KILL_AFTER_S
+        while time.monotonic() < deadline:
+            if not _is_worker_of(pid, run_dir):
+                return True
+            time.sleep(0.05)
+    return True
 
 
 def _log_tail(path: str) -> str:

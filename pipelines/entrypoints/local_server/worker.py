@@ -14,6 +14,13 @@ file, then ``os.replace``) at every task start and end and at the end::
      "pid": 1234, "updated": <epoch s>}
 
 Exit status 0 when the run succeeded, 1 when it failed, 2 when the job cannot be read.
+
+It dies with its server (README "Crashes"): on Linux it asks the kernel for SIGTERM when
+its parent ends (``PR_SET_PDEATHSIG``), then checks that the parent is still the server
+named by ``--server-pid`` (it may have died before the request), and exits at once if not.
+SIGTERM (that signal, or the executor ending it) stops the run as Ctrl-C does: the task
+processes are ended, ``status.json`` gets ``"interrupted": true`` and its running tasks
+CANCELED, and the worker exits with 143.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -29,6 +37,32 @@ from typing import Any, Optional
 JOB_FILE = "job.json"
 STATUS_FILE = "status.json"
 _TASK_STATE = {"SUCCESS": "SUCCEEDED", "FAILURE": "FAILED"}
+_PR_SET_PDEATHSIG = 1
+SIGTERM_EXIT = 128 + signal.SIGTERM
+
+
+def die_with_parent(server_pid: Optional[int]) -> bool:
+    """Asks Linux to send this process SIGTERM when its parent ends, then checks that the
+    parent is still ``server_pid`` (it may have ended before the request took effect).
+
+    Returns:
+        False when the server is already gone (the caller exits); True otherwise,
+        including where prctl is unavailable (the server's restart ends such a worker).
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    return server_pid is None or os.getppid() == server_pid
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the stop below must finish
+    raise KeyboardInterrupt  # run_local_spec stops the task processes, as on Ctrl-C
 
 
 def write_json_atomically(path: str, data: Any) -> None:
@@ -77,7 +111,13 @@ def main(argv: Optional[list] = None) -> int:
     """Entry point; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True, help="the run folder holding job.json")
+    parser.add_argument("--server-pid", type=int, default=None,
+                        help="the server that started it: exit if it is gone")
     args = parser.parse_args(argv)
+    if not die_with_parent(args.server_pid):
+        print(f"[kfp-ct] the local server (pid {args.server_pid}) is gone; not starting",
+              flush=True)
+        return SIGTERM_EXIT
     run_dir = os.path.abspath(args.run_dir)
     try:
         with open(os.path.join(run_dir, JOB_FILE)) as fh:
@@ -88,7 +128,28 @@ def main(argv: Optional[list] = None) -> int:
         print(f"[kfp-ct] cannot read {os.path.join(run_dir, JOB_FILE)}: {exc}", flush=True)
         return 2
     status = _Status(run_dir, run_id)
-    print(f"[kfp-ct] local endpoint run {run_id}: pipeline root {root}", flush=True)
+    signal.signal(signal.SIGTERM, _on_sigterm)  # before: SIGTERM ends it (no task yet)
+    try:
+        return _run(status, spec, parameters, root)
+    except KeyboardInterrupt:  # SIGTERM outside the tasks (before or after them)
+        _interrupted(status, "interrupted (SIGTERM) outside a task")
+        return SIGTERM_EXIT
+
+
+def _interrupted(status: "_Status", error: str) -> None:
+    """Records a stop by SIGTERM: its running tasks CANCELED, ``interrupted`` true."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for task in status.data["tasks"]:
+        if task.get("state") == "RUNNING":
+            task.update(state="CANCELED", end=time.time())
+    status.data.update(state="FAILED", error=error, interrupted=True)
+    status.write()
+    sys.stdout.flush()
+
+
+def _run(status: "_Status", spec: Any, parameters: dict, root: str) -> int:
+    print(f"[kfp-ct] local endpoint run {status.data['run_id']}: pipeline root {root}",
+          flush=True)
     from kfp_ct.pipelines.entrypoints.local import run_local_spec
 
     try:
@@ -101,6 +162,9 @@ def main(argv: Optional[list] = None) -> int:
         status.write()
         return 1
     status.data["run_dir"] = run.run_dir
+    if run.interrupted:
+        _interrupted(status, run.error.replace("Ctrl-C", "SIGTERM"))
+        return SIGTERM_EXIT
     if run.ok:
         status.data["state"] = "SUCCEEDED"
     else:
