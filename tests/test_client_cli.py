@@ -407,6 +407,54 @@ def test_refused_auth_names_the_auth_tried(tmp_path, run_cli, monkeypatch):
         assert code == 0, err
 
 
+def test_the_client_and_the_cli_find_a_local_servers_token_by_themselves(
+        tmp_path, run_cli, monkeypatch):
+    """`kfp-ct local-server` requires a token by default (issue 22); the Python client and
+    `kfp-ct --endpoint` given no token read it from the server's runtime file (found by
+    port), and an explicit token still wins. Before issue 22 the server printed no token
+    and wrote no runtime file (the line did not match)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("KFP_CT_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.delenv("KFP_CT_TOKEN", raising=False)
+    monkeypatch.delenv("KFP_CT_LOCAL_TOKEN", raising=False)
+    kfp_ct = os.path.join(os.path.dirname(sys.executable), "kfp-ct")
+    proc = subprocess.Popen([kfp_ct, "local-server", "--port", "0", "--state-dir",
+                             str(tmp_path / "state")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=str(tmp_path))
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r" on (http://127\.0\.0\.1:\d+) .* token: (\S+) ", line)
+        assert match, line
+        url, token = match.groups()
+        assert Client(url).pipelines() == []
+        assert Client(url.replace("127.0.0.1", "localhost")).pipelines() == []
+        code, out, err = run_cli("--endpoint", url, "pipelines", "list")
+        assert code == 0, err
+        code, out, err = run_cli("--endpoint", url, "--existing-token", "wrong", "pipelines",
+                                 "list")
+        assert code == 2 and "HTTP 401" in err and str(tmp_path / "state" / "token") in err
+        code, out, err = run_cli("--endpoint", url, "--existing-token", token, "pipelines",
+                                 "list")
+        assert code == 0, err
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert list((tmp_path / "runtime").iterdir()) == []
+    # the server is gone: its port no longer finds a token (no stale runtime file)
+    from kfp_ct.pipelines.entrypoints.local_server.runtime import find_token
+
+    assert find_token(url) is None
+
+
 # ------------------------------------------------ what goes over the wire
 
 

@@ -7,6 +7,7 @@ kfp.local in the endpoint's worker subprocesses: no mocks, no TensorFlow.
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -360,8 +361,8 @@ def test_due_slots_catchup_no_catchup_cron_and_window():
     now = t0 + dt.timedelta(seconds=35)
     assert sched.due_slots(periodic, None, t0.timestamp(), now, latest_only=False) == [
         t0 + dt.timedelta(seconds=s) for s in (10, 20, 30)]
-    # More than one interval behind without catch-up: the backend fires once, at "now".
-    assert sched.due_slots(periodic, None, t0.timestamp(), now, latest_only=True) == [now]
+    assert sched.due_slots(periodic, None, t0.timestamp(), now, latest_only=True) == [
+        t0 + dt.timedelta(seconds=30)]
     last = (t0 + dt.timedelta(seconds=30)).timestamp()
     assert sched.due_slots(periodic, last, t0.timestamp(), now, latest_only=False) == []
     cron = m.V2beta1RecurringRun(trigger=m.V2beta1Trigger(cron_schedule=m.V2beta1CronSchedule(
@@ -505,7 +506,8 @@ def test_restart_keeps_state_and_settles_interrupted_runs(start_server, tmp_path
     assert resumed.state == "SUCCEEDED"
 
 
-def test_serve_prints_its_address_and_stops_on_sigterm(tmp_path):
+def test_serve_prints_its_address_and_stops_on_sigterm(tmp_path, monkeypatch):
+    monkeypatch.setenv("KFP_CT_RUNTIME_DIR", str(tmp_path / "runtime"))
     code = ("from kfp_ct.pipelines.entrypoints.local_server import serve; "
             f"serve({str(tmp_path / 'state')!r}, 0, None)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
@@ -513,7 +515,8 @@ def test_serve_prints_its_address_and_stops_on_sigterm(tmp_path):
     try:
         line = proc.stdout.readline().strip()
         assert line.startswith("kfp-ct local endpoint on http://127.0.0.1:")
-        assert line.endswith(f"(state: {tmp_path / 'state'})")
+        assert f"(state: {tmp_path / 'state'}) token: " in line
+        assert line.endswith(f"(also in {tmp_path / 'state' / 'token'})")
         url = line.split(" on ", 1)[1].split(" ", 1)[0]
         with urllib.request.urlopen(url + "/apis/v2beta1/healthz") as response:
             assert json.loads(response.read()) == {"multi_user": False}
@@ -583,3 +586,146 @@ def test_a_run_stopped_after_its_push_published_says_so_from_the_registry(tmp_pa
     assert not_pushed.state == ("CANCELED" if how == "terminated" else "FAILED")
     assert "pushed" not in (not_pushed.error.message or "")
     store.close()
+
+
+# ------------------------------------------------------- the token by default (issue 22)
+
+KFP_CT = os.path.join(os.path.dirname(sys.executable), "kfp-ct")
+LINE_WITH_TOKEN = re.compile(r"^kfp-ct local endpoint on (http://127\.0\.0\.1:\d+) "
+                             r"\(state: (.+)\) token: (\S+) \(also in (.+)\)$")
+
+
+def _local_server(tmp_path, *flags):
+    """``kfp-ct local-server --port 0`` as a user starts it: (process, its start-up line)."""
+    proc = subprocess.Popen([KFP_CT, "local-server", "--port", "0", "--state-dir",
+                             str(tmp_path / "state"), *flags], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=str(tmp_path))
+    line = proc.stdout.readline().strip()
+    if not line.startswith("kfp-ct local endpoint on "):
+        proc.kill()
+        raise AssertionError(line + proc.stdout.read())
+    return proc, line
+
+
+def _stop(proc):
+    proc.send_signal(signal.SIGINT)
+    try:
+        assert proc.wait(timeout=15) == 0, proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _get(url, token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _mode(path):
+    return os.stat(path).st_mode & 0o777
+
+
+def test_local_server_requires_a_token_by_default_and_keeps_it_owner_only(tmp_path,
+                                                                          monkeypatch):
+    """No --token: a new one is made, printed once with the URL, kept 0600 in the state
+    folder and in a 0600 runtime file that is gone after the server stops; a call
+    without it or with a wrong one gets 401 naming the token file; healthz stays open.
+    Before issue 22 the server served everyone (200) and printed no token."""
+    runtime_dir = tmp_path / "runtime"
+    monkeypatch.setenv("KFP_CT_RUNTIME_DIR", str(runtime_dir))
+    monkeypatch.delenv("KFP_CT_LOCAL_TOKEN", raising=False)
+    proc, line = _local_server(tmp_path)
+    try:
+        match = LINE_WITH_TOKEN.match(line)
+        assert match, line
+        url, state, token, token_file = match.groups()
+        assert state == str(tmp_path / "state") and token_file == os.path.join(state, "token")
+        assert len(token) >= 40  # token_urlsafe(32)
+        with open(token_file) as fh:
+            assert fh.read().strip() == token
+        assert _mode(token_file) == 0o600
+        assert _get(url + "/apis/v2beta1/healthz") == (200, {"multi_user": False})
+        status, body = _get(url + "/apis/v2beta1/pipelines")
+        assert status == 401 and body["code"] == 16 and token_file in body["message"]
+        status, body = _get(url + "/apis/v2beta1/pipelines", token="wrong-" + token)
+        assert status == 401 and "not valid" in body["message"]
+        assert _get(url + "/apis/v2beta1/pipelines", token=token)[0] == 200
+        [runtime_file] = runtime_dir.glob("server-*.json")
+        assert _mode(runtime_file) == 0o600 and _mode(runtime_dir) == 0o700
+        info = json.loads(runtime_file.read_text())
+        assert info == {"url": url, "host": "127.0.0.1", "port": int(url.rsplit(":", 1)[1]),
+                        "pid": proc.pid, "token": token, "state_dir": state}
+    finally:
+        _stop(proc)
+    assert list(runtime_dir.glob("server-*.json")) == []
+
+
+def test_local_server_with_an_explicit_token_uses_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("KFP_CT_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("KFP_CT_LOCAL_TOKEN", "from-the-environment")
+    proc, line = _local_server(tmp_path)
+    try:
+        url, _, token, token_file = LINE_WITH_TOKEN.match(line).groups()
+        assert token == "from-the-environment"
+        assert _get(url + "/apis/v2beta1/pipelines", token=token)[0] == 200
+        assert _get(url + "/apis/v2beta1/pipelines")[0] == 401
+    finally:
+        _stop(proc)
+
+
+def test_local_server_no_token_serves_without_auth_and_warns(tmp_path, monkeypatch):
+    """--no-token: no auth, and the start-up line says what that means. Before issue 22
+    the option did not exist (click: no such option)."""
+    import getpass
+
+    monkeypatch.setenv("KFP_CT_RUNTIME_DIR", str(tmp_path / "runtime"))
+    proc, line = _local_server(tmp_path, "--no-token")
+    try:
+        assert line.endswith(f"(state: {tmp_path / 'state'}) WARNING: no token: any local "
+                             f"account can run code as {getpass.getuser()} through this "
+                             "endpoint"), line
+        url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        assert _get(url + "/apis/v2beta1/pipelines")[0] == 200
+        assert not (tmp_path / "state" / "token").exists()
+    finally:
+        _stop(proc)
+
+
+def test_the_token_file_is_never_readable_by_others(tmp_path, start_server):
+    """Even with a permissive umask, the token file is created 0600."""
+    old = os.umask(0)
+    try:
+        start_server(tmp_path / "state", token=TOKEN)
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "state" / "token") == 0o600
+
+
+def test_find_token_reads_only_a_live_servers_file_on_that_loopback_port(tmp_path,
+                                                                          monkeypatch):
+    from kfp_ct.pipelines.entrypoints.local_server import runtime
+
+    monkeypatch.setenv("KFP_CT_RUNTIME_DIR", str(tmp_path / "rt"))
+    path = runtime.write_runtime_file("http://127.0.0.1:4321", 4321, "tok",
+                                      str(tmp_path / "nostate"))
+    assert runtime.find_token("http://127.0.0.1:4321") == ("tok", path)
+    assert runtime.find_token("http://localhost:4321/") == ("tok", path)
+    assert runtime.find_token("http://127.0.0.1:4322") is None
+    assert runtime.find_token("http://example.com:4321") is None
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    info = json.loads(open(path).read())
+    info["pid"] = int(dead)
+    with open(path, "w") as fh:
+        json.dump(info, fh)
+    assert runtime.find_token("http://127.0.0.1:4321") is None
+    stale = tmp_path / "rt" / f"server-{dead}.json"
+    os.replace(path, stale)
+    runtime.write_runtime_file("http://127.0.0.1:4323", 4323, "t2", str(tmp_path))
+    assert not stale.exists()  # a killed server's file is swept by the next start
+    assert runtime.find_token("http://127.0.0.1:4323") == ("t2", path)

@@ -28,7 +28,12 @@ KFP_CT = os.path.join(os.path.dirname(sys.executable), "kfp-ct")
 
 
 @pytest.fixture
-def endpoint(tmp_path):
+def endpoint(tmp_path, monkeypatch):
+    # the token the endpoint makes reaches the notebook's Client (and this test's) through
+    # the runtime file, as on a user's machine; no token is passed
+    monkeypatch.setenv("KFP_CT_RUNTIME_DIR", str(tmp_path / "runtime"))
+    for var in ("KFP_CT_TOKEN", "KFP_CT_LOCAL_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
     proc = subprocess.Popen([KFP_CT, "local-server", "--port", "0", "--state-dir",
                              str(tmp_path / "state")], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, cwd=str(tmp_path))

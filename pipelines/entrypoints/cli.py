@@ -9,7 +9,8 @@
     kfp-ct --endpoint URL runs list | get RUN_ID | wait RUN_ID
     kfp-ct --endpoint URL schedule create training --name daily --cron '0 0 3 * * *' ...
     kfp-ct --endpoint URL schedule list | enable | disable | delete ID_OR_NAME
-    kfp-ct local-server [--port 8888] [--state-dir .kfp-ct]
+    kfp-ct --endpoint URL schedule update ID_OR_NAME [--cron C | --interval S] [-p K=V] ...
+    kfp-ct local-server [--port 8888] [--state-dir .kfp-ct] [--token T | --no-token]
 
 Global flags follow the ``kfp`` CLI's: ``--endpoint`` ($KF_PIPELINES_ENDPOINT),
 ``-n/--namespace`` ($KFP_CT_NAMESPACE), ``--existing-token`` ($KFP_CT_TOKEN),
@@ -434,13 +435,20 @@ def compile_cmd(pipelines: Sequence[str], out: str) -> None:
 @click.option("--port", type=int, default=8888, show_default=True,
               help="port on 127.0.0.1 (0: any free port)")
 @click.option("--token", envvar="KFP_CT_LOCAL_TOKEN", default=None,
-              help="require this bearer token on every call but healthz "
-                   "[$KFP_CT_LOCAL_TOKEN]")
-def local_server_cmd(state_dir: str, port: int, token: Optional[str]) -> None:
-    """Serve the KFP v2beta1 API on 127.0.0.1; runs execute here through kfp.local."""
+              help="the bearer token every call but healthz needs; default: a new random "
+                   "one, printed and kept in <state-dir>/token [$KFP_CT_LOCAL_TOKEN]")
+@click.option("--no-token", is_flag=True, default=False,
+              help="no auth: any local account can then run code as you through the endpoint")
+def local_server_cmd(state_dir: str, port: int, token: Optional[str], no_token: bool) -> None:
+    """Serve the KFP v2beta1 API on 127.0.0.1; runs execute here through kfp.local.
+
+    A token is required unless --no-token; kfp-ct and its Python client on this machine
+    find it by themselves (a runtime file per running server)."""
     from kfp_ct.pipelines.entrypoints.local_server import serve
 
-    serve(os.path.abspath(state_dir), port, token or None)
+    if no_token and token:
+        raise KfpCtError("--token and --no-token: give one of them")
+    serve(os.path.abspath(state_dir), port, token or None, no_token=no_token)
 
 
 # ------------------------------------------------------------------ API commands

@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import email.parser
 import email.policy
+import hmac
 import http.server
 import io
 import ipaddress
@@ -40,6 +41,7 @@ from kfp_ct.pipelines.entrypoints.kfp_json import (CODE_ALREADY_EXISTS, CODE_FAI
                                             CODE_INTERNAL, CODE_NOT_FOUND,
                                             CODE_UNAUTHENTICATED, CODE_UNIMPLEMENTED,
                                             HttpError, invalid, to_json)
+from kfp_ct.pipelines.entrypoints.local_server import runtime
 from kfp_ct.pipelines.entrypoints.local_server.executor import Executor, set_state, utcnow
 from kfp_ct.pipelines.entrypoints.local_server.scheduler import Scheduler
 from kfp_ct.pipelines.entrypoints.local_server.spec_check import first_problem
@@ -274,10 +276,12 @@ class Api:
         token: The bearer token every path but healthz needs (None: no auth).
     """
 
-    def __init__(self, store: Store, executor: Executor, token: Optional[str]) -> None:
+    def __init__(self, store: Store, executor: Executor, token: Optional[str],
+                 token_file: str = "") -> None:
         self.store = store
         self.executor = executor
         self.token = token
+        self.token_file = token_file
 
     # ----------------------------------------------------------------- auth
 
@@ -285,20 +289,23 @@ class Api:
         """Raises 401 (code 16) unless the request carries ``Bearer <token>``."""
         if self.token is None:
             return
+        where = (f"; the token is in {self.token_file} (kfp-ct and its Client find it by "
+                 "themselves on this machine)" if self.token_file else "")
         value = headers.get("authorization", "")
         if not value:
             raise HttpError(401, CODE_UNAUTHENTICATED,
                             "Unauthenticated: the request has no Authorization header; this "
                             "endpoint needs 'Authorization: Bearer <token>' (kfp.Client: "
-                            "existing_token=...)")
+                            f"existing_token=...){where}")
         scheme, _, given = value.partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
             raise HttpError(401, CODE_UNAUTHENTICATED,
                             f"Unauthenticated: the Authorization header is not a bearer token "
-                            f"(scheme {scheme!r}); send 'Authorization: Bearer <token>'")
-        if given.strip() != self.token:
+                            f"(scheme {scheme!r}); send 'Authorization: Bearer <token>'{where}")
+        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
             raise HttpError(401, CODE_UNAUTHENTICATED,
-                            "Unauthenticated: the bearer token is not valid for this endpoint")
+                            f"Unauthenticated: the bearer token is not valid for this "
+                            f"endpoint{where}")
 
     # --------------------------------------------------------------- healthz
 
@@ -998,7 +1005,10 @@ class LocalServer:
             ("interrupted: the local server restarted").
         host: A loopback address (anything else is refused).
         port: The port; 0 picks a free one.
-        token: If set, every path but healthz needs ``Authorization: Bearer <token>``.
+        token: If set, every path but healthz needs ``Authorization: Bearer <token>``, and
+            it is written to ``<state_dir>/token`` (mode 0600). None: no auth (what
+            ``kfp-ct local-server --no-token`` runs; the command line and :func:`serve`
+            make a token when none is given).
         poll_s: How often the scheduler and executor look (seconds).
 
     Usage::
@@ -1042,7 +1052,11 @@ class LocalServer:
         except StoreError as exc:
             raise LocalServerError(str(exc)) from None
         self.executor = Executor(self._store, self.state_dir, poll_s=self.poll_s)
-        self.api = Api(self._store, self.executor, self.token)
+        token_file = ""
+        if self.token is not None:
+            token_file = runtime.write_private(runtime.token_path(self.state_dir),
+                                               self.token + "\n")
+        self.api = Api(self._store, self.executor, self.token, token_file)
         self.executor.recover()
         self.api.default_experiment_id()
         owner = self
@@ -1127,20 +1141,31 @@ class LocalServer:
                 fh.write(line + "\n")
 
 
-def serve(state_dir: str, port: int, token: Optional[str] = None) -> None:
+def serve(state_dir: str, port: int, token: Optional[str] = None,
+          no_token: bool = False) -> None:
     """Runs the endpoint until SIGINT / SIGTERM (what ``kfp-ct local-server`` calls).
 
-    Prints one line ``kfp-ct local endpoint on http://127.0.0.1:PORT (state: DIR)``, then
-    blocks; on a signal it stops cleanly (a running worker is ended, its run FAILED).
+    A token is required by default: with ``token`` None one is made
+    (``secrets.token_urlsafe(32)``). It is written to ``<state>/token`` (0600) and to this
+    process's runtime file (see :mod:`.runtime`), where ``kfp-ct`` and its ``Client``
+    find it; the runtime file is removed on stop. Prints one line, then blocks::
+
+        kfp-ct local endpoint on http://127.0.0.1:PORT (state: DIR) token: TOKEN (also in DIR/token)
+
+    With ``no_token`` the line ends ``WARNING: no token: any local account can run code
+    as USER through this endpoint``. On a signal it stops cleanly (a running worker is
+    ended, its run FAILED).
 
     Args:
         state_dir: The state folder (created or resumed).
         port: The port on 127.0.0.1 (0: a free one).
-        token: The bearer token to require (None: no auth).
+        token: The bearer token to require (None: a new one, unless ``no_token``).
+        no_token: Serve without auth (any local account can then use the endpoint).
 
     Raises:
         LocalServerError: it cannot start (port taken, unusable state folder).
     """
+    import getpass
     import signal
 
     stop = threading.Event()
@@ -1149,15 +1174,29 @@ def serve(state_dir: str, port: int, token: Optional[str] = None) -> None:
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
 
+    if no_token:
+        token = None
+    elif not token:
+        token = runtime.new_token()
     server = LocalServer(state_dir, port=port, token=token).start()
+    runtime_file = ""
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
-        print(f"kfp-ct local endpoint on {server.url} (state: {server.state_dir})",
-              flush=True)
+        runtime_file = runtime.write_runtime_file(server.url, server.port, token,
+                                                  server.state_dir)
+        line = f"kfp-ct local endpoint on {server.url} (state: {server.state_dir})"
+        if token is None:
+            line += (f" WARNING: no token: any local account can run code as "
+                     f"{getpass.getuser()} through this endpoint")
+        else:
+            line += f" token: {token} (also in {runtime.token_path(server.state_dir)})"
+        print(line, flush=True)
         while not stop.wait(0.5):
             pass
     finally:
+        if runtime_file:
+            runtime.remove_runtime_file(runtime_file)
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
