@@ -126,6 +126,18 @@ def _nap_running(run_dir):
     return (status["pid"], tree) if tree else None
 
 
+def _long_run(url, package):
+    """Uploads the tiny pipeline and starts a run whose nap task lasts 2 minutes."""
+    pipeline = _upload(url, package, "tiny")
+    version = _call(f"{url}{API}/pipelines/{pipeline['pipeline_id']}/versions"
+                    )["pipeline_versions"][0]
+    return _call(f"{url}{API}/runs", "POST", {
+        "display_name": "long", "pipeline_version_reference": {
+            "pipeline_id": pipeline["pipeline_id"],
+            "pipeline_version_id": version["pipeline_version_id"]},
+        "runtime_config": {"parameters": {"word": "w", "seconds": 120}}})["run_id"]
+
+
 def _spec(package):
     with open(package) as fh:
         return yaml.safe_load(fh)
@@ -141,14 +153,7 @@ def test_a_kill_9_of_the_server_ends_its_worker_and_the_restart_says_so(
     restarted server said FAILED with the task RUNNING."""
     state = tmp_path / "state"
     proc, url = servers(state)
-    pipeline = _upload(url, package, "tiny")
-    version = _call(f"{url}{API}/pipelines/{pipeline['pipeline_id']}/versions"
-                    )["pipeline_versions"][0]
-    run = _call(f"{url}{API}/runs", "POST", {
-        "display_name": "long", "pipeline_version_reference": {
-            "pipeline_id": pipeline["pipeline_id"],
-            "pipeline_version_id": version["pipeline_version_id"]},
-        "runtime_config": {"parameters": {"word": "w", "seconds": 120}}})
+    run = {"run_id": _long_run(url, package)}
     run_dir = str(state / "runs" / run["run_id"])
     worker, tree = _until(lambda: _nap_running(run_dir), 30, 0.05, "the nap task to run")
 
@@ -167,6 +172,23 @@ def test_a_kill_9_of_the_server_ends_its_worker_and_the_restart_says_so(
     assert after["error"]["message"] == RESTARTED_ERROR
     tasks = {t["display_name"]: t["state"] for t in after["run_details"]["task_details"]}
     assert tasks == {"nap": "CANCELED"}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_a_worker_killed_outright_leaves_no_task_behind(servers, tmp_path, package):
+    """A SIGKILL (or OOM kill) of the worker alone: the executor ends what is left of its
+    process group. Before issue 22 its task went on, orphaned, and could push."""
+    state = tmp_path / "state"
+    _, url = servers(state)
+    run_id = _long_run(url, package)
+    run_dir = str(state / "runs" / run_id)
+    worker, tree = _until(lambda: _nap_running(run_dir), 30, 0.05, "the nap task to run")
+    os.kill(worker, signal.SIGKILL)
+    _until(lambda: not any(_alive(p) for p in tree), 5, 0.05,
+           f"the tasks {tree} of the killed worker to end")
+    after = _until(lambda: (lambda r: r if r["state"] != "RUNNING" else None)(
+        _call(f"{url}{API}/runs/{run_id}")), 10, 0.1, "the run to settle")
+    assert after["state"] == "FAILED" and "exited with status -9" in after["error"]["message"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")

@@ -235,6 +235,10 @@ class Executor:
             while proc.poll() is None:
                 seen = self._sync(run_id, status_path, seen)
                 time.sleep(self.poll_s)
+            try:  # a worker killed outright (SIGKILL, OOM) leaves its tasks in its group
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
             self._finish(run_id, proc.returncode, status_path, log_path)
         finally:
             with self._lock:
