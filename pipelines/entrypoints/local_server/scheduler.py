@@ -1,16 +1,15 @@
 """Fires the local endpoint's recurring runs on their schedules.
 
-A thread looks every ``poll_s`` at each ENABLED recurring run. Its next slot is:
-
-* periodic: the last slot (or, before the first, the start time or else the time it was
-  created / enabled) plus the interval;
-* cron: the first cron time after that same point (``rules.next_cron_times``).
-
-When a slot is due (now >= slot, within start / end), and fewer of its runs are active
-(PENDING or RUNNING) than ``max_concurrency``, a run is created for the slot and the
-pointer moves on; at the limit nothing is created and the pointer waits. With
-``no_catchup`` only the latest due slot gets a run; without, each missed slot gets one in
-turn. The pointer is in SQLite, so a restart continues the schedule.
+A thread looks every ``poll_s`` at each ENABLED recurring run and computes its next slot
+exactly as KFP backend 2.5.0's ScheduledWorkflow controller does (``_next_slot``): from the
+last slot, else the start time, else the time it was created (or re-enabled with
+no_catchup). When a slot is due (now >= slot, not past the end time) and fewer of its runs
+are active (PENDING or RUNNING) than ``max_concurrency``, a run is created for the slot,
+with the slot as its ``scheduled_at`` and schedule time, and the pointer moves on; at the
+limit nothing is created and the pointer waits. Without ``no_catchup`` every missed slot
+gets a run, oldest first, never more than ``max_concurrency`` at a time; with it, one run
+for the latest missed slot (a periodic schedule more than one interval behind fires at
+"now", as the backend does). The pointer is in SQLite, so a restart continues the schedule.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import threading
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 from kfp_server_api import models as m
 
@@ -43,22 +42,52 @@ def schedule_window(recurring: m.V2beta1RecurringRun) -> tuple:
             rules.parse_time(schedule.end_time, "end time"))
 
 
-def slots_after(recurring: m.V2beta1RecurringRun, after: dt.datetime) -> Iterator[dt.datetime]:
-    """The recurring run's slots strictly after ``after``, in order."""
+def _next_slot(recurring: m.V2beta1RecurringRun, last_slot: Optional[dt.datetime],
+               anchor: dt.datetime, now: dt.datetime, catchup: bool) -> Optional[dt.datetime]:
+    """The next slot, as KFP backend 2.5.0's ScheduledWorkflow controller computes it.
+
+    A port of ``backend/src/crd/controller/scheduledworkflow/util/`` (periodic_schedule.go,
+    cron_schedule.go): the schedule counts from the last slot, else the start time, else the
+    time it was created (``anchor``); a start time later than that point wins. Periodic: the
+    first slot is the start time itself when that is later, else the point plus the interval.
+    Without catch-up, a periodic schedule more than one interval behind fires once at
+    ``now`` (or at the end time when that is earlier) and counts on from there; a cron
+    schedule fires once at its latest cron time not after now or the end time. None: no
+    slot left (past the end time).
+    """
+    start, end = schedule_window(recurring)
+    now = now.replace(microsecond=0)  # the backend counts in whole epoch seconds
+    base = last_slot or start or anchor
     trigger = recurring.trigger
     if trigger.periodic_schedule is not None:
-        step = dt.timedelta(seconds=int(trigger.periodic_schedule.interval_second))
-        when = after
-        while True:
-            when = when + step
-            yield when
-    else:
-        yield from rules.next_cron_times(trigger.cron_schedule.cron, after)
+        step = dt.timedelta(seconds=int(trigger.periodic_schedule.interval_second) or 1)
+        slot = start if start is not None and start > base else base + step
+        if end is not None and end < slot:
+            return None
+        if not catchup and now >= slot + step:
+            return end if end is not None and end < now else now
+        return slot
+    if start is not None and start > base:
+        base = start
+    times = rules.next_cron_times(trigger.cron_schedule.cron, base)
+    slot = next(times)
+    if end is not None and end < slot:
+        return None
+    if not catchup:
+        for i, later in enumerate(times):
+            if later > now or (end is not None and later > end) or i >= _MAX_SLOTS_PER_TICK:
+                break
+            slot = later
+    return slot
 
 
 def due_slots(recurring: m.V2beta1RecurringRun, last_slot: Optional[float], anchor: float,
               now: dt.datetime, latest_only: bool) -> list:
     """The slots due at ``now`` (at most one when ``latest_only``), oldest first.
+
+    Each slot follows the one before as ``_next_slot`` says; the scheduler creates their
+    runs in order while fewer than ``max_concurrency`` runs of the schedule are active (the
+    backend submits one per reconcile under the same limit), so one tick needs at most 10.
 
     Args:
         recurring: The recurring run (its trigger).
@@ -66,40 +95,16 @@ def due_slots(recurring: m.V2beta1RecurringRun, last_slot: Optional[float], anch
         anchor: Epoch s the schedule counts from when no slot fired yet (created or
             re-enabled).
         now: The time now (aware).
-        latest_only: Return only the latest due slot (no_catchup).
+        latest_only: no_catchup: jump to the latest due slot (see ``_next_slot``).
     """
-    start, end = schedule_window(recurring)
-    if last_slot is not None:
-        base = _utc(last_slot)
-    else:
-        base = _utc(anchor)
-        if start is not None and start > base:
-            base = start
-    trigger = recurring.trigger
-    if latest_only and trigger.periodic_schedule is not None:  # no need to walk the slots
-        step = int(trigger.periodic_schedule.interval_second)
-        behind = int((now - base).total_seconds() // step)
-        if behind < 1:
-            return []
-        slot = base + dt.timedelta(seconds=behind * step)
-        if end is not None and slot > end:
-            behind = int((end - base).total_seconds() // step)
-            if behind < 1:
-                return []
-            slot = base + dt.timedelta(seconds=behind * step)
-        return [slot]
     out: list = []
-    for i, slot in enumerate(slots_after(recurring, base)):
-        if slot > now or (end is not None and slot > end) or i >= _MAX_SLOTS_PER_TICK:
+    last = None if last_slot is None else _utc(last_slot)
+    while len(out) < (1 if latest_only else 10):
+        slot = _next_slot(recurring, last, _utc(anchor), now, catchup=not latest_only)
+        if slot is None or slot > now:
             break
-        if start is not None and slot < start:
-            continue
-        if latest_only:
-            out[:] = [slot]
-        else:
-            out.append(slot)
-            if len(out) >= 10:  # max_concurrency caps what one tick can start anyway
-                break
+        out.append(slot)
+        last = slot
     return out
 
 
