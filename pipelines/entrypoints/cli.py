@@ -605,7 +605,7 @@ def runs_wait(ctx: click.Context, run_id: str, timeout: float, poll: float) -> N
 
 @cli.group("schedule")
 def schedule_group() -> None:
-    """Recurring runs: create, list, enable, disable, delete."""
+    """Recurring runs: create, list, update, enable, disable, delete."""
 
 
 @schedule_group.command("create")
@@ -646,6 +646,43 @@ def schedule_create(ctx: click.Context, pipeline: str, name: str, cron: str,
                            max_concurrency=max_concurrency, no_catchup=not catchup,
                            start_time=start_time or None, end_time=end_time or None,
                            enabled=not disabled, description=description)
+    _emit(ctx, made, _SCHEDULE_HEADERS, _schedule_rows([made]))
+
+
+@schedule_group.command("update")
+@click.argument("schedule")
+@click.option("--cron", default="", help="a new cron (six fields, seconds first)")
+@click.option("--interval", type=int, default=None, help="or: every N seconds")
+@click.option("-p", "--param", "pairs", multiple=True, metavar="NAME=VALUE",
+              help="parameters to change (the others stay)")
+@click.option("-f", "--params-file", default="")
+@click.option("--version", default="", help="run this version (name or id) of its pipeline")
+@click.option("--max-concurrency", type=int, default=None,
+              help="active runs of this schedule at once (1..10)")
+@click.option("--catchup/--no-catchup", default=None,
+              help="after a pause, run every missed slot (catchup) or only the latest")
+@click.option("--description", default=None)
+@click.pass_context
+def schedule_update(ctx: click.Context, schedule: str, cron: str, interval: Optional[int],
+                    pairs: Sequence[str], params_file: str, version: str,
+                    max_concurrency: Optional[int], catchup: Optional[bool],
+                    description: Optional[str]) -> None:
+    """Change SCHEDULE (id or name) in place: same id, runs in progress go on.
+
+    Only what is given changes. `kfp-ct local-server` serves this (a kfp-ct extension); the
+    KFP API has no update call, so on a Kubeflow cluster it refuses and prints the steps
+    that replace the schedule instead (disable, create, delete) and what they lose."""
+    from kfp_ct.pipelines.entrypoints.client import parse_params
+
+    client = _client(ctx)
+    params = {}
+    if pairs or params_file:
+        params = parse_params(client.schedule_spec(schedule, version), pairs, params_file,
+                              pipeline=f"schedule {schedule!r}")
+    made = client.update_schedule(
+        schedule, cron=cron, interval_s=interval, params=params, version=version,
+        max_concurrency=max_concurrency, no_catchup=None if catchup is None else not catchup,
+        description=description)
     _emit(ctx, made, _SCHEDULE_HEADERS, _schedule_rows([made]))
 
 

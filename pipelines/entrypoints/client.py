@@ -147,6 +147,10 @@ class Schedule:
     created_at: Optional[dt.datetime] = None
 
 
+# Answers of an endpoint without the kfp-ct schedule update (the KFP API server's gateway).
+UPDATE_UNSUPPORTED = (404, 405, 501)
+
+
 def _in_pod() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
@@ -553,12 +557,18 @@ class Client:
             start_time, end_time: RFC 3339 times or datetimes bounding the schedule.
             enabled: Start enabled.
             description: Shown in the UI.
+
+        A string parameter may hold ``{schedule_date}`` (the slot's UTC date, YYYY-MM-DD)
+        or ``{schedule_time}`` (RFC 3339 UTC), e.g. ``window_path=data/date={schedule_date}/``:
+        they are sent as the backend's scheduled-time macros, which KFP backend 2.x and the
+        local endpoint fill per run with that run's slot.
         """
         if not name:
             raise rules.RuleError("a schedule needs a name")
         cron, interval, concurrency, start, end = rules.check_schedule(
             cron, interval_s, max_concurrency, start_time, end_time)
         _, pipeline_id, ver, values = self._checked(pipeline, version, params)
+        values = {k: rules.schedule_templates(v) for k, v in (values or {}).items()}
         experiment_id = self._experiment_id(experiment)
         kfp = self._kfp()
 
@@ -619,6 +629,121 @@ class Client:
         self._call(f"disabling schedule {schedule!r}",
                    lambda: kfp.disable_recurring_run(job_id))
         return self.get_schedule(job_id)
+
+    def _schedule_version(self, schedule: str, current: Any, version: str) -> Any:
+        """A version (name or id) of the pipeline a schedule runs."""
+        ref = current.pipeline_version_reference
+        if ref is None or not ref.pipeline_id:
+            raise self._error(f"schedule {schedule!r} runs an inline pipeline spec; it has "
+                              "no pipeline whose version could change")
+        found = self._version_objects(ref.pipeline_id, version) or [
+            v for v in self._version_objects(ref.pipeline_id)
+            if v.pipeline_version_id == version]
+        if not found:
+            raise self._error(f"the pipeline of schedule {schedule!r} has no version "
+                              f"{version!r}")
+        return found[0]
+
+    def schedule_spec(self, schedule: str, version: str = "") -> dict:
+        """The compiled spec a schedule runs (or would run with ``version``): what its
+        parameters are checked against."""
+        kfp = self._kfp()
+        job_id = self._schedule_id(schedule)
+        current = self._call(f"reading schedule {schedule!r}",
+                             lambda: kfp.get_recurring_run(job_id))
+        ref = current.pipeline_version_reference
+        if ref is None or not ref.pipeline_id:
+            return dict(current.pipeline_spec or {})
+        if version:
+            ver = self._schedule_version(schedule, current, version)
+        else:
+            ver = self._call(f"reading schedule {schedule!r}'s version",
+                             lambda: kfp.get_pipeline_version(ref.pipeline_id,
+                                                              ref.pipeline_version_id))
+        return dict(self._version_spec(ref.pipeline_id, ver))
+
+    def update_schedule(self, schedule: str, *, cron: str = "",
+                        interval_s: Optional[int] = None, params: Optional[Mapping] = None,
+                        version: str = "", max_concurrency: Optional[int] = None,
+                        no_catchup: Optional[bool] = None, description: Optional[str] = None
+                        ) -> Schedule:
+        """Changes a schedule in place (by id or name): same id, its runs in progress go on.
+
+        Only what is given changes: the trigger (``cron`` or ``interval_s``; start and end
+        stay), ``params`` (merged over the current ones; ``{schedule_date}`` as in
+        :meth:`schedule`), ``version`` (name or id, of the pipeline it runs),
+        ``max_concurrency``, ``no_catchup``, ``description``.
+
+        Sends ``PATCH /apis/v2beta1/recurringruns/{id}``, a kfp-ct extension that
+        ``kfp-ct local-server`` serves. The KFP API (backend 2.x) has no update call: there
+        (404/405/501) this refuses, and says the steps that replace the schedule and what
+        they lose, rather than taking them unasked.
+        """
+        if cron and interval_s:
+            raise rules.RuleError("give cron or interval_s, not both")
+        if max_concurrency is not None:
+            max_concurrency = rules.check_max_concurrency(max_concurrency)
+        kfp = self._kfp()
+        job_id = self._schedule_id(schedule)
+        current = self._call(f"reading schedule {schedule!r}",
+                             lambda: kfp.get_recurring_run(job_id))
+        body: dict = {}
+        if cron or interval_s:
+            old = current.trigger.cron_schedule or current.trigger.periodic_schedule
+            cron, interval, _, start, end = rules.check_schedule(
+                cron, interval_s, max_concurrency or 1, old.start_time, old.end_time)
+            window = {k: v.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                      for k, v in (("start_time", start), ("end_time", end)) if v}
+            body["trigger"] = ({"cron_schedule": {"cron": cron, **window}} if cron else
+                               {"periodic_schedule": {"interval_second": str(interval),
+                                                      **window}})
+        if params:
+            body["runtime_config"] = {"parameters": {
+                k: rules.schedule_templates(v) for k, v in params.items()}}
+        if version:
+            ref = current.pipeline_version_reference
+            body["pipeline_version_reference"] = {
+                "pipeline_id": ref.pipeline_id,
+                "pipeline_version_id": self._schedule_version(schedule, current,
+                                                              version).pipeline_version_id}
+        if max_concurrency is not None:
+            body["max_concurrency"] = str(max_concurrency)
+        if no_catchup is not None:
+            body["no_catchup"] = bool(no_catchup)
+        if description is not None:
+            body["description"] = description
+        if not body:
+            raise rules.RuleError("nothing to change: give a trigger, parameters, a version, "
+                                  "max_concurrency, catch-up or a description")
+
+        def patch() -> Any:
+            import kfp_server_api
+
+            api = kfp._recurring_run_api.api_client
+            try:
+                return api.call_api(
+                    "/apis/v2beta1/recurringruns/{recurring_run_id}", "PATCH",
+                    {"recurring_run_id": job_id}, [],
+                    {"Accept": "application/json", "Content-Type": "application/json"},
+                    body=body, response_type="V2beta1RecurringRun", auth_settings=["Bearer"],
+                    _return_http_data_only=True)
+            except kfp_server_api.ApiException as exc:
+                if exc.status in UPDATE_UNSUPPORTED:
+                    return exc
+                raise
+
+        made = self._call(f"updating schedule {schedule!r}", patch)
+        if isinstance(made, Exception):
+            raise self._error(
+                f"this endpoint has no schedule update (HTTP {made.status} to PATCH "
+                f"/apis/v2beta1/recurringruns/{job_id}; the KFP API has no update call, only "
+                f"kfp-ct local-server has it). Nothing was changed. To replace schedule "
+                f"{schedule!r} instead: `kfp-ct schedule disable {job_id}`, "
+                f"`kfp-ct schedule create ...` with the new settings, then `kfp-ct schedule "
+                f"delete {job_id}`. What that loses: the new schedule has a new id, the old "
+                f"runs stay listed under the old id, and the new one counts from its "
+                f"creation (no catch-up of slots missed in between)")
+        return schedule_info(made)
 
     def delete_schedule(self, schedule: str) -> str:
         """Deletes a schedule (by id or name); its runs stay. Returns the id."""

@@ -332,3 +332,62 @@ def parse_parameter_text(document: Mapping, name: str, text: str,
     if not _type_ok(kind, value):
         raise RuleError(f"parameter {name} of {pipeline} must be {words}, got {text!r}")
     return int(value) if kind == "NUMBER_INTEGER" else value
+
+
+# ------------------------------------------------------------------ schedule time
+# kfp 2.13's dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER. KFP backend 2.5.0 does not fill
+# it (no code under backend/ names it); the local endpoint fills it with the slot's time.
+SCHEDULE_TIME_PLACEHOLDER = "{{$.pipeline_job_schedule_time_utc}}"
+# Templates a schedule's string parameters may hold, e.g. window_path=data/date={schedule_date}/
+# They become the backend's own macros (below), which both backends fill with the slot's time.
+SCHEDULE_TEMPLATES = {"{schedule_date}": "{{$.scheduledTime.strftime('%Y-%m-%d')}}",
+                      "{schedule_time}": "{{$.scheduledTime.strftime('%Y-%m-%dT%H:%M:%SZ')}}"}
+# The macros KFP backend 2.5.0 fills in a recurring run's parameters for each slot
+# (backend/src/common/util/parameter_formatter.go); [[ScheduledTime.<Go layout>]] is not
+# filled here.
+_MACRO = re.compile(r"\[\[(ScheduledTime|CurrentTime)\]\]"
+                    r"|\{\{\$\.(scheduledTime|currentTime)\.strftime\('(.*?)'\)\}\}")
+
+
+def schedule_time_text(slot: dt.datetime) -> str:
+    """A slot as RFC 3339 UTC with whole seconds (``2026-01-02T03:00:00Z``)."""
+    return slot.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def schedule_templates(value: Any) -> Any:
+    """A parameter value with ``{schedule_date}`` / ``{schedule_time}`` turned into the
+    backend's scheduled-time macros (other values unchanged)."""
+    if not isinstance(value, str):
+        return value
+    for template, macro in SCHEDULE_TEMPLATES.items():
+        value = value.replace(template, macro)
+    return value
+
+
+def fill_schedule_macros(value: Any, scheduled: dt.datetime, now: dt.datetime) -> Any:
+    """A recurring run's parameter value for one slot, as KFP backend 2.5.0 formats it:
+    ``[[ScheduledTime]]`` / ``[[CurrentTime]]`` as ``YYYYMMDDhhmmss`` UTC, and
+    ``{{$.scheduledTime.strftime('FMT')}}`` / ``{{$.currentTime.strftime('FMT')}}`` with
+    FMT, in UTC. Non-strings are returned unchanged."""
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match) -> str:
+        which = (match.group(1) or match.group(2)).lower()
+        when = (scheduled if which == "scheduledtime" else now).astimezone(dt.timezone.utc)
+        return when.strftime(match.group(3) if match.group(3) is not None else "%Y%m%d%H%M%S")
+
+    return _MACRO.sub(one, value)
+
+
+def fill_schedule_time(document: Any, slot: dt.datetime) -> Any:
+    """A copy of a pipeline document with every ``SCHEDULE_TIME_PLACEHOLDER`` in its strings
+    replaced by the slot's RFC 3339 UTC time."""
+    text = schedule_time_text(slot)
+    if isinstance(document, str):
+        return document.replace(SCHEDULE_TIME_PLACEHOLDER, text)
+    if isinstance(document, list):
+        return [fill_schedule_time(item, slot) for item in document]
+    if isinstance(document, dict):
+        return {key: fill_schedule_time(item, slot) for key, item in document.items()}
+    return document

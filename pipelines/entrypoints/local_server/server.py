@@ -775,15 +775,76 @@ class Api:
                 self.store.save_recurring_run(rr)
         return {}
 
+    def update_recurring_run(self, query: dict, body: Any, recurring_run_id: str) -> Any:
+        """PATCH /recurringruns/{id}: a kfp-ct extension (the KFP API has no update call).
+
+        The body is a recurring run holding only what changes: ``trigger`` (cron or
+        interval, start / end), ``runtime_config.parameters`` (merged over the current
+        ones), ``pipeline_version_reference`` / ``pipeline_version_id`` or
+        ``pipeline_spec``, ``max_concurrency``, ``no_catchup``, ``display_name``,
+        ``description``. The id, status, runs in progress and the schedule's last slot stay,
+        so the next slot counts on from the last one under the new trigger.
+        """
+        change = kfp_json.from_json(body, m.V2beta1RecurringRun, "recurring_run")
+        with self.store.lock:
+            rr = self._get_recurring(recurring_run_id, "update a recurring run")
+            if change.trigger is not None:
+                rr.trigger = self._check_trigger(change.trigger)
+            if change.max_concurrency is not None:
+                rr.max_concurrency = str(rules.check_max_concurrency(change.max_concurrency))
+            if change.no_catchup is not None:
+                rr.no_catchup = bool(change.no_catchup)
+            if (change.display_name or "").strip():
+                rr.display_name = change.display_name.strip()
+            if change.description is not None:
+                rr.description = change.description or None
+            document = self.store.recurring_spec(recurring_run_id)
+            pipeline = f"the pipeline of recurring run {recurring_run_id}"
+            if (change.pipeline_spec is not None or change.pipeline_version_reference
+                    is not None or change.pipeline_version_id):
+                ref, document, pipeline = self._resolve_source(
+                    change.pipeline_spec, change.pipeline_version_reference,
+                    change.pipeline_version_id, "recurring run", "update a recurring run")
+                rr.pipeline_version_reference = ref
+                rr.pipeline_spec = document if ref is None else None
+            config = rr.runtime_config or m.V2beta1RuntimeConfig()
+            params = dict(config.parameters or {})
+            given = change.runtime_config
+            params.update((given.parameters or {}) if given is not None else {})
+            rr.runtime_config = self._runtime_config(m.V2beta1RuntimeConfig(
+                parameters=params, pipeline_root=(given.pipeline_root if given is not None
+                                                  and given.pipeline_root
+                                                  else config.pipeline_root)),
+                document, pipeline)
+            rr.updated_at = utcnow()
+            self.store.set_recurring_spec(recurring_run_id, document)
+            self.store.save_recurring_run(rr)
+        return rr
+
     def fire(self, recurring: m.V2beta1RecurringRun, slot: dt.datetime) -> None:
-        """The scheduler's hook: the run of one slot of a recurring run."""
+        """The scheduler's hook: the run of one slot of a recurring run.
+
+        The slot's time reaches the run as the backend passes it: the run's
+        ``scheduled_at``, and the backend's macros in string parameters
+        (``[[ScheduledTime]]``, ``{{$.scheduledTime.strftime('%Y-%m-%d')}}``; see
+        ``rules.fill_schedule_macros``). The run's spec also gets
+        ``dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER`` filled with the slot (RFC 3339
+        UTC), which kfp.local leaves as it is and backend 2.5.0 does not fill.
+        """
         slot_utc = slot.astimezone(dt.timezone.utc)
-        document = self.store.recurring_spec(recurring.recurring_run_id)
+        document = rules.fill_schedule_time(
+            self.store.recurring_spec(recurring.recurring_run_id), slot_utc)
+        config = recurring.runtime_config or m.V2beta1RuntimeConfig()
+        now = utcnow()
+        config = m.V2beta1RuntimeConfig(
+            parameters={name: rules.fill_schedule_macros(value, slot_utc, now)
+                        for name, value in (config.parameters or {}).items()},
+            pipeline_root=config.pipeline_root)
+        inline = None if recurring.pipeline_spec is None else document
         self.new_run(display_name=f"{recurring.display_name}-{slot_utc:%Y%m%d%H%M%S}",
                      description=recurring.description, experiment_id=recurring.experiment_id,
                      ref=recurring.pipeline_version_reference,
-                     inline_spec=recurring.pipeline_spec, document=document,
-                     config=recurring.runtime_config or m.V2beta1RuntimeConfig(),
+                     inline_spec=inline, document=document, config=config,
                      service_account=recurring.service_account,
                      recurring_run_id=recurring.recurring_run_id, scheduled_at=slot_utc)
 
@@ -816,7 +877,8 @@ ROUTES = [
     (f"{API}/runs/(?P<run_id>{_ID}):unarchive", {"POST": "unarchive_run"}),
     (f"{API}/recurringruns", {"GET": "list_recurring_runs", "POST": "create_recurring_run"}),
     (f"{API}/recurringruns/(?P<recurring_run_id>{_ID})",
-     {"GET": "get_recurring_run", "DELETE": "delete_recurring_run"}),
+     {"GET": "get_recurring_run", "DELETE": "delete_recurring_run",
+      "PATCH": "update_recurring_run"}),  # PATCH: a kfp-ct extension
     (f"{API}/recurringruns/(?P<recurring_run_id>{_ID}):enable",
      {"POST": "enable_recurring_run"}),
     (f"{API}/recurringruns/(?P<recurring_run_id>{_ID}):disable",
