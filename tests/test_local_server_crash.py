@@ -117,13 +117,22 @@ def _status(run_dir):
 
 
 def _nap_running(run_dir):
-    """The worker's pid and its processes once the nap task runs, else None."""
+    """The worker's pid and its processes once the nap task's Python runs, else None."""
     status = _status(run_dir)
     if not status or not any(t["name"] == "nap" and t["state"] == "RUNNING"
                              for t in status["tasks"]):
         return None
     tree = _descendants(status["pid"])
-    return (status["pid"], tree) if tree else None
+    return (status["pid"], tree) if any(_is_task(p) for p in tree) else None
+
+
+def _is_task(pid):
+    """Whether the process is a kfp.local task's Python (the nap itself)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"kfp.dsl.executor_main" in fh.read().split(b"\0")
+    except OSError:
+        return False
 
 
 def _long_run(url, package):
