@@ -560,8 +560,9 @@ class Client:
 
         A string parameter may hold ``{schedule_date}`` (the slot's UTC date, YYYY-MM-DD)
         or ``{schedule_time}`` (RFC 3339 UTC), e.g. ``window_path=data/date={schedule_date}/``:
-        they are sent as the backend's scheduled-time macros, which KFP backend 2.x and the
-        local endpoint fill per run with that run's slot.
+        they are sent as the backend's scheduled-time macros, which ``kfp-ct local-server``
+        fills per run with that run's slot. KFP backend 2.5.0 does not fill them for v2
+        pipelines (kubeflow/pipelines issue 12494): there the run gets the macro as written.
         """
         if not name:
             raise rules.RuleError("a schedule needs a name")

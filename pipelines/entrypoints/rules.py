@@ -339,12 +339,14 @@ def parse_parameter_text(document: Mapping, name: str, text: str,
 # it (no code under backend/ names it); the local endpoint fills it with the slot's time.
 SCHEDULE_TIME_PLACEHOLDER = "{{$.pipeline_job_schedule_time_utc}}"
 # Templates a schedule's string parameters may hold, e.g. window_path=data/date={schedule_date}/
-# They become the backend's own macros (below), which both backends fill with the slot's time.
+# They become the backend's own macros (below), which the local endpoint fills with each run's
+# slot. KFP backend 2.5.0 fills them only in v1 (Argo-argument) workflows: a v2 run gets them
+# as written (kubeflow/pipelines issue 12494).
 SCHEDULE_TEMPLATES = {"{schedule_date}": "{{$.scheduledTime.strftime('%Y-%m-%d')}}",
                       "{schedule_time}": "{{$.scheduledTime.strftime('%Y-%m-%dT%H:%M:%SZ')}}"}
-# The macros KFP backend 2.5.0 fills in a recurring run's parameters for each slot
-# (backend/src/common/util/parameter_formatter.go); [[ScheduledTime.<Go layout>]] is not
-# filled here.
+# The macros KFP backend 2.5.0's ScheduledWorkflow controller fills for each slot
+# (backend/src/common/util/parameter_formatter.go, applied to the Argo workflow's arguments,
+# which a v2 pipeline leaves empty); [[ScheduledTime.<Go layout>]] is not filled here.
 _MACRO = re.compile(r"\[\[(ScheduledTime|CurrentTime)\]\]"
                     r"|\{\{\$\.(scheduledTime|currentTime)\.strftime\('(.*?)'\)\}\}")
 

@@ -824,12 +824,12 @@ class Api:
     def fire(self, recurring: m.V2beta1RecurringRun, slot: dt.datetime) -> None:
         """The scheduler's hook: the run of one slot of a recurring run.
 
-        The slot's time reaches the run as the backend passes it: the run's
-        ``scheduled_at``, and the backend's macros in string parameters
-        (``[[ScheduledTime]]``, ``{{$.scheduledTime.strftime('%Y-%m-%d')}}``; see
-        ``rules.fill_schedule_macros``). The run's spec also gets
-        ``dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER`` filled with the slot (RFC 3339
-        UTC), which kfp.local leaves as it is and backend 2.5.0 does not fill.
+        The slot's time reaches the run: its ``scheduled_at`` (as on the backend), the
+        backend's macros in string parameters (``[[ScheduledTime]]``,
+        ``{{$.scheduledTime.strftime('%Y-%m-%d')}}``; ``rules.fill_schedule_macros``), and
+        ``dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER`` in its spec (RFC 3339 UTC). The
+        last two go beyond KFP backend 2.5.0, which fills neither for a v2 pipeline, and
+        kfp.local, which leaves the placeholder as it is.
         """
         slot_utc = slot.astimezone(dt.timezone.utc)
         document = rules.fill_schedule_time(
