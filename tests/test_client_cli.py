@@ -432,6 +432,12 @@ def test_the_client_and_the_cli_find_a_local_servers_token_by_themselves(
         url, token = match.groups()
         assert Client(url).pipelines() == []
         assert Client(url.replace("127.0.0.1", "localhost")).pipelines() == []
+        # the retrain trigger's launcher (kfp_host=http://127.0.0.1:PORT) finds it too
+        from kfp_ct.components.retrain.kfp_launcher import KfpConnection
+
+        launcher = KfpConnection(host=url)
+        launcher.connect().list_pipelines()
+        assert launcher.auth.startswith("bearer token from the local endpoint's token (")
         code, out, err = run_cli("--endpoint", url, "pipelines", "list")
         assert code == 0, err
         code, out, err = run_cli("--endpoint", url, "--existing-token", "wrong", "pipelines",

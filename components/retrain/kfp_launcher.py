@@ -95,6 +95,20 @@ def check_endpoint(url: str, where: str = "host") -> str:
     return url
 
 
+def local_endpoint_token(host: str) -> Optional[tuple]:
+    """``(token, file)`` of the ``kfp-ct local-server`` running at ``host``, or None.
+
+    Only for 127.0.0.1 / localhost: the token that server wrote to its runtime file
+    (:mod:`kfp_ct.pipelines.entrypoints.local_server.runtime`), so that a client on this
+    machine needs no setting. Any other host: None, and nothing is imported.
+    """
+    if "://127.0.0.1:" not in host and "://localhost:" not in host:
+        return None
+    from kfp_ct.pipelines.entrypoints.local_server.runtime import find_token
+
+    return find_token(host.strip())
+
+
 class _ProbeError(Exception):
     """The healthz probe failed (raised from inside ``kfp.Client.__init__``)."""
 
@@ -423,6 +437,10 @@ class KfpConnection:
                 self._auth = f"bearer token from {self.token_source}"
             else:
                 token_file = self._explicit_credentials()
+                found = None if token_file else local_endpoint_token(explicit_host)
+                if found:
+                    kwargs["existing_token"], where = found
+                    self._auth = f"bearer token from the local endpoint's token ({where})"
             if token_file:
                 kwargs["credentials"] = kfp.client.ServiceAccountTokenVolumeCredentials(
                     path=token_file)

@@ -41,15 +41,6 @@ DEFAULT_TIMEOUT_S = 1.5  # healthz; with process start, an unanswering host is r
 _PAGE = 100
 
 
-def _local_endpoint_token(host: str) -> Optional[tuple]:
-    """``(token, file)`` of the running ``kfp-ct local-server`` at ``host``, or None."""
-    if "://127.0.0.1:" not in host and "://localhost:" not in host:
-        return None  # nothing to import for a cluster host
-    from kfp_ct.pipelines.entrypoints.local_server.runtime import find_token
-
-    return find_token(host)
-
-
 class ClientError(KfpCtError):
     """A request could not be made or was refused; the message says why and where."""
 
@@ -244,10 +235,10 @@ class Client:
             in-cluster address with the pod's service-account token.
         namespace: Profile namespace for experiments and runs (multi-user Kubeflow).
             None: ``$KFP_CT_NAMESPACE``; "" lets the server decide.
-        token: Bearer token to send. None: ``$KFP_CT_TOKEN``; when neither is set and
-            ``host`` is a ``kfp-ct local-server`` on 127.0.0.1/localhost, the token that
-            server wrote to its runtime file (found by port; see
-            :mod:`kfp_ct.pipelines.entrypoints.local_server.runtime`).
+        token: Bearer token to send. None: ``$KFP_CT_TOKEN``; when neither is set (nor a
+            service-account token file) and ``host`` is a ``kfp-ct local-server`` on
+            127.0.0.1/localhost, the token that server wrote to its runtime file (found
+            by port: :func:`~kfp_ct.components.retrain.kfp_launcher.local_endpoint_token`).
         token_path: Service-account token file (``ServiceAccountTokenVolumeCredentials``),
             when no bearer token is given; ``$KF_PIPELINES_SA_TOKEN_PATH`` or the
             projected-token default path are tried too.
@@ -271,11 +262,6 @@ class Client:
         if token is None:
             token = os.environ.get(TOKEN_ENV, "")
             token_source = f"${TOKEN_ENV}"
-        if not token and host:
-            found = _local_endpoint_token(host)
-            if found:
-                token, where = found
-                token_source = f"the local endpoint's token ({where})"
         self.host = host
         self.namespace = os.environ.get(NAMESPACE_ENV, "") if namespace is None else namespace
         self._conn = KfpConnection(host=host, namespace=self.namespace,
