@@ -224,8 +224,9 @@ class Executor:
                     log.flush()
                 self._proc = subprocess.Popen(
                     [sys.executable, "-m", "kfp_ct.pipelines.entrypoints.local_server.worker",
-                     "--run-dir", run_dir, "--server-pid", str(os.getpid())], stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
+                     "--run-dir", run_dir, "--server-pid", str(os.getpid())],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # its own group: ending it ends its tasks
                     env=dict(os.environ, PYTHONUNBUFFERED="1"))  # log.txt as it happens
             self._current = run_id
             self.store.save_run(set_state(current, "RUNNING"))
