@@ -221,3 +221,27 @@ def test_update_on_an_endpoint_without_it_refuses_and_says_what_to_do(endpoint,
     assert "HTTP 405" in text and "Nothing was changed" in text
     assert "schedule disable" in text and "new id" in text
     assert client.get_schedule("kfp-like").max_concurrency == made.max_concurrency
+
+
+def test_enable_after_a_missed_slot_runs_it_as_the_backend_does(tmp_path, package,
+                                                                 monkeypatch):
+    """The backend keeps LastTriggeredTime across disable / enable, so with no_catchup the
+    slot missed while disabled runs at enable (old code counted from the enable: none)."""
+    clock = [dt.datetime(2030, 1, 1, tzinfo=UTC)]
+    monkeypatch.setattr(server_mod, "utcnow", lambda: clock[0])
+    server = LocalServer(str(tmp_path / "state"), token=TOKEN).start()
+    try:
+        client = Client(server.url, token=TOKEN)
+        client.upload(package=package, version="v1")
+        made = client.schedule("stamp", "paused", cron="0 0 3 * * *",
+                               params={"window": "data/date={schedule_date}/"})
+        client.disable_schedule("paused")
+        clock[0] = dt.datetime(2030, 1, 1, 12, tzinfo=UTC)
+        assert server.scheduler.tick(now=clock[0]) == 0
+        client.enable_schedule("paused")
+        assert server.scheduler.tick(now=clock[0]) == 1
+        [run] = _runs(client, made.recurring_run_id)
+        assert run.scheduled_at == DAY1
+        assert run.runtime_config.parameters["window"] == "data/date=2030-01-01/"
+    finally:
+        server.stop()
