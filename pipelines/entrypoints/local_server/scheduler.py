@@ -2,8 +2,8 @@
 
 A thread looks every ``poll_s`` at each ENABLED recurring run and computes its next slot
 exactly as KFP backend 2.5.0's ScheduledWorkflow controller does (``_next_slot``): from the
-last slot, else the start time, else the time it was created (or re-enabled with
-no_catchup). When a slot is due (now >= slot, not past the end time) and fewer of its runs
+last slot, else the start time, else the time it was created (disable / enable keeps the
+last slot, as the backend keeps ``LastTriggeredTime``). When a slot is due (now >= slot, not past the end time) and fewer of its runs
 are active (PENDING or RUNNING) than ``max_concurrency``, a run is created for the slot,
 with the slot as its ``scheduled_at`` and schedule time, and the pointer moves on; at the
 limit nothing is created and the pointer waits. Without ``no_catchup`` every missed slot
@@ -92,8 +92,8 @@ def due_slots(recurring: m.V2beta1RecurringRun, last_slot: Optional[float], anch
     Args:
         recurring: The recurring run (its trigger).
         last_slot: Epoch s of the last slot that got a run, or None.
-        anchor: Epoch s the schedule counts from when no slot fired yet (created or
-            re-enabled).
+        anchor: Epoch s the schedule counts from when no slot fired and it has no start
+            time (its creation).
         now: The time now (aware).
         latest_only: no_catchup: jump to the latest due slot (see ``_next_slot``).
     """
