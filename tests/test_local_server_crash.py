@@ -42,14 +42,16 @@ def isolated_kfp(kfp_isolated):
 
 
 @pytest.fixture
-def servers():
-    """Starts `kfp-ct local-server` subprocesses; any left is killed after the test."""
+def servers(tmp_path):
+    """Starts `kfp-ct local-server` subprocesses; any left is killed after the test. Their
+    runtime files go to the test's folder, not the user's (a killed server leaves one)."""
     procs = []
+    env = dict(os.environ, KFP_CT_RUNTIME_DIR=str(tmp_path / "runtime"))
 
     def start(state_dir):
         proc = subprocess.Popen([KFP_CT, "local-server", "--port", "0", "--state-dir",
                                  str(state_dir), "--token", TOKEN], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True)
+                                stderr=subprocess.DEVNULL, text=True, env=env)
         procs.append(proc)
         line = proc.stdout.readline().strip()
         assert line.startswith("kfp-ct local endpoint on "), line
