@@ -449,6 +449,18 @@ def test_an_oversized_body_is_refused_with_413_before_it_is_read(start_server, t
     assert _client(server).list_experiments() is not None  # and it serves on
 
 
+def test_the_upload_limit_is_a_setting(start_server, tmp_path):
+    """`kfp-ct local-server --max-upload-mb N`: the limit the 413 names is the one set."""
+    server = start_server(tmp_path / "state", max_upload_bytes=1 << 20)
+    status, body = _raw_exchange(server, (
+        f"POST /apis/v2beta1/pipelines/upload HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {2 << 20}\r\n\r\n").encode())
+    assert status == 413 and "(1 MiB)" in body["message"]
+    with pytest.raises(Exception, match="at least 1 MiB"):
+        LocalServer(str(tmp_path / "other"), max_upload_bytes=1000)
+
+
 def test_a_chunked_body_over_the_limit_is_refused_with_413(start_server, tmp_path):
     """A chunk announced past the limit is refused before its bytes are read."""
     server = start_server(tmp_path / "state")

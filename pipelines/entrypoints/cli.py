@@ -439,7 +439,11 @@ def compile_cmd(pipelines: Sequence[str], out: str) -> None:
                    "one, printed and kept in <state-dir>/token [$KFP_CT_LOCAL_TOKEN]")
 @click.option("--no-token", is_flag=True, default=False,
               help="no auth: any local account can then run code as you through the endpoint")
-def local_server_cmd(state_dir: str, port: int, token: Optional[str], no_token: bool) -> None:
+@click.option("--max-upload-mb", type=click.IntRange(1, 4096), default=32, show_default=True,
+              help="the largest pipeline upload taken; a larger one is answered 413 before "
+                   "it is read (a compiled kfp-ct pipeline is about 50 KB)")
+def local_server_cmd(state_dir: str, port: int, token: Optional[str], no_token: bool,
+                     max_upload_mb: int) -> None:
     """Serve the KFP v2beta1 API on 127.0.0.1; runs execute here through kfp.local.
 
     A token is required unless --no-token; kfp-ct and its Python client on this machine
@@ -448,7 +452,8 @@ def local_server_cmd(state_dir: str, port: int, token: Optional[str], no_token: 
 
     if no_token and token:
         raise KfpCtError("--token and --no-token: give one of them")
-    serve(os.path.abspath(state_dir), port, token or None, no_token=no_token)
+    serve(os.path.abspath(state_dir), port, token or None, no_token=no_token,
+          max_upload_bytes=max_upload_mb << 20)
 
 
 # ------------------------------------------------------------------ API commands

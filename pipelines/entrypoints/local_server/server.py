@@ -977,7 +977,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except HttpError:
             upload = False  # answered below, after the (small) body is read
         try:
-            raw = self._read_body(MAX_UPLOAD_BYTES if upload else MAX_JSON_BYTES,
+            raw = self._read_body(owner.max_upload_bytes if upload else MAX_JSON_BYTES,
                                   "a pipeline upload" if upload else "a JSON body")
         except HttpError as err:  # the body is left unread: this connection ends here
             self.close_connection = True
@@ -1084,8 +1084,13 @@ class LocalServer:
     """
 
     def __init__(self, state_dir: str, host: str = "127.0.0.1", port: int = 0,
-                 token: Optional[str] = None, poll_s: float = 0.25) -> None:
+                 token: Optional[str] = None, poll_s: float = 0.25,
+                 max_upload_bytes: int = MAX_UPLOAD_BYTES) -> None:
         self.state_dir = os.path.abspath(state_dir)
+        if max_upload_bytes < 1 << 20:
+            raise LocalServerError(f"the upload limit must be at least 1 MiB, got "
+                                   f"{max_upload_bytes} bytes")
+        self.max_upload_bytes = max_upload_bytes
         self.host = loopback_host(host)
         self._port = port
         self.token = token or None
@@ -1208,7 +1213,7 @@ class LocalServer:
 
 
 def serve(state_dir: str, port: int, token: Optional[str] = None,
-          no_token: bool = False) -> None:
+          no_token: bool = False, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> None:
     """Runs the endpoint until SIGINT / SIGTERM (what ``kfp-ct local-server`` calls).
 
     A token is required by default: with ``token`` None one is made
@@ -1227,6 +1232,7 @@ def serve(state_dir: str, port: int, token: Optional[str] = None,
         port: The port on 127.0.0.1 (0: a free one).
         token: The bearer token to require (None: a new one, unless ``no_token``).
         no_token: Serve without auth (any local account can then use the endpoint).
+        max_upload_bytes: The largest pipeline upload taken (413 above it).
 
     Raises:
         LocalServerError: it cannot start (port taken, unusable state folder).
@@ -1244,7 +1250,8 @@ def serve(state_dir: str, port: int, token: Optional[str] = None,
         token = None
     elif not token:
         token = runtime.new_token()
-    server = LocalServer(state_dir, port=port, token=token).start()
+    server = LocalServer(state_dir, port=port, token=token,
+                         max_upload_bytes=max_upload_bytes).start()
     runtime_file = ""
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
