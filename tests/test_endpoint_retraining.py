@@ -8,13 +8,15 @@ against version 1 and pushes version 2 with the drift lineage.
 """
 
 import json
+import subprocess
+import sys
+import types
 
 import pytest
 
 from kfp_ct.components.common import registry
 from drift_base import write_daily_partitions  # tests/ is on sys.path
 from kfp_ct.pipelines.entrypoints.client import Client
-from kfp_ct.pipelines.entrypoints.local_server import LocalServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
 TRAIN_STEPS = 120  # accuracy >= 0.9 on these rows (as in test_monitoring_pipeline)
@@ -23,11 +25,28 @@ TRAIN_STEPS = 120  # accuracy >= 0.9 on these rows (as in test_monitoring_pipeli
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
+    """`kfp-ct local-server` as a user starts it: a token by default, found by the CLI,
+    the client and the monitoring run's trigger through the server's runtime file (kept
+    in the test's folder), never passed by hand."""
     root = tmp_path_factory.mktemp("endpoint-retraining")
     data = root / "data"
     write_daily_partitions(data)
-    with LocalServer(str(root / "state"), poll_s=0.2) as server:
+    patch = pytest.MonkeyPatch()
+    patch.setenv("KFP_CT_RUNTIME_DIR", str(root / "runtime"))
+    for name in ("KFP_CT_TOKEN", "KFP_CT_LOCAL_TOKEN"):
+        patch.delenv(name, raising=False)
+    proc = subprocess.Popen([sys.executable, "-m", "kfp_ct.pipelines.entrypoints.cli",
+                             "local-server", "--port", "0", "--state-dir", str(root / "state")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.startswith("kfp-ct local endpoint on ") and " token: " in line, line
+        server = types.SimpleNamespace(url=line.split(" on ", 1)[1].split(" ", 1)[0])
         yield server, data, str(root / "serving")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        patch.undo()
 
 
 def test_cli_run_and_wait_trains_and_pushes_version_1(world, run_cli):
