@@ -95,7 +95,7 @@ def test_every_command_is_there_and_bad_arguments_exit_2(capsys):
         "pipelines", "run", "runs", "schedule", "local-server"}
     assert set(cli.cli.commands["runs"].commands) == {"list", "get", "wait"}
     assert set(cli.cli.commands["schedule"].commands) == {
-        "create", "list", "enable", "disable", "delete"}
+        "create", "list", "enable", "disable", "delete", "update"}
     assert cli.main(["rollback", "x", "not-a-number"]) == 2
     assert "not-a-number" in capsys.readouterr().err
     assert cli.main(["no-such-command"]) == 2
@@ -274,7 +274,9 @@ def test_ctrl_c_at_any_moment_of_a_run_is_answered_in_2_s_with_one_true_line(tmp
         out, err = proc.communicate(timeout=60)
         answered[name] = time.monotonic() - sent
         out, err = (seen + (out or b"")).decode(), err.decode()
-        assert proc.returncode == 130, (name, out, err)
+        # 130, or ended by SIGINT itself (Python's way when a Ctrl-C ends it while it
+        # exits): a shell shows 130 for both.
+        assert proc.returncode in (130, -signal.SIGINT), (name, out, err)
         assert len(err.strip().splitlines()) == 1, (name, err)  # one line
         assert "Traceback" not in out + err, name
         # What the line says about pushing is what the registry holds.

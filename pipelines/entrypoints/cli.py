@@ -24,14 +24,27 @@ but pushed nothing (not blessed, or push refused); 130 stopped by Ctrl-C.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import datetime as dt
-import inspect
-import json
 import os
 import signal
 import sys
+
+
+def _interrupted_while_starting(signum, frame):  # until main() runs: one line, not a traceback
+    sys.stderr.write("interrupted (Ctrl-C) while kfp-ct was starting: nothing was done\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "kfp-ct":
+    # Run as the command: the imports below take a second, and a Ctrl-C during them
+    # would print Python's traceback. main() hands Ctrl-C back to the commands.
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
+import datetime as dt  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
 import time
 import types
 from typing import Any, Optional, Sequence
@@ -727,6 +740,8 @@ _schedule_action("delete", "Delete SCHEDULE (id or name); its runs stay.")
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the CLI; returns the exit status (see the module docstring)."""
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # each command answers it
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="kfp-ct",
                  standalone_mode=False)
