@@ -37,6 +37,7 @@ from kfp_ct.components.common import exitcodes, registry, storage
 from kfp_ct.components.common.drift import DRIFT, DRIFT_JSON
 from kfp_ct.components.common.errors import InputDataError, KfpCtError
 from kfp_ct.components.common.params import json_object
+from kfp_ct.components.common.processes import pid_alive
 from kfp_ct.components.retrain.kfp_launcher import TERMINAL_STATES
 
 LAUNCH_JSON = "launch.json"
@@ -158,19 +159,9 @@ def list_launches(base: str) -> list[dict]:
     return sorted(out, key=lambda r: r["seq"])
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _local_launch_gone(record: dict) -> bool:
     return (record.get("mode") == "local" and record.get("host") == socket.gethostname()
-            and bool(record.get("pid")) and not _pid_alive(int(record["pid"])))
+            and bool(record.get("pid")) and not pid_alive(int(record["pid"])))
 
 
 def settled_result(base: str, seq: int, why: str = "its process ended without a result"
@@ -200,7 +191,7 @@ def launch_state(record: dict, cfg: TriggerConfig) -> str:
     age = (_now() - started).total_seconds() if started else float("inf")
     if record.get("mode") == "local":
         if record.get("host") == socket.gethostname() and record.get("pid"):
-            return "RUNNING" if _pid_alive(int(record["pid"])) else "FAILED"
+            return "RUNNING" if pid_alive(int(record["pid"])) else "FAILED"
         return "RUNNING" if age < cfg.stale_after_hours * 3600 else "FAILED"
     # kfp claim without a run id yet: being launched, unless it is old (the launch died).
     return "RUNNING" if age < LAUNCH_GRACE_S else FAILED_LAUNCH

@@ -21,6 +21,8 @@ import secrets
 import urllib.parse
 from typing import Optional, Tuple
 
+from kfp_ct.components.common.processes import pid_alive
+
 RUNTIME_DIR_ENV = "KFP_CT_RUNTIME_DIR"
 TOKEN_FILE = "token"
 _LOOPBACK = ("127.0.0.1", "localhost")
@@ -91,18 +93,6 @@ def remove_runtime_file(path: str) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OSError, OverflowError):
-        return False
-    return True
-
-
 def _remove_stale(folder: str) -> None:
     """Removes the runtime files of servers that ended without removing theirs (killed)."""
     for name in os.listdir(folder):
@@ -112,7 +102,7 @@ def _remove_stale(folder: str) -> None:
             pid = int(name[len("server-"):-len(".json")])
         except ValueError:
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             remove_runtime_file(os.path.join(folder, name))
 
 
@@ -150,7 +140,7 @@ def find_token(host: str) -> Optional[Tuple[str, str]]:
                 continue
             with open(path) as fh:
                 info = json.load(fh)
-            if int(info.get("port", -1)) != port or not _alive(int(info.get("pid", -1))):
+            if int(info.get("port", -1)) != port or not pid_alive(int(info.get("pid", -1))):
                 continue
         except (OSError, ValueError, TypeError, AttributeError):
             continue
