@@ -540,6 +540,33 @@ def test_serve_prints_its_address_and_stops_on_sigterm(tmp_path, monkeypatch):
             proc.wait()
 
 
+def fake_saved_model(folder) -> str:
+    """A folder shaped like a SavedModel (dummy bytes): enough for a registry publish."""
+    (folder / "variables").mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"pb")
+    (folder / "variables" / "variables.index").write_bytes(b"index")
+    return str(folder)
+
+
+def run_folder(executor, root, base, model: str, run_id: str, published: bool) -> str:
+    """The run folder of an endpoint run that pushes to ``base``, as its worker leaves it
+    (job.json; the kfp.local run folder under its pipeline root), with the version its
+    push published in the registry when ``published``. Returns the run folder."""
+    from kfp_ct.components.common import registry
+    from kfp_ct.pipelines.entrypoints.local_server import worker as worker_mod
+
+    run_name = f"kfp-ct-training-{run_id}"
+    (root / run_id / run_name).mkdir(parents=True)
+    if published:
+        registry.publish(str(base), model, {"parent_run": {"run_name": run_name}})
+    run_dir = executor.run_dir(run_id)
+    os.makedirs(run_dir)
+    worker_mod.write_json_atomically(os.path.join(run_dir, worker_mod.JOB_FILE), {
+        "run_id": run_id, "pipeline_spec": {}, "pipeline_root": str(root / run_id),
+        "parameters": {"push_destination": str(base)}})
+    return run_dir
+
+
 @pytest.mark.parametrize("how", ["terminated", "server stopped", "worker failed"])
 def test_a_run_stopped_after_its_push_published_says_so_from_the_registry(tmp_path, how):
     """The endpoint's run state on an interrupted run is the registry's word: a run whose
@@ -547,7 +574,6 @@ def test_a_run_stopped_after_its_push_published_says_so_from_the_registry(tmp_pa
     push task is SUCCEEDED; one whose push had not, stays as it was (issue 21)."""
     from kfp_server_api import models as m
 
-    from kfp_ct.components.common import registry
     from kfp_ct.pipelines.entrypoints.local_server import worker as worker_mod
     from kfp_ct.pipelines.entrypoints.local_server.executor import Executor, task_details
     from kfp_ct.pipelines.entrypoints.local_server.store import Store
@@ -555,21 +581,10 @@ def test_a_run_stopped_after_its_push_published_says_so_from_the_registry(tmp_pa
     store = Store(str(tmp_path / "state"))
     executor = Executor(store, str(tmp_path / "state"))
     base, root = tmp_path / "serving", tmp_path / "root"
-    model = tmp_path / "model"
-    (model / "variables").mkdir(parents=True)
-    (model / "saved_model.pb").write_bytes(b"pb")
-    (model / "variables" / "variables.index").write_bytes(b"index")
+    model = fake_saved_model(tmp_path / "model")
     outcomes = {}
     for run_id, pushed in (("r-pushed", True), ("r-not", False)):
-        run_name = f"kfp-ct-training-{run_id}"
-        (root / run_id / run_name).mkdir(parents=True)
-        if pushed:
-            registry.publish(str(base), str(model), {"parent_run": {"run_name": run_name}})
-        run_dir = executor.run_dir(run_id)
-        os.makedirs(run_dir)
-        worker_mod.write_json_atomically(os.path.join(run_dir, worker_mod.JOB_FILE), {
-            "run_id": run_id, "pipeline_spec": {}, "pipeline_root": str(root / run_id),
-            "parameters": {"push_destination": str(base)}})
+        run_dir = run_folder(executor, root, base, model, run_id, published=pushed)
         status = {"state": "RUNNING", "error": "", "tasks": [
             {"name": "gate", "state": "SUCCEEDED", "start": 1.0, "end": 2.0},
             {"name": "push", "state": "RUNNING", "start": 2.0, "end": None}]}

@@ -24,7 +24,8 @@ import uuid
 import pytest
 import yaml
 from kfp_server_api import models as m
-from test_local_server import _until, package  # noqa: F401  (the tiny nap pipeline)
+from test_local_server import _until, fake_saved_model, package, run_folder  # noqa: F401
+# (package: the tiny nap pipeline, a fixture)
 
 from kfp_ct.pipelines.entrypoints.local_server import worker as worker_mod
 from kfp_ct.pipelines.entrypoints.local_server.executor import (RESTARTED_ERROR, Executor,
@@ -250,10 +251,8 @@ def test_a_restart_settles_each_interrupted_run_from_its_record_and_the_registry
     state = str(tmp_path / "state")
     store = Store(state)
     executor = Executor(store, state)
-    base, root, model = tmp_path / "serving", tmp_path / "root", tmp_path / "model"
-    (model / "variables").mkdir(parents=True)
-    (model / "saved_model.pb").write_bytes(b"pb")
-    (model / "variables" / "variables.index").write_bytes(b"index")
+    base, root = tmp_path / "serving", tmp_path / "root"
+    model = fake_saved_model(tmp_path / "model")
     running = [{"name": "gate", "state": "SUCCEEDED", "start": 1.0, "end": 2.0},
                {"name": "push", "state": "RUNNING", "start": 2.0, "end": None}]
     records = {
@@ -265,15 +264,7 @@ def test_a_restart_settles_each_interrupted_run_from_its_record_and_the_registry
         "no-record": None,
     }
     for run_id, status in records.items():
-        run_name = f"kfp-ct-training-{run_id}"
-        (root / run_id / run_name).mkdir(parents=True)
-        if run_id == "pushed":
-            registry.publish(str(base), str(model), {"parent_run": {"run_name": run_name}})
-        run_dir = executor.run_dir(run_id)
-        os.makedirs(run_dir)
-        worker_mod.write_json_atomically(os.path.join(run_dir, worker_mod.JOB_FILE), {
-            "run_id": run_id, "pipeline_spec": {}, "pipeline_root": str(root / run_id),
-            "parameters": {"push_destination": str(base)}})
+        run_dir = run_folder(executor, root, base, model, run_id, published=run_id == "pushed")
         run = m.V2beta1Run(run_id=run_id, display_name=run_id, experiment_id="e1",
                            state="PENDING")
         if status is not None:
