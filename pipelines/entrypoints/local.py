@@ -58,6 +58,8 @@ class LocalRun:
     failed_task: str = ""  # the task that failed (empty when ok)
     interrupted: bool = False  # stopped by Ctrl-C (SIGINT)
     log_path: str = ""  # everything the tasks printed (kfp.local's log included)
+    # model base -> what the registry says this run published (read once: `published`)
+    published_in: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def task_log(self, task: str) -> str:
         """What one task printed (``<run folder>/logs/<task>.log``)."""
@@ -436,10 +438,13 @@ def published(run: LocalRun, base: str) -> list | None:
 
     if not base:
         return []
-    try:
-        return registry.pushed_by_run(base, os.path.basename(run.run_dir.rstrip("/")))
-    except (KfpCtError, OSError):
-        return None
+    if base not in run.published_in:  # the summary, the report and the Ctrl-C line ask
+        try:
+            found = registry.pushed_by_run(base, os.path.basename(run.run_dir.rstrip("/")))
+        except (KfpCtError, OSError):
+            found = None
+        run.published_in[base] = found
+    return run.published_in[base]
 
 
 def outcome_line(run: LocalRun, base: str, versions: list | None = None) -> str:
