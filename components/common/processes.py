@@ -1,9 +1,15 @@
-"""Whether a process is still there, for records that name one by pid (a retraining
-launch, a running local endpoint). Pure Python; Linux and macOS."""
+"""Processes: whether one is still there, for records that name one by pid (a retraining
+launch, a running local endpoint), and SIGTERM as an exception for tasks that must undo
+what they started before a pod stops (the TFJob launcher, the rollout). Pure Python;
+Linux and macOS."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+from typing import Iterator
 
 
 def pid_alive(pid: int) -> bool:
@@ -21,3 +27,22 @@ def pid_alive(pid: int) -> bool:
     except (OSError, OverflowError):  # a pid beyond the system's range
         return False
     return True
+
+
+@contextlib.contextmanager
+def sigterm_raises(exc_type: type[BaseException]) -> Iterator[None]:
+    """Within the block, SIGTERM (a pod's deadline, a cancelled run) raises ``exc_type``
+    in the main thread, so the caller's ``finally`` can undo what it started; elsewhere
+    than the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise exc_type()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

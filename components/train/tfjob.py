@@ -32,12 +32,16 @@ import hashlib
 import json
 import os
 import re
-import signal
-import threading
 import time
 from typing import Callable, Mapping, Sequence
 
 from kfp_ct.components.common import storage
+from kfp_ct.components.common.processes import sigterm_raises
+from kfp_ct.components.common.kube import (  # noqa: F401  (tfjob.api_client in tests)
+    SA_NAMESPACE_FILE,
+    api_client,
+    namespace_of,
+)
 from kfp_ct.components.common.errors import KfpCtError, TrainingError
 from kfp_ct.components.train.worker import METRICS_SUFFIX
 
@@ -45,7 +49,6 @@ GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "tfjobs", "TFJob"
 CONTAINER = "tensorflow"
 REPLICA = "Worker"
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
-SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 POD_NAME_ENV, POD_UID_ENV = "KFP_CT_POD_NAME", "KFP_CT_POD_UID"
 # What the KFP v2 backend itself sets in a task's container, used when ours are absent.
 KFP_POD_NAME_ENV, KFP_POD_UID_ENV = "KFP_POD_NAME", "KFP_POD_UID"
@@ -217,37 +220,6 @@ def failing_replicas(pods: Sequence[Mapping]) -> list[dict]:
 
 # ------------------------------------------------------------------ the API
 
-def namespace_of(given: str = "", path: str = SA_NAMESPACE_FILE) -> str:
-    """The namespace to run in: ``given``, else the pod's own (its service account's)."""
-    if given:
-        return given
-    try:
-        with open(path, encoding="utf-8") as fh:
-            found = fh.read().strip()
-    except OSError:
-        found = ""
-    if not found:
-        raise KfpCtError(f"no namespace for the TFJob: none given and {path} is not there "
-                         "(not in a pod?); pass the namespace parameter")
-    return found
-
-
-def api_client(host: str = ""):
-    """A Kubernetes ApiClient: ``host`` (tests, a proxy) without auth, else in-cluster."""
-    from kubernetes import client, config
-
-    if host:
-        configuration = client.Configuration()
-        configuration.host = host
-        return client.ApiClient(configuration)
-    try:
-        config.load_incluster_config()
-    except config.ConfigException as exc:
-        raise KfpCtError(f"cannot reach the Kubernetes API from here: {exc} (the TFJob "
-                         "launcher runs in a pod of the cluster)") from None
-    return client.ApiClient()
-
-
 class TFJobs:
     """TFJobs of one namespace, and their pods' logs, through the kubernetes client."""
 
@@ -372,23 +344,6 @@ class TFJobs:
         return text
 
 
-@contextlib.contextmanager
-def _sigterm_raises():
-    """SIGTERM raises Terminated in the main thread (elsewhere: nothing changes)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_tfjob(jobs: TFJobs, manifest: Mapping, timeout_s: float, poll_s: float = 15,
               log: Callable[[str], None] = print) -> dict:
     """Submits the TFJob and waits until it succeeds; returns its last state.
@@ -402,7 +357,7 @@ def run_tfjob(jobs: TFJobs, manifest: Mapping, timeout_s: float, poll_s: float =
     where = f"TFJob {jobs.namespace}/{name}"
     started = time.monotonic()
     created = finished = False
-    with _sigterm_raises():
+    with sigterm_raises(Terminated):
         try:
             jobs.create(manifest)
             created = True
