@@ -102,6 +102,10 @@ RESOURCES: dict[str, Resources] = {
     # Not measured on a cluster: the TFJob launcher (kubernetes and storage clients, no
     # TensorFlow; it polls). Each TFJob replica gets "train" (worker_resources).
     "train_tfjob": Resources("250m", "1", "256Mi", "1Gi", "1Gi"),
+    # Not measured on a cluster: the rollout (kubernetes and storage clients, HTTP requests
+    # to the canary; TensorFlow only to read the warmup file of a version pushed before
+    # serving checks were recorded). Scratch holds the one version it copies.
+    "rollout": Resources("250m", "1", "256Mi", "2Gi", "10Gi"),
 }
 
 # Seconds; the pod is stopped after this (activeDeadlineSeconds).
@@ -112,6 +116,9 @@ TIMEOUTS_S: dict[str, int] = {
     # The launcher waits up to TIMEOUTS_S["train"] for its TFJob, then deletes it; its
     # own deadline leaves time for that (and SIGTERM at the deadline deletes it too).
     "train_tfjob": 4 * 3600 + 600,
+    # Ready (ready_timeout_s, default 900 s) + soak + promote; at the deadline SIGTERM sets
+    # the canary's traffic to 0.
+    "rollout": 3600,
 }
 
 
@@ -133,7 +140,7 @@ RETRIES: dict[str, Retry] = {
 
 # Read data or state that changes under the same names: never cached.
 UNCACHED = frozenset({"validate", "transform", "evaluate", "gate", "push", "drift_check",
-                      "retrain_trigger", "train_tfjob"})
+                      "retrain_trigger", "train_tfjob", "rollout"})
 
 
 @dataclasses.dataclass(frozen=True)

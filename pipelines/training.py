@@ -16,6 +16,7 @@ from kfp import dsl
 from kfp_ct.components.evaluate.component import evaluate
 from kfp_ct.components.gate.component import gate
 from kfp_ct.components.push.component import push
+from kfp_ct.components.rollout.component import rollout
 from kfp_ct.components.common.images import GPU_IMAGE
 from kfp_ct.components.train.component import train, train_gpu, train_tfjob, train_tpu
 from kfp_ct.components.transform.component import transform
@@ -65,6 +66,7 @@ def _after_training(settings, problem, push_destination, thresholds, slices, tri
                   run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                   run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, trigger=trigger)
     cluster.configure(pushed, "push", settings)
+    return pushed
 
 
 def _before_training(settings, data_path, problem, schema_path, push_destination, strict,
@@ -188,7 +190,67 @@ def make_training_pipeline(variant: str = "cpu", settings: cluster.Settings = cl
     return training_pipeline
 
 
+def make_kserve_pipeline(settings: cluster.Settings = cluster.DEFAULT):
+    """The training pipeline that ends serving the pushed version through a KServe
+    InferenceService: a canary first, judged, then promoted or rolled back
+    (components/rollout). Cluster only: the rollout calls the Kubernetes API."""
+    where = settings.variants["cpu"]
+
+    @dsl.pipeline(
+        name="kfp-ct-training-kserve",
+        description="Validate, transform, train, evaluate against production, gate, push a "
+                    "TensorFlow model to a versioned model base, and serve it through a KServe "
+                    "InferenceService: a canary first, promoted or rolled back by a judge.")
+    def training_pipeline(
+        push_destination: str,
+        inference_service: str,
+        data_path: str = BUNDLED_PENGUINS,
+        problem: str = PENGUINS_PROBLEM,
+        schema_path: str = "",
+        strict: bool = False,
+        beam_args: list = [],
+        train_steps: int = 300,
+        accelerator: str = where.accelerator_param,
+        seed: int = 42,
+        thresholds: str = DEFAULT_THRESHOLDS,
+        slices: list = [],
+        trigger: str = "",
+        checkpoint_root: str = "",
+        namespace: str = "",
+        canary_percent: int = 10,
+        ready_timeout_s: int = 900,
+        soak_s: int = 0,
+        predictor_service_account: str = "",
+        serving_runtime: str = "",
+        predictor_resources: dict = {},
+        canary_url: str = "",
+    ):
+        validated, transformed = _before_training(
+            settings, data_path, problem, schema_path, push_destination, strict, beam_args,
+            thresholds, slices, train_steps)
+        trained = train(problem=problem, transform_graph=transformed.outputs["transform_graph"],
+                        transformed_examples=transformed.outputs["transformed_examples"],
+                        train_steps=train_steps, accelerator=accelerator, seed=seed,
+                        checkpoint_root=checkpoint_root, push_destination=push_destination,
+                        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        cluster.configure(trained, "train", settings, variant=where)
+        if where.image != train.component_spec.implementation.container.image:
+            trained.set_container_image(where.image)
+        pushed = _after_training(settings, problem, push_destination, thresholds, slices,
+                                 trigger, validated, transformed, trained, beam_args)
+        served = rollout(pushed=pushed.outputs["pushed"], target="kserve",
+                         name=inference_service, namespace=namespace,
+                         canary_percent=canary_percent, ready_timeout_s=ready_timeout_s,
+                         soak_s=soak_s, service_account=predictor_service_account,
+                         runtime=serving_runtime, resources=predictor_resources,
+                         canary_url=canary_url)
+        cluster.configure(served, "rollout", settings)
+
+    return training_pipeline
+
+
 training_pipeline = make_training_pipeline()
 training_pipeline_gpu = make_training_pipeline("gpu")
 training_pipeline_tpu = make_training_pipeline("tpu")
 training_pipeline_multiworker = make_training_pipeline("multiworker")
+training_pipeline_kserve = make_kserve_pipeline()

@@ -404,3 +404,115 @@ def test_a_model_trained_on_shuffled_labels_is_not_pushed_on_change_only_thresho
     assert "does not beat the no-skill predictor's" in proc.stdout
     assert "by more than luck explains" in proc.stdout
     assert registry.list_versions(str(dest)) == []
+
+
+# ---------------------------------------------- rollback with TF Serving's labels file
+
+
+def _labels_file(base, stable, canary, staged=()):
+    from kfp_ct.components.rollout import labels
+
+    path = labels.default_path(base)
+    labels.write(path, labels.LabelConfig("penguins", base, stable, canary, tuple(staged)))
+    return path
+
+
+def _served_column(base, version):
+    """The SERVED cell of ``version``'s row in ``kfp-ct versions``' table."""
+    header, *rows = registry.describe(base).splitlines()[1:]
+    start, end = header.index("SERVED"), header.index("DETAIL")
+    row = next(r for r in rows if r[1:].split()[0] == str(version))
+    return row[start:end].strip()
+
+
+def test_rollback_moves_both_labels_onto_a_loaded_version_and_records_it(base, capsys):
+    from kfp_ct.components.rollout import labels
+
+    path = _labels_file(base, stable=2, canary=2, staged=[1])
+    assert cli.main(["rollback", base, "1", "--reason", "2 drifts"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"Rolled back {base} to version 1: now serving version 3")
+    assert out[1:] == [f"Labels: stable and canary now name version 1 in {path}"]
+    cfg = labels.read(path)
+    assert (cfg.stable, cfg.canary, cfg.versions) == (1, 1, (1,))
+    assert registry.production(base).version == 3  # the copy, for the default policy
+    [record] = registry.rollouts(base)
+    assert record["target"] == f"tfserving:{path}" and record["version"] == 1
+    assert (record["state"], record["previous"], record["percent"]) == ("promoted", 2, 100)
+    assert record["reason"] == "kfp-ct rollback: 2 drifts"
+    assert cli.main(["versions", base]) == 0
+    table = capsys.readouterr().out
+    assert _served_column(base, 1) == f"tfserving:{path}"
+    assert _served_column(base, 2) == _served_column(base, 3) == ""
+    assert f"tfserving:{path}" in table
+
+
+def test_rollback_to_a_version_not_loaded_stages_it_then_labels_only_moves_the_labels(
+        base, capsys):
+    from kfp_ct.components.rollout import labels
+
+    path = _labels_file(base, stable=2, canary=2)
+    assert cli.main(["rollback", base, "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and "now serving version 3" in out[0]
+    assert "TF Serving will load it at its next poll" in out[1]
+    assert "GET /v1/models/penguins/versions/1 shows AVAILABLE" in out[1]
+    assert out[1].endswith(f"kfp-ct rollback {base} 1 --labels-only")
+    cfg = labels.read(path)
+    assert (cfg.stable, cfg.canary, cfg.staged) == (2, 2, (1,))
+    assert registry.rollouts(base) == []  # nothing served moved yet
+
+    assert cli.main(["rollback", base, "1", "--labels-only"]) == 0
+    assert capsys.readouterr().out == (
+        f"Labels: stable and canary now name version 1 in {path}\n")
+    cfg = labels.read(path)
+    assert (cfg.stable, cfg.canary, cfg.versions) == (1, 1, (1,))
+    assert [v.version for v in registry.list_versions(base)] == [1, 2, 3]  # no new copy
+    [record] = registry.rollouts(base)
+    assert (record["version"], record["previous"], record["state"]) == (1, 2, "promoted")
+    assert _served_column(base, 1) == f"tfserving:{path}"
+
+
+def test_labels_only_without_a_labels_file_exits_2_in_one_line(base, capsys):
+    assert cli.main(["rollback", base, "1", "--labels-only"]) == cli.EXIT_ERROR == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1
+    assert captured.err.startswith("error: --labels-only: no TF Serving labels file ")
+    assert os.path.join(base, "models.config") in captured.err
+    assert [v.version for v in registry.list_versions(base)] == [1, 2]
+    assert registry.rollouts(base) == []
+
+
+def test_labels_only_to_a_version_the_file_does_not_load_exits_2_in_one_line(base, capsys):
+    path = _labels_file(base, stable=2, canary=2)
+    before = open(path).read()
+    assert cli.main(["rollback", base, "1", "--labels-only"]) == cli.EXIT_ERROR == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1
+    assert captured.err.startswith(
+        f"error: --labels-only: {path} does not load version 1 yet")
+    assert "wait for GET /v1/models/penguins/versions/1 to show AVAILABLE" in captured.err
+    assert open(path).read() == before
+    assert [v.version for v in registry.list_versions(base)] == [1, 2]
+    assert registry.rollouts(base) == []
+
+
+def test_rollback_without_a_labels_file_writes_none_and_records_nothing(base, capsys):
+    assert cli.main(["rollback", base, "1"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"Rolled back {base} to version 1: now serving version 3 "
+        f"({registry.production(base).path})"]
+    assert not os.path.exists(os.path.join(base, "models.config"))
+    assert registry.rollouts(base) == []
+
+
+def test_rollback_with_a_labels_file_it_cannot_read_refuses_before_republishing(
+        base, capsys):
+    path = os.path.join(base, "models.config")
+    with open(path, "w") as fh:
+        fh.write("model_config_list { config { name: 'penguins' }\n")
+    assert cli.main(["rollback", base, "1"]) == cli.EXIT_ERROR == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1
+    assert captured.err.startswith(f"error: {path}: line ")
+    assert [v.version for v in registry.list_versions(base)] == [1, 2]

@@ -27,9 +27,10 @@ TRAINING = {"cpu": "training_pipeline", "gpu": "training_pipeline_gpu",
 TASKS = {"validate": "validate", "transform": "transform", "train": "train",
          "evaluate": "evaluate", "gate": "gate", "push": "push",
          "drift-check": "drift_check", "retrain-trigger": "retrain_trigger",
-         "train-tfjob": "train_tfjob"}
+         "train-tfjob": "train_tfjob", "rollout": "rollout"}
 PIPELINES = ["training_pipeline", "training_pipeline_gpu", "training_pipeline_tpu",
-             "monitoring_pipeline", "data_pipeline", "training_pipeline_multiworker"]
+             "monitoring_pipeline", "data_pipeline", "training_pipeline_multiworker",
+             "training_pipeline_kserve"]
 NETWORK_TASKS = {"validate", "transform", "train", "evaluate", "push", "drift-check",
                  "retrain-trigger", "train-tfjob"}
 

@@ -159,7 +159,7 @@ def test_blessed_model_is_pushed_as_version_1_then_2(trained, upstream, tmp_path
     audit = os.path.join(result.path, registry.AUDIT_DIR)
     assert sorted(os.listdir(audit)) == sorted([
         "metadata.json", "manifest.json", "statistics.pb", "schema.pbtxt", "problem.json",
-        "evaluation.json", "blessing.json", "prediction_profile.json"])
+        "evaluation.json", "blessing.json", "prediction_profile.json", "serving_check.json"])
     # The model's predictions on its eval rows: the baseline of prediction drift.
     profile = json.load(open(os.path.join(audit, "prediction_profile.json")))
     assert profile["reference"]["kind"] == "categorical"
@@ -195,6 +195,66 @@ def test_blessed_model_is_pushed_as_version_1_then_2(trained, upstream, tmp_path
     assert second.version == 2
     assert registry.production(base).version == 2
     assert [v.state for v in registry.list_versions(base)] == ["complete", "complete"]
+
+
+def test_serving_check_holds_the_warmup_rows_and_the_models_answer_to_them(
+        trained, upstream, tmp_path):
+    """kfp_ct/serving_check.json: what a rollout's judge sends to a canary (the warmup
+    rows) and what the pushed model answered to them as one batch."""
+    import base64
+
+    import numpy as np
+    import tensorflow as tf
+
+    result = push(trained, upstream, str(tmp_path / "serving"), tmp_path / "pushed")
+    path = os.path.join(result.path, registry.AUDIT_DIR, registry.SERVING_CHECK)
+    check = json.load(open(path))
+    assert sorted(check) == ["dtypes", "format", "input", "outputs", "requests_b64", "rows",
+                             "signature"]
+    assert (check["format"], check["signature"], check["input"]) == (
+        1, "serving_default", "examples")
+    requests = [base64.b64decode(r, validate=True) for r in check["requests_b64"]]
+    assert check["rows"] == len(requests) == 8
+
+    # Exactly the rows of the warmup file's batch request, in order; no label in any.
+    warmup = os.path.join(result.path, "assets.extra", "tf_serving_warmup_requests")
+    first_log = next(iter(tf.data.TFRecordDataset(warmup))).numpy()
+    tensor = canary_lib.parse_prediction_log(first_log).predict_log.request.inputs["examples"]
+    assert requests == tf.make_ndarray(tensor).tolist()
+    for row in requests:
+        features = set(tf.train.Example.FromString(row).features.feature)
+        assert "species" not in features and "island" in features
+
+    # The recorded outputs: the pushed SavedModel's answer to one batch of those bytes.
+    answer = tf.saved_model.load(result.path).signatures["serving_default"](
+        examples=tf.constant(requests, dtype=tf.string))
+    assert check["dtypes"] == {"classes": "string", "scores": "float32"}
+    assert sorted(check["outputs"]) == sorted(answer)
+    for name, tensor in answer.items():
+        value, recorded = tensor.numpy(), check["outputs"][name]
+        assert check["dtypes"][name] == tensor.dtype.name
+        assert len(recorded) == 8 and np.shape(recorded) == value.shape
+        if tensor.dtype == tf.string:  # text, as TF Serving answers a name without _bytes
+            assert recorded == [[v.decode("utf-8") for v in row] for row in value.tolist()]
+        else:
+            assert all(isinstance(v, float) for row in recorded for v in row)
+            np.testing.assert_allclose(np.array(recorded), value, rtol=0, atol=1e-6)
+
+
+def test_serving_check_values_are_encoded_as_tf_serving_rest_answers_them():
+    import numpy as np
+
+    words = np.array([[b"Adelie", "Gentoo".encode()], [b"\xff\xfe", "caf\u00e9".encode()]],
+                     dtype=object)
+    assert canary_lib.output_json("classes", words) == [
+        ["Adelie", "Gentoo"], [{"b64": "//4="}, "caf\u00e9"]]  # not UTF-8: base64 anyway
+    assert canary_lib.output_json("image_bytes", words[:1]) == [  # _bytes: always base64
+        [{"b64": "QWRlbGll"}, {"b64": "R2VudG9v"}]]
+    assert canary_lib.output_json("scores", np.array([[0.5, 0.25]], np.float32)) == [
+        [0.5, 0.25]]
+    ids = canary_lib.output_json("ids", np.array([3, 4], np.int64))
+    assert ids == [3, 4] and all(type(v) is int for v in ids)
+    assert canary_lib.output_json("ok", np.array([True, False])) == [True, False]
 
 
 def test_not_blessed_is_not_pushed(trained, upstream, tmp_path):

@@ -25,6 +25,9 @@ BLESSING_JSON = "blessing.json"  # the gate's decision, read by push
 PUSHED = "PUSHED"  # push's marker files: one of the two is written
 NOT_PUSHED = "NOT_PUSHED"
 PUSH_JSON = "push.json"  # push's record, read by run-local's report
+ROLLED_OUT = "ROLLED_OUT"  # the rollout's marker files: one of the two is written
+NOT_ROLLED_OUT = "NOT_ROLLED_OUT"
+ROLLOUT_JSON = "rollout.json"  # the rollout's record
 
 # ------------------------------------------------------------------ artifact kinds
 #
@@ -53,6 +56,7 @@ BLESSING = "kfp_ct.ModelBlessing"  # gate: blessing.json and a BLESSED / NOT_BLE
 PUSHED_MODEL = "kfp_ct.PushedModel"  # push: push.json, a PUSHED / NOT_PUSHED marker
 DRIFT_DECISION = "kfp_ct.MonitoringDecision"  # drift_check: drift.json
 RETRAINING_LAUNCH = "kfp_ct.RetrainingLaunch"  # retrain_trigger: launch.json
+ROLLOUT = "kfp_ct.Rollout"  # rollout: rollout.json and a ROLLED_OUT / NOT_ROLLED_OUT marker
 
 #: The train component in each of its variants (same inputs and outputs).
 TRAIN_COMPONENTS = ("train", "train_gpu", "train_tpu", "train_tfjob")
@@ -72,6 +76,7 @@ OUTPUT_KINDS: dict[tuple[str, str], str] = {
     ("push", "pushed"): PUSHED_MODEL,
     ("drift_check", "decision"): DRIFT_DECISION,
     ("retrain_trigger", "launch"): RETRAINING_LAUNCH,
+    ("rollout", "rollout"): ROLLOUT,
 }
 
 #: A raw data input: any Dataset (a user's ingest step, an importer) except one of ours.
@@ -96,6 +101,7 @@ INPUT_KINDS: dict[tuple[str, str], str] = {
     ("push", "evaluation"): EVALUATION,
     ("drift_check", "window"): RAW_DATA,
     ("retrain_trigger", "decision"): DRIFT_DECISION,
+    ("rollout", "pushed"): PUSHED_MODEL,
 }
 
 

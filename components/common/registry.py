@@ -65,9 +65,17 @@ PROBLEM = "problem.json"
 EVALUATION = "evaluation.json"
 BLESSING = "blessing.json"
 PREDICTION_PROFILE = "prediction_profile.json"  # the model's predictions on its eval rows
+# The serving check's requests (the warmup rows) and the model's answers to them: what a
+# rollout's judge sends to a canary and expects back (components/rollout/judge.py).
+SERVING_CHECK = "serving_check.json"
 USER_MODULE = "user_module.py"  # the problem's module_file, as it was when trained
 # Retraining launch records (create-only, one per launch): <base>/RETRAIN_DIR/
 RETRAIN_DIR = "kfp_ct_retraining"
+# Rollout records (create-only, one per step of a rollout): <base>/ROLLOUT_DIR/rollout-<n>.json
+ROLLOUT_DIR = "kfp_ct_rollouts"
+# Per-version copies a KServe InferenceService loads: <base>/SERVING_DIR/<v>/<v>/ (one
+# numbered folder under the storageUri, the layout its TF Serving runtime reads).
+SERVING_DIR = "kfp_ct_serving"
 
 COMPLETE = "complete"
 INCOMPLETE = "incomplete"
@@ -850,6 +858,131 @@ def pushed_by_launch(base: str, seq: int) -> VersionInfo | None:
     return None
 
 
+# ------------------------------------------------------------------- rollouts
+
+ROLLOUT_STATES = ("canary", "promoted", "rolled_back", "removed", "unchanged")
+_ROLLOUT_RE = re.compile(r"rollout-([0-9]+)\.json")
+
+
+def record_rollout(base: str, record: dict) -> int:
+    """Appends one rollout step (create-only ``<base>/kfp_ct_rollouts/rollout-<n>.json``,
+    so two rollouts writing at once both keep their record); returns its number.
+
+    ``record``: ``target`` (where it is served, e.g. ``kserve:team-a/penguins``),
+    ``version``, ``state`` (ROLLOUT_STATES), ``percent`` of the traffic it takes,
+    ``previous`` (the version that served before, or None), ``reason``.
+    """
+    if record.get("state") not in ROLLOUT_STATES:
+        raise RegistryError(f"unknown rollout state {record.get('state')!r}")
+    folder = storage.join(base, ROLLOUT_DIR)
+    taken = [r["seq"] for r in rollouts(base)]
+    seq = (max(taken) + 1) if taken else 1
+    for _ in range(_CLAIM_RETRIES):
+        body = dict(record, seq=seq, at=_now())
+        data = (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
+        if storage.create_only(storage.join(folder, f"rollout-{seq}.json"), data):
+            return seq
+        seq += 1
+    raise RegistryError(f"cannot record a rollout under {folder}: {_CLAIM_RETRIES} numbers "
+                        "taken in a row")
+
+
+def rollouts(base: str) -> list[dict]:
+    """Every rollout record under ``base``, oldest first ([] when there is none)."""
+    folder = storage.join(base, ROLLOUT_DIR)
+    if not storage.isdir(folder):
+        return []
+    out = []
+    for name in storage.listdir(folder):
+        match = _ROLLOUT_RE.fullmatch(name)
+        if not match:
+            continue
+        try:
+            record = json.loads(storage.read_text(storage.join(folder, name)))
+        except (StorageError, ValueError):
+            continue
+        if isinstance(record, dict):
+            record["seq"] = int(match.group(1))
+            out.append(record)
+    return sorted(out, key=lambda r: r["seq"])
+
+
+def serving(base: str, records: list[dict] | None = None) -> dict[str, dict]:
+    """Where each version is served now, by target, from the rollout records:
+    ``{target: {"stable": v | None, "canary": v | None, "percent": p}}``."""
+    state: dict[str, dict] = {}
+    for r in rollouts(base) if records is None else records:
+        now = state.setdefault(str(r.get("target")), {"stable": None, "canary": None,
+                                                      "percent": 0})
+        kind, version = r.get("state"), r.get("version")
+        if kind == "canary":
+            now.update(canary=version, percent=int(r.get("percent") or 0))
+        elif kind == "promoted":
+            now.update(stable=version, canary=None, percent=0)
+        elif kind == "rolled_back":
+            now.update(canary=None, percent=0)
+            if r.get("previous") is not None:
+                now["stable"] = r.get("previous")
+        elif kind == "removed":
+            now.update(stable=None, canary=None, percent=0)
+    return state
+
+
+def serving_copy(base: str, version: int) -> str:
+    """A folder holding one numbered folder, ``<base>/kfp_ct_serving/<v>/<v>/``, with the
+    model files of complete version ``v`` (not its audit files): what a KServe
+    InferenceService's storageUri names, so that its storage initializer copies one
+    version and its TF Serving runtime finds it as a version (components/rollout/kserve.py).
+
+    The version is checked against its manifest (every sha256) before it is copied; a
+    copy already there with every model file at its pushed size is reused. Returns the
+    folder's URI.
+    """
+    info = next((v for v in list_versions(base) if v.version == int(version)), None)
+    if info is None or info.state != COMPLETE:
+        state = "missing" if info is None else f"{info.state} ({info.detail})"
+        raise RegistryError(f"cannot serve version {version} of {base}: it is {state}")
+    root = storage.join(base, SERVING_DIR, str(int(version)))
+    target = storage.join(root, str(int(version)))
+    try:
+        entries = _read_manifest(info.path)
+    except ValueError:
+        entries = {}  # pushed before manifests: always copied
+    model = {rel: size for rel, (size, _) in entries.items()
+             if not rel.startswith(AUDIT_DIR + "/")}
+    present = storage.list_files(target)
+    if model and all(present.get(rel) == size for rel, size in model.items()):
+        return root
+    with storage.local_copy(info.path) as local:
+        checked = _verified(info, local)
+        if checked.state != COMPLETE:
+            raise RegistryError(f"cannot serve version {version} of {base}: it is "
+                                f"{checked.state} ({checked.detail}); {recovery(base, checked)}")
+        stage = tempfile.mkdtemp(prefix="kfp-ct-serving-")
+        try:
+            copy = os.path.join(stage, str(int(version)))
+            top = os.path.abspath(local)
+            shutil.copytree(local, copy, ignore=lambda d, names: [AUDIT_DIR]
+                            if os.path.abspath(d) == top and AUDIT_DIR in names else [])
+            if present:
+                storage.remove_tree(target)
+            storage.copy_tree(copy, target)  # saved_model.pb last
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    return root
+
+
+def _served_where(state: dict[str, dict]) -> dict[int, list[str]]:
+    where: dict[int, list[str]] = {}
+    for target, now in sorted(state.items()):
+        if now.get("stable") is not None:
+            where.setdefault(int(now["stable"]), []).append(target)
+        if now.get("canary") is not None and now.get("canary") != now.get("stable"):
+            where.setdefault(int(now["canary"]), []).append(
+                f"{target} (canary {now.get('percent', 0)}%)")
+    return where
+
+
 def check_model_base(base: str) -> None:
     """Raises RegistryError unless ``base`` is a model base: a folder holding at least one
     numeric version folder (``1/``, ``2/``...). One listing, nothing read.
@@ -877,7 +1010,9 @@ def describe(base: str) -> str:
     if not versions:
         return f"No model versions under {base}\n"
     prod = next((v for v in reversed(versions) if v.state != INCOMPLETE), None)
-    header = ("", "VERSION", "STATE", "PUSHED_AT", "METRIC", "ROLLBACK_OF", "TRIGGER", "DETAIL")
+    served = _served_where(serving(base))
+    header = ("", "VERSION", "STATE", "PUSHED_AT", "METRIC", "ROLLBACK_OF", "TRIGGER", "SERVED",
+              "DETAIL")
     rows = [header]
     for v in versions:
         meta = v.metadata or {}
@@ -890,6 +1025,7 @@ def describe(base: str) -> str:
             _key_metric(meta),
             "" if rb is None else str(rb),
             _trigger(meta),
+            ", ".join(served.get(v.version, [])),
             v.detail,
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

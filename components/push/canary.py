@@ -13,10 +13,15 @@ object::
 ``write_warmup_requests`` writes ``assets.extra/tf_serving_warmup_requests``: a TFRecord
 file of serialized ``tensorflow.serving.PredictionLog`` messages, which TF Serving
 replays when it loads the version (the messages: ``kfp_ct.components.common.prediction_log``).
+
+With ``--serving-check PATH``, the process also writes ``serving_check.json`` there: the N
+request rows (base64 of the serialized tf.Examples) and what ``serving_default`` answered
+to them as one batch, in TF Serving's REST encoding (see :func:`serving_check_record`).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -34,6 +39,8 @@ WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 SINGLE_REQUESTS = 3  # one-by-one requests after the batch
 PROFILE_ROWS = 10_000  # eval rows scored for the prediction-drift baseline
+SERVING_CHECK_FORMAT = 1  # the version of serving_check.json's layout
+BYTES_SUFFIX = "_bytes"  # TF Serving's REST API answers string outputs named so in base64
 
 
 class CanaryError(Exception):
@@ -92,12 +99,15 @@ def strip_columns(records: list[bytes], columns) -> list[bytes]:
 
 
 def run_canary(model_dir: str, examples_path: str, n: int, profile_path: str = "",
-               profile_rows: int = PROFILE_ROWS, drop: tuple[str, ...] = ()) -> dict:
+               profile_rows: int = PROFILE_ROWS, drop: tuple[str, ...] = (),
+               serving_check_path: str = "") -> dict:
     """Loads the model and sends it canary requests; returns the result record.
 
     With ``profile_path``, also scores up to ``profile_rows`` eval rows and writes the
     model's prediction profile there (the baseline of prediction drift). ``drop``: the
-    columns taken out of every request first (the label: serving never gets one).
+    columns taken out of every request first (the label: serving never gets one). With
+    ``serving_check_path``, writes there the request rows and the model's answer to them
+    as one batch (:func:`serving_check_record`): what a canary must answer to them.
 
     Raises:
         CanaryError: the model does not load or does not answer properly.
@@ -125,7 +135,8 @@ def run_canary(model_dir: str, examples_path: str, n: int, profile_path: str = "
 
     latencies = []
     started = time.perf_counter()
-    names = _check_outputs(call(records, "batch request"), len(records), "batch request")
+    answer = call(records, "batch request")
+    names = _check_outputs(answer, len(records), "batch request")
     latencies.append(time.perf_counter() - started)
     for i, record in enumerate(records[:SINGLE_REQUESTS]):
         where = f"single request {i}"
@@ -136,6 +147,9 @@ def run_canary(model_dir: str, examples_path: str, n: int, profile_path: str = "
     result = {"ok": True, "requests": len(latencies), "rows": len(records),
               "latency_ms_p50": round(1000 * latencies[len(latencies) // 2], 3),
               "outputs": names}
+    if serving_check_path:
+        with open(serving_check_path, "w") as fh:
+            json.dump(serving_check_record(records, answer), fh)
     if profile_path:
         profile = prediction_profile(
             call, strip_columns(read_records(examples_path, profile_rows), drop))
@@ -164,6 +178,67 @@ def prediction_profile(call, records: list[bytes], batch: int = 1024) -> dict:
     return profile
 
 
+def serving_check_record(records: list[bytes], answer) -> dict:
+    """``serving_check.json``: the request rows and the model's answer to them (JSON-ready).
+
+    ``records``: the serialized tf.Examples sent (label and sensitive columns already
+    left out), in order; ``answer``: what ``serving_default`` returned for all of them as
+    one batch (output name -> tensor shaped ``[rows, ...]``). Shape::
+
+        {"format": 1, "signature": "serving_default", "input": "examples", "rows": n,
+         "requests_b64": ["<base64 of a serialized tf.Example>", ...],
+         "outputs": {name: nested list, first axis = row},
+         "dtypes": {name: "float32" | "int64" | "string" | ...}}
+
+    Values as TF Serving's REST API writes them (:func:`output_json`).
+    """
+    return {
+        "format": SERVING_CHECK_FORMAT,
+        "signature": SIGNATURE,
+        "input": INPUT_KEY,
+        "rows": len(records),
+        "requests_b64": [base64.b64encode(r).decode("ascii") for r in records],
+        "outputs": {name: output_json(name, answer[name].numpy()) for name in sorted(answer)},
+        "dtypes": {name: answer[name].dtype.name for name in sorted(answer)},
+    }
+
+
+def output_json(name: str, value):
+    """One output tensor as nested lists of JSON values, as TF Serving's REST API answers
+    it: floats as numbers, integers as ints, booleans as booleans; strings as UTF-8 text,
+    except for an output whose name ends in ``_bytes`` (always ``{"b64": "..."}``), and a
+    value that is not valid UTF-8 (``{"b64": "..."}`` too: TF Serving would send those
+    bytes raw, which is not JSON)."""
+    import numpy as np
+
+    value = np.asarray(value)
+    kind = value.dtype.kind
+    if kind in "OSU":
+        as_bytes = name.endswith(BYTES_SUFFIX)
+
+        def leaf(v):
+            data = v.encode("utf-8") if isinstance(v, str) else bytes(v)
+            if not as_bytes:
+                try:
+                    return data.decode("utf-8")
+                except UnicodeDecodeError:
+                    pass
+            return {"b64": base64.b64encode(data).decode("ascii")}
+    elif kind == "f":
+        leaf = float
+    elif kind in "iu":
+        leaf = int
+    elif kind == "b":
+        leaf = bool
+    else:
+        raise CanaryError(f"output {name!r}: values of type {value.dtype} have no JSON form")
+
+    def walk(v):
+        return [walk(x) for x in v] if isinstance(v, list) else leaf(v)
+
+    return walk(value.tolist())
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:500]
@@ -172,18 +247,23 @@ def _first_line(exc: Exception) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     drop: tuple[str, ...] = ()
-    while len(argv) >= 2 and argv[-2] == "--drop":  # columns left out of every request
-        drop += tuple(c for c in argv[-1].split(",") if c)
+    check_path = ""
+    while len(argv) >= 2 and argv[-2] in ("--drop", "--serving-check"):
+        if argv[-2] == "--drop":  # columns left out of every request
+            drop += tuple(c for c in argv[-1].split(",") if c)
+        else:  # where serving_check.json goes
+            check_path = argv[-1]
         argv = argv[:-2]
     if len(argv) not in (3, 4):
         print(json.dumps({"ok": False, "error": "usage: python -m kfp_ct.components.push.canary "
                                                 "MODEL_DIR EXAMPLES_TFRECORD N [PROFILE_OUT] "
-                                                "[--drop COL,COL]"}))
+                                                "[--drop COL,COL] [--serving-check OUT]"}))
         return 2
     model_dir, examples, n = argv[:3]
     try:
         result = run_canary(model_dir, examples, int(n),
-                            profile_path=argv[3] if len(argv) == 4 else "", drop=drop)
+                            profile_path=argv[3] if len(argv) == 4 else "", drop=drop,
+                            serving_check_path=check_path)
     except (CanaryError, ValueError) as exc:
         print(json.dumps({"ok": False, "error": str(exc)}), flush=True)
         return 1

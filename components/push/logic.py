@@ -12,9 +12,11 @@ Decision, in order:
    load or answer raises :class:`KfpCtError`; nothing is pushed.
 4. Warmup requests are written into the staged copy's ``assets.extra/``, and the copy is
    published with :func:`kfp_ct.components.common.registry.publish` (atomic: rename locally,
-   a claimed number and ``saved_model.pb`` last on gs://), with its audit record and the
-   files needed to roll back and check drift. The publish itself refuses when production
-   moved meanwhile (2. again). ``push.json`` names the version; a ``PUSHED`` marker.
+   a claimed number and ``saved_model.pb`` last on gs://), with its audit record, the
+   files needed to roll back and check drift, and the serving check's request rows with
+   the model's answers (``serving_check.json``: what a canary must answer). The publish
+   itself refuses when production moved meanwhile (2. again). ``push.json`` names the
+   version; a ``PUSHED`` marker.
 
 No kfp here; TensorFlow only in the canary subprocess and for the warmup file.
 """
@@ -164,11 +166,12 @@ def _check_destination(base: str) -> None:
 
 def run_canary_subprocess(model_dir: str, examples_path: str, n: int,
                           timeout_s: int = CANARY_TIMEOUT_S, profile_path: str = "",
-                          drop: tuple[str, ...] = ()) -> dict:
+                          drop: tuple[str, ...] = (), serving_check_path: str = "") -> dict:
     """Runs ``kfp_ct.components.push.canary`` in a fresh Python; returns its JSON result.
 
     ``drop``: columns taken out of every request (the label and sensitive columns), so
-    the check sends what serving will get.
+    the check sends what serving will get. ``serving_check_path``: where the process
+    writes ``serving_check.json`` (the request rows and the model's answer to them).
 
     Raises:
         KfpCtError: the canary reports a failure, crashes, or times out.
@@ -186,6 +189,8 @@ def run_canary_subprocess(model_dir: str, examples_path: str, n: int,
         cmd.append(profile_path)
     if drop:
         cmd += ["--drop", ",".join(drop)]
+    if serving_check_path:
+        cmd += ["--serving-check", serving_check_path]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -220,6 +225,26 @@ def _code_version() -> dict:
     import kfp_ct.components
 
     return {"kfp_ct": kfp_ct.components.__version__, "git_commit": os.environ.get(GIT_COMMIT_ENV, "")}
+
+
+def _check_serving_check(path: str, records: list[bytes]) -> None:
+    """The serving check's record must hold exactly the warmup rows, in order: a rollout
+    sends those to a canary and compares its answers with the recorded ones.
+
+    Raises:
+        KfpCtError: no record, or one of other rows.
+    """
+    import base64
+
+    try:
+        with open(path) as fh:
+            sent = json.load(fh).get("requests_b64")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise KfpCtError(f"Serving check failed: no usable {registry.SERVING_CHECK} "
+                         f"({exc})") from None
+    if sent != [base64.b64encode(r).decode("ascii") for r in records]:
+        raise KfpCtError(f"Serving check failed: {registry.SERVING_CHECK} does not hold the "
+                         f"{len(records)} warmup request rows")
 
 
 def _extra_file(extra: dict, name: str, directory: str, filename: str) -> None:
@@ -293,13 +318,16 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
         spec = load_problem(problem) if problem else None
         # Serving never gets the label; sensitive columns never leave the training data.
         private = ((spec.label,) + tuple(spec.sensitive)) if spec else ()
+        check_path = os.path.join(work, registry.SERVING_CHECK)
         canary = run_canary_subprocess(staged, local_eval, canary_rows,
-                                       profile_path=profile_path, drop=private)
+                                       profile_path=profile_path, drop=private,
+                                       serving_check_path=check_path)
 
         from kfp_ct.components.push import canary as canary_lib
 
         records = canary_lib.strip_columns(
             canary_lib.read_records(local_eval, canary_rows), private)
+        _check_serving_check(check_path, records)
         model_name = os.path.basename(push_destination.rstrip("/")) or "model"
         canary_lib.write_warmup_requests(staged, records, model_name=model_name)
 
@@ -328,6 +356,7 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
         _extra_file(extra, registry.EVALUATION, evaluation_dir, EVALUATION_JSON)
         _extra_file(extra, registry.BLESSING, blessing_dir, BLESSING_JSON)
         _extra_file(extra, registry.PREDICTION_PROFILE, work, registry.PREDICTION_PROFILE)
+        _extra_file(extra, registry.SERVING_CHECK, work, registry.SERVING_CHECK)
         if metadata["problem"]:
             extra[registry.PROBLEM] = metadata["problem"].encode()
         if spec is not None and spec.module_file:

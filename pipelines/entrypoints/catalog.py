@@ -5,6 +5,8 @@
     training-tpu   kfp-ct-training-tpu   the same, training in the TPU image on a TPU slice
     training-multiworker  kfp-ct-training-multiworker  the same, training on several
                    workers (a Kubeflow TFJob; cluster only, gs:// pipeline root)
+    training-kserve  kfp-ct-training-kserve  the same, then a rollout: the pushed version
+                   served by a KServe InferenceService, as a judged canary first (cluster only)
     monitoring     kfp-ct-monitoring     drift check -> retraining trigger
     data           kfp-ct-data           validate -> transform
 
@@ -67,6 +69,14 @@ def _training(variant: str) -> Callable[[Any], Any]:
     return build
 
 
+def _kserve(settings: Any = None) -> Any:
+    from kfp_ct.pipelines import training
+
+    if settings is None:
+        return training.training_pipeline_kserve
+    return training.make_kserve_pipeline(_settings(settings))
+
+
 def _monitoring(settings: Any = None) -> Any:
     from kfp_ct.pipelines import monitoring
 
@@ -91,6 +101,8 @@ CATALOG: dict[str, CatalogEntry] = {e.name: e for e in (
                  _training("tpu")),
     CatalogEntry("training-multiworker", "training_pipeline_multiworker",
                  "kfp-ct-training-multiworker", _training("multiworker")),
+    CatalogEntry("training-kserve", "training_pipeline_kserve", "kfp-ct-training-kserve",
+                 _kserve),
     CatalogEntry("monitoring", "monitoring_pipeline", "kfp-ct-monitoring", _monitoring),
     CatalogEntry("data", "data_pipeline", "kfp-ct-data", _data),
 )}
@@ -105,6 +117,7 @@ def components() -> dict[str, Any]:
     from kfp_ct.components.gate.component import gate
     from kfp_ct.components.push.component import push
     from kfp_ct.components.retrain.component import retrain_trigger
+    from kfp_ct.components.rollout.component import rollout
     from kfp_ct.components.train.component import train, train_gpu, train_tfjob, train_tpu
     from kfp_ct.components.transform.component import transform
     from kfp_ct.components.validate.component import validate
@@ -112,7 +125,7 @@ def components() -> dict[str, Any]:
     return {"validate": validate, "transform": transform, "train": train,
             "train_gpu": train_gpu, "train_tpu": train_tpu, "train_tfjob": train_tfjob,
             "evaluate": evaluate, "gate": gate, "push": push, "drift_check": drift_check,
-            "retrain_trigger": retrain_trigger}
+            "retrain_trigger": retrain_trigger, "rollout": rollout}
 
 
 def entry(name: str) -> CatalogEntry:

@@ -415,14 +415,60 @@ def versions_cmd(dest: str) -> None:
 @cli.command("rollback")
 @click.argument("dest")
 @click.argument("version", type=int)
-@click.option("--reason", default="", help="why, kept in the new version's metadata")
-def rollback_cmd(dest: str, version: int, reason: str) -> None:
-    """Republish an earlier VERSION of model base DEST as the new newest one."""
-    from kfp_ct.components.common import registry
+@click.option("--reason", default="", help="why, kept in the new version's metadata "
+              "and in the record of a label move")
+@click.option("--labels-only", is_flag=True, default=False,
+              help="only move the labels in DEST/models.config onto VERSION (no new "
+                   "version): the second step, once TF Serving shows VERSION AVAILABLE")
+def rollback_cmd(dest: str, version: int, reason: str, labels_only: bool) -> None:
+    """Republish an earlier VERSION of model base DEST as the new newest one.
 
-    info = registry.rollback(dest, version, reason=reason)
-    print(f"Rolled back {dest} to version {version}: "
-          f"now serving version {info.version} ({info.path})")
+    TF Serving's default policy then serves the copy. When DEST/models.config exists (a TF
+    Serving model config file with stable/canary version labels, written by
+    components/rollout/labels.py), the labels move too: if the file already loads
+    VERSION, both labels name VERSION now; if not, the file lists VERSION so TF Serving
+    loads it at its next poll, and `kfp-ct rollback DEST VERSION --labels-only` moves the labels once
+    GET /v1/models/NAME/versions/VERSION shows AVAILABLE (TF Serving refuses a label
+    moved onto a version it has not loaded). A label move is recorded, so `kfp-ct
+    versions` shows where VERSION is served.
+    """
+    from kfp_ct.components.common import registry
+    from kfp_ct.components.rollout import labels
+
+    path = labels.default_path(dest)
+    cfg = labels.read(path)  # a file kfp-ct cannot read: one line, nothing done
+    if labels_only:
+        if cfg is None:
+            raise KfpCtError(f"--labels-only: no TF Serving labels file {path}, so no "
+                             f"label to move; drop --labels-only to republish version "
+                             f"{version}")
+        if version not in cfg.versions:
+            loaded = ", ".join(str(v) for v in cfg.versions)
+            raise KfpCtError(f"--labels-only: {path} does not load version {version} yet "
+                             f"(it loads {loaded}): run `kfp-ct rollback {dest} {version}` "
+                             f"to stage it, wait for GET /v1/models/{cfg.name}/versions/"
+                             f"{version} to show AVAILABLE, then run this again")
+    else:
+        info = registry.rollback(dest, version, reason=reason)
+        print(f"Rolled back {dest} to version {version}: "
+              f"now serving version {info.version} ({info.path})")
+        if cfg is None:
+            return
+        cfg = labels.read(path) or cfg
+        if version not in cfg.versions:
+            labels.stage(path, version)
+            print(f"Labels: {path} now lists version {version}, so TF Serving will load "
+                  f"it at its next poll; once GET /v1/models/{cfg.name}/versions/{version} "
+                  f"shows AVAILABLE, move the labels with: kfp-ct rollback {dest} "
+                  f"{version} --labels-only")
+            return
+    labels.move_stable(path, version)
+    registry.record_rollout(dest, {
+        "target": f"tfserving:{path}", "version": version, "state": "promoted",
+        "previous": cfg.stable, "percent": 100,
+        "reason": f"kfp-ct rollback: {reason}" if reason else
+                  f"kfp-ct rollback: labels moved from version {cfg.stable} to {version}"})
+    print(f"Labels: stable and canary now name version {version} in {path}")
 
 
 @cli.command("compile")

@@ -34,6 +34,7 @@ FOLDERS: dict[str, tuple[str, ...]] = {
     "push": ("push",),
     "drift": ("drift_check",),
     "retrain": ("retrain_trigger",),
+    "rollout": ("rollout",),
 }
 
 _PARAMETER_TYPES = {"String": "str", "Integer": "int", "Float": "float", "Boolean": "bool",
