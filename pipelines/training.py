@@ -85,6 +85,23 @@ def _before_training(settings, data_path, problem, schema_path, push_destination
     return validated, transformed
 
 
+def _train_in(settings, where, train_op, problem, transformed, train_steps, accelerator,
+              seed, checkpoint_root, push_destination):
+    """train (one process: CPU, GPU or TPU) in its variant's image, the same in every
+    one-process variant."""
+    # Checkpoints go to durable storage (checkpoint_root, else under push_destination)
+    # under this run's id, which its retries share: a retry resumes there.
+    trained = train_op(problem=problem, transform_graph=transformed.outputs["transform_graph"],
+                       transformed_examples=transformed.outputs["transformed_examples"],
+                       train_steps=train_steps, accelerator=accelerator, seed=seed,
+                       checkpoint_root=checkpoint_root, push_destination=push_destination,
+                       run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    cluster.configure(trained, "train", settings, variant=where)
+    if where.image != train_op.component_spec.implementation.container.image:
+        trained.set_container_image(where.image)
+    return trained
+
+
 def make_multiworker_pipeline(settings: cluster.Settings = cluster.DEFAULT):
     """The training pipeline whose train step is a TFJob of several workers (Kubeflow
     Training Operator v1, MultiWorkerMirroredStrategy); cluster only, gs:// pipeline root
@@ -173,17 +190,8 @@ def make_training_pipeline(variant: str = "cpu", settings: cluster.Settings = cl
         validated, transformed = _before_training(
             settings, data_path, problem, schema_path, push_destination, strict, beam_args,
             thresholds, slices, train_steps)
-        # Checkpoints go to durable storage (checkpoint_root, else under push_destination)
-        # under this run's id, which its retries share: a retry resumes there.
-        trained = train_op(problem=problem,
-                           transform_graph=transformed.outputs["transform_graph"],
-                           transformed_examples=transformed.outputs["transformed_examples"],
-                           train_steps=train_steps, accelerator=accelerator, seed=seed,
-                           checkpoint_root=checkpoint_root, push_destination=push_destination,
-                           run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-        cluster.configure(trained, "train", settings, variant=where)
-        if where.image != train_op.component_spec.implementation.container.image:
-            trained.set_container_image(where.image)
+        trained = _train_in(settings, where, train_op, problem, transformed, train_steps,
+                            accelerator, seed, checkpoint_root, push_destination)
         _after_training(settings, problem, push_destination, thresholds, slices, trigger,
                         validated, transformed, trained, beam_args)
 
@@ -228,14 +236,8 @@ def make_kserve_pipeline(settings: cluster.Settings = cluster.DEFAULT):
         validated, transformed = _before_training(
             settings, data_path, problem, schema_path, push_destination, strict, beam_args,
             thresholds, slices, train_steps)
-        trained = train(problem=problem, transform_graph=transformed.outputs["transform_graph"],
-                        transformed_examples=transformed.outputs["transformed_examples"],
-                        train_steps=train_steps, accelerator=accelerator, seed=seed,
-                        checkpoint_root=checkpoint_root, push_destination=push_destination,
-                        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-        cluster.configure(trained, "train", settings, variant=where)
-        if where.image != train.component_spec.implementation.container.image:
-            trained.set_container_image(where.image)
+        trained = _train_in(settings, where, train, problem, transformed, train_steps,
+                            accelerator, seed, checkpoint_root, push_destination)
         pushed = _after_training(settings, problem, push_destination, thresholds, slices,
                                  trigger, validated, transformed, trained, beam_args)
         served = rollout(pushed=pushed.outputs["pushed"], target="kserve",

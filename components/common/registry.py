@@ -875,8 +875,9 @@ def record_rollout(base: str, record: dict) -> int:
     if record.get("state") not in ROLLOUT_STATES:
         raise RegistryError(f"unknown rollout state {record.get('state')!r}")
     folder = storage.join(base, ROLLOUT_DIR)
-    taken = [r["seq"] for r in rollouts(base)]
-    seq = (max(taken) + 1) if taken else 1
+    names = storage.listdir(folder) if storage.isdir(folder) else []
+    taken = [int(m.group(1)) for m in map(_ROLLOUT_RE.fullmatch, names) if m]
+    seq = (max(taken) + 1) if taken else 1  # one listing: no record is read
     for _ in range(_CLAIM_RETRIES):
         body = dict(record, seq=seq, at=_now())
         data = (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()

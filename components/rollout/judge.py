@@ -169,13 +169,14 @@ def _sane(got: Any, rows: int, where: str, problems: list[str]) -> None:
 
 def judge(url: str, model: str, version_path: str, label: str = "",
           post_fn: Callable[..., tuple[int, Any]] = post,
-          log: Callable[[str], None] = print) -> Verdict:
+          log: Callable[[str], None] = print, exp: Expected | None = None) -> Verdict:
     """Sends the version's recorded requests to ``url`` and compares the answers.
+    ``exp``: what :func:`expected` read for this version already (else it is read).
 
     Never raises for what the server does (that is the verdict); raises KfpCtError when
     the version has nothing to judge with.
     """
-    exp = expected(version_path)
+    exp = expected(version_path) if exp is None else exp
     names = sorted(exp.outputs) if exp.outputs is not None else None
     target = predict_url(url, model, label)
     batches = [(list(range(len(exp.requests))), "batch request")]

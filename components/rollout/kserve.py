@@ -31,12 +31,11 @@ calls. No kfp and no TensorFlow here.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from typing import Callable, Mapping
 
 from kfp_ct.components.common.errors import KfpCtError
+from kfp_ct.components.common.kube import NamespacedObjects
 
 GROUP, VERSION, PLURAL, KIND = "serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService"
 TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
@@ -190,91 +189,27 @@ def deployment_mode(isvc: Mapping) -> str:
 
 # ------------------------------------------------------------------ the API
 
-class InferenceServices:
+class InferenceServices(NamespacedObjects):
     """InferenceServices of one namespace, and their pods' logs."""
 
-    def __init__(self, namespace: str, client=None, log: Callable[[str], None] = print):
-        from kubernetes import client as k8s
-
-        from kfp_ct.components.common.kube import api_client
-
-        self.namespace = namespace
-        self.api = client or api_client(who="the rollout task")
-        self.custom = k8s.CustomObjectsApi(self.api)
-        self.core = k8s.CoreV1Api(self.api)
-        self.log = log
-
-    def where(self, name: str) -> str:
-        return f"InferenceService {self.namespace}/{name}"
-
-    @contextlib.contextmanager
-    def _errors(self, action: str, name: str):
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            yield
-        except ApiException as exc:
-            detail = exc.reason
-            with contextlib.suppress(ValueError, AttributeError):
-                detail = json.loads(exc.body or "{}").get("message") or detail
-            hint = {401: f" ({RBAC_HINT})", 403: f" ({RBAC_HINT})",
-                    404: " (is KServe installed in this cluster?)" if action == "create" else ""
-                    }.get(exc.status, "")
-            raise RolloutError(f"cannot {action} {self.where(name)}: HTTP {exc.status} "
-                               f"{detail}{hint}") from None
-
-    def get(self, name: str) -> dict | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace,
-                                                            PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            with self._errors("read", name):
-                raise
-
-    def create(self, body: Mapping) -> dict:
-        name = body["metadata"]["name"]
-        with self._errors("create", name):
-            return self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, dict(body))
+    GROUP, VERSION, PLURAL, KIND = GROUP, VERSION, PLURAL, KIND
+    ERROR = RolloutError
+    HINTS = {401: f" ({RBAC_HINT})", 403: f" ({RBAC_HINT})"}
+    CREATE_404_HINT = " (is KServe installed in this cluster?)"
+    WHO = "the rollout task"
 
     def patch(self, name: str, body: Mapping, action: str = "patch") -> dict:
+        """A merge patch (the client sends a dict body as application/merge-patch+json)."""
         with self._errors(action, name):
             return self.custom.patch_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, name, dict(body))
 
-    def delete(self, name: str) -> bool:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace,
-                                                        PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            with self._errors("delete", name):
-                raise
-        return True
-
     def pods(self, name: str, revision: str = "") -> list[dict]:
-        selector = f"{REVISION_LABEL}={revision}" if revision else f"{ISVC_LABEL}={name}"
-        with self._errors("list the pods of", name):
-            resp = self.core.list_namespaced_pod(self.namespace, label_selector=selector,
-                                                 _preload_content=False)
-        return json.loads(resp.data or b"{}").get("items") or []
+        return self.pods_by(name, f"{REVISION_LABEL}={revision}" if revision
+                            else f"{ISVC_LABEL}={name}")
 
     def log_tail(self, pod: str, container: str, lines: int = LOG_LINES) -> str:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            resp = self.core.read_namespaced_pod_log(pod, self.namespace, container=container,
-                                                     tail_lines=lines, _preload_content=False)
-        except ApiException as exc:
-            return f"(no log: HTTP {exc.status} {exc.reason})"
-        return resp.data.decode("utf-8", errors="replace").rstrip("\n")
+        return self.container_log(pod, container, lines)
 
     def pod_report(self, name: str, revision: str = "") -> str:
         """Each predictor pod's state and the last log lines of its containers that did

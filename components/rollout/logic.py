@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -132,7 +133,8 @@ def rollout_kserve(meta: Mapping, name: str, namespace: str = "", policy: Policy
         raise KfpCtError(f"KServe cannot read the model base {base}: its storage initializer "
                          "copies from object storage (gs://), and this base is a local folder; "
                          "push to a gs:// model base for a KServe rollout")
-    judging.expected(version_path)  # something to judge with, before anything changes
+    # Something to judge with, read once, before anything changes.
+    judge = functools.partial(judge, exp=judging.expected(version_path))
     uri = registry.serving_copy(base, version)
     log(f"[rollout] version {version}: storageUri {uri} (one version, checked against its "
         "manifest)")
@@ -342,7 +344,7 @@ def rollout_tfserving(meta: Mapping, name: str, tfserving_url: str, config_path:
     if not tfserving_url:
         raise KfpCtError("a tfserving rollout needs tfserving_url (the server's REST address, "
                          "e.g. http://tf-serving:8501): the canary is judged there")
-    judging.expected(version_path)
+    judge = functools.partial(judge, exp=judging.expected(version_path))
     before = labels.read(path)
     if before is not None and before.name != name:
         raise KfpCtError(f"{path} configures model {before.name!r}, not {name!r}")

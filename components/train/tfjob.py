@@ -39,6 +39,7 @@ from kfp_ct.components.common import storage
 from kfp_ct.components.common.processes import sigterm_raises
 from kfp_ct.components.common.kube import (  # noqa: F401  (tfjob.api_client in tests)
     SA_NAMESPACE_FILE,
+    NamespacedObjects,
     api_client,
     namespace_of,
 )
@@ -220,66 +221,21 @@ def failing_replicas(pods: Sequence[Mapping]) -> list[dict]:
 
 # ------------------------------------------------------------------ the API
 
-class TFJobs:
+class TFJobs(NamespacedObjects):
     """TFJobs of one namespace, and their pods' logs, through the kubernetes client."""
 
-    def __init__(self, namespace: str, client=None, log: Callable[[str], None] = print):
-        from kubernetes import client as k8s
+    GROUP, VERSION, PLURAL, KIND = GROUP, VERSION, PLURAL, KIND
+    ERROR = TFJobError
+    HINTS = {403: " (the launcher's service account needs the RBAC in pipelines/CLUSTER.md "
+                  "of kfp-ct)"}
+    CREATE_404_HINT = " (is the Kubeflow Training Operator installed?)"
+    WHO = "the TFJob launcher"
 
-        self.namespace = namespace
-        self.api = client or api_client()
-        self.custom = k8s.CustomObjectsApi(self.api)
-        self.core = k8s.CoreV1Api(self.api)
-        self.log = log
-
-    def _where(self, name: str = "") -> str:
-        return f"TFJob {self.namespace}/{name}" if name else f"TFJobs in {self.namespace}"
-
-    @contextlib.contextmanager
-    def _errors(self, action: str, name: str):
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            yield
-        except ApiException as exc:
-            detail = exc.reason
-            try:
-                detail = json.loads(exc.body or "{}").get("message") or detail
-            except ValueError:
-                pass
-            hint = {403: " (the launcher's service account needs the RBAC in pipelines/CLUSTER.md of kfp-ct)",
-                    404: " (is the Kubeflow Training Operator installed?)"
-                    if action == "create" else ""}.get(exc.status, "")
-            raise TFJobError(f"cannot {action} {self._where(name)}: HTTP {exc.status} "
-                             f"{detail}{hint}") from None
-
-    def get(self, name: str) -> dict | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace,
-                                                            PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            with self._errors("read", name):
-                raise
-
-    def delete(self, name: str) -> bool:
+    def delete(self, name: str, body=None) -> bool:
         """Deletes the TFJob and (in the background) its pods; False when it was gone."""
         from kubernetes import client as k8s
-        from kubernetes.client.exceptions import ApiException
 
-        try:
-            self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name,
-                body=k8s.V1DeleteOptions(propagation_policy="Background"))
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            with self._errors("delete", name):
-                raise
-        return True
+        return super().delete(name, body or k8s.V1DeleteOptions(propagation_policy="Background"))
 
     def create(self, manifest: Mapping, replace_timeout_s: float = 300,
                poll_s: float = 2) -> dict:
@@ -295,12 +251,12 @@ class TFJobs:
             if exc.status != 409:
                 with self._errors("create", name):
                     raise
-        self.log(f"[tfjob] {self._where(name)} exists (an earlier attempt): replacing it")
+        self.log(f"[tfjob] {self.where(name)} exists (an earlier attempt): replacing it")
         self.delete(name)
         deadline = time.monotonic() + replace_timeout_s
         while self.get(name) is not None:
             if time.monotonic() > deadline:
-                raise TFJobError(f"{self._where(name)} from an earlier attempt was not gone "
+                raise TFJobError(f"{self.where(name)} from an earlier attempt was not gone "
                                  f"{replace_timeout_s:.0f} s after deleting it")
             time.sleep(poll_s)
         with self._errors("create", name):
@@ -308,29 +264,15 @@ class TFJobs:
                 GROUP, VERSION, self.namespace, PLURAL, dict(manifest))
 
     def pods(self, name: str) -> list[dict]:
-        with self._errors("list the pods of", name):
-            resp = self.core.list_namespaced_pod(
-                self.namespace, label_selector=f"{JOB_NAME_LABEL}={name}",
-                _preload_content=False)
-        return json.loads(resp.data or b"{}").get("items") or []
+        return self.pods_by(name, f"{JOB_NAME_LABEL}={name}")
 
     def log_tail(self, pod: str, previous: bool, lines: int = LOG_LINES) -> str:
-        from kubernetes.client.exceptions import ApiException
-
-        kwargs = {"container": CONTAINER, "tail_lines": lines}
-        if previous:
-            kwargs["previous"] = True
-        try:
-            resp = self.core.read_namespaced_pod_log(pod, self.namespace,
-                                                     _preload_content=False, **kwargs)
-        except ApiException as exc:
-            return f"(no log: HTTP {exc.status} {exc.reason})"
-        return resp.data.decode("utf-8", errors="replace").rstrip("\n")
+        return self.container_log(pod, CONTAINER, lines, previous)
 
     def failure_report(self, name: str, condition: Mapping) -> str:
         """Why the TFJob failed: its condition, then each failing replica's reason and
         the last lines of its log."""
-        text = (f"{self._where(name)} failed: {condition.get('reason', 'Failed')}: "
+        text = (f"{self.where(name)} failed: {condition.get('reason', 'Failed')}: "
                 f"{condition.get('message', '')}".rstrip(": "))
         replicas = failing_replicas(self.pods(name))
         if not replicas:
