@@ -516,3 +516,12 @@ def test_rollback_with_a_labels_file_it_cannot_read_refuses_before_republishing(
     assert captured.out == "" and len(captured.err.splitlines()) == 1
     assert captured.err.startswith(f"error: {path}: line ")
     assert [v.version for v in registry.list_versions(base)] == [1, 2]
+
+
+@pytest.mark.parametrize("extra", [[], ["--labels-only"]])
+def test_rollback_of_a_path_that_is_no_model_base_says_so_first(tmp_path, extra, capsys):
+    missing = str(tmp_path / "no-such-base")
+    assert cli.main(["rollback", missing, "1", *extra]) == cli.EXIT_ERROR == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {missing} is not a model base: no such file or folder"]
+    assert not os.path.exists(missing)

@@ -435,6 +435,7 @@ def rollback_cmd(dest: str, version: int, reason: str, labels_only: bool) -> Non
     from kfp_ct.components.common import registry
     from kfp_ct.components.rollout import labels
 
+    registry.check_model_base(dest)  # a wrong path is said as such, before any labels
     path = labels.default_path(dest)
     cfg = labels.read(path)  # a file kfp-ct cannot read: one line, nothing done
     if labels_only:
