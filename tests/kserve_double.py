@@ -19,8 +19,9 @@ from __future__ import annotations
 import copy
 import json
 import threading
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from api_double import JsonHandler
 
 ISVCS = "/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices"
 PODS = "/api/v1/namespaces/{ns}/pods"
@@ -62,26 +63,12 @@ class KServeDouble:
         self.lock = threading.Lock()
         double = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, code, body, content_type="application/json"):
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def _record(self):
-                url = urllib.parse.urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                query = dict(urllib.parse.parse_qsl(url.query))
-                double.requests.append((self.command, url.path, query, body,
+                path, query, body = self._read()
+                double.requests.append((self.command, path, query, body,
                                         self.headers.get("Content-Type", "")))
-                return url.path, query, body
+                return path, query, body
 
             def _deny(self, verb, resource, name=""):
                 if verb not in double.forbidden:

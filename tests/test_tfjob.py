@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,8 @@ import yaml
 
 from kfp_ct.components.common.errors import KfpCtError
 from kfp_ct.components.train import tfjob
+
+from api_double import JsonHandler
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "team-a"
@@ -55,25 +57,11 @@ class KubernetesDouble:
         self.gone_after = 1       # GETs after a DELETE that still find the job
         double = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, code, body, content_type="application/json"):
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def _record(self):
-                url = urllib.parse.urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                query = dict(urllib.parse.parse_qsl(url.query))
-                double.requests.append((self.command, url.path, query, body))
-                return url.path, query, body
+                path, query, body = self._read()
+                double.requests.append((self.command, path, query, body))
+                return path, query, body
 
             def do_POST(self):
                 path, _, body = self._record()
