@@ -4,7 +4,8 @@ No cluster runs here. This double answers, on 127.0.0.1, the endpoints the rollo
 (``serving.kserve.io/v1beta1`` custom objects, pods, pod logs) the way the API server
 does (merge patches, ``metadata.generation`` bumped on a spec change, ``Status`` bodies
 for errors), and moves each InferenceService's status the way KServe's controller in
-Serverless mode does: a spec change creates a revision ``<name>-predictor-0000N``; the
+Serverless mode does: a change of the predictor's template (its spec but for
+``canaryTrafficPercent``) creates a revision ``<name>-predictor-0000N``; the
 revision becomes ready after ``ready_after`` reads (or never, or fails to load, as a
 test says); ``canaryTrafficPercent`` splits the traffic between the new revision (tag
 ``latest``) and the last one that was rolled out (tag ``prev``); without it the new
@@ -38,6 +39,14 @@ def merge_patch(target, patch):
         else:
             out[key] = merge_patch(out.get(key), value)
     return out
+
+
+def _template(isvc):
+    """What Knative makes a revision of: the predictor's spec but for the traffic split
+    (a change of canaryTrafficPercent alone moves traffic, it makes no revision)."""
+    predictor = dict(isvc["spec"]["predictor"])
+    predictor.pop("canaryTrafficPercent", None)
+    return json.dumps(predictor, sort_keys=True)
 
 
 def _status(code, reason, message):
@@ -146,16 +155,16 @@ class KServeDouble:
                     if obj is None:
                         return self._send(404, _status(404, "NotFound", f'"{name}" not found'))
                     before = json.dumps(obj.get("spec"), sort_keys=True)
+                    template_before = _template(obj)
                     status = obj.pop("status", {})
                     patched = merge_patch(obj, body)
                     patched["status"] = status
                     meta = patched["metadata"]
                     meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
-                    model_before = json.loads(before)["predictor"].get("model")
                     if json.dumps(patched.get("spec"), sort_keys=True) != before:
                         meta["generation"] += 1
                     double.objects[name] = patched
-                    if patched["spec"]["predictor"].get("model") != model_before:
+                    if _template(patched) != template_before:
                         double._new_revision(name)
                     self._send(200, patched)
 

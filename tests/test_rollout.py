@@ -174,12 +174,15 @@ def test_a_later_version_is_a_canary_judged_at_its_own_url_then_promoted(k8s, se
     assert result.rolled_out and result.state == "promoted" and result.previous == 1
     writes = [(m, p, b, t) for m, p, _, b, t in k8s.requests[mark:] if m != "GET"]
     path = f"{ISVCS.format(ns=NS)}/{NAME}"
+    attempt = writes[0][2]["spec"]["predictor"]["annotations"]["kfp-ct/rollout-attempt"]
+    assert re.fullmatch(r"[0-9a-f]{12}", attempt)
     assert writes == [
         ("PATCH", path, {"metadata": {"annotations": {
             "serving.kserve.io/enable-tag-routing": "true", "kfp-ct/version": "2"}},
             "spec": {"predictor": {"canaryTrafficPercent": 10, "model": {
                 "modelFormat": {"name": "tensorflow"},
-                "storageUri": f"{base}/kfp_ct_serving/2"}}}},
+                "storageUri": f"{base}/kfp_ct_serving/2"},
+                "annotations": {"kfp-ct/rollout-attempt": attempt}}}},
          "application/merge-patch+json"),
         ("PATCH", path, {"spec": {"predictor": {"canaryTrafficPercent": None}}},
          "application/merge-patch+json"),
@@ -225,6 +228,19 @@ def test_a_canary_that_never_becomes_ready_is_rolled_back_with_its_condition_and
     assert registry.serving(base)[f"kserve:{NS}/{NAME}"] == {"stable": 1, "canary": None,
                                                               "percent": 0}
     assert (ROOT / "components" / "rollout" / "README.md").exists()
+
+
+def test_the_same_version_after_a_failed_canary_gets_a_fresh_revision(k8s, servers, base):
+    _deployed(k8s, base)
+    k8s.fate = "never"
+    assert run(k8s, base, 2, policy=Policy(ready_timeout_s=0.2, poll_s=0.01)).state == \
+        "rolled_back"
+    k8s.fate = "ready"  # say the cause was a node that is back now
+    result = run(k8s, base, 2)
+    assert result.rolled_out and result.state == "promoted", result.reason
+    assert [r["name"] for r in k8s.revisions[NAME]] == [
+        f"{NAME}-predictor-00001", f"{NAME}-predictor-00002", f"{NAME}-predictor-00003"]
+    assert kserve.traffic(k8s.objects[NAME])[0]["revisionName"] == f"{NAME}-predictor-00003"
 
 
 def test_a_canary_whose_model_fails_to_load_is_rolled_back_at_once(k8s, base):

@@ -42,6 +42,7 @@ TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
 VERSION_ANNOTATION = "kfp-ct/version"          # the version the spec names
 BASE_ANNOTATION = "kfp-ct/model-base"
+ATTEMPT_ANNOTATION = "kfp-ct/rollout-attempt"  # on the predictor's pods: one per rollout
 ISVC_LABEL = "serving.kserve.io/inferenceservice"  # on the predictor's pods
 REVISION_LABEL = "serving.knative.dev/revision"
 CONTAINER = "kserve-container"
@@ -90,15 +91,21 @@ def manifest(name: str, namespace: str, storage_uri: str, version: int, base: st
     }
 
 
-def canary_patch(storage_uri: str, version: int, percent: int, service_account: str = "",
-                 runtime: str = "", resources: Mapping | None = None) -> dict:
-    """The merge patch that makes ``version`` a canary taking ``percent`` of the traffic."""
+def canary_patch(storage_uri: str, version: int, percent: int, attempt: str,
+                 service_account: str = "", runtime: str = "",
+                 resources: Mapping | None = None) -> dict:
+    """The merge patch that makes ``version`` a canary taking ``percent`` of the traffic.
+
+    ``attempt`` (new for each rollout) goes into the predictor's pod annotations: a
+    change of the pod template is what makes Knative create a revision, so a rollout of
+    the same version after a failed one gets a fresh revision instead of the failed one."""
     model: dict = {"modelFormat": {"name": MODEL_FORMAT}, "storageUri": storage_uri}
     if runtime:
         model["runtime"] = runtime
     if resources:
         model["resources"] = {k: dict(v) for k, v in sorted(resources.items()) if v}
-    predictor: dict = {"canaryTrafficPercent": int(percent), "model": model}
+    predictor: dict = {"canaryTrafficPercent": int(percent), "model": model,
+                       "annotations": {ATTEMPT_ANNOTATION: attempt}}
     if service_account:
         predictor["serviceAccountName"] = service_account
     return {"metadata": {"annotations": {TAG_ROUTING: "true",

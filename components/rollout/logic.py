@@ -31,6 +31,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any, Callable, Mapping
 
 from kfp_ct.components.common import registry, storage
@@ -172,7 +173,8 @@ def rollout_kserve(meta: Mapping, name: str, namespace: str = "", policy: Policy
     with sigterm_raises(Interrupted):
         try:
             patched = svc.patch(name, kserve.canary_patch(uri, version, policy.canary_percent,
-                                                          service_account, runtime, resources))
+                                                          uuid.uuid4().hex[:12], service_account,
+                                                          runtime, resources))
             seqs.append(record("canary", f"canary revision with {policy.canary_percent}% of "
                                "the traffic", previous, policy.canary_percent))
             generation = int((patched.get("metadata") or {}).get("generation") or 0)
