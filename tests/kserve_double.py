@@ -67,6 +67,7 @@ class KServeDouble:
         self.rolled_out = {}        # name -> revision name serving all traffic
         self.fate = "ready"         # next revision: "ready" | "never" | "load-fails"
         self.forbidden = set()      # verbs answered 403: get, create, patch, delete, list
+        self.on_read = None         # called (in the server's thread) on each read of one
         self.pods = []
         self.logs = {}              # (pod, container) -> text
         self.lock = threading.Lock()
@@ -106,6 +107,8 @@ class KServeDouble:
                                 404, "NotFound",
                                 f'inferenceservices.serving.kserve.io "{name}" not found'))
                         double._reconcile(name)
+                        if double.on_read is not None:
+                            double.on_read()
                         return self._send(200, double.objects[name])
                     if path == pods:
                         if self._deny("list", "pods"):

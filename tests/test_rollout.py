@@ -285,19 +285,58 @@ def test_a_canary_that_answers_with_errors_is_rolled_back(k8s, servers, base):
     assert "HTTP 500" in result.reason and "Failed to load servable" in result.reason
 
 
+def _sigterm_once(when):
+    """A function that sends this process SIGTERM the first time ``when()`` is true."""
+    sent = []
+
+    def check():
+        if not sent and when():
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+    return check
+
+
 def test_sigterm_while_the_canary_takes_traffic_rolls_it_back(k8s, base):
     _deployed(k8s, base)
     k8s.fate = "never"
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
-    try:
-        with pytest.raises(KfpCtError, match="interrupted.*canary's traffic was set to 0"):
-            run(k8s, base, 2, policy=Policy(canary_percent=10, ready_timeout_s=30, poll_s=0.01))
-    finally:
-        timer.cancel()
+    # SIGTERM while the rollout waits for the canary: sent by the API double as it
+    # answers the first status read after the canary patch.
+    k8s.on_read = _sigterm_once(lambda: any(m == "PATCH" for m, *_ in k8s.requests))
+    with pytest.raises(KfpCtError, match="interrupted.*canary's traffic was set to 0"):
+        run(k8s, base, 2, policy=Policy(canary_percent=10, ready_timeout_s=30, poll_s=0.01))
     assert [b for m, _, _, b, _ in k8s.requests if m == "PATCH"][-1] == \
         {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
     assert registry.rollouts(base)[-1]["state"] == "rolled_back"
+
+
+def test_sigterm_while_a_record_is_written_still_rolls_the_canary_back(k8s, base,
+                                                                        monkeypatch):
+    """SIGTERM inside a storage call (the canary's record being written) is not taken
+    for a storage error: the canary the patch started is still set back to 0."""
+    _deployed(k8s, base)
+    real = storage.create_only
+    sigterm = _sigterm_once(lambda: any(m == "PATCH" for m, *_ in k8s.requests))
+
+    def create_only(path, data):
+        sigterm()
+        return real(path, data)
+
+    monkeypatch.setattr(storage, "create_only", create_only)
+    with pytest.raises(KfpCtError, match="interrupted.*canary's traffic was set to 0"):
+        run(k8s, base, 2)
+    patches = [b for m, _, _, b, _ in k8s.requests if m == "PATCH"]
+    assert len(patches) == 2 and patches[-1] == \
+        {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
+    assert [r["state"] for r in registry.rollouts(base)] == ["promoted", "rolled_back"]
+
+
+def test_sigterm_after_the_promotion_takes_nothing_back_and_says_so(k8s, base):
+    _deployed(k8s, base)
+    k8s.on_read = _sigterm_once(lambda: [m for m, *_ in k8s.requests].count("PATCH") == 2)
+    with pytest.raises(KfpCtError, match="had no canary of version 2 taking traffic"):
+        run(k8s, base, 2)
+    patches = [b for m, _, _, b, _ in k8s.requests if m == "PATCH"]
+    assert patches[-1] == {"spec": {"predictor": {"canaryTrafficPercent": None}}}
 
 
 def test_the_same_version_already_serving_changes_nothing(k8s, base):

@@ -33,7 +33,14 @@ def pid_alive(pid: int) -> bool:
 def sigterm_raises(exc_type: type[BaseException]) -> Iterator[None]:
     """Within the block, SIGTERM (a pod's deadline, a cancelled run) raises ``exc_type``
     in the main thread, so the caller's ``finally`` can undo what it started; elsewhere
-    than the main thread nothing changes."""
+    than the main thread nothing changes.
+
+    ``exc_type`` must derive from BaseException and not from Exception, as
+    KeyboardInterrupt does: the signal lands wherever the main thread is, often inside a
+    storage or HTTP call whose ``except Exception`` would turn it into that call's error."""
+    if issubclass(exc_type, Exception):
+        raise TypeError(f"{exc_type.__name__} derives from Exception: a handler on the way "
+                        "would take SIGTERM for its own error; derive it from BaseException")
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -48,8 +48,10 @@ _DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 MAX_NAME = 45  # KServe's limit on an InferenceService name (its webhook refuses longer)
 
 
-class Interrupted(Exception):
-    """SIGTERM arrived (the task's deadline, a cancelled run)."""
+class Interrupted(BaseException):
+    """SIGTERM arrived (the task's deadline, a cancelled run). A BaseException, as
+    KeyboardInterrupt is: the ``except Exception`` of a storage or HTTP call on the way
+    must not turn it into that call's own error."""
 
 
 @dataclasses.dataclass
@@ -169,9 +171,12 @@ def rollout_kserve(meta: Mapping, name: str, namespace: str = "", policy: Policy
                          "(canaryTrafficPercent) needs Serverless mode in KServe before 0.20")
     before = kserve.predictor_status(current).get("latestReadyRevision", "")
     seqs: list[int] = []
-    settled = False
+    settled = started = False
     with sigterm_raises(Interrupted):
         try:
+            # From here on the spec may name the canary (even if the answer to the patch
+            # never arrives): whatever stops the rollout looks and undoes it.
+            started = True
             patched = svc.patch(name, kserve.canary_patch(uri, version, policy.canary_percent,
                                                           uuid.uuid4().hex[:12], service_account,
                                                           runtime, resources))
@@ -212,15 +217,28 @@ def rollout_kserve(meta: Mapping, name: str, namespace: str = "", policy: Policy
             return result(True, "promoted", reason, previous, verdict, seqs)
         except Interrupted:
             reason = "interrupted (SIGTERM: the task's deadline or a cancelled run)"
-            if seqs and not settled:
-                seqs.append(_undo(svc, name, policy, record, reason, previous))
-                settled = True
-            raise KfpCtError(f"rollout of version {version} {reason}; the canary's traffic "
-                             "was set to 0") from None
+            undone = None if settled else _undo_if_canary(svc, name, version, policy, record,
+                                                          reason, previous)
+            settled = True
+            done = ("the canary's traffic was set to 0" if undone is not None else
+                    f"{svc.where(name)} had no canary of version {version} taking traffic "
+                    "to take back")
+            raise KfpCtError(f"rollout of version {version} {reason}; {done}") from None
         finally:
-            if seqs and not settled:  # an error while the canary takes traffic
+            if started and not settled:  # an error while the canary may take traffic
                 with contextlib.suppress(Exception):
-                    _undo(svc, name, policy, record, "the rollout failed midway", previous)
+                    _undo_if_canary(svc, name, version, policy, record,
+                                    "the rollout failed midway", previous)
+
+
+def _undo_if_canary(svc, name, version, policy, record, reason, previous) -> int | None:
+    """:func:`_undo`, when the spec names ``version`` as a canary taking traffic (what
+    an interrupted rollout may or may not have got to); None when it does not."""
+    isvc = svc.get(name) or {}
+    percent = ((isvc.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
+    if kserve.served_version(isvc) != version or not percent:
+        return None
+    return _undo(svc, name, policy, record, reason, previous)
 
 
 def _undo(svc, name, policy, record, reason, previous) -> int:

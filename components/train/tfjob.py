@@ -63,8 +63,9 @@ class TFJobError(TrainingError):
     """The TFJob failed, timed out, or could not be submitted; the message says which."""
 
 
-class Terminated(Exception):
-    """SIGTERM arrived while waiting (the pod is being stopped)."""
+class Terminated(BaseException):
+    """SIGTERM arrived while waiting (the pod is being stopped); a BaseException, so no
+    ``except Exception`` on the way takes it for another error (processes.sigterm_raises)."""
 
 
 # ------------------------------------------------------------------ pure parts
