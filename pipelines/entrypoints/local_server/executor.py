@@ -355,10 +355,28 @@ def _is_worker_of(pid: int, run_dir: str) -> bool:
     return "kfp_ct.pipelines.entrypoints.local_server.worker" in args and run_dir in args
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of process group ``pgid`` is alive and not a zombie (/proc)."""
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return False
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[0] != "Z" and fields[2] == str(pgid):
+            return True
+    return False
+
+
 def end_orphan_worker(run_dir: str, status: Optional[dict]) -> bool:
     """Ends a worker that outlived its server (no PR_SET_PDEATHSIG, or it raced): its
     process group gets SIGTERM (the worker stops its tasks and records it), SIGKILL after
-    ``KILL_AFTER_S``. Found by the pid in its ``status.json``; Linux (/proc) only.
+    ``KILL_AFTER_S``; it returns once no process of that group is left. Found by the pid
+    in its ``status.json``; Linux (/proc) only.
 
     Returns:
         Whether there was one.
@@ -376,7 +394,9 @@ def end_orphan_worker(run_dir: str, status: Optional[dict]) -> bool:
                 return True
         deadline = time.monotonic() + KILL_AFTER_S
         while time.monotonic() < deadline:
-            if not _is_worker_of(pid, run_dir):
+            # Done when the worker and every process of its group (its tasks) are gone:
+            # the worker can exit a moment before a task it stopped does.
+            if not _is_worker_of(pid, run_dir) and not _group_alive(pid):
                 return True
             time.sleep(0.05)
     return True
