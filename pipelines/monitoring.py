@@ -25,12 +25,16 @@ def make_monitoring_pipeline(settings: cluster.Settings = cluster.DEFAULT):
     @dsl.pipeline(
         name="kfp-ct-monitoring",
         description="Check fresh data (or the serving request log) for drift against the "
-                    "production model's training data, and launch one retraining when it moved.")
+                    "production model's training data, and the model's performance (on "
+                    "labels when they arrived, estimated before), and launch one retraining "
+                    "when it moved or got worse.")
     def monitoring_pipeline(
         model_base: str,
         window_path: str = "",
         request_log_path: str = "",
         drift_settings: str = "",
+        labels_path: str = "",
+        label_key: str = "",
         training_data: str = "",
         training_partitions: int = 0,
         retrain_mode: str = "kfp",
@@ -45,7 +49,9 @@ def make_monitoring_pipeline(settings: cluster.Settings = cluster.DEFAULT):
         # The window enters as a Dataset (the run's lineage shows its URI); see pipelines/CLUSTER.md
         # for what KFP's importer accepts on a cluster.
         window = import_dataset(window_path, "window")
+        labels = import_dataset(labels_path, "labels")
         checked = drift_check(model_base=model_base, window=window.output,
+                              labels=labels.output, label_key=label_key,
                               request_log_path=request_log_path, settings=drift_settings,
                               run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                               run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)

@@ -92,7 +92,8 @@ def test_cli_as_a_process_exits_2_without_traceback(base):
 def test_every_command_is_there_and_bad_arguments_exit_2(capsys):
     assert set(cli.cli.commands) == {
         "run-local", "monitor-local", "versions", "rollback", "compile", "upload",
-        "pipelines", "run", "runs", "schedule", "local-server"}
+        "pipelines", "run", "runs", "schedule", "local-server", "monitor"}
+    assert set(cli.cli.commands["monitor"].commands) == {"history"}
     assert set(cli.cli.commands["runs"].commands) == {"list", "get", "wait"}
     assert set(cli.cli.commands["schedule"].commands) == {
         "create", "list", "enable", "disable", "delete", "update"}

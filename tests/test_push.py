@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from kfp_ct.components.common import tfenv  # noqa: F401  (before TensorFlow loads)
@@ -159,7 +160,17 @@ def test_blessed_model_is_pushed_as_version_1_then_2(trained, upstream, tmp_path
     audit = os.path.join(result.path, registry.AUDIT_DIR)
     assert sorted(os.listdir(audit)) == sorted([
         "metadata.json", "manifest.json", "statistics.pb", "schema.pbtxt", "problem.json",
-        "evaluation.json", "blessing.json", "prediction_profile.json", "serving_check.json"])
+        "evaluation.json", "blessing.json", "prediction_profile.json", "serving_check.json",
+        "calibration.json"])
+    # The calibration of the model's confidence on its eval rows (the accuracy estimate's
+    # basis): fitted on the profile's rows, whose mean it keeps exactly.
+    calibration = json.load(open(os.path.join(audit, "calibration.json")))
+    assert calibration["rows"] == json.load(open(os.path.join(audit, "prediction_profile.json")))["rows"]
+    assert sorted(calibration["classes"]) == ["Adelie", "Chinstrap", "Gentoo"]
+    y, n = np.array(calibration["y"]), np.array(calibration["n"])
+    assert np.all(np.diff(y) >= 0) and 0 <= y.min() and y.max() <= 1
+    assert float((y * n).sum() / n.sum()) == pytest.approx(calibration["accuracy"], abs=1e-5)
+    assert "calibration" not in json.load(open(os.path.join(audit, "prediction_profile.json")))
     # The model's predictions on its eval rows: the baseline of prediction drift.
     profile = json.load(open(os.path.join(audit, "prediction_profile.json")))
     assert profile["reference"]["kind"] == "categorical"

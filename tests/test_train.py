@@ -380,7 +380,7 @@ def test_class_only_in_eval_split_counts_as_wrong_in_evaluation(eval_only_class,
 
 
 def test_macro_recall_counts_a_class_the_model_lacks_as_never_recalled():
-    from kfp_ct.components.evaluate.logic import macro_precision_recall
+    from kfp_ct.components.common.metrics import macro_precision_recall
 
     square = [[8, 2], [1, 9]]
     assert macro_precision_recall(square) == pytest.approx(

@@ -28,6 +28,7 @@ PUSH_JSON = "push.json"  # push's record, read by run-local's report
 ROLLED_OUT = "ROLLED_OUT"  # the rollout's marker files: one of the two is written
 NOT_ROLLED_OUT = "NOT_ROLLED_OUT"
 ROLLOUT_JSON = "rollout.json"  # the rollout's record
+NOTICE_JSON = "notice.json"  # announce_failure's record: outcome, delivery of the notice
 
 # ------------------------------------------------------------------ artifact kinds
 #
@@ -57,6 +58,7 @@ PUSHED_MODEL = "kfp_ct.PushedModel"  # push: push.json, a PUSHED / NOT_PUSHED ma
 DRIFT_DECISION = "kfp_ct.MonitoringDecision"  # drift_check: drift.json
 RETRAINING_LAUNCH = "kfp_ct.RetrainingLaunch"  # retrain_trigger: launch.json
 ROLLOUT = "kfp_ct.Rollout"  # rollout: rollout.json and a ROLLED_OUT / NOT_ROLLED_OUT marker
+RUN_NOTICE = "kfp_ct.RunNotice"  # announce_failure: notice.json
 
 #: The train component in each of its variants (same inputs and outputs).
 TRAIN_COMPONENTS = ("train", "train_gpu", "train_tpu", "train_tfjob")
@@ -77,6 +79,7 @@ OUTPUT_KINDS: dict[tuple[str, str], str] = {
     ("drift_check", "decision"): DRIFT_DECISION,
     ("retrain_trigger", "launch"): RETRAINING_LAUNCH,
     ("rollout", "rollout"): ROLLOUT,
+    ("announce_failure", "notice"): RUN_NOTICE,
 }
 
 #: A raw data input: any Dataset (a user's ingest step, an importer) except one of ours.
@@ -100,6 +103,7 @@ INPUT_KINDS: dict[tuple[str, str], str] = {
     ("push", "schema"): SCHEMA,
     ("push", "evaluation"): EVALUATION,
     ("drift_check", "window"): RAW_DATA,
+    ("drift_check", "labels"): RAW_DATA,
     ("retrain_trigger", "decision"): DRIFT_DECISION,
     ("rollout", "pushed"): PUSHED_MODEL,
 }

@@ -62,3 +62,23 @@ def direction_words(metric: str) -> str:
 def known_directions() -> str:
     """E.g. ``accuracy (higher is better), mse (lower is better), ...``."""
     return ", ".join(f"{m} ({direction_words(m)})" for m in HIGHER_IS_BETTER)
+
+
+def macro_precision_recall(matrix: list[list[int]]) -> dict:
+    """Macro precision over predicted classes, macro recall over present classes.
+
+    Rows past the columns are classes the model does not have (it can never predict
+    them): their rows count against the precision of what was predicted, and their
+    recall is 0.
+    """
+    n = len(matrix[0]) if matrix else 0
+    precisions = [matrix[c][c] / col for c in range(n)
+                  if (col := sum(row[c] for row in matrix))]
+    recalls = [(matrix[c][c] if c < n else 0) / row
+               for c in range(len(matrix)) if (row := sum(matrix[c]))]
+    out = {}
+    if precisions:
+        out[MACRO_PRECISION] = sum(precisions) / len(precisions)
+    if recalls:
+        out[MACRO_RECALL] = sum(recalls) / len(recalls)
+    return out

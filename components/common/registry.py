@@ -69,6 +69,10 @@ PREDICTION_PROFILE = "prediction_profile.json"  # the model's predictions on its
 # rollout's judge sends to a canary and expects back (components/rollout/judge.py).
 SERVING_CHECK = "serving_check.json"
 USER_MODULE = "user_module.py"  # the problem's module_file, as it was when trained
+# Classification: the model's top score on its eval rows against whether it was right,
+# fitted at push (components/common/performance.py); the drift check estimates a window's
+# accuracy from it before labels arrive.
+CALIBRATION = "calibration.json"
 # Retraining launch records (create-only, one per launch): <base>/RETRAIN_DIR/
 RETRAIN_DIR = "kfp_ct_retraining"
 # Rollout records (create-only, one per step of a rollout): <base>/ROLLOUT_DIR/rollout-<n>.json
@@ -76,6 +80,9 @@ ROLLOUT_DIR = "kfp_ct_rollouts"
 # Per-version copies a KServe InferenceService loads: <base>/SERVING_DIR/<v>/<v>/ (one
 # numbered folder under the storageUri, the layout its TF Serving runtime reads).
 SERVING_DIR = "kfp_ct_serving"
+# Monitoring history (create-only, one record per monitoring run):
+# <base>/MONITOR_DIR/record-<n>.json (components/common/history.py)
+MONITOR_DIR = "kfp_ct_monitoring"
 
 COMPLETE = "complete"
 INCOMPLETE = "incomplete"
@@ -820,10 +827,18 @@ def _trigger(metadata: dict | None) -> str:
     trigger = (metadata or {}).get("trigger")
     if not isinstance(trigger, dict) or not trigger:
         return ""
+    launch = trigger.get("launch")
+    suffix = f" (launch {launch})" if launch else ""
     if trigger.get("kind") == "drift":
         features = ", ".join(str(f) for f in trigger.get("drifted") or []) or "-"
-        launch = trigger.get("launch")
-        return f"drift: {features}" + (f" (launch {launch})" if launch else "")
+        return f"drift: {features}{suffix}"
+    if trigger.get("kind") in ("performance", "estimated_performance"):
+        part = trigger.get("realized" if trigger["kind"] == "performance" else "estimated")
+        if isinstance(part, dict) and part.get("value") is not None \
+                and part.get("baseline") is not None:
+            return (f"{trigger['kind']}: {part.get('metric')} {part['value']:.3f}, "
+                    f"{part['baseline']:.3f} at push{suffix}")
+        return f"{trigger['kind']}{suffix}"
     return str(trigger.get("kind") or "")
 
 

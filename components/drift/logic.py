@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kfp_ct.components.common import data as data_lib
-from kfp_ct.components.common import drift, registry, storage
+from kfp_ct.components.common import drift, performance, registry, storage
 from kfp_ct.components.common.errors import InputDataError, KfpCtError, RegistryError
 from kfp_ct.components.common.params import json_object
 from kfp_ct.components.common.problem import ProblemSpec, load_problem
@@ -76,7 +76,13 @@ DEFAULTS = {
     "prediction_rows": 5000,
     "resamples": drift.DEFAULT_RESAMPLES,
 }
-_SETTING_KEYS = set(DEFAULTS) | {"features"}
+# Model performance (components/common/performance.py) and what each finding does.
+RETRAIN_REASONS = {"drift": DRIFT, "performance": performance.PERFORMANCE_DROP,
+                   "estimated": performance.ESTIMATED_DROP}
+DEFAULT_RETRAIN_ON = ("drift", "performance")  # an estimated drop retrains when asked
+PERFORMANCE_KEYS = {"tolerance", "estimated_tolerance", "min_labels", "retrain_on",
+                    "notify", "history"}
+_SETTING_KEYS = set(DEFAULTS) | {"features"} | PERFORMANCE_KEYS
 _FLOAT_RE = (r"^\s*[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf|infinity|nan)\s*$")
 
 
@@ -96,6 +102,14 @@ class Settings:
     prediction_rows: int = DEFAULTS["prediction_rows"]
     resamples: int = DEFAULTS["resamples"]
     features: dict = dataclasses.field(default_factory=dict)  # name -> threshold
+    # Performance: a drop beyond ``tolerance`` (None: 0.02 of accuracy, 10% of rmse) and
+    # beyond sampling; ``estimated_tolerance`` the same for the estimate (None: tolerance).
+    tolerance: float | None = None
+    estimated_tolerance: float | None = None
+    min_labels: int = performance.DEFAULTS["min_labels"]
+    retrain_on: tuple = DEFAULT_RETRAIN_ON  # findings that launch a retraining
+    notify: dict = dataclasses.field(default_factory=dict)  # components/common/notify.py
+    history: int = 20  # windows the report's trend shows
 
     def threshold(self, name: str, kind: str) -> float:
         if name in self.features:
@@ -103,7 +117,9 @@ class Settings:
         return self.numeric if kind == drift.NUMERIC else self.categorical
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["retrain_on"] = list(self.retrain_on)
+        return out
 
 
 def parse_settings(text: str | dict | None) -> Settings:
@@ -142,6 +158,26 @@ def parse_settings(text: str | dict | None) -> Settings:
     if not isinstance(features, dict):
         raise KfpCtError("drift settings: 'features' must be an object: feature -> threshold")
     out["features"] = {str(k): number(f"features.{k}", v, 0.0, 1.0) for k, v in features.items()}
+    for key in ("tolerance", "estimated_tolerance"):
+        if data.get(key) is not None:
+            out[key] = number(key, data[key], 0.0, 10**9)
+    if "min_labels" in data:
+        out["min_labels"] = number("min_labels", data["min_labels"], 1, 10**9, integer=True)
+    if "history" in data:
+        out["history"] = number("history", data["history"], 0, 1000, integer=True)
+    if "retrain_on" in data:
+        reasons = data["retrain_on"]
+        if isinstance(reasons, str):
+            reasons = [reasons]
+        if not isinstance(reasons, list) or not all(r in RETRAIN_REASONS for r in reasons):
+            raise KfpCtError(f"drift settings: 'retrain_on' must be a list of "
+                             f"{sorted(RETRAIN_REASONS)}, got {data['retrain_on']!r}")
+        out["retrain_on"] = tuple(r for r in RETRAIN_REASONS if r in reasons)
+    if data.get("notify"):
+        from kfp_ct.components.common import notify
+
+        notify.parse_config(data["notify"])  # a bad target fails here, before any task runs
+        out["notify"] = dict(data["notify"])
     return Settings(**out)
 
 
@@ -159,6 +195,8 @@ class Baseline:
     prediction: dict  # drift.PREDICTION / drift.CONFIDENCE -> Reference (empty: none kept)
     prediction_rows: int
     notes: list
+    calibration: dict | None = None  # classification: top score -> P(right), from push
+    no_calibration: str = ""  # why there is none (said where the estimate would be)
 
 
 def load_baseline(model_base: str) -> Baseline:
@@ -255,9 +293,24 @@ def load_baseline(model_base: str) -> Baseline:
     else:
         notes.append(f"production version {prod.version} keeps no prediction profile; "
                      "prediction drift is not measured")
+    calibration, no_calibration = None, ""
+    calibration_path = registry.audit_file(prod, registry.CALIBRATION)
+    if spec.task != "classification":
+        no_calibration = "performance is estimated for classification only"
+    elif not storage.exists(calibration_path):
+        no_calibration = (f"production version {prod.version} keeps no calibration "
+                          f"({registry.CALIBRATION}; pushed before kfp-ct kept one): "
+                          "accuracy is not estimated")
+    else:
+        try:
+            calibration = performance.check_calibration(
+                json.loads(storage.read_text(calibration_path)))
+        except (ValueError, KeyError, TypeError) as exc:
+            no_calibration = (f"calibration {calibration_path} is unusable ({exc}): accuracy "
+                              "is not estimated")
     return Baseline(model_base=model_base, version=prod, spec=spec, rows=rows, references=refs,
                     domains=domains, prediction=prediction, prediction_rows=prediction_rows,
-                    notes=notes)
+                    notes=notes, calibration=calibration, no_calibration=no_calibration)
 
 
 # ------------------------------------------------------------------------- reading
@@ -536,11 +589,14 @@ def _examples_from_sample(table: pa.Table, spec: ProblemSpec) -> list[bytes]:
     return out
 
 
-def score(version: registry.VersionInfo,
-          examples: dict[str, list[bytes]]) -> dict[str, tuple[str, np.ndarray, np.ndarray | None]]:
+def score(version: registry.VersionInfo, examples: dict[str, list[bytes]],
+          labelled=None, task: str = "classification"
+          ) -> tuple[dict[str, tuple[str, np.ndarray, np.ndarray | None]],
+                     performance.Tally | None]:
     """The production model's predictions for serialized tf.Examples, per source: (kind,
-    predicted values, top class scores or None for regression). The model is fetched and
-    loaded once for every source."""
+    predicted values, top class scores or None for regression); and, with ``labelled``
+    (:class:`kfp_ct.components.drift.labelled.Labelled`), its metrics on those rows. The
+    model is fetched and loaded once for all of them."""
     from kfp_ct.components.common import tfenv  # noqa: F401  (before TensorFlow loads)
     import tensorflow as tf
 
@@ -559,8 +615,15 @@ def score(version: registry.VersionInfo,
                 chunk = tf.constant(records[start:start + 1024], dtype=tf.string)
                 yield {k: v.numpy() for k, v in fn(**{INPUT_KEY: chunk}).items()}
 
-        return {source: drift.collect_predictions(outputs(records))
-                for source, records in examples.items()}
+        predictions = {source: drift.collect_predictions(outputs(records))
+                       for source, records in examples.items()}
+        tally = None
+        if labelled is not None:
+            tally = performance.Tally(task)
+            for start, batch in zip(range(0, len(labelled.examples), 1024),
+                                    outputs(labelled.examples)):
+                tally.add(batch, labelled.labels[start:start + 1024])
+        return predictions, tally
 
 
 def _counter(ref: drift.Reference, values: np.ndarray) -> drift.Counter:
@@ -765,26 +828,105 @@ def decide(scans: list[Scan], baseline: Baseline, settings: Settings,
 
 def window_key(scans: list[Scan]) -> str:
     """Identifies the window: its files (path, size, mtime) and the request-log files."""
-    doc = [[s.source, s.files] for s in scans]
+    return _key_of([[s.source, s.files] for s in scans])
+
+
+def _key_of(doc: list) -> str:
+    """The window key of its sources' file lists (labels, when given, are one of them: a
+    window whose labels arrived later is a new window to decide on)."""
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def read_labels(labels_path: str, label_key: str, baseline: Baseline, window_path: str = "",
+                request_log_path: str = ""):
+    """The labelled rows (:mod:`kfp_ct.components.drift.labelled`), or None without labels."""
+    from kfp_ct.components.drift import labelled
+
+    labels_path, label_key = (labels_path or "").strip(), (label_key or "").strip()
+    if not labels_path:
+        if label_key:
+            raise InputDataError(f"label key {label_key!r} given without a labels file")
+        return None
+    if not label_key:
+        return labelled.read_labelled_window(labels_path, baseline.spec)
+    if not (request_log_path or "").strip() and not (window_path or "").strip():
+        raise InputDataError(f"labels {labels_path} are joined on {label_key!r} to the served "
+                             "rows: give the request log (or the window) they belong to")
+    return labelled.join_labels(labels_path, label_key, baseline.spec,
+                                request_log=(request_log_path or "").strip(),
+                                window=(window_path or "").strip())
+
+
+def _performance(settings: Settings, baseline: Baseline, tally, labelled_rows,
+                 scores_by_source: dict) -> dict:
+    """The realized and estimated checks of the window (no I/O)."""
+    version = baseline.version
+    base = performance.baseline_of(version.metadata, baseline.spec.task, version.version)
+    realized = None
+    if tally is not None:
+        realized = performance.realized_check(tally, base, settings.false_alarm_rate,
+                                              settings.min_labels, settings.tolerance)
+        realized.update(kind=labelled_rows.kind, path=labelled_rows.path, key=labelled_rows.key,
+                        unlabelled=labelled_rows.unlabelled, join=labelled_rows.join)
+    estimated = None
+    if baseline.spec.task == "classification":
+        source = next((s for s in (SOURCE_WINDOW, SOURCE_REQUESTS)
+                       if scores_by_source.get(s) is not None), None)
+        why = baseline.no_calibration or ("no window rows were scored (prediction drift is "
+                                          "not measured on this window)")
+        tol = settings.estimated_tolerance if settings.estimated_tolerance is not None \
+            else settings.tolerance
+        estimated = performance.estimated_check(
+            baseline.calibration, scores_by_source.get(source) if source else None, base,
+            settings.false_alarm_rate, settings.min_rows, tol, why_not=why)
+        estimated["source"] = source
+        if tally is not None and baseline.calibration is not None and tally.top_scores:
+            # The same estimate on the labelled rows: beside what their labels say.
+            on_labelled = performance.estimated_check(
+                baseline.calibration, np.concatenate(tally.top_scores), base,
+                settings.false_alarm_rate, 1, tol)
+            realized["estimated"] = {k: on_labelled[k] for k in ("value", "low", "high")}
+    return {"realized": realized, "estimated": estimated}
+
+
+def findings_of(record: dict) -> list[str]:
+    """What the window shows: DRIFT, PERFORMANCE_DROP, ESTIMATED_DROP (in that order)."""
+    perf = record.get("performance") or {}
+    out = [DRIFT] if record.get("decision") == DRIFT else []
+    for part, kind in (("realized", performance.PERFORMANCE_DROP),
+                       ("estimated", performance.ESTIMATED_DROP)):
+        if (perf.get(part) or {}).get("decision") == kind:
+            out.append(kind)
+    return out
 
 
 def run_drift_check(model_base: str, window_path: str = "", request_log_path: str = "",
                     settings: str | dict | Settings | None = None, decision_dir: str = "",
                     report_html: str = "", report_md: str = "",
-                    run_info: dict | None = None) -> dict:
-    """Measures drift of the window against production's training data and decides.
+                    run_info: dict | None = None, labels_path: str = "",
+                    label_key: str = "") -> dict:
+    """Measures drift of the window against production's training data, and the model's
+    performance (realized on labelled rows, estimated on the window), and decides.
+
+    ``labels_path`` alone: a labelled window (features and label); with ``label_key``: a
+    labels file joined on that key to the request log (else the window). A labelled
+    window with no window and no request log is also the window drift is measured on.
 
     Returns the decision record (also written to ``<decision_dir>/drift.json``).
 
     Raises:
-        InputDataError: the window / request log is missing, matches nothing or is empty.
+        InputDataError: the window / request log / labels are missing, match nothing or
+            are empty, or the labels cannot be joined.
         NoBaselineError: no production version or no usable statistics (no decision).
         KfpCtError: bad settings.
     """
     settings = settings if isinstance(settings, Settings) else parse_settings(settings)
     if not (window_path or "").strip() and not (request_log_path or "").strip():
-        raise InputDataError("give a window (data path) or a request log, or both")
+        if (labels_path or "").strip() and not (label_key or "").strip():
+            window_path = labels_path  # the labelled window is the window
+        else:
+            raise InputDataError("give a window (data path), a request log or a labelled "
+                                 "window")
     baseline = load_baseline(model_base)
     unknown = sorted(set(settings.features) - set(baseline.references)
                      - {drift.PREDICTION, drift.CONFIDENCE})
@@ -811,9 +953,16 @@ def run_drift_check(model_base: str, window_path: str = "", request_log_path: st
                 _examples_from_sample(scan.sample, baseline.spec)
             if rows:
                 examples[scan.source] = rows
+    labelled_rows = read_labels(labels_path, label_key, baseline, window_path,
+                                request_log_path)
+    if labelled_rows is not None:
+        notes += labelled_rows.notes
+    scored, tally = ({}, None)
+    if examples or labelled_rows is not None:
+        scored, tally = score(baseline.version, examples, labelled_rows, baseline.spec.task)
+    scores_by_source = {source: scores for source, (_, _, scores) in scored.items()}
     expected = baseline.prediction.get(drift.PREDICTION)
-    for source, (kind, values, scores) in (score(baseline.version, examples)
-                                           if examples else {}).items():
+    for source, (kind, values, scores) in scored.items():
         if kind != expected.kind:
             notes.append(f"prediction drift not measured: the model now predicts {kind} "
                          f"values, its profile holds {expected.kind} ones")
@@ -824,10 +973,24 @@ def run_drift_check(model_base: str, window_path: str = "", request_log_path: st
                 baseline.prediction[drift.CONFIDENCE], scores)
 
     record = decide(scans, baseline, settings, predictions)
+    record["performance"] = _performance(settings, baseline, tally, labelled_rows,
+                                         scores_by_source)
+    record["findings"] = findings_of(record)
+    record["retrain_on"] = list(settings.retrain_on)
+    record["launch_reasons"] = [f for f in record["findings"]
+                                if f in {RETRAIN_REASONS[r] for r in settings.retrain_on}]
+    record["reasons"] += [record["performance"][p]["reason"] for p in ("realized", "estimated")
+                          if (record["performance"][p] or {}).get("reason")]
+    key_scans = [[s.source, s.files] for s in scans]
+    rows = {s.source: s.rows for s in scans}
+    if labelled_rows is not None:
+        key_scans.append(["labels", labelled_rows.files])
+        rows["labels"] = len(labelled_rows.labels)
     record.update({
         "window": {"path": window_path, "request_log": request_log_path,
-                   "key": window_key(scans),
-                   "rows": {s.source: s.rows for s in scans},
+                   "labels": labels_path, "label_key": label_key,
+                   "key": _key_of(key_scans),
+                   "rows": rows,
                    "files": {s.source: s.files for s in scans}},
         "baseline": {"model_base": model_base, "version": baseline.version.version,
                      "path": baseline.version.path, "rows": baseline.rows,
@@ -841,12 +1004,16 @@ def run_drift_check(model_base: str, window_path: str = "", request_log_path: st
         os.makedirs(decision_dir, exist_ok=True)
         storage.write_text(os.path.join(decision_dir, DRIFT_JSON),
                            json.dumps(record, indent=1, sort_keys=True) + "\n")
+    from kfp_ct.components.common import history
     from kfp_ct.components.drift import render
 
+    past = None
+    if (report_html or report_md) and settings.history > 0:
+        past = history.read(model_base, last=settings.history)
     for path, draw in ((report_html, render.html), (report_md, render.markdown)):
         if path:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            storage.write_text(path, draw(record))
+            storage.write_text(path, draw(record, history=past))
     return record
 
 
@@ -859,4 +1026,9 @@ def metrics(record: dict) -> dict:
         prefix = "" if r["source"] == SOURCE_WINDOW else f"{r['source']}."
         name = re.sub(r"[^A-Za-z0-9_.()-]", "_", f"{prefix}{r['feature']}")
         out[f"{name}.{'jsd' if r['kind'] == drift.NUMERIC else 'linf'}"] = round(r["distance"], 6)
+    perf = record.get("performance") or {}
+    for part in ("realized", "estimated"):
+        r = perf.get(part) or {}
+        if r.get("value") is not None:
+            out[f"{part}.{r['metric']}"] = round(r["value"], 6)
     return out

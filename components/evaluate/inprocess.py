@@ -128,7 +128,7 @@ class ModelFailed(Exception):
     """A model's signature failed on a batch of the eval rows."""
 
 
-def _classification_batch(outputs: dict, ids: dict[str, int], labels: list[str]):
+def classification_batch(outputs: dict, ids: dict[str, int], labels: list[str]):
     scores = np.asarray(outputs["scores"], dtype=np.float32)
     if scores.ndim != 2 or scores.shape[0] != len(labels):
         raise ModelFailed(f"'scores' has shape {scores.shape}, expected [{len(labels)}, C]")
@@ -139,7 +139,7 @@ def _classification_batch(outputs: dict, ids: dict[str, int], labels: list[str])
     return actual, predicted, correct
 
 
-def _regression_batch(outputs: dict, labels: np.ndarray):
+def regression_batch(outputs: dict, labels: np.ndarray):
     pred = np.asarray(outputs["outputs"], dtype=np.float32)
     if pred.ndim == 0 or pred.shape[0] != len(labels):
         raise ModelFailed(f"'outputs' has shape {pred.shape}, expected [{len(labels)}, 1]")
@@ -204,8 +204,8 @@ def evaluate(path: str, task: str, label: str, slices: list[str],
                 continue
             try:
                 outputs = serve(rows)
-                parts = (_classification_batch(outputs, ids[model], labels) if classification
-                         else _regression_batch(outputs, label_array))
+                parts = (classification_batch(outputs, ids[model], labels) if classification
+                         else regression_batch(outputs, label_array))
             except Exception as exc:  # noqa: BLE001 - what failed is reported, not hidden
                 failed[model] = (f"rows {row}..{row + len(rows) - 1}: {type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")

@@ -363,26 +363,6 @@ def _read_confusion(out: str, models: list[str], sizes: dict[str, int],
     return found
 
 
-def macro_precision_recall(matrix: list[list[int]]) -> dict:
-    """Macro precision over predicted classes, macro recall over present classes.
-
-    Rows past the columns are classes the model does not have (it can never predict
-    them): their rows count against the precision of what was predicted, and their
-    recall is 0.
-    """
-    n = len(matrix[0]) if matrix else 0
-    precisions = [matrix[c][c] / col for c in range(n)
-                  if (col := sum(row[c] for row in matrix))]
-    recalls = [(matrix[c][c] if c < n else 0) / row
-               for c in range(len(matrix)) if (row := sum(matrix[c]))]
-    out = {}
-    if precisions:
-        out[metrics_lib.MACRO_PRECISION] = sum(precisions) / len(precisions)
-    if recalls:
-        out[metrics_lib.MACRO_RECALL] = sum(recalls) / len(recalls)
-    return out
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -600,7 +580,7 @@ def run_evaluate(model_dir: str, raw_eval_dir: str, problem: str, push_destinati
             for model in names:
                 for slice_name, matrix in confusion[model].items():
                     metrics[model].setdefault(slice_name, {}).update(
-                        macro_precision_recall(matrix))
+                        metrics_lib.macro_precision_recall(matrix))
             if "" in confusion[CANDIDATE]:
                 n = len(classes[CANDIDATE])
                 confusion_doc = {"labels": classes[CANDIDATE],

@@ -100,7 +100,8 @@ def strip_columns(records: list[bytes], columns) -> list[bytes]:
 
 def run_canary(model_dir: str, examples_path: str, n: int, profile_path: str = "",
                profile_rows: int = PROFILE_ROWS, drop: tuple[str, ...] = (),
-               serving_check_path: str = "") -> dict:
+               serving_check_path: str = "", label: str = "",
+               calibration_path: str = "") -> dict:
     """Loads the model and sends it canary requests; returns the result record.
 
     With ``profile_path``, also scores up to ``profile_rows`` eval rows and writes the
@@ -108,6 +109,9 @@ def run_canary(model_dir: str, examples_path: str, n: int, profile_path: str = "
     columns taken out of every request first (the label: serving never gets one). With
     ``serving_check_path``, writes there the request rows and the model's answer to them
     as one batch (:func:`serving_check_record`): what a canary must answer to them.
+    With ``calibration_path`` and ``label`` (classification), also writes the calibration
+    of the model's top score against being right on the profile rows
+    (:func:`kfp_ct.components.common.performance.fit_calibration`).
 
     Raises:
         CanaryError: the model does not load or does not answer properly.
@@ -151,23 +155,54 @@ def run_canary(model_dir: str, examples_path: str, n: int, profile_path: str = "
         with open(serving_check_path, "w") as fh:
             json.dump(serving_check_record(records, answer), fh)
     if profile_path:
-        profile = prediction_profile(
-            call, strip_columns(read_records(examples_path, profile_rows), drop))
+        labelled = read_records(examples_path, profile_rows)
+        labels = label_values(labelled, label) if label and calibration_path else None
+        profile = prediction_profile(call, strip_columns(labelled, drop), labels)
+        calibration = profile.pop("calibration", None)
         with open(profile_path, "w") as fh:
             json.dump(profile, fh, indent=1)
         result["profile_rows"] = profile["rows"]
+        if calibration is not None:
+            with open(calibration_path, "w") as fh:
+                json.dump(calibration, fh)
+            result["calibration_rows"] = calibration["rows"]
     return result
 
 
-def prediction_profile(call, records: list[bytes], batch: int = 1024) -> dict:
-    """What the model predicts on ``records``, as a drift reference (JSON-ready)."""
-    from kfp_ct.components.common import drift
+def label_values(records: list[bytes], label: str) -> list[str] | None:
+    """Each record's label as text, or None when a record has no single label value."""
+    from tensorflow.core.example import example_pb2
+
+    out = []
+    for record in records:
+        feature = example_pb2.Example.FromString(record).features.feature.get(label)
+        kind = feature.WhichOneof("kind") if feature is not None else None
+        values = list(getattr(feature, kind).value) if kind else []
+        if len(values) != 1:
+            return None
+        v = values[0]
+        out.append(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
+    return out
+
+
+def prediction_profile(call, records: list[bytes], labels: list[str] | None = None,
+                       batch: int = 1024) -> dict:
+    """What the model predicts on ``records``, as a drift reference (JSON-ready). With
+    ``labels`` (classification), also ``"calibration"``: its top score against being
+    right (:func:`kfp_ct.components.common.performance.fit_calibration`)."""
+    from kfp_ct.components.common import drift, performance
+
+    classes = []
 
     def outputs():
         for start in range(0, len(records), batch):
             chunk = records[start:start + batch]
             answer = call(chunk, f"profile rows {start}..{start + len(chunk) - 1}")
-            yield {k: v.numpy() for k, v in answer.items()}
+            out = {k: v.numpy() for k, v in answer.items()}
+            if not classes and "classes" in out:
+                classes.extend(c.decode() if isinstance(c, bytes) else str(c)
+                               for c in out["classes"][0])
+            yield out
 
     kind, values, scores = drift.collect_predictions(outputs())
     ref = drift.prediction_reference(kind, values)
@@ -175,6 +210,9 @@ def prediction_profile(call, records: list[bytes], batch: int = 1024) -> dict:
                "reference": ref.to_json()}
     if scores is not None:
         profile["confidence"] = drift.confidence_reference(scores).to_json()
+        if labels is not None and len(labels) == len(values):
+            correct = [str(v) == t for v, t in zip(values, labels)]
+            profile["calibration"] = performance.fit_calibration(scores, correct, classes)
     return profile
 
 
@@ -248,22 +286,30 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     drop: tuple[str, ...] = ()
     check_path = ""
-    while len(argv) >= 2 and argv[-2] in ("--drop", "--serving-check"):
+    label = calibration_path = ""
+    while len(argv) >= 2 and argv[-2] in ("--drop", "--serving-check", "--label",
+                                          "--calibration"):
         if argv[-2] == "--drop":  # columns left out of every request
             drop += tuple(c for c in argv[-1].split(",") if c)
+        elif argv[-2] == "--label":  # the label column of the profile rows
+            label = argv[-1]
+        elif argv[-2] == "--calibration":  # where calibration.json goes
+            calibration_path = argv[-1]
         else:  # where serving_check.json goes
             check_path = argv[-1]
         argv = argv[:-2]
     if len(argv) not in (3, 4):
         print(json.dumps({"ok": False, "error": "usage: python -m kfp_ct.components.push.canary "
                                                 "MODEL_DIR EXAMPLES_TFRECORD N [PROFILE_OUT] "
-                                                "[--drop COL,COL] [--serving-check OUT]"}))
+                                                "[--drop COL,COL] [--serving-check OUT] "
+                                                "[--label COL --calibration OUT]"}))
         return 2
     model_dir, examples, n = argv[:3]
     try:
         result = run_canary(model_dir, examples, int(n),
                             profile_path=argv[3] if len(argv) == 4 else "", drop=drop,
-                            serving_check_path=check_path)
+                            serving_check_path=check_path, label=label,
+                            calibration_path=calibration_path)
     except (CanaryError, ValueError) as exc:
         print(json.dumps({"ok": False, "error": str(exc)}), flush=True)
         return 1

@@ -166,7 +166,8 @@ def _check_destination(base: str) -> None:
 
 def run_canary_subprocess(model_dir: str, examples_path: str, n: int,
                           timeout_s: int = CANARY_TIMEOUT_S, profile_path: str = "",
-                          drop: tuple[str, ...] = (), serving_check_path: str = "") -> dict:
+                          drop: tuple[str, ...] = (), serving_check_path: str = "",
+                          label: str = "", calibration_path: str = "") -> dict:
     """Runs ``kfp_ct.components.push.canary`` in a fresh Python; returns its JSON result.
 
     ``drop``: columns taken out of every request (the label and sensitive columns), so
@@ -191,6 +192,8 @@ def run_canary_subprocess(model_dir: str, examples_path: str, n: int,
         cmd += ["--drop", ",".join(drop)]
     if serving_check_path:
         cmd += ["--serving-check", serving_check_path]
+    if label and calibration_path:
+        cmd += ["--label", label, "--calibration", calibration_path]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -319,9 +322,13 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
         # Serving never gets the label; sensitive columns never leave the training data.
         private = ((spec.label,) + tuple(spec.sensitive)) if spec else ()
         check_path = os.path.join(work, registry.SERVING_CHECK)
+        calibration_path = os.path.join(work, registry.CALIBRATION)
+        classification = spec is not None and spec.task == "classification"
         canary = run_canary_subprocess(staged, local_eval, canary_rows,
                                        profile_path=profile_path, drop=private,
-                                       serving_check_path=check_path)
+                                       serving_check_path=check_path,
+                                       label=spec.label if classification else "",
+                                       calibration_path=calibration_path)
 
         from kfp_ct.components.push import canary as canary_lib
 
@@ -357,6 +364,7 @@ def run_push(model_dir: str, blessing_dir: str, push_destination: str, raw_eval_
         _extra_file(extra, registry.BLESSING, blessing_dir, BLESSING_JSON)
         _extra_file(extra, registry.PREDICTION_PROFILE, work, registry.PREDICTION_PROFILE)
         _extra_file(extra, registry.SERVING_CHECK, work, registry.SERVING_CHECK)
+        _extra_file(extra, registry.CALIBRATION, work, registry.CALIBRATION)
         if metadata["problem"]:
             extra[registry.PROBLEM] = metadata["problem"].encode()
         if spec is not None and spec.module_file:

@@ -33,8 +33,9 @@ import subprocess
 import sys
 import time
 
-from kfp_ct.components.common import exitcodes, registry, storage
+from kfp_ct.components.common import exitcodes, history, registry, storage
 from kfp_ct.components.common.drift import DRIFT, DRIFT_JSON
+from kfp_ct.components.common.performance import ESTIMATED_DROP, PERFORMANCE_DROP
 from kfp_ct.components.common.errors import InputDataError, KfpCtError
 from kfp_ct.components.common.params import json_object
 from kfp_ct.components.common.processes import pid_alive
@@ -240,6 +241,16 @@ def refusal(base: str, window_key: str, cfg: TriggerConfig) -> tuple[str, int]:
     return "", next_seq
 
 
+#: The trigger kind each finding gives a retrained version's lineage, strongest first.
+TRIGGER_KINDS = ((PERFORMANCE_DROP, "performance"), (ESTIMATED_DROP, "estimated_performance"),
+                 (DRIFT, "drift"))
+
+
+def trigger_kind(reasons: list[str]) -> str:
+    """The lineage's reason for a launch: the strongest finding that launched it."""
+    return next(kind for finding, kind in TRIGGER_KINDS if finding in reasons)
+
+
 def claim(base: str, seq: int, record: dict) -> bool:
     path = storage.join(_records_dir(base), f"launch-{seq}.json")
     return storage.create_only(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
@@ -304,6 +315,69 @@ def launch_local(base: str, data: str, trigger: dict, cfg: TriggerConfig, out_di
     return result
 
 
+def notices(decision: dict, record: dict) -> list[tuple[str, dict]]:
+    """(event, what to say) for each thing worth telling about this window: what it
+    showed, and what became of the launch (components/common/notify.py's EVENTS)."""
+    perf = decision.get("performance") or {}
+    findings = decision.get("findings") or ([DRIFT] if decision.get("decision") == DRIFT else [])
+    common = {"model_base": (decision.get("baseline") or {}).get("model_base"),
+              "version": (decision.get("baseline") or {}).get("version")}
+    out = []
+    if DRIFT in findings:
+        out.append(("drift", {**common, "drifted": decision.get("drifted", []),
+                              "reasons": [r for r in decision.get("reasons", [])
+                                          if r not in [(perf.get(p) or {}).get("reason")
+                                                       for p in ("realized", "estimated")]]}))
+    for finding, event, part in ((PERFORMANCE_DROP, "performance_drop", "realized"),
+                                 (ESTIMATED_DROP, "estimated_drop", "estimated")):
+        if finding in findings:
+            p = perf.get(part) or {}
+            out.append((event, {**common, "metric": p.get("metric"), "value": p.get("value"),
+                                "baseline": p.get("baseline"), "tolerance": p.get("tolerance"),
+                                "reasons": [p.get("reason")]}))
+    result = record.get("result") or {}
+    if record.get("launched"):
+        run = record.get("run_id") or result.get("run_id")
+        if result.get("state") == "FAILED":
+            out.append(("launch_failed", {**common, "launched_run": run,
+                                          "reason": result.get("reason") or "the run failed"}))
+        else:
+            out.append(("launched", {**common, "launched_run": run,
+                                     "reasons": [f"launch {record.get('seq')} for "
+                                                 f"{', '.join(record.get('launch_reasons', []))}"]}))
+            if result.get("blessed") is False:
+                out.append(("not_blessed", {**common, "launched_run": run,
+                                            "reason": result.get("reason") or "not blessed"}))
+    elif record.get("seq") and str(record.get("reason", "")).startswith(f"launch {record['seq']} failed"):
+        out.append(("launch_failed", {**common, "reason": record["reason"]}))
+    return out
+
+
+def notify_outcome(decision: dict, record: dict, model_base: str, run_info: dict) -> list[dict]:
+    """Sends each notice to the settings' webhook; the delivery records (never raises)."""
+    from kfp_ct.components.common import notify
+
+    target = (decision.get("settings") or {}).get("notify")
+    if not target:
+        return []
+    out = []
+    for event, said in notices(decision, record):
+        said = {**said, "run_id": run_info.get("run_id"), "run_name": run_info.get("run_name")}
+        doc = {"model_base": model_base, "window": decision.get("window", {}).get("path")
+               or decision.get("window", {}).get("request_log"),
+               "window_key": decision.get("window", {}).get("key"),
+               "findings": decision.get("findings", []),
+               "performance": decision.get("performance"), "drifted": decision.get("drifted"),
+               "launch": {k: record.get(k) for k in ("launched", "seq", "run_id", "reason")},
+               "monitor_run": run_info}
+        delivery = notify.send(target, event, notify.event_text(event, said), doc)
+        print(f"[kfp-ct] notify: {event}: "
+              + ("delivered" if delivery.get("delivered") else
+                 f"not delivered ({delivery.get('skipped') or delivery.get('error')})"))
+        out.append(delivery)
+    return out
+
+
 def run_trigger(decision_dir: str, model_base: str, cfg: TriggerConfig, launch_dir: str,
                 run_info: dict | None = None) -> dict:
     """Reads the drift decision and launches one retraining, or records why not.
@@ -322,6 +396,15 @@ def run_trigger(decision_dir: str, model_base: str, cfg: TriggerConfig, launch_d
            "window_key": decision["window"]["key"], "drifted": decision["drifted"]}
 
     def finish(record: dict) -> dict:
+        # Told (never fails the run), then remembered (the history's record says what
+        # was told), then written: launch.json holds all of it.
+        record["notifications"] = notify_outcome(decision, record, model_base, run_info)
+        try:
+            record["history_seq"] = history.append(
+                model_base, history.summary(decision, record, record["notifications"]))
+        except KfpCtError as exc:  # the decision and launch stand; the record says so
+            record["history_error"] = str(exc)
+            print(f"[kfp-ct] retrain: the monitoring history was not written: {exc}")
         storage.write_text(os.path.join(launch_dir, LAUNCH_JSON),
                            json.dumps(record, indent=1, sort_keys=True) + "\n")
         marker = LAUNCHED if record["launched"] else NOT_LAUNCHED
@@ -331,8 +414,23 @@ def run_trigger(decision_dir: str, model_base: str, cfg: TriggerConfig, launch_d
               f"{record.get('reason') or record.get('run_id')}")
         return record
 
-    if decision["decision"] != DRIFT:
-        return finish({**out, "reason": f"decision is {decision['decision']}: "
+    # What launches: the findings the settings retrain on (records from before the
+    # performance checks: drift alone).
+    reasons = decision.get("launch_reasons")
+    if reasons is None:
+        reasons = [DRIFT] if decision["decision"] == DRIFT else []
+    out["findings"] = decision.get("findings", reasons)
+    out["launch_reasons"] = reasons
+    if not reasons:
+        found = [f for f in out["findings"] if f not in reasons]
+        if found:
+            return finish({**out, "reason": (
+                f"found {', '.join(found)}, which the settings do not retrain on (retrain_on="
+                f"{decision.get('retrain_on')}): recorded only")})
+        perf = [(decision.get("performance") or {}).get(p) or {} for p in ("realized", "estimated")]
+        said = [f"{p.get('metric')}: {p['decision']}" for p in perf if p.get("decision")]
+        return finish({**out, "reason": f"decision is {decision['decision']}"
+                                        + (f" ({'; '.join(said)})" if said else "") + ": "
                                         + "; ".join(decision.get("reasons", [])[:1])})
     if decision.get("blocking"):
         return finish({**out, "reason": (
@@ -345,12 +443,20 @@ def run_trigger(decision_dir: str, model_base: str, cfg: TriggerConfig, launch_d
     why, seq = refusal(model_base, decision["window"]["key"], cfg)
     if why:
         return finish({**out, "reason": why})
-    trigger = {"kind": "drift", "monitor_run": run_info, "window": out["window"],
-               "window_key": out["window_key"], "drifted": decision["drifted"],
-               "checked_at": decision.get("checked_at"), "launch": seq,
-               "production_version": decision["baseline"]["version"]}
+    kind = trigger_kind(reasons)
+    trigger = {"kind": kind, "reasons": reasons, "monitor_run": run_info,
+               "window": out["window"], "window_key": out["window_key"],
+               "drifted": decision["drifted"], "checked_at": decision.get("checked_at"),
+               "launch": seq, "production_version": decision["baseline"]["version"]}
+    perf = decision.get("performance") or {}
+    for part in ("realized", "estimated"):
+        p = perf.get(part) or {}
+        if p.get("value") is not None:
+            trigger[part] = {k: p.get(k) for k in ("metric", "value", "low", "high",
+                                                    "baseline", "rows", "decision")}
     record = {"mode": cfg.mode, "window_key": out["window_key"], "window": out["window"],
-              "training_data": data, "drifted": decision["drifted"], "monitor_run": run_info,
+              "training_data": data, "drifted": decision["drifted"], "reasons": reasons,
+              "monitor_run": run_info,
               "claimed_at": _iso(_now()), "host": socket.gethostname(), "pid": os.getpid()}
     if not claim(model_base, seq, record):
         other = _read(storage.join(_records_dir(model_base), f"launch-{seq}.json")) or {}
@@ -364,7 +470,7 @@ def run_trigger(decision_dir: str, model_base: str, cfg: TriggerConfig, launch_d
         else:
             params = {**cfg.training_params, "push_destination": model_base,
                       "data_path": data, "trigger": json.dumps(trigger, sort_keys=True)}
-            result = _kfp_launcher(cfg).launch(params, run_name=f"retrain-drift-{seq}")
+            result = _kfp_launcher(cfg).launch(params, run_name=f"retrain-{kind}-{seq}")
     except Exception as exc:  # recorded, so that the next monitoring run may retry
         _write_result(model_base, seq, {"state": FAILED_LAUNCH, "error": str(exc)})
         finish({**out, "reason": f"launch {seq} failed: {exc}"})

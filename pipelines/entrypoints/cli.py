@@ -3,6 +3,7 @@
     kfp-ct run-local --destination DEST [--data PATH] [--problem SPEC] ...
     kfp-ct monitor-local --model-base DEST --window PATH [--training-data ...]
     kfp-ct versions DEST | rollback DEST VERSION
+    kfp-ct monitor history DEST [--last N] [--output json]
     kfp-ct compile [PIPELINE ...] [--out build]
     kfp-ct --endpoint URL upload training
     kfp-ct --endpoint URL run training -p push_destination=gs://b/models [--wait]
@@ -329,6 +330,11 @@ def _interrupted(run: Any, base: str) -> int:
               help="fresh data: CSV/Parquet file, folder or glob (e.g. .../date=2026-11-23/)")
 @click.option("--request-log", default="",
               help="TF Serving request log: PredictionLog TFRecord file, folder or glob")
+@click.option("--labels", default="",
+              help="labelled rows for the model's realized performance: a labelled window "
+                   "(features and label), or with --label-key a labels file (key and label)")
+@click.option("--label-key", default="",
+              help="the column joining --labels to the request log (else to the window)")
 @click.option("--settings", default="",
               help='drift settings JSON, e.g. \'{"numeric": 0.02, "categorical": 0.05, '
                    '"features": {"island": 0.1}, "min_rows": 100}\'')
@@ -354,8 +360,9 @@ def _monitor_local(args: types.SimpleNamespace) -> int:
     from kfp_ct.pipelines.entrypoints.local import monitoring_report, monitoring_summary, run_local
     from kfp_ct.pipelines.monitoring import monitoring_pipeline
 
-    if not args.window and not args.request_log:
-        raise KfpCtError("give --window (fresh data) or --request-log, or both")
+    if not args.window and not args.request_log and not (args.labels and not args.label_key):
+        raise KfpCtError("give --window (fresh data), --request-log or a labelled window "
+                         "(--labels)")
     if args.retrain != "off" and not args.training_data:
         raise KfpCtError("--training-data is needed to retrain (or use --retrain off)")
     params = json_object(args.params, "--params")
@@ -375,12 +382,14 @@ def _monitor_local(args: types.SimpleNamespace) -> int:
     from kfp_ct.components.drift.logic import load_baseline
 
     load_baseline(base)
-    if args.window:
-        resolve_inputs(local_path(args.window))
+    for given in (args.window, args.labels):
+        if given:
+            resolve_inputs(local_path(given))
 
     arguments = {
         "model_base": base, "window_path": local_path(args.window),
         "request_log_path": local_path(args.request_log), "drift_settings": args.settings,
+        "labels_path": local_path(args.labels), "label_key": args.label_key,
         "training_data": local_path(args.training_data),
         "training_partitions": args.training_partitions, "retrain_mode": args.retrain,
         "cooldown_hours": args.cooldown_hours,
@@ -780,6 +789,53 @@ def _schedule_action(name: str, doc: str):
 _schedule_action("enable", "Enable SCHEDULE (id or name).")
 _schedule_action("disable", "Disable SCHEDULE (id or name): no new runs until enabled.")
 _schedule_action("delete", "Delete SCHEDULE (id or name); its runs stay.")
+
+
+# ------------------------------------------------------------------ monitoring
+
+
+@cli.group("monitor")
+def monitor_group() -> None:
+    """The monitoring records kept at a model base."""
+
+
+_HISTORY_HEADERS = ("#", "checked", "version", "decision", "findings", "rows", "realized",
+                    "estimated", "launched")
+
+
+@monitor_group.command("history")
+@click.argument("base")
+@click.option("--last", type=click.IntRange(min=1), default=None,
+              help="only the last N monitoring runs (default: all)")
+@click.option("--output", "output", type=click.Choice(["table", "json"]), default=None,
+              help="table (default: the global --output) or json: the records themselves")
+@click.pass_context
+def monitor_history(ctx: click.Context, base: str, last: Optional[int],
+                    output: Optional[str]) -> None:
+    """The monitoring history of model base BASE, oldest first: one row per monitoring
+    run (window, decision, realized and estimated metric, what was launched)."""
+    from kfp_ct.components.common import history, registry
+
+    registry.check_model_base(base)  # a mistyped path: one line, exit 2
+    records = history.read(base, last=last)
+    for line in records.skipped:
+        click.echo(f"note: {line}", err=True)
+    if not records:
+        unreadable = f" ({len(records.skipped)} unreadable record(s))" if records.skipped \
+            else ""
+        raise KfpCtError(f"{base} has no monitoring history{unreadable}: a monitoring run "
+                         f"adds a record under {history.folder(base)} for each window")
+    if (output or ctx.obj["output"]) == "json":
+        click.echo(json.dumps(list(records), indent=2, sort_keys=True))
+        return
+    rows = [[r.get("seq"), history.when(r),
+             "-" if r.get("production_version") is None else r["production_version"],
+             r.get("decision") or "-",
+             ",".join(map(str, r.get("findings") or [])) or "-", history.rows_text(r),
+             history.metric_text(history.performance(r, "realized")),
+             history.metric_text(history.performance(r, "estimated")),
+             history.launch_text(r.get("launch"))] for r in records]
+    click.echo(_table(_HISTORY_HEADERS, rows))
 
 
 # ------------------------------------------------------------------------ main

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from kfp_ct.components.common import report
 from kfp_ct.components.common.artifacts import ANOMALIES_JSON, BLESSING_JSON, EVALUATION_JSON, PUSH_JSON
+from kfp_ct.components.common.artifacts import NOTICE_JSON
 from kfp_ct.components.common import tfenv  # noqa: F401  (subprocesses inherit TF_USE_LEGACY_KERAS)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -33,6 +34,10 @@ _LOGIC = re.compile(r"\[kfp-ct\] timing task=([\w-]+) logic_s=([\d.]+)")
 _WARNING = re.compile(r"\[kfp-ct\] warning: (.+)")
 # The last line of a task's traceback when it raised one of our errors: its message.
 _OUR_ERROR = re.compile(r"^\s*kfp_ct\.components\.[\w.]+\.(\w+): (.+)$", re.M)
+# The task folder of the failed-run notice (components/notify: announce_failure).
+NOTICE_TASK = "announce-failure"
+# kfp.local's own log lines ("08:09:07.719 - INFO - ..."), left out of a log's tail.
+_KFP_LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d+ - [A-Z]+ - ")
 
 
 @dataclasses.dataclass
@@ -60,6 +65,9 @@ class LocalRun:
     log_path: str = ""  # everything the tasks printed (kfp.local's log included)
     # model base -> what the registry says this run published (read once: `published`)
     published_in: dict = dataclasses.field(default_factory=dict, repr=False)
+    # the exit tasks (dsl.ExitHandler) this runner ran after the failed body (kfp.local
+    # runs them only after a body that succeeded): see _run_exit_tasks
+    exit_tasks: list = dataclasses.field(default_factory=list)
 
     def task_log(self, task: str) -> str:
         """What one task printed (``<run folder>/logs/<task>.log``)."""
@@ -74,6 +82,12 @@ class LocalRun:
             return None
         with open(path) as fh:
             return json.load(fh)
+
+    def notice(self) -> dict | None:
+        """The failed-run notice's record (the exit task ``announce-failure``: the
+        outcome it saw, whether it announced it, the delivery), or None when the
+        pipeline has no such task or it did not run."""
+        return self.read_json(NOTICE_TASK, "notice", NOTICE_JSON)
 
 
 # The last line of any traceback: "ValueError: message" (the exception and its text).
@@ -302,7 +316,9 @@ def _private_tmp(root: str):
 
 def _run_traced(call: Callable[[], Any], root: str,
                 on_task_event: Optional[TaskEventCallback] = None,
-                verbose: bool = True, warm: bool = False) -> LocalRun:
+                verbose: bool = True, warm: bool = False, spec: Any = None,
+                arguments: Optional[Mapping[str, Any]] = None,
+                where: str = "local") -> LocalRun:
     """Runs ``call()`` under kfp.local with pipeline root ``root``, watching stdout.
 
     Args:
@@ -313,6 +329,10 @@ def _run_traced(call: Callable[[], Any], root: str,
         verbose: Show everything the tasks print; otherwise one line per task.
         warm: Start each task as a fork of a process that has imported the heavy
             libraries once (pipelines/entrypoints/warm.py); False: a new interpreter per task.
+        spec, arguments: The compiled pipeline (a PipelineSpec) and its arguments: when
+            the body fails, its exit tasks (``dsl.ExitHandler``) run after it, as on a
+            cluster (_run_exit_tasks); None: none are run.
+        where: Where the run is, for the exit tasks ("local", "local endpoint").
 
     Returns:
         What happened (LocalRun); on failure ``error`` names the failing task and its own
@@ -327,6 +347,8 @@ def _run_traced(call: Callable[[], Any], root: str,
     tee = _Tee(sys.stdout, on_task_event, log_dir=root, verbose=verbose)
     started = time.perf_counter()
     ok, error, interrupted = True, "", False
+    body_failure: Optional[tuple] = None  # (failed task, its message) before exit tasks ran
+    exit_tasks: list = []
     try:
         with contextlib.redirect_stdout(tee), _private_tmp(root) as tmp, \
                 warnings.catch_warnings(), _task_starts(warm, tmp, root):
@@ -337,11 +359,11 @@ def _run_traced(call: Callable[[], Any], root: str,
                 ok, error = False, str(exc)
             except KeyboardInterrupt:  # the task is stopped before its temp files go
                 ok, interrupted = False, True
-                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a 2nd Ctrl-C too
-                try:
-                    _stop_children()
-                finally:
-                    signal.signal(signal.SIGINT, previous)
+                _stop_after_ctrl_c()
+            if not ok and not interrupted and spec is not None:
+                body_failure = _body_failure(tee)
+                exit_tasks = _run_exit_tasks_safely(spec, arguments or {}, root, tee,
+                                                    body_failure, _ANSI.sub("", error), where)
     finally:
         tee.close(interrupted_task=tee._current)
     total = time.perf_counter() - started
@@ -353,11 +375,14 @@ def _run_traced(call: Callable[[], Any], root: str,
                                           "INTERRUPTED" if interrupted else "UNFINISHED"))
         tasks.append(TaskTiming(name, end - start, tee.logic.get(name), status))
     failed_task = next((t.name for t in reversed(tasks) if t.status != "SUCCESS"), "")
+    if body_failure is not None:  # the exit tasks ran after it: the body's failure counts
+        failed_task = body_failure[0]
     if interrupted:
         error = (f"interrupted (Ctrl-C) during task '{failed_task}'" if failed_task
                  else "interrupted (Ctrl-C)")
     elif not ok:
-        message = tee.errors[-1] if tee.errors else tee.task_errors.get(failed_task, "")
+        message = (body_failure[1] if body_failure is not None else
+                   tee.errors[-1] if tee.errors else tee.task_errors.get(failed_task, ""))
         if failed_task:
             error = f"task '{failed_task}' failed" + (f": {message}" if message else
                                                       f" ({_ANSI.sub('', error)})")
@@ -366,7 +391,130 @@ def _run_traced(call: Callable[[], Any], root: str,
     return LocalRun(run_dir=os.path.join(root, runs[-1]) if runs else root, total_s=total,
                     tasks=tasks, ok=ok, error=_ANSI.sub("", error),
                     failed_task="" if ok else failed_task, interrupted=interrupted,
-                    log_path=tee.log_path)
+                    log_path=tee.log_path, exit_tasks=exit_tasks)
+
+
+def _stop_after_ctrl_c() -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a 2nd Ctrl-C too
+    try:
+        _stop_children()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _body_failure(tee: "_Tee") -> tuple:
+    """(the failed task, its own message) from what kfp.local printed so far."""
+    order = sorted(tee.starts.items(), key=lambda kv: kv[1])
+    failed = next((name for name, _ in reversed(order)
+                   if tee.ends.get(name, (0.0, "UNFINISHED"))[1] != "SUCCESS"), "")
+    return failed, tee.errors[-1] if tee.errors else tee.task_errors.get(failed, "")
+
+
+def log_tail(log_file: str, lines: int = 20) -> list:
+    """The last ``lines`` lines a task printed (``logs/<task>.log``), without kfp.local's
+    log lines, the KFP executor's own (its input JSON included) and their indentation."""
+    try:
+        with open(log_file, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return []
+    kept, in_input = [], False
+    for line in _ANSI.sub("", text).splitlines():
+        if _KFP_LOG_LINE.match(line):
+            continue
+        line = line[4:] if line.startswith("    ") else line
+        if in_input:  # the executor input, a JSON object ending with "}" in column 0
+            in_input = line.rstrip() != "}"
+            continue
+        if line.startswith("[KFP Executor"):
+            in_input = line.rstrip().endswith("Got executor_input:")
+            continue
+        if line.strip() and not set(line.strip()) <= {"-"}:
+            kept.append(line.rstrip())
+    return kept[-lines:]
+
+
+def exit_task_names(spec: Any) -> list:
+    """The tasks of a compiled pipeline that ``dsl.ExitHandler`` runs after its group,
+    whatever the group's outcome (trigger strategy ALL_UPSTREAM_TASKS_COMPLETED)."""
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    done = pipeline_spec_pb2.PipelineTaskSpec.TriggerPolicy.TriggerStrategy \
+        .ALL_UPSTREAM_TASKS_COMPLETED
+    return [name for name, task in spec.root.dag.tasks.items()
+            if task.trigger_policy.strategy == done]
+
+
+def _run_exit_tasks_safely(spec: Any, arguments: Mapping[str, Any], root: str, tee: "_Tee",
+                           body_failure: tuple, error: str, where: str) -> list:
+    """_run_exit_tasks; a Ctrl-C stops them (the run's failure stays its story), and
+    anything they raise is printed, never raised: the body's failure is what counts."""
+    try:
+        return _run_exit_tasks(spec, arguments, root, tee, body_failure, error, where)
+    except KeyboardInterrupt:
+        _stop_after_ctrl_c()
+    except Exception as exc:  # noqa: BLE001
+        print(f"[kfp-ct] warning: the exit tasks could not run: {type(exc).__name__}: {exc}",
+              flush=True)
+    return []
+
+
+def _run_exit_tasks(spec: Any, arguments: Mapping[str, Any], root: str, tee: "_Tee",
+                    body_failure: tuple, error: str, where: str) -> list:
+    """Runs the pipeline's exit tasks after its body failed, as a KFP backend does.
+
+    kfp.local 2.13 runs an exit task (``dsl.ExitHandler``) only after a body that
+    succeeded: it stops at the first failed task. This runs each exit task of ``spec``
+    then, in the same run folder and through the same kfp.local runner (so its task
+    events and logs are the run's), with its inputs resolved as kfp.local would. A task
+    with a ``local_final_status`` input (components/notify: announce_failure) gets the
+    outcome seen here as JSON: ``{"state": "FAILED", "failed_task", "error",
+    "log_tail", "where"}``. An exit task that takes ``dsl.PipelineTaskFinalStatus`` is
+    left out (kfp.local cannot run one after a successful body either).
+
+    Returns:
+        The exit tasks run.
+    """
+    from kfp.local import (config, dag_orchestrator, executor_input_utils, io,
+                           placeholder_utils, task_dispatcher, utils)
+
+    names = exit_task_names(spec)
+    if not names:
+        return []
+    failed_task, message = body_failure
+    tail = log_tail(os.path.join(root, "logs", f"{failed_task}.log")) if failed_task else []
+    outcome = json.dumps({"state": "FAILED", "failed_task": failed_task,
+                          "error": message or error, "log_tail": tail, "where": where})
+    folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))
+                     and d not in ("logs", "tmp"))
+    run_folder = folders[-1] if folders else \
+        executor_input_utils.get_local_pipeline_resource_name(spec.pipeline_info.name)
+    given = dag_orchestrator.join_user_inputs_and_defaults(
+        dag_arguments=dict(arguments), dag_inputs_spec=spec.root.input_definitions)
+    store = io.IOStore()
+    for key, value in given.items():
+        store.put_parent_input(key, value)
+    executors = {name: utils.struct_to_executor_spec(executor) for name, executor in
+                 spec.deployment_spec["executors"].items()}
+    ran = []
+    for name in names:
+        task = spec.root.dag.tasks[name]
+        component = spec.components[task.component_ref.name]
+        try:
+            task_args = dag_orchestrator.make_task_arguments(task.inputs, store)
+        except (NotImplementedError, ValueError) as exc:
+            print(f"[kfp-ct] exit task '{name}' not run here: {exc}", flush=True)
+            continue
+        if "local_final_status" in component.input_definitions.parameters:
+            task_args["local_final_status"] = outcome
+        task_dispatcher.run_single_task_implementation(
+            pipeline_resource_name=run_folder, component_name=task.component_ref.name,
+            component_spec=component, executor_spec=executors[component.executor_label],
+            arguments=task_args, pipeline_root=root,
+            runner=config.LocalExecutionConfig.instance.runner, raise_on_error=False,
+            block_input_artifact=False, unique_pipeline_id=placeholder_utils.make_random_id())
+        ran.append(name)
+    return ran
 
 
 def _task_starts(warm: bool, tmp: str, root: str):
@@ -391,11 +539,14 @@ def run_local(pipeline_func, arguments: dict, workdir: str = "local_outputs",
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     root = os.path.abspath(os.path.join(workdir, stamp))
     return _run_traced(lambda: pipeline_func(**arguments), root, verbose=verbose,
-                       warm=warm_lib.enabled() if warm is None else warm)
+                       warm=warm_lib.enabled() if warm is None else warm,
+                       spec=getattr(pipeline_func, "pipeline_spec", None),
+                       arguments=arguments)
 
 
 def run_local_spec(pipeline_spec, arguments: Mapping[str, Any], root: str,
-                   on_task_event: Optional[TaskEventCallback] = None) -> LocalRun:
+                   on_task_event: Optional[TaskEventCallback] = None,
+                   where: str = "local") -> LocalRun:
     """Runs an already-compiled pipeline under kfp.local, as `run_local` runs a function.
 
     Args:
@@ -408,6 +559,8 @@ def run_local_spec(pipeline_spec, arguments: Mapping[str, Any], root: str,
             made inside it.
         on_task_event: Called at every task start and end with ``(event, task, status,
             when)``: event "start" / "end", status None / "SUCCESS" / "FAILURE".
+        where: Where the run is ("local", "local endpoint"): told to the exit tasks
+            that run after a failed body (see ``_run_exit_tasks``).
 
     Returns:
         What happened (LocalRun); on failure ``error`` names the failing task and its own
@@ -425,7 +578,8 @@ def run_local_spec(pipeline_spec, arguments: Mapping[str, Any], root: str,
         pipeline_spec = json_format.ParseDict(doc, pipeline_spec_pb2.PipelineSpec())
     return _run_traced(
         lambda: pipeline_orchestrator.run_local_pipeline(pipeline_spec, dict(arguments)),
-        os.path.abspath(root), on_task_event)
+        os.path.abspath(root), on_task_event, spec=pipeline_spec, arguments=arguments,
+        where=where)
 
 
 def published(run: LocalRun, base: str) -> list | None:
@@ -466,6 +620,22 @@ def outcome_line(run: LocalRun, base: str, versions: list | None = None) -> str:
         return f"nothing pushed by this run ({now})"
     names = ", ".join(f"version {v.version} ({v.path})" for v in versions)
     return f"this run pushed {names}; {now}"
+
+
+def notice_line(run: LocalRun) -> str:
+    """One line on the failed-run notice of a failed run ("" when none was due): sent
+    to where, or why not."""
+    notice = run.notice()
+    if run.ok or not notice:
+        return ""
+    delivery = notice.get("delivery") or {}
+    if not delivery:
+        return f"failed-run notice: not sent ({notice.get('note') or 'no target'})"
+    if delivery.get("delivered"):
+        return (f"failed-run notice: sent to {delivery.get('target')} "
+                f"({delivery.get('attempts')} attempt(s))")
+    return (f"failed-run notice: NOT delivered to {delivery.get('target')}: "
+            f"{delivery.get('error') or delivery.get('skipped')}")
 
 
 def _head(kind: str, run: LocalRun) -> list[str]:
@@ -527,7 +697,7 @@ def training_report(run: LocalRun, steps: bool = True, base: str = "") -> str:
     elif pushed.get("pushed"):
         lines += ["", "Pushed: version {version} at {path}".format(**pushed)]
     if not run.ok:
-        lines += ["", f"Error: {run.error}"]
+        lines += ["", f"Error: {run.error}"] + ([notice_line(run)] if notice_line(run) else [])
     lines.append("=" * 72)
     return "\n".join(lines)
 
@@ -542,7 +712,7 @@ def training_summary(run: LocalRun, base: str = "") -> dict:
                "interrupted": run.interrupted, "log": run.log_path,
                "blessed": blessing.get("blessed"),
                "pushed": pushed.get("pushed"), "version": pushed.get("version"),
-               "reason": pushed.get("reason", "")}
+               "reason": pushed.get("reason", ""), "notice": run.notice()}
     versions = published(run, base) if base else None
     if versions is not None:
         newest = versions[-1] if versions else None
@@ -559,7 +729,9 @@ def monitoring_summary(run: LocalRun) -> dict:
     return {"ok": run.ok, "run_dir": run.run_dir, "total_s": round(run.total_s, 1),
             "error": run.error, "decision": decision.get("decision"),
             "drifted": decision.get("drifted", []), "reasons": decision.get("reasons", []),
-            "anomalies": decision.get("anomalies", []), "launch": launch}
+            "anomalies": decision.get("anomalies", []), "findings": decision.get("findings", []),
+            "performance": decision.get("performance") or {}, "launch": launch,
+            "notice": run.notice()}
 
 
 def monitoring_report(run: LocalRun, steps: bool = True) -> str:
@@ -588,6 +760,25 @@ def monitoring_report(run: LocalRun, steps: bool = True) -> str:
                              f"{f['verdict']}")
         for a in decision.get("anomalies", []):
             lines.append(f"  anomaly: {a['feature']}: {a['kind']}: {a['detail']}")
+        perf = decision.get("performance") or {}
+        for part, title in (("realized", "Realized performance"),
+                            ("estimated", "Estimated performance")):
+            p = perf.get(part)
+            if p:
+                lines += ["", f"{title}: {p['decision']}"]
+                if p.get("value") is not None:
+                    lines.append(f"  {p['metric']} {p['value']:.4f} [{p['low']:.4f}, "
+                                 f"{p['high']:.4f}] on {p['rows']} rows; at push: "
+                                 f"{report.fmt(p.get('baseline'))}")
+                if part == "realized" and (p.get("estimated") or {}).get("value") is not None:
+                    e = p["estimated"]
+                    lines.append(f"  estimated on the same rows before their labels: "
+                                 f"{e['value']:.4f} [{e['low']:.4f}, {e['high']:.4f}]")
+                if part == "estimated" and p.get("assumes"):
+                    lines.append(f"  assumes: {p['assumes']}")
+        if decision.get("findings"):
+            lines.append(f"Findings: {', '.join(decision['findings'])}; retraining on: "
+                         f"{', '.join(decision.get('launch_reasons') or []) or 'none of them'}")
         lines += [f"  note: {n}" for n in decision.get("notes", [])]
         report_path = run.artifact("drift-check", "report")
         lines.append(f"  report: {report_path}")
@@ -607,6 +798,6 @@ def monitoring_report(run: LocalRun, steps: bool = True) -> str:
         else:
             lines += ["", f"Nothing launched: {launch.get('reason')}"]
     if not run.ok:
-        lines += ["", f"Error: {run.error}"]
+        lines += ["", f"Error: {run.error}"] + ([notice_line(run)] if notice_line(run) else [])
     lines.append("=" * 72)
     return "\n".join(lines)
