@@ -126,9 +126,20 @@ def test_monitoring_pipeline_runs_uncached_with_timeouts_and_a_retried_trigger(c
     tasks = spec["root"]["dag"]["tasks"]
     # The window enters as a Dataset through an importer (its URI is the lineage's first
     # artifact), then the two tasks.
-    assert set(tasks) == {"importer", "drift-check", "retrain-trigger"}
+    assert set(tasks) == {"importer", "importer-2", "drift-check", "retrain-trigger"}
     assert tasks["drift-check"]["inputs"]["artifacts"]["window"]["taskOutputArtifact"] == {
         "producerTask": "importer", "outputArtifactKey": "artifact"}
+    # The labels enter the same way; every input of before is kept, with its default.
+    assert tasks["drift-check"]["inputs"]["artifacts"]["labels"]["taskOutputArtifact"] == {
+        "producerTask": "importer-2", "outputArtifactKey": "artifact"}
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    before = {"model_base", "window_path", "request_log_path", "drift_settings",
+              "training_data", "training_partitions", "retrain_mode", "cooldown_hours",
+              "training_params", "training_pipeline", "training_pipeline_version",
+              "experiment", "kfp_host", "namespace"}
+    assert before | {"labels_path", "label_key"} <= set(params)
+    assert params["labels_path"]["defaultValue"] == "" and params["label_key"]["defaultValue"] == ""
+    assert "defaultValue" not in params["model_base"]
     for name in ("drift-check", "retrain-trigger"):  # fresh data and launch records change
         task = tasks[name]                            # under the same names
         assert task["cachingOptions"] == {} or task["cachingOptions"].get("enableCache") is False

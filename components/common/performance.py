@@ -273,11 +273,18 @@ def fit_calibration(top_scores: np.ndarray, correct: np.ndarray, classes: list[s
     if len(top_scores) == 0:
         raise ValueError("no scored rows to calibrate on")
     x, y, n = isotonic(top_scores, correct)
+    # Neighbouring blocks with the same fitted value are one step: merged, the file stays
+    # small (a model right on almost every row has long runs of 1.0).
+    keep = np.concatenate([[True], np.diff(y) > 0])
+    groups = np.cumsum(keep) - 1
+    n_merged = np.bincount(groups, weights=n)
+    x = np.bincount(groups, weights=x * n) / n_merged
+    y, n = y[keep], n_merged
     return {"format": CALIBRATION_FORMAT, "method": "isotonic (pool-adjacent-violators) of "
             "the top class score against being right, on the eval rows at push",
             "rows": int(len(correct)), "accuracy": float(correct.mean()),
-            "classes": list(classes), "x": [round(v, 6) for v in x.tolist()],
-            "y": [round(v, 6) for v in y.tolist()], "n": [int(v) for v in n.tolist()]}
+            "classes": list(classes), "x": x.tolist(), "y": y.tolist(),
+            "n": [int(v) for v in n.tolist()]}
 
 
 def check_calibration(doc: dict) -> dict:
