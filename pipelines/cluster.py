@@ -18,6 +18,10 @@ tests read it back from the YAML (tests/test_cluster_yaml.py).
   service account; nothing in the YAML). With ``gcp_key_secret`` set, the named
   Kubernetes Secret's ``key.json`` is mounted read-only (``use_secret_as_volume``) and
   ``GOOGLE_APPLICATION_CREDENTIALS`` points at it: the YAML holds the Secret's name only.
+  Likewise ``notify_secret``: that Secret is mounted read-only at ``NOTIFY_SECRET_MOUNT``
+  on the tasks that send notices (``NOTIFY_TASKS``), so a notification target reads its
+  webhook URL (and token) from a file there, e.g. ``{"url_file":
+  "/var/secrets/kfp-ct-notify/url"}`` (components/common/notify.py).
 - **Variants** (``VARIANTS``): where train runs. CPU; GPU (``nvidia.com/gpu`` through the
   core API, GKE's ``cloud.google.com/gke-accelerator`` node selector, a toleration); TPU
   (``google.com/tpu`` chips, GKE's TPU accelerator and topology selectors, a toleration,
@@ -106,6 +110,9 @@ RESOURCES: dict[str, Resources] = {
     # to the canary; TensorFlow only to read the warmup file of a version pushed before
     # serving checks were recorded). Scratch holds the one version it copies.
     "rollout": Resources("250m", "1", "256Mi", "2Gi", "10Gi"),
+    # Not measured on a cluster: the failed-run notice (the exit task; a KFP API and a
+    # Kubernetes API read, one HTTP POST; no TensorFlow).
+    "announce_failure": Resources("100m", "500m", "256Mi", "1Gi", "1Gi"),
 }
 
 # Seconds; the pod is stopped after this (activeDeadlineSeconds).
@@ -119,6 +126,8 @@ TIMEOUTS_S: dict[str, int] = {
     # Ready (ready_timeout_s, default 900 s) + soak + promote; at the deadline SIGTERM sets
     # the canary's traffic to 0.
     "rollout": 3600,
+    # Waits up to 30 s for the API to report the body's end, then a few tries to deliver.
+    "announce_failure": 15 * 60,
 }
 
 
@@ -140,7 +149,7 @@ RETRIES: dict[str, Retry] = {
 
 # Read data or state that changes under the same names: never cached.
 UNCACHED = frozenset({"validate", "transform", "evaluate", "gate", "push", "drift_check",
-                      "retrain_trigger", "train_tfjob", "rollout"})
+                      "retrain_trigger", "train_tfjob", "rollout", "announce_failure"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +187,10 @@ VARIANTS: dict[str, Variant] = {
 }
 
 SECRET_MOUNT = "/var/secrets/kfp-ct-gcp"
+NOTIFY_SECRET_MOUNT = "/var/secrets/kfp-ct-notify"
+# The tasks that send notices (components/common/notify.py): the trigger (drift, a
+# performance drop, a launch) and the failed-run notice.
+NOTIFY_TASKS = frozenset({"retrain_trigger", "announce_failure"})
 SECRET_KEY_FILE = "key.json"
 SCRATCH_MOUNT = "/tmp"
 
@@ -188,6 +201,7 @@ class Settings:
     timeouts_s: Mapping[str, int] = dataclasses.field(default_factory=lambda: TIMEOUTS_S)
     variants: Mapping[str, Variant] = dataclasses.field(default_factory=lambda: VARIANTS)
     gcp_key_secret: str = ""   # empty: workload identity
+    notify_secret: str = ""    # empty: no Secret mounted for the notification target
 
 
 DEFAULT = Settings()
@@ -260,7 +274,8 @@ def load_settings(source: str | Mapping[str, Any] | None) -> Settings:
             source = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SettingsError(f"cluster settings are not valid JSON: {exc}") from None
-    _only(source, ("resources", "timeouts_s", "variants", "gcp_key_secret"), "settings")
+    _only(source, ("resources", "timeouts_s", "variants", "gcp_key_secret", "notify_secret"),
+          "settings")
     resources = dict(RESOURCES)
     fields = [f.name for f in dataclasses.fields(Resources)]
     for task, over in (source.get("resources") or {}).items():
@@ -295,8 +310,12 @@ def load_settings(source: str | Mapping[str, Any] | None) -> Settings:
     if secret and not _SECRET_NAME_RE.match(secret):
         raise SettingsError(f"gcp_key_secret {secret!r} is not a Kubernetes Secret name "
                             "(lower-case letters, digits, '-' and '.')")
+    notify_secret = source.get("notify_secret") or ""
+    if notify_secret and not _SECRET_NAME_RE.match(notify_secret):
+        raise SettingsError(f"notify_secret {notify_secret!r} is not a Kubernetes Secret name "
+                            "(lower-case letters, digits, '-' and '.')")
     return Settings(resources=resources, timeouts_s=timeouts, variants=variants,
-                    gcp_key_secret=secret)
+                    gcp_key_secret=secret, notify_secret=notify_secret)
 
 
 def worker_resources(settings: Settings = DEFAULT) -> dict:
@@ -338,6 +357,9 @@ def configure(task: dsl.PipelineTask, name: str, settings: Settings = DEFAULT,
                                         mount_path=SECRET_MOUNT)
         task.set_env_variable("GOOGLE_APPLICATION_CREDENTIALS",
                               f"{SECRET_MOUNT}/{SECRET_KEY_FILE}")
+    if settings.notify_secret and name in NOTIFY_TASKS:
+        kubernetes.use_secret_as_volume(task, secret_name=settings.notify_secret,
+                                        mount_path=NOTIFY_SECRET_MOUNT)
     if variant is not None and variant.accelerator_type:
         task.set_accelerator_type(variant.accelerator_type)
         task.set_accelerator_limit(variant.accelerator_count)

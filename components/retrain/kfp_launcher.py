@@ -681,7 +681,8 @@ class KfpLauncher(KfpConnection):
 
 
 def _cached_tasks(pipeline_spec: Any) -> list:
-    """Names of root-DAG tasks whose compiled caching option is on.
+    """Names of tasks whose compiled caching option is on: the root DAG's and those of
+    its groups (a ``dsl.ExitHandler`` puts the body in a sub-DAG component).
 
     Args:
         pipeline_spec: A version's ``pipeline_spec`` as the server returns it (the spec
@@ -695,9 +696,12 @@ def _cached_tasks(pipeline_spec: Any) -> list:
     spec = pipeline_spec.get("pipeline_spec", pipeline_spec)
     if not isinstance(spec, dict):
         return []
-    tasks = ((spec.get("root") or {}).get("dag") or {}).get("tasks") or {}
+    dags = [(spec.get("root") or {}).get("dag") or {}]
+    dags += [(c or {}).get("dag") or {} for c in (spec.get("components") or {}).values()
+             if isinstance(c, dict)]
+    tasks = [(name, task) for dag in dags for name, task in (dag.get("tasks") or {}).items()]
     cached = []
-    for name, task in tasks.items():
+    for name, task in tasks:
         options = (task or {}).get("cachingOptions") or (task or {}).get("caching_options") \
             or {}
         if options.get("enableCache") or options.get("enable_cache"):

@@ -115,6 +115,7 @@ def components() -> dict[str, Any]:
     from kfp_ct.components.drift.component import drift_check
     from kfp_ct.components.evaluate.component import evaluate
     from kfp_ct.components.gate.component import gate
+    from kfp_ct.components.notify.component import announce_failure
     from kfp_ct.components.push.component import push
     from kfp_ct.components.retrain.component import retrain_trigger
     from kfp_ct.components.rollout.component import rollout
@@ -125,7 +126,8 @@ def components() -> dict[str, Any]:
     return {"validate": validate, "transform": transform, "train": train,
             "train_gpu": train_gpu, "train_tpu": train_tpu, "train_tfjob": train_tfjob,
             "evaluate": evaluate, "gate": gate, "push": push, "drift_check": drift_check,
-            "retrain_trigger": retrain_trigger, "rollout": rollout}
+            "retrain_trigger": retrain_trigger, "rollout": rollout,
+            "announce_failure": announce_failure}
 
 
 def entry(name: str) -> CatalogEntry:

@@ -35,6 +35,7 @@ FOLDERS: dict[str, tuple[str, ...]] = {
     "drift": ("drift_check",),
     "retrain": ("retrain_trigger",),
     "rollout": ("rollout",),
+    "notify": ("announce_failure",),
 }
 
 _PARAMETER_TYPES = {"String": "str", "Integer": "int", "Float": "float", "Boolean": "bool",

@@ -499,6 +499,8 @@ def _run_exit_tasks(spec: Any, arguments: Mapping[str, Any], root: str, tee: "_T
     ran = []
     for name in names:
         task = spec.root.dag.tasks[name]
+        if task.component_ref.name.removeprefix("comp-") in tee.starts:
+            continue  # kfp.local ran it (the body succeeded; the exit task itself failed)
         component = spec.components[task.component_ref.name]
         try:
             task_args = dag_orchestrator.make_task_arguments(task.inputs, store)

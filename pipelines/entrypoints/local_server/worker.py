@@ -11,7 +11,10 @@ file, then ``os.replace``) at every task start and end and at the end::
 
     {"run_id": "<the server's run id>", "state": "RUNNING" | "SUCCEEDED" | "FAILED",
      "tasks": [{"name", "state", "start", "end"}], "error": "...", "run_dir": "...",
-     "pid": 1234, "updated": <epoch s>}
+     "pid": 1234, "updated": <epoch s>, "notice": {...}}
+
+``notice``: the record of the pipeline's failed-run notice (components/notify), when the
+pipeline has one: after a failed body the runner runs that exit task itself.
 
 Exit status 0 when the run succeeded, 1 when it failed, 2 when the job cannot be read.
 
@@ -153,7 +156,8 @@ def _run(status: "_Status", spec: Any, parameters: dict, root: str) -> int:
     from kfp_ct.pipelines.entrypoints.local import run_local_spec
 
     try:
-        run = run_local_spec(spec, parameters, root, on_task_event=status.on_task_event)
+        run = run_local_spec(spec, parameters, root, on_task_event=status.on_task_event,
+                             where="local endpoint")
     except Exception as exc:  # the spec or kfp.local refused before any task ran
         import traceback
 
@@ -162,6 +166,9 @@ def _run(status: "_Status", spec: Any, parameters: dict, root: str) -> int:
         status.write()
         return 1
     status.data["run_dir"] = run.run_dir
+    notice = run.notice()  # the failed-run notice's record (components/notify), if any
+    if notice is not None:
+        status.data["notice"] = notice
     if run.interrupted:
         _interrupted(status, run.error.replace("Ctrl-C", "SIGTERM"))
         return SIGTERM_EXIT
