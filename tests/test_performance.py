@@ -63,6 +63,25 @@ def test_isotonic_fit_is_monotone_and_keeps_the_mean():
         performance.check_calibration({**doc, "y": doc["y"][::-1]})
 
 
+def test_a_calibration_per_predicted_class_follows_each_class():
+    # Class "a" is right 95% of the time at any score, class "b" 60%: one overall fit
+    # misjudges a window that names "b" more often; the per-class fit does not.
+    rng = np.random.default_rng(1)
+    scores = rng.uniform(0.5, 1.0, 4000)
+    predicted = np.where(np.arange(4000) % 2 == 0, "a", "b")
+    right = rng.random(4000) < np.where(predicted == "a", 0.95, 0.6)
+    doc = performance.fit_calibration(scores, right, ["a", "b"], predicted=predicted)
+    assert set(doc["per_class"]) == {"a", "b"}
+    window = rng.uniform(0.5, 1.0, 3000)
+    mostly_b = np.where(np.arange(3000) % 10 == 0, "a", "b")
+    expected = 0.1 * 0.95 + 0.9 * 0.6
+    assert performance.calibrated(doc, window, mostly_b).mean() == pytest.approx(expected,
+                                                                                abs=0.02)
+    assert abs(performance.calibrated(doc, window).mean() - expected) > 0.1
+    with pytest.raises(ValueError, match="class 'a'"):
+        performance.check_calibration({**doc, "per_class": {"a": {"x": [0.5], "y": [1.5]}}})
+
+
 def _tally(correct: int, rows: int) -> performance.Tally:
     t = performance.Tally("classification")
     labels = ["a"] * rows
@@ -308,3 +327,19 @@ def test_the_decision_record_names_the_findings_in_json(perf, tmp_path):
     assert doc["findings"] == ["PERFORMANCE_DROP"] and doc["window"]["rows"]["labels"] == 1000
     assert logic.metrics(doc)["realized.accuracy"] == pytest.approx(
         doc["performance"]["realized"]["value"], abs=1e-6)
+
+
+def test_labels_that_arrive_later_are_shown_beside_the_earlier_estimate(perf, tmp_path):
+    from kfp_ct.components.common import history
+
+    features, labels = _split(tmp_path, 1000, "covariate", 1.0)
+    first = check(perf, tmp_path / "before", window_path=features)
+    assert first["performance"]["realized"] is None
+    history.append(perf.base, history.summary(first, {"launched": False}))
+    later = check(perf, tmp_path / "after", window_path=features, labels_path=labels,
+                  label_key="ride_id")
+    before = later["performance"]["realized"]["estimated_before"]
+    assert before["value"] == pytest.approx(first["performance"]["estimated"]["value"])
+    assert abs(before["value"] - later["performance"]["realized"]["value"]) < 0.02
+    assert "estimated before the labels" in (tmp_path / "after" / "r.html").read_text()
+    assert later["window"]["key"] != first["window"]["key"]  # labels make a new window

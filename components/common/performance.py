@@ -43,9 +43,9 @@ NOT_ESTIMATED = "NOT_ESTIMATED"
 CALIBRATION_FORMAT = 1
 INTERVAL = 0.95  # the interval shown beside each value (two-sided)
 #: What the estimate takes for granted, said wherever it is shown.
-ASSUMPTION = ("the estimate assumes the relation between features and label is unchanged "
-              "(only the inputs moved); a change in what the label means (concept shift) "
-              "does not show in it: labels do")
+ASSUMPTION = ("the relation between features and label is unchanged (only the inputs "
+              "moved); a change in what the label means (concept shift) does not show in "
+              "the estimate: labels show it")
 
 DEFAULTS = {
     "tolerance": None,        # None: 0.02 for accuracy (points), 0.1 of the baseline for rmse
@@ -87,6 +87,7 @@ class Tally:
     matrix: np.ndarray | None = None
     unseen: dict = dataclasses.field(default_factory=dict)
     top_scores: list = dataclasses.field(default_factory=list)
+    predicted: list = dataclasses.field(default_factory=list)  # class names
 
     def add(self, outputs: dict, labels: list) -> None:
         """One batch: the serving signature's outputs (numpy) and the rows' labels."""
@@ -112,7 +113,9 @@ class Tally:
             keep = predicted >= 0
             np.add.at(matrix, (actual[keep], predicted[keep]), 1)
             self.matrix = matrix
-            self.top_scores.append(np.asarray(outputs["scores"], dtype=np.float64).max(axis=1))
+            top = np.asarray(outputs["scores"], dtype=np.float64)
+            self.top_scores.append(top.max(axis=1))
+            self.predicted.append(np.asarray(self.classes, dtype=object)[top.argmax(axis=1)])
         else:
             squared, absolute = inprocess.regression_batch(
                 outputs, np.asarray(labels, dtype=np.float32))
@@ -266,51 +269,82 @@ def isotonic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return sx / n, sy / n, n
 
 
-def fit_calibration(top_scores: np.ndarray, correct: np.ndarray, classes: list[str]) -> dict:
-    """The calibration kept beside a version (JSON-ready): top score -> P(right)."""
-    top_scores = np.asarray(top_scores, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    if len(top_scores) == 0:
-        raise ValueError("no scored rows to calibrate on")
-    x, y, n = isotonic(top_scores, correct)
+MIN_CLASS_ROWS = 100  # eval rows a predicted class needs for a calibration of its own
+
+
+def _steps(scores: np.ndarray, correct: np.ndarray) -> dict:
+    x, y, n = isotonic(scores, correct)
     # Neighbouring blocks with the same fitted value are one step: merged, the file stays
     # small (a model right on almost every row has long runs of 1.0).
     keep = np.concatenate([[True], np.diff(y) > 0])
     groups = np.cumsum(keep) - 1
     n_merged = np.bincount(groups, weights=n)
     x = np.bincount(groups, weights=x * n) / n_merged
-    y, n = y[keep], n_merged
-    return {"format": CALIBRATION_FORMAT, "method": "isotonic (pool-adjacent-violators) of "
-            "the top class score against being right, on the eval rows at push",
-            "rows": int(len(correct)), "accuracy": float(correct.mean()),
-            "classes": list(classes), "x": x.tolist(), "y": y.tolist(),
-            "n": [int(v) for v in n.tolist()]}
+    return {"x": x.tolist(), "y": y[keep].tolist(), "n": [int(v) for v in n_merged.tolist()]}
+
+
+def fit_calibration(top_scores: np.ndarray, correct: np.ndarray, classes: list[str],
+                    predicted: np.ndarray | None = None) -> dict:
+    """The calibration kept beside a version (JSON-ready): top score -> P(right), overall
+    and, with ``predicted``, per predicted class (NannyML calibrates one-vs-rest per class:
+    the same score means a different chance of being right for each class the model
+    names, and a covariate shift changes the mix of classes)."""
+    top_scores = np.asarray(top_scores, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if len(top_scores) == 0:
+        raise ValueError("no scored rows to calibrate on")
+    doc = {"format": CALIBRATION_FORMAT, "method": "isotonic (pool-adjacent-violators) of "
+           "the top class score against being right, on the eval rows at push, overall and "
+           f"per predicted class with at least {MIN_CLASS_ROWS} rows",
+           "rows": int(len(correct)), "accuracy": float(correct.mean()),
+           "classes": list(classes), **_steps(top_scores, correct), "per_class": {}}
+    if predicted is not None:
+        predicted = np.asarray(predicted, dtype=str)
+        for name in sorted(set(predicted.tolist())):
+            mask = predicted == name
+            if mask.sum() >= MIN_CLASS_ROWS:
+                doc["per_class"][name] = _steps(top_scores[mask], correct[mask])
+    return doc
 
 
 def check_calibration(doc: dict) -> dict:
     """The calibration document, checked (ValueError names what is wrong)."""
     if not isinstance(doc, dict) or doc.get("format") != CALIBRATION_FORMAT:
         raise ValueError(f"not a calibration of format {CALIBRATION_FORMAT}")
-    x, y = doc.get("x"), doc.get("y")
-    if not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y) or not x:
-        raise ValueError("x and y must be lists of the same, non-zero length")
-    if any(b < a for a, b in zip(y, y[1:])) or any(b < a for a, b in zip(x, x[1:])):
-        raise ValueError("the calibration is not non-decreasing")
-    if not all(0.0 <= v <= 1.0 for v in y):
-        raise ValueError("calibrated values must lie in [0, 1]")
+    per_class = doc.get("per_class") or {}
+    if not isinstance(per_class, dict):
+        raise ValueError("per_class must be an object: class -> steps")
+    for where, steps in [("overall", doc), *((f"class {k!r}", v) for k, v in per_class.items())]:
+        x, y = steps.get("x"), steps.get("y")
+        if not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y) or not x:
+            raise ValueError(f"{where}: x and y must be lists of the same, non-zero length")
+        if any(b < a for a, b in zip(y, y[1:])) or any(b < a for a, b in zip(x, x[1:])):
+            raise ValueError(f"{where}: the calibration is not non-decreasing")
+        if not all(0.0 <= v <= 1.0 for v in y):
+            raise ValueError(f"{where}: calibrated values must lie in [0, 1]")
     int(doc["rows"])
     float(doc["accuracy"])
     return doc
 
 
-def calibrated(doc: dict, top_scores: np.ndarray) -> np.ndarray:
-    """P(right) of each row: the fit interpolated between its blocks' mean scores."""
-    return np.interp(np.asarray(top_scores, dtype=np.float64), doc["x"], doc["y"])
+def calibrated(doc: dict, top_scores: np.ndarray, predicted: np.ndarray | None = None
+               ) -> np.ndarray:
+    """P(right) of each row: the fit of its predicted class (else the overall one),
+    interpolated between the blocks' mean scores."""
+    scores = np.asarray(top_scores, dtype=np.float64)
+    out = np.interp(scores, doc["x"], doc["y"])
+    if predicted is not None:
+        predicted = np.asarray(predicted, dtype=str)
+        for name, steps in (doc.get("per_class") or {}).items():
+            mask = predicted == name
+            if mask.any():
+                out[mask] = np.interp(scores[mask], steps["x"], steps["y"])
+    return out
 
 
 def estimated_check(doc: dict | None, top_scores: np.ndarray | None, baseline: Baseline,
                     false_alarm_rate: float, min_rows: int, tolerance: float | None,
-                    why_not: str = "") -> dict:
+                    why_not: str = "", predicted: np.ndarray | None = None) -> dict:
     """The estimated-accuracy decision of a window (no labels needed; no I/O)."""
     out = {"metric": metrics_lib.ACCURACY, "value": None, "low": None, "high": None,
            "rows": 0 if top_scores is None else int(len(top_scores)),
@@ -324,7 +358,7 @@ def estimated_check(doc: dict | None, top_scores: np.ndarray | None, baseline: B
         out.update(decision=INSUFFICIENT_DATA,
                    reason=f"{n} scored row(s), fewer than min_rows={min_rows}: no estimate")
         return out
-    c = calibrated(doc, top_scores)
+    c = calibrated(doc, top_scores, predicted)
     value = float(c.mean())
     m = max(int(doc["rows"]), 1)
     base_value = baseline.value if baseline.value is not None else float(doc["accuracy"])

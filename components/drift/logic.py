@@ -870,23 +870,39 @@ def _performance(settings: Settings, baseline: Baseline, tally, labelled_rows,
                         unlabelled=labelled_rows.unlabelled, join=labelled_rows.join)
     estimated = None
     if baseline.spec.task == "classification":
-        source = next((s for s in (SOURCE_WINDOW, SOURCE_REQUESTS)
-                       if scores_by_source.get(s) is not None), None)
+        source = next((s for s in (SOURCE_WINDOW, SOURCE_REQUESTS) if s in scores_by_source),
+                      None)
+        scores, predicted = scores_by_source[source] if source else (None, None)
         why = baseline.no_calibration or ("no window rows were scored (prediction drift is "
                                           "not measured on this window)")
         tol = settings.estimated_tolerance if settings.estimated_tolerance is not None \
             else settings.tolerance
         estimated = performance.estimated_check(
-            baseline.calibration, scores_by_source.get(source) if source else None, base,
-            settings.false_alarm_rate, settings.min_rows, tol, why_not=why)
+            baseline.calibration, scores, base, settings.false_alarm_rate, settings.min_rows,
+            tol, why_not=why, predicted=predicted)
         estimated["source"] = source
         if tally is not None and baseline.calibration is not None and tally.top_scores:
             # The same estimate on the labelled rows: beside what their labels say.
             on_labelled = performance.estimated_check(
                 baseline.calibration, np.concatenate(tally.top_scores), base,
-                settings.false_alarm_rate, 1, tol)
+                settings.false_alarm_rate, 1, tol, predicted=np.concatenate(tally.predicted))
             realized["estimated"] = {k: on_labelled[k] for k in ("value", "low", "high")}
     return {"realized": realized, "estimated": estimated}
+
+
+def estimate_before(past: list, window: dict) -> dict | None:
+    """The latest estimate a monitoring run made for the same served rows (the same window
+    and request log) before their labels were given, from the history."""
+    for old in reversed(past or []):
+        w = old.get("window") or {}
+        if w.get("labels") or (w.get("path") or "", w.get("request_log") or "") != (
+                window.get("path") or "", window.get("request_log") or ""):
+            continue
+        est = (old.get("performance") or {}).get("estimated") or {}
+        if est.get("value") is not None:
+            return {"value": est["value"], "low": est.get("low"), "high": est.get("high"),
+                    "checked_at": old.get("checked_at"), "seq": old.get("seq")}
+    return None
 
 
 def findings_of(record: dict) -> list[str]:
@@ -960,7 +976,8 @@ def run_drift_check(model_base: str, window_path: str = "", request_log_path: st
     scored, tally = ({}, None)
     if examples or labelled_rows is not None:
         scored, tally = score(baseline.version, examples, labelled_rows, baseline.spec.task)
-    scores_by_source = {source: scores for source, (_, _, scores) in scored.items()}
+    scores_by_source = {source: (scores, values)
+                        for source, (_, values, scores) in scored.items() if scores is not None}
     expected = baseline.prediction.get(drift.PREDICTION)
     for source, (kind, values, scores) in scored.items():
         if kind != expected.kind:
@@ -1010,6 +1027,13 @@ def run_drift_check(model_base: str, window_path: str = "", request_log_path: st
     past = None
     if (report_html or report_md) and settings.history > 0:
         past = history.read(model_base, last=settings.history)
+    realized = record["performance"]["realized"]
+    if realized is not None and label_key:
+        # The same served rows checked before their labels arrived: that estimate, beside.
+        earlier = estimate_before(past if past is not None else history.read(model_base),
+                                  record["window"])
+        if earlier:
+            realized["estimated_before"] = earlier
     for path, draw in ((report_html, render.html), (report_md, render.markdown)):
         if path:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

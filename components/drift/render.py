@@ -135,6 +135,11 @@ def _performance_rows(record: dict) -> list[list[str]]:
             rows.append(["estimated on the labelled rows", "-", p.get("metric", ""),
                          _num(e["value"]), interval(e), _num(p.get("baseline")),
                          str(p.get("rows", 0))])
+        if part == "realized" and (p.get("estimated_before") or {}).get("value") is not None:
+            e = p["estimated_before"]
+            rows.append([f"estimated before the labels ({e.get('checked_at')}, record "
+                         f"{e.get('seq')})", "-", p.get("metric", ""), _num(e["value"]),
+                         interval(e), _num(p.get("baseline")), "-"])
     return rows
 
 
@@ -150,7 +155,7 @@ def _performance_lines(record: dict) -> list[str]:
                 f"{k} {_num(v) if isinstance(v, float) else v}"
                 for k, v in sorted(p["companions"].items())))
         if part == "estimated" and p.get("assumes") and p.get("value") is not None:
-            out.append(f"The estimate: {p['assumes']}.")
+            out.append(f"The estimate assumes that {p['assumes']}.")
     return out
 
 

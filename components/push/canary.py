@@ -212,7 +212,8 @@ def prediction_profile(call, records: list[bytes], labels: list[str] | None = No
         profile["confidence"] = drift.confidence_reference(scores).to_json()
         if labels is not None and len(labels) == len(values):
             correct = [str(v) == t for v, t in zip(values, labels)]
-            profile["calibration"] = performance.fit_calibration(scores, correct, classes)
+            profile["calibration"] = performance.fit_calibration(scores, correct, classes,
+                                                                  predicted=values)
     return profile
 
 
