@@ -177,6 +177,12 @@ def tolerance_for(metric: str, baseline: float | None, given: float | None) -> f
     return _RELATIVE_TOLERANCE * abs(baseline or 0.0)
 
 
+def beyond(drop: float, tolerance: float, noise: float) -> bool:
+    """The rule of every drop, as of drift: worse by more than the user's tolerance *and*
+    by more than sampling explains."""
+    return drop > tolerance and drop > noise
+
+
 def _worse_by(metric: str, baseline: float, value: float) -> float:
     """How much worse ``value`` is than ``baseline`` (positive: worse)."""
     return (baseline - value) if metrics_lib.HIGHER_IS_BETTER.get(metric, True) else (value - baseline)
@@ -229,7 +235,7 @@ def realized_check(tally: Tally, baseline: Baseline, false_alarm_rate: float,
     base = (f"{metric} {value:.4f} [{low:.4f}, {high:.4f}] on {tally.count} labelled rows, "
             f"{abs(drop):.4f} {worse if drop > 0 else 'better than'} the {baseline.value:.4f} "
             f"version {baseline.version} had on its {baseline.rows} eval rows at push")
-    if drop > tol and drop > noise:
+    if beyond(drop, tol, noise):
         decision = PERFORMANCE_DROP
         reason = (f"{base}: a drop beyond the tolerance {tol:.4g} and beyond what sampling "
                   f"explains at these sizes ({noise:.4f})")
@@ -373,7 +379,7 @@ def estimated_check(doc: dict | None, top_scores: np.ndarray | None, baseline: B
     noise = _z(1 - false_alarm_rate) * se
     base = (f"estimated accuracy {value:.4f} [{low:.4f}, {high:.4f}] on {n} rows, against "
             f"{base_value:.4f} at push")
-    if drop > tol and drop > noise:
+    if beyond(drop, tol, noise):
         decision = ESTIMATED_DROP
         reason = (f"{base}: an expected drop of {drop:.4f}, beyond the tolerance {tol:.4g} "
                   f"and the estimate's uncertainty ({noise:.4f})")

@@ -161,28 +161,16 @@ def read_labelled_window(path: str, spec: ProblemSpec) -> Labelled:
 
 def _served_requests(path: str, key: str) -> tuple[list[bytes], list, list]:
     """(serialized tf.Examples, their key values as text or None, file fingerprints)."""
-    import tensorflow as tf
     from tfx_bsl.coders import example_coder
 
-    from kfp_ct.components.common.prediction_log import parse_prediction_log, serialized_examples
-    from kfp_ct.components.drift.logic import _fingerprint, _resolve_logs, _scalar_columns
+    from kfp_ct.components.drift.logic import (_fingerprint, _resolve_logs, _scalar_columns,
+                                                logged_examples)
 
     files = _resolve_logs(path)
     decoder = example_coder.ExamplesToRecordBatchDecoder()
     examples, keys = [], []
     for file in files:
-        with data_lib.local_input(file) as local:
-            try:
-                records = [r.numpy() for r in tf.data.TFRecordDataset(local)]
-            except tf.errors.OpError as exc:
-                raise InputDataError(f"{file}: not a TFRecord file of PredictionLog records "
-                                     f"({exc.message.splitlines()[0]})") from None
-        found = []
-        for i, record in enumerate(records):
-            try:
-                found += serialized_examples(parse_prediction_log(record))
-            except Exception as exc:  # DecodeError: not a PredictionLog
-                raise InputDataError(f"{file}: record {i} is not a PredictionLog ({exc})") from None
+        found = logged_examples(file)
         if not found:
             continue
         table = _scalar_columns(decoder.DecodeBatch(found))

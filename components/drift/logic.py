@@ -507,10 +507,7 @@ def scan_window(path: str, baseline: Baseline, sample_rows: int, typed: bool = T
 
 def scan_requests(path: str, baseline: Baseline, sample_rows: int) -> Scan:
     """The tf.Examples inside TF Serving PredictionLog TFRecords, as a source like the window."""
-    import tensorflow as tf
     from tfx_bsl.coders import example_coder
-
-    from kfp_ct.components.common.prediction_log import parse_prediction_log, serialized_examples
 
     files = _resolve_logs(path)
     scan = Scan(source=SOURCE_REQUESTS, path=path, files=_fingerprint(files))
@@ -518,18 +515,7 @@ def scan_requests(path: str, baseline: Baseline, sample_rows: int) -> Scan:
     reservoir = _Reservoir(sample_rows, _sample_seed(scan.files))
     seen_columns: set = set()
     for file in files:
-        with data_lib.local_input(file) as local:
-            try:
-                records = [r.numpy() for r in tf.data.TFRecordDataset(local)]
-            except tf.errors.OpError as exc:
-                raise InputDataError(f"{file}: not a TFRecord file of PredictionLog records "
-                                     f"({exc.message.splitlines()[0]})") from None
-        examples = []
-        for i, record in enumerate(records):
-            try:
-                examples += serialized_examples(parse_prediction_log(record))
-            except Exception as exc:  # DecodeError: not a PredictionLog
-                raise InputDataError(f"{file}: record {i} is not a PredictionLog ({exc})") from None
+        examples = logged_examples(file)
         if not examples:
             continue
         batch = decoder.DecodeBatch(examples)
@@ -544,6 +530,27 @@ def scan_requests(path: str, baseline: Baseline, sample_rows: int) -> Scan:
     scan.serialized = [] if reservoir.table is None else \
         reservoir.table.column("example").to_pylist()
     return scan
+
+
+def logged_examples(file: str) -> list[bytes]:
+    """The serialized tf.Examples of every predict request in one request-log file."""
+    import tensorflow as tf
+
+    from kfp_ct.components.common.prediction_log import parse_prediction_log, serialized_examples
+
+    with data_lib.local_input(file) as local:
+        try:
+            records = [r.numpy() for r in tf.data.TFRecordDataset(local)]
+        except tf.errors.OpError as exc:
+            raise InputDataError(f"{file}: not a TFRecord file of PredictionLog records "
+                                 f"({exc.message.splitlines()[0]})") from None
+    examples = []
+    for i, record in enumerate(records):
+        try:
+            examples += serialized_examples(parse_prediction_log(record))
+        except Exception as exc:  # DecodeError: not a PredictionLog
+            raise InputDataError(f"{file}: record {i} is not a PredictionLog ({exc})") from None
+    return examples
 
 
 def _resolve_logs(path: str) -> list[str]:

@@ -354,12 +354,7 @@ def feature_trend_svg(points: list[dict], key: tuple, width: int = 300,
     def y(v):
         return top + ph * (1 - min(max(v, 0.0), peak) / peak)
 
-    parts = []
-    if points and points[-1].get("this_window"):
-        parts.append(report.svg_rect(left + (n - 1) * slot, top, slot, ph, CURRENT_COLOR,
-                                     _label(points[-1])))
-    parts.append(report.svg_line(left, top + ph, left + pw, top + ph))
-    parts.append(report.svg_line(left, top, left, top + ph))
+    parts = _frame(points, left, top, pw, ph, slot)
     parts.append(report.svg_text(left - 3, top + 4, f"{peak:.3g}", 9, "end"))
     parts.append(report.svg_text(left - 3, top + ph, "0", 9, "end"))
     parts.append(_version_marks(points, lambda i: left + i * slot, top, top + ph))
@@ -413,6 +408,18 @@ def _finite(v) -> bool:
     return history_lib.number(v) is not None
 
 
+def _frame(points: list[dict], left: float, top: float, pw: float, ph: float,
+           slot: float) -> list[str]:
+    """A trend picture's axes, with this window's column shaded."""
+    parts = []
+    if points and points[-1].get("this_window"):
+        parts.append(report.svg_rect(left + (len(points) - 1) * slot, top, slot, ph,
+                                     CURRENT_COLOR, _label(points[-1])))
+    parts.append(report.svg_line(left, top + ph, left + pw, top + ph))
+    parts.append(report.svg_line(left, top, left, top + ph))
+    return parts
+
+
 def performance_trend_svg(points: list[dict], width: int = 700, height: int = 230) -> str:
     """Realized (orange) and estimated (purple) metric per window, each with its interval
     as an error bar, the version's baseline (blue step), production version changes
@@ -448,12 +455,7 @@ def performance_trend_svg(points: list[dict], width: int = 700, height: int = 23
     def y(v):
         return top + ph * (1 - (min(max(v, lo), hi) - lo) / ((hi - lo) or 1.0))
 
-    parts = []
-    if points and points[-1].get("this_window"):
-        parts.append(report.svg_rect(left + (n - 1) * slot, top, slot, ph, CURRENT_COLOR,
-                                     _label(points[-1])))
-    parts.append(report.svg_line(left, top + ph, left + pw, top + ph))
-    parts.append(report.svg_line(left, top, left, top + ph))
+    parts = _frame(points, left, top, pw, ph, slot)
     parts.append(report.svg_text(left - 4, top + 4, f"{hi:.4g}", 9, "end"))
     parts.append(report.svg_text(left - 4, top + ph, f"{lo:.4g}", 9, "end"))
     parts.append(report.svg_text(left - 4, top + ph / 2 + 3, metric, 9, "end", limit=9))
