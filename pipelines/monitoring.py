@@ -15,6 +15,7 @@ from kfp import dsl
 from kfp_ct.components.drift.component import drift_check
 from kfp_ct.components.retrain.component import retrain_trigger
 from kfp_ct.pipelines import cluster
+from kfp_ct.pipelines.notice import failure_notice
 from kfp_ct.pipelines.training import import_dataset
 
 
@@ -46,28 +47,33 @@ def make_monitoring_pipeline(settings: cluster.Settings = cluster.DEFAULT):
         kfp_host: str = "",
         namespace: str = "",
     ):
-        # The window enters as a Dataset (the run's lineage shows its URI); see pipelines/CLUSTER.md
-        # for what KFP's importer accepts on a cluster.
-        window = import_dataset(window_path, "window")
-        labels = import_dataset(labels_path, "labels")
-        checked = drift_check(model_base=model_base, window=window.output,
-                              labels=labels.output, label_key=label_key,
-                              request_log_path=request_log_path, settings=drift_settings,
-                              run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                              run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
-        # Reads fresh data and production state under unchanged names: never cached.
-        cluster.configure(checked, "drift_check", settings)
-        triggered = retrain_trigger(
-            model_base=model_base, decision=checked.outputs["decision"],
-            training_data=training_data, training_partitions=training_partitions,
-            retrain_mode=retrain_mode, cooldown_hours=cooldown_hours,
-            training_params=training_params, training_pipeline=training_pipeline,
-            training_pipeline_version=training_pipeline_version, experiment=experiment,
-            kfp_host=kfp_host, namespace=namespace, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
-        # Its decision depends on the launch records at the model base: never cached.
-        # A retry after a claimed launch finds the claim and launches nothing more.
-        cluster.configure(triggered, "retrain_trigger", settings)
+        # A failed run is announced (components/notify): the body runs inside the exit
+        # handler, the notice after it, to the "notify" key of drift_settings.
+        with failure_notice("kfp-ct-monitoring", settings, drift_settings=drift_settings,
+                            kfp_host=kfp_host, namespace=namespace):
+            # The window enters as a Dataset (the run's lineage shows its URI); see
+            # pipelines/CLUSTER.md for what KFP's importer accepts on a cluster.
+            window = import_dataset(window_path, "window")
+            # Labels are optional: a path (an importer would refuse "" on a cluster).
+            checked = drift_check(model_base=model_base, window=window.output,
+                                  labels_path=labels_path, label_key=label_key,
+                                  request_log_path=request_log_path, settings=drift_settings,
+                                  run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                  run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+            # Reads fresh data and production state under unchanged names: never cached.
+            cluster.configure(checked, "drift_check", settings)
+            triggered = retrain_trigger(
+                model_base=model_base, decision=checked.outputs["decision"],
+                training_data=training_data, training_partitions=training_partitions,
+                retrain_mode=retrain_mode, cooldown_hours=cooldown_hours,
+                training_params=training_params, training_pipeline=training_pipeline,
+                training_pipeline_version=training_pipeline_version, experiment=experiment,
+                kfp_host=kfp_host, namespace=namespace,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+            # Its decision depends on the launch records at the model base: never cached.
+            # A retry after a claimed launch finds the claim and launches nothing more.
+            cluster.configure(triggered, "retrain_trigger", settings)
 
     return monitoring_pipeline
 

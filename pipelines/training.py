@@ -2,7 +2,9 @@
 
 One compiled graph runs locally (kfp.local) and on a cluster. Decisions live inside the
 components (the gate writes a blessing, push reads it and records "not pushed"), so the
-graph needs no dsl.If, which kfp.local cannot run (see shared/DESIGN.md).
+graph needs no dsl.If, which kfp.local cannot run (see shared/DESIGN.md). Each variant's
+body runs inside the failed-run notice's exit handler (pipelines/notice.py), which
+announces a failed run to the ``notify`` parameter's target.
 """
 
 # No `from __future__ import annotations` here: kfp reads the pipeline signature at runtime.
@@ -22,6 +24,7 @@ from kfp_ct.components.train.component import train, train_gpu, train_tfjob, tra
 from kfp_ct.components.transform.component import transform
 from kfp_ct.components.validate.component import validate
 from kfp_ct.pipelines import cluster
+from kfp_ct.pipelines.notice import failure_notice
 
 PENGUINS_PROBLEM = json.dumps(
     json.loads((pathlib.Path(__file__).parent / "penguins" / "problem.json").read_text()),
@@ -131,25 +134,27 @@ def make_multiworker_pipeline(settings: cluster.Settings = cluster.DEFAULT):
         gpus_per_worker: int = 0,
         namespace: str = "",
         worker_service_account: str = "",
+        notify: str = "",
     ):
-        validated, transformed = _before_training(
-            settings, data_path, problem, schema_path, push_destination, strict, beam_args,
-            thresholds, slices, train_steps)
-        trained = train_tfjob(
-            problem=problem, transform_graph=transformed.outputs["transform_graph"],
-            transformed_examples=transformed.outputs["transformed_examples"],
-            worker_resources=cluster.worker_resources(settings), workers=workers,
-            gpus_per_worker=gpus_per_worker, train_steps=train_steps,
-            accelerator=accelerator, seed=seed, checkpoint_root=checkpoint_root,
-            push_destination=push_destination, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            namespace=namespace, worker_service_account=worker_service_account,
-            gcp_key_source=settings.gcp_key_secret, cpu_image=where.image,
-            gpu_image=settings.variants["gpu"].image if "gpu" in settings.variants
-            else GPU_IMAGE, timeout_s=settings.timeouts_s["train"])
-        cluster.configure(trained, "train_tfjob", settings, variant=where)
-        cluster.configure_tfjob_launcher(trained)
-        _after_training(settings, problem, push_destination, thresholds, slices, trigger,
-                        validated, transformed, trained, beam_args)
+        with failure_notice("kfp-ct-training-multiworker", settings, notify=notify):
+            validated, transformed = _before_training(
+                settings, data_path, problem, schema_path, push_destination, strict, beam_args,
+                thresholds, slices, train_steps)
+            trained = train_tfjob(
+                problem=problem, transform_graph=transformed.outputs["transform_graph"],
+                transformed_examples=transformed.outputs["transformed_examples"],
+                worker_resources=cluster.worker_resources(settings), workers=workers,
+                gpus_per_worker=gpus_per_worker, train_steps=train_steps,
+                accelerator=accelerator, seed=seed, checkpoint_root=checkpoint_root,
+                push_destination=push_destination, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                namespace=namespace, worker_service_account=worker_service_account,
+                gcp_key_source=settings.gcp_key_secret, cpu_image=where.image,
+                gpu_image=settings.variants["gpu"].image if "gpu" in settings.variants
+                else GPU_IMAGE, timeout_s=settings.timeouts_s["train"])
+            cluster.configure(trained, "train_tfjob", settings, variant=where)
+            cluster.configure_tfjob_launcher(trained)
+            _after_training(settings, problem, push_destination, thresholds, slices, trigger,
+                            validated, transformed, trained, beam_args)
 
     return training_pipeline
 
@@ -186,14 +191,16 @@ def make_training_pipeline(variant: str = "cpu", settings: cluster.Settings = cl
         slices: list = [],
         trigger: str = "",
         checkpoint_root: str = "",
+        notify: str = "",
     ):
-        validated, transformed = _before_training(
-            settings, data_path, problem, schema_path, push_destination, strict, beam_args,
-            thresholds, slices, train_steps)
-        trained = _train_in(settings, where, train_op, problem, transformed, train_steps,
-                            accelerator, seed, checkpoint_root, push_destination)
-        _after_training(settings, problem, push_destination, thresholds, slices, trigger,
-                        validated, transformed, trained, beam_args)
+        with failure_notice(f"kfp-ct-training{suffix}", settings, notify=notify):
+            validated, transformed = _before_training(
+                settings, data_path, problem, schema_path, push_destination, strict, beam_args,
+                thresholds, slices, train_steps)
+            trained = _train_in(settings, where, train_op, problem, transformed, train_steps,
+                                accelerator, seed, checkpoint_root, push_destination)
+            _after_training(settings, problem, push_destination, thresholds, slices, trigger,
+                            validated, transformed, trained, beam_args)
 
     return training_pipeline
 
@@ -232,21 +239,23 @@ def make_kserve_pipeline(settings: cluster.Settings = cluster.DEFAULT):
         serving_runtime: str = "",
         predictor_resources: dict = {},
         canary_url: str = "",
+        notify: str = "",
     ):
-        validated, transformed = _before_training(
-            settings, data_path, problem, schema_path, push_destination, strict, beam_args,
-            thresholds, slices, train_steps)
-        trained = _train_in(settings, where, train, problem, transformed, train_steps,
-                            accelerator, seed, checkpoint_root, push_destination)
-        pushed = _after_training(settings, problem, push_destination, thresholds, slices,
-                                 trigger, validated, transformed, trained, beam_args)
-        served = rollout(pushed=pushed.outputs["pushed"], target="kserve",
-                         name=inference_service, namespace=namespace,
-                         canary_percent=canary_percent, ready_timeout_s=ready_timeout_s,
-                         soak_s=soak_s, service_account=predictor_service_account,
-                         runtime=serving_runtime, resources=predictor_resources,
-                         canary_url=canary_url)
-        cluster.configure(served, "rollout", settings)
+        with failure_notice("kfp-ct-training-kserve", settings, notify=notify):
+            validated, transformed = _before_training(
+                settings, data_path, problem, schema_path, push_destination, strict, beam_args,
+                thresholds, slices, train_steps)
+            trained = _train_in(settings, where, train, problem, transformed, train_steps,
+                                accelerator, seed, checkpoint_root, push_destination)
+            pushed = _after_training(settings, problem, push_destination, thresholds, slices,
+                                     trigger, validated, transformed, trained, beam_args)
+            served = rollout(pushed=pushed.outputs["pushed"], target="kserve",
+                             name=inference_service, namespace=namespace,
+                             canary_percent=canary_percent, ready_timeout_s=ready_timeout_s,
+                             soak_s=soak_s, service_account=predictor_service_account,
+                             runtime=serving_runtime, resources=predictor_resources,
+                             canary_url=canary_url)
+            cluster.configure(served, "rollout", settings)
 
     return training_pipeline
 

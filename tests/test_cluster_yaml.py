@@ -27,7 +27,8 @@ TRAINING = {"cpu": "training_pipeline", "gpu": "training_pipeline_gpu",
 TASKS = {"validate": "validate", "transform": "transform", "train": "train",
          "evaluate": "evaluate", "gate": "gate", "push": "push",
          "drift-check": "drift_check", "retrain-trigger": "retrain_trigger",
-         "train-tfjob": "train_tfjob", "rollout": "rollout"}
+         "train-tfjob": "train_tfjob", "rollout": "rollout",
+         "announce-failure": "announce_failure"}
 PIPELINES = ["training_pipeline", "training_pipeline_gpu", "training_pipeline_tpu",
              "monitoring_pipeline", "data_pipeline", "training_pipeline_multiworker",
              "training_pipeline_kserve"]
@@ -57,8 +58,34 @@ def build_with_secret(tmp_path_factory):
     return out
 
 
+def _tasks(spec: dict) -> dict:
+    """Every task of the pipeline by name: the root DAG's and those of the DAGs inside it
+    (the body sits in the failed-run notice's exit handler, ``comp-exit-handler-1``,
+    pipelines/notice.py), the groups themselves included."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    tasks = {}
+    for dag in dags:
+        for name, body in dag["tasks"].items():
+            assert name not in tasks, f"task name {name!r} in two DAGs"
+            tasks[name] = body
+    return tasks
+
+
+def _pipeline_input(spec: dict, task: str, name: str) -> str:
+    """The pipeline parameter that input ``name`` of ``task`` is given, followed through
+    the group that holds the task (a group's input ``pipelinechannel--X`` is the
+    pipeline's ``X``, passed in by the group's task in the root DAG)."""
+    ref = _tasks(spec)[task]["inputs"]["parameters"][name]["componentInputParameter"]
+    root = spec["root"]["dag"]["tasks"]
+    for group in root.values():
+        params = group.get("inputs", {}).get("parameters", {})
+        if "dag" in spec["components"][group["componentRef"]["name"]] and ref in params:
+            return params[ref]["componentInputParameter"]
+    return ref
+
+
 def _executor(spec: dict, task: str) -> str:
-    return spec["root"]["dag"]["tasks"][task]["componentRef"]["name"].replace("comp-", "exec-")
+    return _tasks(spec)[task]["componentRef"]["name"].replace("comp-", "exec-")
 
 
 def _pipelines(build: Path) -> list[Path]:
@@ -73,8 +100,8 @@ def _container_tasks(spec):
     """The tasks that run a container of ours: all but the importer that turns the data
     parameter into a Dataset (the KFP driver records its URI; no pod of ours runs)."""
     executors = spec["deploymentSpec"]["executors"]
-    return [t for t in spec["root"]["dag"]["tasks"]
-            if "container" in executors[_executor(spec, t)]]
+    return [t for t in _tasks(spec)
+            if "container" in executors.get(_executor(spec, t), {})]
 
 
 @pytest.mark.parametrize("stem", PIPELINES)
@@ -110,7 +137,7 @@ def test_resources_are_the_measured_figures():
 @pytest.mark.parametrize("stem", PIPELINES)
 def test_network_tasks_retry_with_backoff_and_gate_does_not(build, stem):
     spec, _ = _load(build / "pipelines" / f"{stem}.yaml")
-    for task, body in spec["root"]["dag"]["tasks"].items():
+    for task, body in _tasks(spec).items():
         policy = body.get("retryPolicy")
         if task not in NETWORK_TASKS:
             assert policy is None, task
@@ -125,7 +152,7 @@ def test_network_tasks_retry_with_backoff_and_gate_does_not(build, stem):
 @pytest.mark.parametrize("stem", PIPELINES)
 def test_tasks_whose_inputs_change_under_the_same_names_are_never_cached(build, stem):
     spec, _ = _load(build / "pipelines" / f"{stem}.yaml")
-    for task, body in spec["root"]["dag"]["tasks"].items():
+    for task, body in _tasks(spec).items():
         cached = body.get("cachingOptions", {}).get("enableCache", False)
         if task == "train":  # its inputs are the uncached transform's fresh artifacts
             continue
@@ -180,10 +207,10 @@ def test_accelerator_variants_request_their_chips_nodes_and_tolerations(
 
 def test_train_checkpoints_under_this_runs_id_on_durable_storage(build):
     spec, _ = _load(build / "pipelines" / "training_pipeline.yaml")
-    inputs = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    inputs = _tasks(spec)["train"]["inputs"]["parameters"]
     assert inputs["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
-    assert inputs["push_destination"]["componentInputParameter"] == "push_destination"
-    assert inputs["checkpoint_root"]["componentInputParameter"] == "checkpoint_root"
+    assert _pipeline_input(spec, "train", "push_destination") == "push_destination"
+    assert _pipeline_input(spec, "train", "checkpoint_root") == "checkpoint_root"
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["checkpoint_root"]["defaultValue"] == ""
 
@@ -338,7 +365,7 @@ def test_multiworker_replicas_get_the_key_secret_and_the_train_resources(build_w
     """The TFJob's replicas are not KFP tasks: what they need reaches them as the
     launcher's parameters (the launcher writes them into the TFJob)."""
     spec, _ = _load(build_with_secret / "pipelines" / "training_pipeline_multiworker.yaml")
-    params = spec["root"]["dag"]["tasks"]["train-tfjob"]["inputs"]["parameters"]
+    params = _tasks(spec)["train-tfjob"]["inputs"]["parameters"]
     assert params["gcp_key_source"]["runtimeValue"]["constant"] == "kfp-ct-gcs-key"
     assert params["worker_resources"]["runtimeValue"]["constant"] == \
         cluster.worker_resources()

@@ -123,15 +123,21 @@ def test_monitoring_pipeline_runs_uncached_with_timeouts_and_a_retried_trigger(c
     out, _ = compiled
     docs = list(yaml.safe_load_all((out / "pipelines/monitoring_pipeline.yaml").read_text()))
     spec = docs[0]
-    tasks = spec["root"]["dag"]["tasks"]
+    # The body runs inside the failed-run notice's exit handler (pipelines/notice.py).
+    tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
     # The window enters as a Dataset through an importer (its URI is the lineage's first
     # artifact), then the two tasks.
-    assert set(tasks) == {"importer", "importer-2", "drift-check", "retrain-trigger"}
+    assert set(tasks) == {"importer", "drift-check", "retrain-trigger"}
     assert tasks["drift-check"]["inputs"]["artifacts"]["window"]["taskOutputArtifact"] == {
         "producerTask": "importer", "outputArtifactKey": "artifact"}
-    # The labels enter the same way; every input of before is kept, with its default.
-    assert tasks["drift-check"]["inputs"]["artifacts"]["labels"]["taskOutputArtifact"] == {
-        "producerTask": "importer-2", "outputArtifactKey": "artifact"}
+    # The labels are a path (optional: KFP's importer refuses an empty URI on a cluster),
+    # the pipeline's labels_path passed in through the exit handler's group; every input
+    # of before is kept, with its default.
+    assert set(tasks["drift-check"]["inputs"]["artifacts"]) == {"window"}
+    assert tasks["drift-check"]["inputs"]["parameters"]["labels_path"] == {
+        "componentInputParameter": "pipelinechannel--labels_path"}
+    assert spec["root"]["dag"]["tasks"]["exit-handler-1"]["inputs"]["parameters"][
+        "pipelinechannel--labels_path"] == {"componentInputParameter": "labels_path"}
     params = spec["root"]["inputDefinitions"]["parameters"]
     before = {"model_base", "window_path", "request_log_path", "drift_settings",
               "training_data", "training_partitions", "retrain_mode", "cooldown_hours",
@@ -155,6 +161,50 @@ def test_monitoring_pipeline_runs_uncached_with_timeouts_and_a_retried_trigger(c
         if "importer" in executor:  # the data parameter as a Dataset: no container
             continue
         assert executor["container"]["image"].startswith("ghcr.io/kfp-ct/kfp-ct-cpu:")
+
+
+@pytest.mark.parametrize("rel,name", [
+    ("pipelines/monitoring_pipeline.yaml", "kfp-ct-monitoring"),
+    ("pipelines/training_pipeline.yaml", "kfp-ct-training"),
+    ("pipelines/training_pipeline_gpu.yaml", "kfp-ct-training-gpu"),
+    ("pipelines/training_pipeline_tpu.yaml", "kfp-ct-training-tpu")])
+def test_pipeline_body_runs_in_an_exit_handler_whose_exit_task_announces_a_failure(
+        compiled, rel, name):
+    """pipelines/notice.py: the root holds only the exit handler (the whole body) and the
+    failed-run notice, which runs after it whatever its outcome, uncached, unretried."""
+    import yaml
+
+    out, _ = compiled
+    docs = list(yaml.safe_load_all((out / rel).read_text()))
+    spec = docs[0]
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "announce-failure"}
+    assert root["exit-handler-1"]["componentRef"]["name"] == "comp-exit-handler-1"
+    assert "dag" in spec["components"]["comp-exit-handler-1"]
+    notice = root["announce-failure"]
+    assert notice["componentRef"]["name"] == "comp-announce-failure"
+    assert notice["dependentTasks"] == ["exit-handler-1"]
+    # Runs once the body ended, whether it succeeded or failed (an exit task).
+    assert notice["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
+    assert notice["cachingOptions"] == {} or notice["cachingOptions"].get("enableCache") is False
+    assert "retryPolicy" not in notice  # it retries its delivery itself
+    params = notice["inputs"]["parameters"]
+    assert params["pipeline"]["runtimeValue"]["constant"] == name
+    assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert params["run_name"]["runtimeValue"]["constant"] == "{{$.pipeline_job_name}}"
+    assert "local_final_status" not in params  # only kfp-ct's local runner sets it
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    if name == "kfp-ct-monitoring":  # the "notify" key of the drift settings
+        assert params["settings"] == {"componentInputParameter": "drift_settings"}
+        assert params["kfp_host"] == {"componentInputParameter": "kfp_host"}
+        assert params["namespace"] == {"componentInputParameter": "namespace"}
+        assert "notify" not in inputs
+    else:  # the pipeline's own notify parameter, optional and empty by default
+        assert params["notify"] == {"componentInputParameter": "notify"}
+        assert inputs["notify"] == {"defaultValue": "", "isOptional": True,
+                                    "parameterType": "STRING"}
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert int(platform["exec-announce-failure"]["activeDeadlineSeconds"]) > 0
 
 
 def test_resource_setters_on_a_pipeline_used_as_a_component_are_refused_by_name():

@@ -25,6 +25,9 @@ pytestmark = pytest.mark.long  # three pipeline runs (about 3 min): `make test-l
 
 # The data parameter becomes a Dataset first (dsl.importer), then the six tasks.
 TASKS = ["importer", "validate", "transform", "train", "evaluate", "gate", "push"]
+# The failed-run notice (pipelines/notice.py): kfp.local runs the exit task after a body
+# that succeeded too; it finds nothing to announce.
+EXIT_TASK = "announce-failure"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHANGE_ONLY = json.dumps({"change": {"accuracy": {"absolute": -0.01}}})
 
@@ -66,8 +69,11 @@ def test_every_task_of_every_run_succeeds(runs):
     assert third.ok, third.error
     for run in (first, second):
         assert run.ok, run.error
-        assert [t.name for t in run.tasks] == TASKS
+        assert [t.name for t in run.tasks] == TASKS + [EXIT_TASK]
         assert {t.status for t in run.tasks} == {"SUCCESS"}
+        notice = run.notice()
+        assert notice["announced"] is False and notice["delivery"] is None, notice
+        assert run.exit_tasks == []  # kfp.local ran it, not kfp-ct's runner
 
 
 def test_first_run_has_no_baseline_and_is_pushed_as_version_1(runs):

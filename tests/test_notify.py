@@ -9,6 +9,7 @@ failing task and its log's last lines.
 
 import http.server
 import json
+import os
 import threading
 import time
 import urllib.parse
@@ -221,6 +222,61 @@ def test_bad_configs_are_refused_naming_the_key(config, words):
     assert words in str(err.value) and str(err.value).startswith("notify: ")
 
 
+@pytest.mark.parametrize("option, target, words", [
+    ("--notify", '{"url_env": "SLACK_WEBHOOK_URL", "chanel": "#ml"}',
+     "--notify: unknown key(s) ['chanel']"),
+    ("--notify", '{"url": "ftp://hooks.example.com/x"}',
+     "--notify: 'url' must be an http:// or https:// URL"),
+    ("--notify", '{"url_env": "SLACK_WEBHOOK_URL", "retries": 99}',
+     "--notify: 'retries' must be an integer"),
+    ("--params", '{"notify": {"url_env": "SLACK WEBHOOK"}}',
+     "--params: notify: 'url_env' must name an environment variable"),
+])
+def test_run_local_refuses_a_bad_notify_target_before_any_task_runs(tmp_path, option,
+                                                                    target, words):
+    """``kfp-ct run-local --notify`` (the training pipeline's ``notify``): a bad target
+    ends the command with exit 2 and one line naming the key, and nothing runs."""
+    from click.testing import CliRunner
+
+    from kfp_ct.pipelines.entrypoints import cli
+
+    runner = CliRunner()
+    with runner.isolation() as (out, err, _):  # main(): the exit status kfp-ct returns
+        code = cli.main(["run-local", "--cold", "--destination", str(tmp_path / "models"),
+                         "--workdir", str(tmp_path / "runs"), option, target])
+    lines = err.getvalue().decode().splitlines()
+    assert code == 2, (out.getvalue(), lines)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {words}"), lines
+    assert out.getvalue() == b""
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "models").exists()
+
+
+def test_run_local_passes_a_good_notify_target_as_the_pipelines_notify(tmp_path,
+                                                                       monkeypatch):
+    from kfp_ct.pipelines.entrypoints import cli, local
+
+    given = {}
+
+    class Started(Exception):
+        pass
+
+    def fake_run_local(pipeline_func, arguments, **kw):
+        given.update(arguments)
+        raise Started
+
+    monkeypatch.setattr(local, "run_local", fake_run_local)
+    target = '{"url_env": "SLACK_WEBHOOK_URL", "events": ["run_failed"]}'
+    with pytest.raises(Started):
+        cli.main(["run-local", "--cold", "--destination", str(tmp_path / "models"),
+                  "--workdir", str(tmp_path / "runs"), "--notify", target])
+    assert given["notify"] == target
+    given.clear()
+    with pytest.raises(Started):  # none given: the pipeline's default (no target)
+        cli.main(["run-local", "--cold", "--destination", str(tmp_path / "models"),
+                  "--workdir", str(tmp_path / "runs")])
+    assert "notify" not in given
+
+
 def test_empty_configs_mean_no_target_and_defaults_apply():
     assert notify.parse_config(None) is None
     assert notify.parse_config("") is None and notify.parse_config({}) is None
@@ -369,6 +425,10 @@ def _check_failed_run_notice(request, run_name):
     assert len(tail) == notify.LOG_TAIL_LINES
     assert tail[-1] == "ValueError: asked to fail on 'bad'"
     assert any(line.startswith("shaky says line 29") for line in tail)
+    # The traceback's paths as the task printed them (kfp.local rewrites each "python3"
+    # in a task's parameters; the runner escapes it: pipelines/entrypoints/local.py).
+    frames = [line.split('"')[1] for line in tail if line.lstrip().startswith('File "')]
+    assert any(os.path.isfile(path) for path in frames), frames
     assert "failed task `shaky`" in body["text"]
 
 

@@ -445,13 +445,18 @@ def test_the_multiworker_variant_launches_a_tfjob_from_a_small_launcher(compiled
     out, spec, platform = compiled
     assert spec["pipelineInfo"]["name"] == "kfp-ct-training-multiworker"
     assert (out / "components" / "train_tfjob.yaml").exists()
-    tasks = spec["root"]["dag"]["tasks"]
+    # The body runs inside the failed-run notice's exit handler (pipelines/notice.py).
+    assert sorted(spec["root"]["dag"]["tasks"]) == ["announce-failure", "exit-handler-1"]
+    tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
     assert sorted(tasks) == ["evaluate", "gate", "importer", "push", "train-tfjob",
                              "transform", "validate"]
     train = tasks["train-tfjob"]
     params = train["inputs"]["parameters"]
-    assert params["workers"] == {"componentInputParameter": "workers"}
-    assert params["gpus_per_worker"] == {"componentInputParameter": "gpus_per_worker"}
+    # the pipeline's parameters, passed into the group by its task in the root DAG
+    group = spec["root"]["dag"]["tasks"]["exit-handler-1"]["inputs"]["parameters"]
+    for name in ("workers", "gpus_per_worker"):
+        assert params[name] == {"componentInputParameter": f"pipelinechannel--{name}"}
+        assert group[f"pipelinechannel--{name}"] == {"componentInputParameter": name}
     assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
     want = cluster.RESOURCES["train"]
     assert params["worker_resources"]["runtimeValue"]["constant"] == {

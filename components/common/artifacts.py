@@ -103,7 +103,6 @@ INPUT_KINDS: dict[tuple[str, str], str] = {
     ("push", "schema"): SCHEMA,
     ("push", "evaluation"): EVALUATION,
     ("drift_check", "window"): RAW_DATA,
-    ("drift_check", "labels"): RAW_DATA,
     ("retrain_trigger", "decision"): DRIFT_DECISION,
     ("rollout", "pushed"): PUSHED_MODEL,
 }

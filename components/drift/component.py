@@ -14,8 +14,8 @@ def drift_check(
     report: Output[HTML],
     report_md: Output[Markdown],
     metrics: Output[Metrics],
-    labels: Input[Dataset] = None,
     request_log_path: str = "",
+    labels_path: str = "",
     label_key: str = "",
     settings: str = "",
     run_id: str = "",
@@ -33,14 +33,13 @@ def drift_check(
         model_base: The TF Serving model base the production model is pushed to.
         window: Fresh data, a Dataset whose URI is a CSV or Parquet file, folder or glob,
             local or gs://; an empty URI: no window (the request log alone).
-        labels: Labels, a Dataset (optional; an empty URI: none; kfp.local 2.13 fails on
-            an optional artifact left out, so a local pipeline passes an importer of ""
-            as the monitoring pipeline does). With ``label_key`` empty: a labelled
-            window (features and label; also the drift window when there is no other);
-            with it: a labels file (key and label) joined on that key to the request log,
-            else to the window.
         request_log_path: TF Serving request log: PredictionLog TFRecord file(s).
-        label_key: The column that joins ``labels`` to the served rows.
+        labels_path: Labelled rows (empty: none), read like the window. With
+            ``label_key`` empty: a labelled window (features and label; also the drift
+            window when there is no other); with it: a labels file (key and label) joined
+            on that key to the request log, else to the window. A path, not a Dataset:
+            KFP's importer refuses an empty URI on a cluster, and labels are optional.
+        label_key: The column that joins ``labels_path`` to the served rows.
         settings: JSON: thresholds per type ("numeric", "categorical") and per feature
             ("features"), "false_alarm_rate", "min_rows"; performance: "tolerance",
             "estimated_tolerance", "min_labels", "retrain_on" (of "drift",
@@ -64,11 +63,10 @@ def drift_check(
     from kfp_ct.components.common.artifacts import check_inputs, data_location, stamp_outputs
 
     started = time.perf_counter()
-    check_inputs("drift_check", window=window, **({"labels": labels} if labels else {}))
+    check_inputs("drift_check", window=window)
     record = run_drift_check(
         model_base=model_base, window_path=data_location(window),
-        request_log_path=request_log_path,
-        labels_path=data_location(labels) if labels else "",
+        request_log_path=request_log_path, labels_path=labels_path,
         label_key=label_key,
         settings=settings, decision_dir=decision.path, report_html=report.path,
         report_md=report_md.path, run_info={"run_id": run_id, "run_name": run_name})

@@ -215,6 +215,9 @@ def _local_run_options(command):
               help="JSON: why this training runs (kept in the pushed version's metadata)")
 @click.option("--summary-json", default="",
               help="also write the outcome (pushed version, gate, error) to this file")
+@click.option("--notify", default="",
+              help='where to announce a failed run: JSON, {"url_env": "SLACK_WEBHOOK_URL"}, '
+                   '{"url_file": PATH} or {"url": URL} (see components/notify)')
 @_local_run_options
 def run_local_cmd(**kw: Any) -> None:
     """Run the training pipeline on this machine through kfp.local."""
@@ -275,7 +278,14 @@ def _run_local(args: types.SimpleNamespace) -> int:
     for reserved in ("push_destination", "data_path"):
         if reserved in params:
             raise KfpCtError(f"--params: set {reserved} with --destination / --data")
+    if args.notify:
+        arguments["notify"] = args.notify
     arguments.update(params)
+    if arguments.get("notify"):  # a bad target fails here, not in the exit task
+        _check_notify(arguments["notify"],
+                      "--params: notify" if "notify" in params else "--notify")
+        if isinstance(arguments["notify"], dict):  # the parameter is JSON text
+            arguments["notify"] = json.dumps(arguments["notify"], sort_keys=True)
     # Known before any task starts (about a second): the spec, the thresholds for its
     # task, the steps, slices and columns, that the destination can be written.
     from kfp_ct.components.validate.preflight import check_training_inputs
@@ -299,6 +309,17 @@ def _run_local(args: types.SimpleNamespace) -> int:
     if not run.ok:
         return EXIT_FAILED
     return EXIT_OK if summary.get("pushed") else EXIT_NOT_PUSHED
+
+
+def _check_notify(value: Any, what: str) -> None:
+    """The failed-run notice's target (components/common/notify.py), checked before any
+    task runs: a KfpCtError naming ``what`` and the bad key otherwise."""
+    from kfp_ct.components.common import notify
+
+    try:
+        notify.parse_config(value)
+    except KfpCtError as exc:
+        raise KfpCtError(f"{what}: {str(exc).removeprefix('notify: ')}") from None
 
 
 @contextlib.contextmanager

@@ -151,7 +151,8 @@ def _task_infos(run: Any) -> tuple:
     out = []
     for task in details:
         name = str(task.display_name or task.task_id or "?")
-        if name.startswith("root") or name.endswith("-driver"):
+        # The DAG itself, drivers and the exit handler's group are not tasks a person ran.
+        if name.startswith(("root", "exit-handler-")) or name.endswith("-driver"):
             continue
         out.append(TaskInfo(name, str(task.state or "UNKNOWN"), task.start_time,
                             task.end_time))

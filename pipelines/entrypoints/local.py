@@ -485,6 +485,11 @@ def _run_exit_tasks(spec: Any, arguments: Mapping[str, Any], root: str, tee: "_T
     tail = log_tail(os.path.join(root, "logs", f"{failed_task}.log")) if failed_task else []
     outcome = json.dumps({"state": "FAILED", "failed_task": failed_task,
                           "error": message or error, "log_tail": tail, "where": where})
+    # kfp.local's SubprocessRunner(use_venv=False) replaces every "python3" in the task's
+    # command, its executor input (our parameter values) included, with sys.executable:
+    # a traceback's ".../lib/python3.11/..." would reach the notice as ".../bin/python.11".
+    # The same JSON with that "3" escaped is untouched and reads back the same.
+    outcome = outcome.replace("python3", "python\\u0033")
     folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))
                      and d not in ("logs", "tmp"))
     run_folder = folders[-1] if folders else \
