@@ -357,3 +357,48 @@ def test_a_local_launch_that_died_after_its_push_is_settled_from_the_registry(
     assert "pushed nothing" in records[1]["reason"]
     assert records[2]["state"] == "SUCCEEDED" and records[2]["version"] == before + 1
     assert f"after it pushed version {before + 1}" in records[2]["reason"]
+
+
+# ------------------------------------------------------------------------ notices
+
+
+def test_the_trigger_tells_the_webhook_and_a_failing_one_never_stops_the_launch(
+        drift_base, tmp_path, api):
+    from kfp_ct.components.common import history, notify
+    from test_notify import Receiver  # tests/ is on sys.path
+
+    notify_backoff = notify.BACKOFF_S
+    notify.BACKOFF_S = 0.01
+    try:
+        for plan, then, delivered in (([500], 200, True), ((), 500, False)):
+            base = private_base(drift_base, tmp_path / f"case-{then}")
+            with Receiver(plan=plan, then=then) as receiver:
+                folder = tmp_path / f"decision-{then}"
+                synth.write_penguins_like(folder / "window.csv", 1500, seed=1,
+                                          shift="category_mix")
+                drift_logic.run_drift_check(
+                    base, window_path=str(folder / "window.csv"),
+                    decision_dir=str(folder / "d"),
+                    settings={"notify": {"url": receiver.url + "/hook", "retries": 2}})
+                record = trigger(str(folder / "d"), base, kfp_cfg(api, tmp_path), tmp_path,
+                                 name=f"launch-{then}")
+            assert record["launched"] is True  # told or not, the launch happened
+            events = [n["event"] for n in record["notifications"]]
+            assert events == ["drift", "launched"]
+            assert all(n["delivered"] is delivered for n in record["notifications"])
+            if delivered:  # the first try failed, the retry delivered
+                assert record["notifications"][0]["attempts"] == 2
+                bodies = [r["body"] for r in receiver.requests if r["body"]]
+                assert [b["event"] for b in bodies][-2:] == ["drift", "launched"]
+                assert "island" in bodies[-2]["text"] and bodies[-2]["record"]["findings"] == [
+                    "DRIFT"]
+            else:
+                assert record["notifications"][0]["attempts"] == 3  # 1 + 2 retries
+                assert "500" in record["notifications"][0]["error"]
+            saved = json.loads((tmp_path / f"launch-{then}" / "launch.json").read_text())
+            assert saved["notifications"] == record["notifications"]
+            kept = history.read(base)[-1]
+            assert [n["delivered"] for n in kept["notifications"]] == [delivered, delivered]
+            assert kept["launch"]["launched"] is True
+    finally:
+        notify.BACKOFF_S = notify_backoff

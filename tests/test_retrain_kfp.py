@@ -293,6 +293,22 @@ def test_cached_version_logs_a_warning(api, token_file, caplog):
     assert "caches tasks train" in caplog.text
 
 
+def test_a_parameter_is_sent_only_to_a_version_that_declares_it(api, token_file):
+    """The monitoring's notice target goes to the retraining only when the uploaded
+    version has a `notify` parameter: an older version would refuse the run."""
+    declares = {"root": {"inputDefinitions": {"parameters": {
+        "notify": {"parameterType": "STRING", "isOptional": True}}}}}
+    api.add_pipeline(PIPELINE, versions=["v1"], pipeline_spec=declares)
+    launcher = KfpLauncher(PIPELINE, host=api.url, token_path=token_file)
+    run = launcher.launch(PARAMS, "r", if_declared={"notify": '{"url": "http://x"}'})
+    sent = api.run_json(run["run_id"])["runtime_config"]["parameters"]
+    assert sent == {**PARAMS, "notify": '{"url": "http://x"}'}
+    api.add_pipeline("older", versions=["v0"], pipeline_spec={"root": {}})
+    older = KfpLauncher("older", host=api.url, token_path=token_file)
+    run = older.launch(PARAMS, "r2", if_declared={"notify": '{"url": "http://x"}'})
+    assert api.run_json(run["run_id"])["runtime_config"]["parameters"] == PARAMS
+
+
 # ------------------------------------------------------------- the double itself
 
 

@@ -599,7 +599,7 @@ class KfpLauncher(KfpConnection):
 
     # ------------------------------------------------------------------- public
 
-    def launch(self, params: dict, run_name: str) -> dict:
+    def launch(self, params: dict, run_name: str, if_declared: dict | None = None) -> dict:
         """Starts a run of the pipeline version with ``params``, caching disabled.
 
         Finds the pipeline by display name, the version (by display name if pinned, else
@@ -613,6 +613,8 @@ class KfpLauncher(KfpConnection):
         Args:
             params: Runtime parameters of the pipeline (JSON-serializable values).
             run_name: Display name of the new run.
+            if_declared: More parameters, each sent only when the version declares it (a
+                version uploaded before kfp-ct added the parameter would refuse the run).
 
         Returns:
             ``{"run_id", "pipeline_id", "version_id", "experiment_id", "host", "state"}``.
@@ -634,6 +636,8 @@ class KfpLauncher(KfpConnection):
         pipeline_id = self._find_pipeline_id(client)
         version = self._find_version(client, pipeline_id)
         version_id = str(version.pipeline_version_id)
+        declared = declared_parameters(version.pipeline_spec)
+        params = {**{k: v for k, v in (if_declared or {}).items() if k in declared}, **params}
         cached = _cached_tasks(version.pipeline_spec)
         if cached:
             logger.warning("pipeline %r version %r caches tasks %s: enable_caching=False does "
@@ -678,6 +682,16 @@ class KfpLauncher(KfpConnection):
             logger.warning("state of run %s unknown: %s", run_id, exc)
             return "UNKNOWN"
         return str(run.state or "UNKNOWN")
+
+
+def declared_parameters(pipeline_spec) -> set:
+    """The root input parameters a version's ``pipeline_spec`` declares (empty if unknown)."""
+    if not isinstance(pipeline_spec, dict):
+        return set()
+    spec = pipeline_spec.get("pipeline_spec", pipeline_spec)
+    root = spec.get("root") if isinstance(spec, dict) else None
+    inputs = ((root or {}).get("inputDefinitions") or {}).get("parameters") or {}
+    return set(inputs) if isinstance(inputs, dict) else set()
 
 
 def _cached_tasks(pipeline_spec: Any) -> list:

@@ -464,13 +464,19 @@ def run_trigger(decision_dir: str, model_base: str, cfg: TriggerConfig, launch_d
             f"another monitoring run (run {other.get('monitor_run', {}).get('run_id') or '-'}) "
             f"claimed launch {seq} at {other.get('claimed_at')} first: nothing more launched")})
     out.update(seq=seq, training_data=data, trigger=trigger)
+    # The monitoring's notice target hears of a retraining that fails too, unless the
+    # training params name one of their own.
+    target = (decision.get("settings") or {}).get("notify")
+    told = {"notify": json.dumps(target, sort_keys=True)} if target else {}
     try:
         if cfg.mode == "local":
-            result = launch_local(model_base, data, trigger, cfg, launch_dir, seq)
+            local_cfg = dataclasses.replace(cfg, training_params={**told, **cfg.training_params})
+            result = launch_local(model_base, data, trigger, local_cfg, launch_dir, seq)
         else:
             params = {**cfg.training_params, "push_destination": model_base,
                       "data_path": data, "trigger": json.dumps(trigger, sort_keys=True)}
-            result = _kfp_launcher(cfg).launch(params, run_name=f"retrain-{kind}-{seq}")
+            result = _kfp_launcher(cfg).launch(params, run_name=f"retrain-{kind}-{seq}",
+                                               if_declared=told)
     except Exception as exc:  # recorded, so that the next monitoring run may retry
         _write_result(model_base, seq, {"state": FAILED_LAUNCH, "error": str(exc)})
         finish({**out, "reason": f"launch {seq} failed: {exc}"})
