@@ -253,40 +253,50 @@ def realized_check(tally: Tally, baseline: Baseline, false_alarm_rate: float,
 def isotonic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pool-adjacent-violators: the non-decreasing step fit of ``y`` on ``x``.
 
-    Returns (block means of x, fitted y per block, rows per block)."""
+    Returns (the largest x of each block, fitted y per block, rows per block)."""
     order = np.argsort(x, kind="stable")
     xs, ys = np.asarray(x, dtype=np.float64)[order], np.asarray(y, dtype=np.float64)[order]
     # Equal x values form one block first (a step function cannot split them).
     uniq, start = np.unique(xs, return_index=True)
     counts = np.diff(np.append(start, len(xs)))
     sums_y = np.add.reduceat(ys, start)
-    blocks = [[float(sy), int(c), float(u * c)] for sy, c, u in zip(sums_y, counts, uniq)]
+    blocks = [[float(sy), int(c), float(u)] for sy, c, u in zip(sums_y, counts, uniq)]
     stack: list[list[float]] = []
     for b in blocks:
         stack.append(b)
         while len(stack) > 1 and stack[-2][0] / stack[-2][1] > stack[-1][0] / stack[-1][1]:
-            sy, c, sx = stack.pop()
+            sy, c, upper = stack.pop()
             stack[-1][0] += sy
             stack[-1][1] += c
-            stack[-1][2] += sx
+            stack[-1][2] = upper
     sy = np.array([s[0] for s in stack])
     n = np.array([s[1] for s in stack], dtype=np.float64)
-    sx = np.array([s[2] for s in stack])
-    return sx / n, sy / n, n
+    return np.array([s[2] for s in stack]), sy / n, n
 
 
 MIN_CLASS_ROWS = 100  # eval rows a predicted class needs for a calibration of its own
 
 
 def _steps(scores: np.ndarray, correct: np.ndarray) -> dict:
+    """The isotonic fit as a step function: ``x`` the largest score of each step, ``y``
+    its chance of being right, ``n`` its rows. A score maps to the first step whose ``x``
+    it does not exceed (the last step past the end): on the rows it was fitted on, the
+    mean of the fit is their accuracy exactly (interpolating between steps was not: it
+    pulled rows below a step's right end toward the step before)."""
     x, y, n = isotonic(scores, correct)
     # Neighbouring blocks with the same fitted value are one step: merged, the file stays
     # small (a model right on almost every row has long runs of 1.0).
-    keep = np.concatenate([[True], np.diff(y) > 0])
-    groups = np.cumsum(keep) - 1
+    last = np.concatenate([np.diff(y) > 0, [True]])
+    groups = np.concatenate([[0], np.cumsum(last)[:-1]])
     n_merged = np.bincount(groups, weights=n)
-    x = np.bincount(groups, weights=x * n) / n_merged
-    return {"x": x.tolist(), "y": y[keep].tolist(), "n": [int(v) for v in n_merged.tolist()]}
+    return {"x": x[last].tolist(), "y": y[last].tolist(),
+            "n": [int(v) for v in n_merged.tolist()]}
+
+
+def _lookup(steps: dict, scores: np.ndarray) -> np.ndarray:
+    upper = np.asarray(steps["x"], dtype=np.float64)
+    index = np.minimum(np.searchsorted(upper, scores, side="left"), len(upper) - 1)
+    return np.asarray(steps["y"], dtype=np.float64)[index]
 
 
 def fit_calibration(top_scores: np.ndarray, correct: np.ndarray, classes: list[str],
@@ -324,7 +334,7 @@ def check_calibration(doc: dict) -> dict:
         x, y = steps.get("x"), steps.get("y")
         if not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y) or not x:
             raise ValueError(f"{where}: x and y must be lists of the same, non-zero length")
-        if any(b < a for a, b in zip(y, y[1:])) or any(b < a for a, b in zip(x, x[1:])):
+        if any(b < a for a, b in zip(y, y[1:])) or any(b <= a for a, b in zip(x, x[1:])):
             raise ValueError(f"{where}: the calibration is not non-decreasing")
         if not all(0.0 <= v <= 1.0 for v in y):
             raise ValueError(f"{where}: calibrated values must lie in [0, 1]")
@@ -335,16 +345,16 @@ def check_calibration(doc: dict) -> dict:
 
 def calibrated(doc: dict, top_scores: np.ndarray, predicted: np.ndarray | None = None
                ) -> np.ndarray:
-    """P(right) of each row: the fit of its predicted class (else the overall one),
-    interpolated between the blocks' mean scores."""
+    """P(right) of each row: the step of its top score in the fit of its predicted class
+    (else the overall one)."""
     scores = np.asarray(top_scores, dtype=np.float64)
-    out = np.interp(scores, doc["x"], doc["y"])
+    out = _lookup(doc, scores)
     if predicted is not None:
         predicted = np.asarray(predicted, dtype=str)
         for name, steps in (doc.get("per_class") or {}).items():
             mask = predicted == name
             if mask.any():
-                out[mask] = np.interp(scores[mask], steps["x"], steps["y"])
+                out[mask] = _lookup(steps, scores[mask])
     return out
 
 
