@@ -796,8 +796,9 @@ def monitoring_report(run: LocalRun, steps: bool = True) -> str:
             lines += ["", f"Retraining launched (launch {launch.get('seq')}) on "
                           f"{launch.get('training_data')}: {result.get('state', '')}"]
             if result.get("pushed"):
-                lines.append(f"  pushed version {result.get('version')} (drift lineage in its "
-                             "metadata)")
+                kind = (launch.get("trigger") or {}).get("kind") or "drift"
+                lines.append(f"  pushed version {result.get('version')} (its lineage names "
+                             f"the reason: {kind})")
             elif result.get("state") in ("SUCCEEDED", "FAILED"):
                 lines.append(f"  not pushed: {result.get('reason') or 'see the log'}")
             if result.get("log"):
