@@ -114,6 +114,8 @@ def main(argv=None) -> int:
     print(f"model: accuracy {a:.4f} on {made.eval_rows} eval rows; calibration "
           f"{len(made.calibration['x'])} steps; concept strength for 5 points {strength:.4f} "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
+    if args.windows <= 0:  # the cost figures only
+        return _timing(args, made, work, strength, started)
     rows_out = []
     seed = 10_000
     for rows in (1000, 5000):
@@ -157,15 +159,6 @@ def main(argv=None) -> int:
                   ("naive: unchanged since push", within(naive_err),
                    np.percentile(naive_err, 95), float(np.mean(naive_err)))]
 
-    big = window(work, args.rows, 99, shift="concept", strength=strength)
-    timing = {}
-    for labelled in (False, True) if args.runs > 0 else ():
-        runs = [cost(made.base, big, labelled) for _ in range(args.runs)]
-        timing[labelled] = {"wall_s": statistics.median(r["wall_s"] for r in runs),
-                            "peak_mib": statistics.median(r["peak_mib"] for r in runs),
-                            "labels": runs[0]["labels"]}
-        print(labelled, timing[labelled], flush=True)
-
     print()
     print(f"Model: accuracy {a:.4f} on {made.eval_rows} eval rows at push; "
           f"{args.train_steps} training steps.")
@@ -182,6 +175,18 @@ def main(argv=None) -> int:
     print("|---|---|---|---|")
     for name, share, p95, mean in estimation:
         print(f"| {name} | {share} | {p95:.4f} | {mean:.4f} |")
+    return _timing(args, made, work, strength, started)
+
+
+def _timing(args, made, work: str, strength: float, started: float) -> int:
+    big = window(work, args.rows, 99, shift="concept", strength=strength)
+    timing = {}
+    for labelled in (False, True) if args.runs > 0 else ():
+        runs = [cost(made.base, big, labelled) for _ in range(args.runs)]
+        timing[labelled] = {"wall_s": statistics.median(r["wall_s"] for r in runs),
+                            "peak_mib": statistics.median(r["peak_mib"] for r in runs),
+                            "labels": runs[0]["labels"]}
+        print(labelled, timing[labelled], flush=True)
     print()
     if not timing:
         print(f"\n(total {time.perf_counter() - started:.0f} s)")
