@@ -350,3 +350,23 @@ def test_labels_that_arrive_later_are_shown_beside_the_earlier_estimate(perf, tm
     assert abs(before["value"] - later["performance"]["realized"]["value"]) < 0.02
     assert "estimated before the labels" in (tmp_path / "after" / "r.html").read_text()
     assert later["window"]["key"] != first["window"]["key"]  # labels make a new window
+
+
+def test_regression_is_judged_on_rmse_with_a_relative_default_tolerance():
+    rng = np.random.default_rng(3)
+    labels = rng.normal(10, 2, 4000).astype(np.float32)
+
+    def tally(noise):
+        t = performance.Tally("regression")
+        predictions = (labels + rng.normal(0, noise, len(labels))).reshape(-1, 1)
+        t.add({"outputs": predictions.astype(np.float32)}, labels.tolist())
+        return t
+
+    base = performance.Baseline("rmse", 1.0, 800, 3)
+    same = performance.realized_check(tally(1.0), base, 0.01, 200, None)
+    assert same["decision"] == performance.NO_DROP and same["value"] == pytest.approx(1.0, abs=0.05)
+    assert same["tolerance"] == pytest.approx(0.1)  # 10% of the baseline's rmse
+    assert same["low"] < same["value"] < same["high"]
+    assert set(same["companions"]) == {"example_count", "mse", "mae"}
+    worse = performance.realized_check(tally(1.3), base, 0.01, 200, None)
+    assert worse["decision"] == performance.PERFORMANCE_DROP and "above" in worse["reason"]
