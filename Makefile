@@ -123,6 +123,8 @@ bench: setup
 	$(PY) -m tests.benchmarks.refusals
 	$(PY) -m tests.benchmarks.bench_drift_quality
 	$(PY) -m tests.benchmarks.bench_drift_speed 100000 1000000
+	$(PY) -m tests.benchmarks.bench_performance
+	$(PY) -m tests.benchmarks.bench_performance --train-steps 15 --runs 0
 	$(PY) -m tests.benchmarks.bench_endpoint --runs 3
 
 clean:
