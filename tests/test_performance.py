@@ -219,31 +219,38 @@ def test_a_window_joined_to_its_labels_measures_what_inline_labels_measure(perf,
     assert a["join"]["matched"] == 2000 and a["kind"] == "window + labels"
 
 
-def test_join_findings_are_each_named(perf, tmp_path):
+def _edit_labels(table):
     import pyarrow as pa
 
+    keys = table.column("ride_id").to_pylist()
+    species = table.column("species").to_pylist()
+    keys[0] = None                        # a label with no key
+    rows = list(zip(keys, species))[:500]  # rows 500.. not labelled yet
+    rows.append((keys[1], species[1]))    # labelled twice, the same label
+    rows.append(("70-999999", "Adelie"))  # a label for a row never served
+    return pa.table({"ride_id": [k for k, _ in rows], "species": [s for _, s in rows]})
+
+
+def _edit_served(table):
+    import pyarrow as pa
+
+    keys = table.column("ride_id").to_pylist()
+    keys[2] = keys[3]  # a key served twice
+    keys[4] = None     # a served row without a key
+    return table.set_column(0, "ride_id", pa.array(keys, pa.string()))
+
+
+@pytest.mark.parametrize("served", ["window", "request log"])
+def test_join_findings_are_each_named(perf, tmp_path, served):
     features, labels = _split(tmp_path, 600)
-
-    def edit_labels(table):
-        keys = table.column("ride_id").to_pylist()
-        species = table.column("species").to_pylist()
-        keys[0] = None                        # a label with no key
-        rows = list(zip(keys, species))[:500]  # rows 500.. not labelled yet
-        rows.append((keys[1], species[1]))    # labelled twice, the same label
-        rows.append(("70-999999", "Adelie"))  # a label for a row never served
-        return pa.table({"ride_id": [k for k, _ in rows], "species": [s for _, s in rows]})
-
-    def edit_features(table):
-        keys = table.column("ride_id").to_pylist()
-        keys[2] = keys[3]  # a key served twice
-        keys[4] = None     # a served row without a key
-        return table.set_column(0, "ride_id", pa.array(keys, pa.string()))
-
-    _rewrite_csv(labels, edit_labels)
-    _rewrite_csv(features, edit_features)
-    record = check(perf, tmp_path, window_path=features, labels_path=labels,
-                   label_key="ride_id")
-    join = record["performance"]["realized"]["join"]
+    _rewrite_csv(labels, _edit_labels)
+    _rewrite_csv(features, _edit_served)
+    source = ({"window_path": features} if served == "window" else
+              {"request_log_path": _request_log(tmp_path, features, "ride_id")})
+    record = check(perf, tmp_path, labels_path=labels, label_key="ride_id", **source)
+    realized = record["performance"]["realized"]
+    assert realized["kind"] == f"{served} + labels"
+    join = realized["join"]
     assert join["labels_without_key"]["count"] == 1
     assert join["labels_repeated"] == {"count": 1, "keys": ["70-1"]}
     # 70-2 and 70-4 were overwritten in the served rows: their labels were never served.
@@ -251,7 +258,7 @@ def test_join_findings_are_each_named(perf, tmp_path):
     assert join["served_repeated"] == {"count": 1, "keys": ["70-3"]}
     assert join["served_without_key"]["count"] == 1
     assert join["served_without_label"] == 101  # rows 500..599, and 70-0 (its label has no key)
-    assert join["matched"] == record["performance"]["realized"]["rows"] == 497
+    assert join["matched"] == realized["rows"] == 497
     notes = " ".join(record["notes"])
     for said in ("no 'ride_id'", "more than once with the same label", "never served",
                  "served more than once", "no label yet"):
