@@ -155,39 +155,27 @@ def summary(decision: dict, launch: dict | None = None,
 # ---------------------------------------------------------------------- append, read
 
 
-def _numbers(base: str) -> list[int]:
-    """The seq numbers present, sorted (one listing; [] when there is no history yet)."""
-    out = []
-    for name in storage.list_files(folder(base)):
-        match = RECORD_RE.fullmatch(name)
-        if match:
-            out.append(int(match.group(1)))
-    return sorted(out)
-
-
 def append(base: str, record: dict) -> int:
     """Adds ``record`` to the history of ``base`` as ``record-<n>.json``, n = 1 + the
-    highest number there, create-only; a number taken in the meantime by another run is
-    not overwritten: the next one is tried (at most ``MAX_TRIES``). Returns n, which is
-    also stored in the file and in ``record`` as ``"seq"``.
+    highest number there, create-only (``storage.create_numbered``); a number taken in the
+    meantime by another run is not overwritten: the next free one is tried (at most
+    ``MAX_TRIES``). Returns n, which is also stored in the file and in ``record`` as
+    ``"seq"``.
 
     Raises:
         HistoryError: every number tried was taken.
         StorageError: the history cannot be listed or written.
     """
-    numbers = _numbers(base)
-    n = (numbers[-1] if numbers else 0) + 1
-    for _ in range(MAX_TRIES):
-        doc = {**record, "seq": n}
-        data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
-        if storage.create_only(record_path(base, n), data):
-            record["seq"] = n
-            return n
-        numbers = _numbers(base)  # others got ahead: jump past all of them
-        n = max(n + 1, (numbers[-1] if numbers else 0) + 1)
-    raise HistoryError(f"{folder(base)}: could not add a monitoring record after "
-                       f"{MAX_TRIES} tries: each number tried (up to {n - 1}) was taken by "
-                       "another run in the meantime")
+    n = storage.create_numbered(
+        folder(base), RECORD_RE, lambda n: f"record-{n}.json",
+        lambda n: (json.dumps({**record, "seq": n}, indent=1, sort_keys=True) + "\n").encode(),
+        MAX_TRIES)
+    if n is None:
+        raise HistoryError(f"{folder(base)}: could not add a monitoring record after "
+                           f"{MAX_TRIES} tries: each number tried was taken by another run "
+                           "in the meantime")
+    record["seq"] = n
+    return n
 
 
 def _load(path: str) -> tuple[dict | None, str]:
@@ -206,8 +194,7 @@ def read(base: str, last: int | None = None) -> Records:
     raised: the returned list's ``skipped`` names it and why (also logged as a warning),
     so a report drawn from the history is still drawn."""
     records, skipped = [], []
-    numbers = _numbers(base)
-    for n in reversed(numbers):
+    for n in reversed(storage.numbered(folder(base), RECORD_RE)):
         if last is not None and len(records) >= last:
             break
         path = record_path(base, n)

@@ -890,17 +890,14 @@ def record_rollout(base: str, record: dict) -> int:
     if record.get("state") not in ROLLOUT_STATES:
         raise RegistryError(f"unknown rollout state {record.get('state')!r}")
     folder = storage.join(base, ROLLOUT_DIR)
-    names = storage.listdir(folder) if storage.isdir(folder) else []
-    taken = [int(m.group(1)) for m in map(_ROLLOUT_RE.fullmatch, names) if m]
-    seq = (max(taken) + 1) if taken else 1  # one listing: no record is read
-    for _ in range(_CLAIM_RETRIES):
-        body = dict(record, seq=seq, at=_now())
-        data = (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
-        if storage.create_only(storage.join(folder, f"rollout-{seq}.json"), data):
-            return seq
-        seq += 1
-    raise RegistryError(f"cannot record a rollout under {folder}: {_CLAIM_RETRIES} numbers "
-                        "taken in a row")
+    seq = storage.create_numbered(
+        folder, _ROLLOUT_RE, lambda n: f"rollout-{n}.json",
+        lambda n: (json.dumps(dict(record, seq=n, at=_now()), indent=1, sort_keys=True)
+                   + "\n").encode(), _CLAIM_RETRIES)
+    if seq is None:
+        raise RegistryError(f"cannot record a rollout under {folder}: {_CLAIM_RETRIES} "
+                            "numbers taken in a row")
+    return seq
 
 
 def rollouts(base: str) -> list[dict]:

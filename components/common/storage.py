@@ -18,10 +18,11 @@ import errno
 import fnmatch
 import glob as _glob
 import os
+import re
 import shutil
 import tempfile
 import threading
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from kfp_ct.components.common.errors import StorageError
 
@@ -490,6 +491,29 @@ def create_only(path: str, data: bytes) -> bool:
             return True
         finally:
             os.unlink(tmp)
+
+
+def numbered(folder: str, pattern: re.Pattern) -> list[int]:
+    """The numbers of the files directly in ``folder`` whose whole name matches
+    ``pattern`` (its first group is the number), sorted; [] when there is no folder.
+    One listing: no file is read."""
+    found = (pattern.fullmatch(name) for name in list_files(folder))
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def create_numbered(folder: str, pattern: re.Pattern, name: Callable[[int], str],
+                    body: Callable[[int], bytes], tries: int) -> int | None:
+    """Appends one numbered record to ``folder``: ``name(n)`` with ``body(n)``, n one past
+    the highest number ``pattern`` finds there, written create-only, so two writers at once
+    never overwrite each other. A number taken in the meantime is not retried: the folder
+    is listed again and the next try goes past every number in it. Returns n, or None
+    when ``tries`` numbers were all taken."""
+    n = max(numbered(folder, pattern), default=0) + 1
+    for _ in range(tries):
+        if create_only(join(folder, name(n)), body(n)):
+            return n
+        n = max(n, max(numbered(folder, pattern), default=0)) + 1
+    return None
 
 
 def write_text(path: str, text: str, encoding: str = "utf-8") -> None:
