@@ -402,3 +402,13 @@ def test_the_trigger_tells_the_webhook_and_a_failing_one_never_stops_the_launch(
             assert kept["launch"]["launched"] is True
     finally:
         notify.BACKOFF_S = notify_backoff
+
+
+def test_a_launch_that_failed_to_start_is_told_from_its_recorded_error():
+    decision = {"decision": "DRIFT", "findings": ["DRIFT"], "drifted": ["island"],
+                "baseline": {"model_base": "/m", "version": 1}, "reasons": []}
+    failed = {"launched": False, "seq": 3, "reason": "launch 3 failed: no API",
+              "launch_error": "no API"}
+    assert [e for e, _ in logic.notices(decision, failed)] == ["drift", "launch_failed"]
+    refused = {"launched": False, "seq": 3, "reason": "launch 3 failed: or so it says"}
+    assert [e for e, _ in logic.notices(decision, refused)] == ["drift"]

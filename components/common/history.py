@@ -39,6 +39,7 @@ import logging
 import math
 import re
 
+from kfp_ct.components.common import performance as performance_lib
 from kfp_ct.components.common import registry, storage
 from kfp_ct.components.common.errors import KfpCtError
 
@@ -122,9 +123,7 @@ def summary(decision: dict, launch: dict | None = None,
     ``performance`` or labels, give empty/null values for them."""
     window = decision.get("window") or {}
     baseline = decision.get("baseline") or {}
-    findings = decision.get("findings")
-    if findings is None:  # a record from before the performance checks
-        findings = ["DRIFT"] if decision.get("decision") == "DRIFT" else []
+    findings = performance_lib.findings_of(decision)
     features = []
     for f in decision.get("features") or []:
         entry = {k: f.get(k) for k in _FEATURE_KEYS}

@@ -32,6 +32,7 @@ import statistics
 import numpy as np
 
 from kfp_ct.components.common import metrics as metrics_lib
+from kfp_ct.components.common.drift import DRIFT
 
 PERFORMANCE_DROP = "PERFORMANCE_DROP"
 ESTIMATED_DROP = "ESTIMATED_DROP"
@@ -398,4 +399,18 @@ def estimated_check(doc: dict | None, top_scores: np.ndarray | None, baseline: B
         reason = f"{base}: no expected drop beyond the tolerance {tol:.4g} and uncertainty {noise:.4f}"
     out.update(value=value, low=low, high=high, decision=decision, tolerance=tol, drop=drop,
                noise=noise, reason=reason, baseline=base_value)
+    return out
+
+
+def findings_of(record: dict) -> list[str]:
+    """What a decision record (``drift.json``) shows: DRIFT, PERFORMANCE_DROP,
+    ESTIMATED_DROP, in that order. Its ``findings`` when it has them; derived from its
+    decisions otherwise (a record written before the performance checks: DRIFT or none)."""
+    if isinstance(record.get("findings"), list):
+        return list(record["findings"])
+    perf = record.get("performance") or {}
+    out = [DRIFT] if record.get("decision") == DRIFT else []
+    for part, kind in (("realized", PERFORMANCE_DROP), ("estimated", ESTIMATED_DROP)):
+        if (perf.get(part) or {}).get("decision") == kind:
+            out.append(kind)
     return out

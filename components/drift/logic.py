@@ -912,17 +912,6 @@ def estimate_before(past: list, window: dict) -> dict | None:
     return None
 
 
-def findings_of(record: dict) -> list[str]:
-    """What the window shows: DRIFT, PERFORMANCE_DROP, ESTIMATED_DROP (in that order)."""
-    perf = record.get("performance") or {}
-    out = [DRIFT] if record.get("decision") == DRIFT else []
-    for part, kind in (("realized", performance.PERFORMANCE_DROP),
-                       ("estimated", performance.ESTIMATED_DROP)):
-        if (perf.get(part) or {}).get("decision") == kind:
-            out.append(kind)
-    return out
-
-
 def run_drift_check(model_base: str, window_path: str = "", request_log_path: str = "",
                     settings: str | dict | Settings | None = None, decision_dir: str = "",
                     report_html: str = "", report_md: str = "",
@@ -999,7 +988,7 @@ def run_drift_check(model_base: str, window_path: str = "", request_log_path: st
     record = decide(scans, baseline, settings, predictions)
     record["performance"] = _performance(settings, baseline, tally, labelled_rows,
                                          scores_by_source)
-    record["findings"] = findings_of(record)
+    record["findings"] = performance.findings_of(record)
     record["retrain_on"] = list(settings.retrain_on)
     record["launch_reasons"] = [f for f in record["findings"]
                                 if f in {RETRAIN_REASONS[r] for r in settings.retrain_on}]

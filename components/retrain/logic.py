@@ -35,7 +35,8 @@ import time
 
 from kfp_ct.components.common import exitcodes, history, registry, storage
 from kfp_ct.components.common.drift import DRIFT, DRIFT_JSON
-from kfp_ct.components.common.performance import ESTIMATED_DROP, PERFORMANCE_DROP
+from kfp_ct.components.common.performance import (ESTIMATED_DROP, PERFORMANCE_DROP,
+                                                    findings_of)
 from kfp_ct.components.common.errors import InputDataError, KfpCtError
 from kfp_ct.components.common.params import json_object
 from kfp_ct.components.common.processes import pid_alive
@@ -319,7 +320,7 @@ def notices(decision: dict, record: dict) -> list[tuple[str, dict]]:
     """(event, what to say) for each thing worth telling about this window: what it
     showed, and what became of the launch (components/common/notify.py's EVENTS)."""
     perf = decision.get("performance") or {}
-    findings = decision.get("findings") or ([DRIFT] if decision.get("decision") == DRIFT else [])
+    findings = findings_of(decision)
     common = {"model_base": (decision.get("baseline") or {}).get("model_base"),
               "version": (decision.get("baseline") or {}).get("version")}
     out = []
@@ -348,7 +349,7 @@ def notices(decision: dict, record: dict) -> list[tuple[str, dict]]:
             if result.get("blessed") is False:
                 out.append(("not_blessed", {**common, "launched_run": run,
                                             "reason": result.get("reason") or "not blessed"}))
-    elif record.get("seq") and str(record.get("reason", "")).startswith(f"launch {record['seq']} failed"):
+    elif record.get("launch_error"):
         out.append(("launch_failed", {**common, "reason": record["reason"]}))
     return out
 
@@ -418,8 +419,8 @@ def run_trigger(decision_dir: str, model_base: str, cfg: TriggerConfig, launch_d
     # performance checks: drift alone).
     reasons = decision.get("launch_reasons")
     if reasons is None:
-        reasons = [DRIFT] if decision["decision"] == DRIFT else []
-    out["findings"] = decision.get("findings", reasons)
+        reasons = findings_of(decision)
+    out["findings"] = findings_of(decision)
     out["launch_reasons"] = reasons
     if not reasons:
         found = [f for f in out["findings"] if f not in reasons]
@@ -479,7 +480,7 @@ def run_trigger(decision_dir: str, model_base: str, cfg: TriggerConfig, launch_d
                                                if_declared=told)
     except Exception as exc:  # recorded, so that the next monitoring run may retry
         _write_result(model_base, seq, {"state": FAILED_LAUNCH, "error": str(exc)})
-        finish({**out, "reason": f"launch {seq} failed: {exc}"})
+        finish({**out, "reason": f"launch {seq} failed: {exc}", "launch_error": str(exc)})
         raise LaunchFailed(f"retraining launch {seq} failed: {exc}") from None
     _write_result(model_base, seq, result)
     return finish({**out, "launched": True, "run_id": result.get("run_id"), "result": result})
