@@ -120,6 +120,9 @@ def test_bad_input_fails_before_any_task_with_a_clear_message(run_cli, world, tm
           "--settings", '{"numeric": "high"}'], "'numeric' must be a number"),
         (["--model-base", base, "--window", str(data / "date=2026-11-23")],
          "--training-data is needed"),
+        (["--model-base", base, "--labels", str(data / "date=2026-11-23"),
+          "--label-key", "ride_id", "--retrain", "off"],
+         "need the served rows they belong to: give --request-log (or --window)"),
     ]
     for argv, message in cases:
         started = time.perf_counter()

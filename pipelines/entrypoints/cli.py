@@ -381,9 +381,13 @@ def _monitor_local(args: types.SimpleNamespace) -> int:
     from kfp_ct.pipelines.entrypoints.local import monitoring_report, monitoring_summary, run_local
     from kfp_ct.pipelines.monitoring import monitoring_pipeline
 
-    if not args.window and not args.request_log and not (args.labels and not args.label_key):
-        raise KfpCtError("give --window (fresh data), --request-log or a labelled window "
-                         "(--labels)")
+    if not args.window and not args.request_log:
+        if args.labels and args.label_key:
+            raise KfpCtError(f"--labels joined on --label-key {args.label_key!r} need the "
+                             "served rows they belong to: give --request-log (or --window)")
+        if not args.labels:
+            raise KfpCtError("give --window (fresh data), --request-log or a labelled "
+                             "window (--labels)")
     if args.retrain != "off" and not args.training_data:
         raise KfpCtError("--training-data is needed to retrain (or use --retrain off)")
     params = json_object(args.params, "--params")
