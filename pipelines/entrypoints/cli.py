@@ -12,6 +12,7 @@
     kfp-ct --endpoint URL schedule list | enable | disable | delete ID_OR_NAME
     kfp-ct --endpoint URL schedule update ID_OR_NAME [--cron C | --interval S] [-p K=V] ...
     kfp-ct local-server [--port 8888] [--state-dir .kfp-ct] [--token T | --no-token]
+                        [--no-metadata]
 
 Global flags follow the ``kfp`` CLI's: ``--endpoint`` ($KF_PIPELINES_ENDPOINT),
 ``-n/--namespace`` ($KFP_CT_NAMESPACE), ``--existing-token`` ($KFP_CT_TOKEN),
@@ -536,8 +537,11 @@ def compile_cmd(pipelines: Sequence[str], out: str) -> None:
 @click.option("--max-upload-mb", type=click.IntRange(1, 4096), default=32, show_default=True,
               help="the largest pipeline upload taken; a larger one is answered 413 before "
                    "it is read (a compiled kfp-ct pipeline is about 50 KB)")
+@click.option("--no-metadata", is_flag=True, default=False,
+              help="do not record runs in the ML Metadata store (<state-dir>/mlmd.sqlite) "
+                   "that the Kubeflow UI reads task states and artifacts from")
 def local_server_cmd(state_dir: str, port: int, token: Optional[str], no_token: bool,
-                     max_upload_mb: int) -> None:
+                     max_upload_mb: int, no_metadata: bool) -> None:
     """Serve the KFP v2beta1 API on 127.0.0.1; runs execute here through kfp.local.
 
     A token is required unless --no-token; kfp-ct and its Python client on this machine
@@ -547,7 +551,7 @@ def local_server_cmd(state_dir: str, port: int, token: Optional[str], no_token: 
     if no_token and token:
         raise KfpCtError("--token and --no-token: give one of them")
     serve(os.path.abspath(state_dir), port, token or None, no_token=no_token,
-          max_upload_bytes=max_upload_mb << 20)
+          max_upload_bytes=max_upload_mb << 20, metadata=not no_metadata)
 
 
 # ------------------------------------------------------------------ API commands

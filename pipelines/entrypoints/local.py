@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 import warnings
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Collection, Mapping, Optional
 
 from kfp_ct.components.common import report
 from kfp_ct.components.common.artifacts import ANOMALIES_JSON, BLESSING_JSON, EVALUATION_JSON, PUSH_JSON
@@ -318,7 +318,8 @@ def _run_traced(call: Callable[[], Any], root: str,
                 on_task_event: Optional[TaskEventCallback] = None,
                 verbose: bool = True, warm: bool = False, spec: Any = None,
                 arguments: Optional[Mapping[str, Any]] = None,
-                where: str = "local") -> LocalRun:
+                where: str = "local", reuse_folder: Optional[str] = None,
+                reuse: Collection[str] = ()) -> LocalRun:
     """Runs ``call()`` under kfp.local with pipeline root ``root``, watching stdout.
 
     Args:
@@ -333,12 +334,16 @@ def _run_traced(call: Callable[[], Any], root: str,
             the body fails, its exit tasks (``dsl.ExitHandler``) run after it, as on a
             cluster (_run_exit_tasks); None: none are run.
         where: Where the run is, for the exit tasks ("local", "local endpoint").
+        reuse_folder, reuse: Run again in the run folder of an earlier attempt, re-using
+            the outputs of the named tasks that succeeded there (task_records.recording;
+            every task writes its record, ``kfp_ct_task.json``, either way).
 
     Returns:
         What happened (LocalRun); on failure ``error`` names the failing task and its own
         message (the project's error text when it raised one, else its last exception
         line). Ctrl-C stops the run (``interrupted``) instead of raising.
     """
+    from kfp_ct.pipelines.entrypoints import task_records
     from kfp import local
 
     os.makedirs(root, exist_ok=True)
@@ -351,7 +356,8 @@ def _run_traced(call: Callable[[], Any], root: str,
     exit_tasks: list = []
     try:
         with contextlib.redirect_stdout(tee), _private_tmp(root) as tmp, \
-                warnings.catch_warnings(), _task_starts(warm, tmp, root):
+                warnings.catch_warnings(), _task_starts(warm, tmp, root), \
+                task_records.recording(reuse_folder, reuse):
             warnings.filterwarnings("ignore", message=_KFP_IMAGE_WARNING, category=RuntimeWarning)
             try:
                 call()
@@ -553,7 +559,8 @@ def run_local(pipeline_func, arguments: dict, workdir: str = "local_outputs",
 
 def run_local_spec(pipeline_spec, arguments: Mapping[str, Any], root: str,
                    on_task_event: Optional[TaskEventCallback] = None,
-                   where: str = "local") -> LocalRun:
+                   where: str = "local", reuse_folder: Optional[str] = None,
+                   reuse: Collection[str] = ()) -> LocalRun:
     """Runs an already-compiled pipeline under kfp.local, as `run_local` runs a function.
 
     Args:
@@ -568,6 +575,8 @@ def run_local_spec(pipeline_spec, arguments: Mapping[str, Any], root: str,
             when)``: event "start" / "end", status None / "SUCCESS" / "FAILURE".
         where: Where the run is ("local", "local endpoint"): told to the exit tasks
             that run after a failed body (see ``_run_exit_tasks``).
+        reuse_folder, reuse: A retry: run in the earlier attempt's run folder (its name
+            under ``root``), re-using the outputs of the named tasks that succeeded there.
 
     Returns:
         What happened (LocalRun); on failure ``error`` names the failing task and its own
@@ -586,7 +595,7 @@ def run_local_spec(pipeline_spec, arguments: Mapping[str, Any], root: str,
     return _run_traced(
         lambda: pipeline_orchestrator.run_local_pipeline(pipeline_spec, dict(arguments)),
         os.path.abspath(root), on_task_event, spec=pipeline_spec, arguments=arguments,
-        where=where)
+        where=where, reuse_folder=reuse_folder, reuse=reuse)
 
 
 def published(run: LocalRun, base: str) -> list | None:

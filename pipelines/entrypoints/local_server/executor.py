@@ -30,6 +30,7 @@ KILL_AFTER_S = 3.0
 STOPPED_ERROR = "interrupted: the local server stopped"
 RESTARTED_ERROR = "interrupted: the local server restarted"
 _LOG_TAIL_LINES = 20
+RETRY_FILE = "retry.json"  # the next attempt of a retried run: {"attempt", "folder", "reuse"}
 
 
 def utcnow() -> dt.datetime:
@@ -87,11 +88,15 @@ class Executor:
         state_dir: The state folder; runs live in ``<state_dir>/runs/<run_id>/``.
         poll_s: How often to look for work and at the worker's status file.
         default_root: The pipeline root of a run: ``default_root(run_id)``.
+        metadata: Where each run is recorded as it runs (``metadata.Metadata``, ML
+            Metadata); None: not recorded.
     """
 
     def __init__(self, store: Store, state_dir: str, poll_s: float = 0.25,
-                 default_root: Optional[Callable[[str], str]] = None) -> None:
+                 default_root: Optional[Callable[[str], str]] = None,
+                 metadata: Any = None) -> None:
         self.store = store
+        self.metadata = metadata  # local_server.metadata.Metadata, or None
         self.state_dir = os.path.abspath(state_dir)
         self.poll_s = min(poll_s, 0.25)
         self.default_root = default_root or (lambda rid: os.path.join(self.run_dir(rid),
@@ -174,6 +179,40 @@ class Executor:
             threading.Thread(target=_end_process, args=(proc,), daemon=True).start()
         return True
 
+    def retry(self, run_id: str) -> Optional[str]:
+        """Queues a FAILED or CANCELED run again, as the backend retries its workflow.
+
+        The next attempt runs in the same kfp.local run folder and re-uses the outputs of
+        the tasks that succeeded (``task_records``); the failed and not-run tasks run, and
+        the exit tasks run again. The earlier attempt's ``status.json`` is kept as
+        ``status-attempt-<n>.json``.
+
+        Returns:
+            None when queued, else the run's state (it cannot be retried).
+        """
+        with self.store.lock:
+            run = self.store.get("run", run_id)
+            if run is None or run.state not in ("FAILED", "CANCELED"):
+                return run.state if run is not None else "missing"
+            run_dir = self.run_dir(run_id)
+            status = self._read_status(os.path.join(run_dir, worker_mod.STATUS_FILE)) or {}
+            previous = self._read_status(os.path.join(run_dir, RETRY_FILE)) or {}
+            attempt = int(previous.get("attempt") or 1) + 1
+            folder = os.path.basename(status.get("run_folder") or "")
+            reuse = sorted({t["name"] for t in status.get("tasks") or []
+                            if t.get("state") == "SUCCEEDED" and t.get("name")})
+            if os.path.exists(os.path.join(run_dir, worker_mod.STATUS_FILE)):
+                os.replace(os.path.join(run_dir, worker_mod.STATUS_FILE),
+                           os.path.join(run_dir, f"status-attempt-{attempt - 1}.json"))
+            worker_mod.write_json_atomically(os.path.join(run_dir, RETRY_FILE), {
+                "attempt": attempt, "folder": folder, "reuse": reuse if folder else []})
+            set_state(run, "PENDING")
+            run.finished_at = None
+            run.error = None
+            self.store.save_run(run)
+        self.wake()
+        return None
+
     # --------------------------------------------------------------------- loop
 
     def _loop(self) -> None:
@@ -209,6 +248,9 @@ class Executor:
             root = self.default_root(run_id)
         job = {"run_id": run_id, "pipeline_spec": self.store.run_spec(run_id),
                "parameters": config.parameters or {}, "pipeline_root": root}
+        retry = self._read_status(os.path.join(run_dir, RETRY_FILE))
+        if retry and retry.get("folder"):
+            job["retry"] = retry
         worker_mod.write_json_atomically(os.path.join(run_dir, worker_mod.JOB_FILE), job)
         status_path = os.path.join(run_dir, worker_mod.STATUS_FILE)
         if os.path.exists(status_path):  # a resumed run starts afresh
@@ -264,7 +306,23 @@ class Executor:
                 run.run_details = m.V2beta1RunDetails(task_details=task_details(run_id,
                                                                                 status))
                 self.store.save_run(run)
+        self._record(run_id, status, "RUNNING", status.get("tasks") or [])
         return status.get("tasks")
+
+    def _record(self, run_id: str, status: dict, state: str, tasks: list) -> None:
+        """Brings the run's ML Metadata records up to date; a failure to record is told
+        on the server's stderr and never stops the run."""
+        if self.metadata is None or not status.get("run_folder"):
+            return
+        try:
+            with open(os.path.join(self.run_dir(run_id), worker_mod.JOB_FILE)) as fh:
+                job = json.load(fh)
+            self.metadata.record(run_id, job["pipeline_spec"], job.get("parameters") or {},
+                                 job["pipeline_root"],
+                                 os.path.basename(status["run_folder"]), state, tasks)
+        except Exception as exc:  # noqa: BLE001 (a bug or a full disk: say so, go on)
+            print(f"[kfp-ct] the run {run_id} could not be recorded in ML Metadata: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
     def _finish(self, run_id: str, returncode: int, status_path: str, log_path: str,
                 restarted: bool = False) -> None:
@@ -312,6 +370,10 @@ class Executor:
                     f"the worker exited with status {returncode}: {_log_tail(log_path)}")
                 set_state(run, "FAILED", error=error)
             self.store.save_run(run)
+            details = (run.run_details.task_details if run.run_details else None) or []
+            final_state = run.state
+        self._record(run_id, status, final_state,
+                     [{"name": t.display_name, "state": t.state} for t in details])
 
 
 def published_by(run_dir: str) -> list:

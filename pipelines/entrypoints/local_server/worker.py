@@ -5,12 +5,14 @@ The executor starts it as a subprocess with the run folder::
     python -m kfp_ct.pipelines.entrypoints.local_server.worker --run-dir STATE/runs/RUN_ID
 
 It reads ``job.json`` there (``run_id``, ``pipeline_spec``, ``parameters``,
-``pipeline_root``), runs the compiled pipeline through kfp.local
+``pipeline_root``, and for a retry ``retry``: ``{"folder", "reuse", "attempt"}``), runs
+the compiled pipeline through kfp.local
 (``kfp_ct.pipelines.entrypoints.local.run_local_spec``), and rewrites ``status.json`` atomically (a temporary
 file, then ``os.replace``) at every task start and end and at the end::
 
     {"run_id": "<the server's run id>", "state": "RUNNING" | "SUCCEEDED" | "FAILED",
      "tasks": [{"name", "state", "start", "end"}], "error": "...", "run_dir": "...",
+     "run_folder": "<pipeline root>/<kfp.local's run folder>", "retry": {...},
      "pid": 1234, "updated": <epoch s>, "notice": {...}}
 
 ``notice``: the record of the pipeline's failed-run notice (components/notify), when the
@@ -127,10 +129,13 @@ def main(argv: Optional[list] = None) -> int:
             job = json.load(fh)
         run_id, spec = job["run_id"], job["pipeline_spec"]
         parameters, root = job.get("parameters") or {}, job["pipeline_root"]
+        retry = job.get("retry") or {}
     except (OSError, ValueError, KeyError) as exc:
         print(f"[kfp-ct] cannot read {os.path.join(run_dir, JOB_FILE)}: {exc}", flush=True)
         return 2
     status = _Status(run_dir, run_id)
+    if retry:
+        status.data["retry"] = retry
     signal.signal(signal.SIGTERM, _on_sigterm)  # before: SIGTERM ends it (no task yet)
     try:
         return _run(status, spec, parameters, root)
@@ -150,14 +155,42 @@ def _interrupted(status: "_Status", error: str) -> None:
     sys.stdout.flush()
 
 
+def _attempt(retry: dict, spec: Any) -> tuple:
+    """(kfp.local's run folder name, the tasks whose outputs are re-used) of this attempt.
+
+    A first attempt gets a new folder, named as kfp.local names one; a retry
+    (``retry``: ``{"folder", "reuse"}`` from the run's earlier attempt) runs in the
+    earlier folder and re-uses the tasks that succeeded there, except the exit tasks
+    (``dsl.ExitHandler``), which report this attempt's outcome.
+    """
+    from google.protobuf import json_format
+    from kfp.local import executor_input_utils
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    from kfp_ct.pipelines.entrypoints.local import exit_task_names
+
+    doc = spec.get("pipeline_spec") if isinstance(spec.get("pipeline_spec"), dict) else spec
+    parsed = json_format.ParseDict(doc, pipeline_spec_pb2.PipelineSpec(),
+                                   ignore_unknown_fields=True)
+    if retry.get("folder"):
+        exits = {parsed.root.dag.tasks[name].component_ref.name.removeprefix("comp-")
+                 for name in exit_task_names(parsed)}
+        return retry["folder"], set(retry.get("reuse") or ()) - exits
+    return executor_input_utils.get_local_pipeline_resource_name(
+        parsed.pipeline_info.name), set()
+
+
 def _run(status: "_Status", spec: Any, parameters: dict, root: str) -> int:
     print(f"[kfp-ct] local endpoint run {status.data['run_id']}: pipeline root {root}",
           flush=True)
     from kfp_ct.pipelines.entrypoints.local import run_local_spec
 
     try:
+        folder, reuse = _attempt(status.data.get("retry") or {}, spec)
+        status.data["run_folder"] = os.path.join(root, folder)
+        status.write()
         run = run_local_spec(spec, parameters, root, on_task_event=status.on_task_event,
-                             where="local endpoint")
+                             where="local endpoint", reuse_folder=folder, reuse=reuse)
     except Exception as exc:  # the spec or kfp.local refused before any task ran
         import traceback
 
