@@ -53,7 +53,7 @@ def make_monitoring_pipeline(settings: cluster.Settings = cluster.DEFAULT):
                             kfp_host=kfp_host, namespace=namespace):
             # The window enters as a Dataset (the run's lineage shows its URI); see
             # pipelines/CLUSTER.md for what KFP's importer accepts on a cluster.
-            window = import_dataset(window_path, "window")
+            window = import_dataset(window_path)
             # Labels are optional: a path (an importer would refuse "" on a cluster).
             checked = drift_check(model_base=model_base, window=window.output,
                                   labels_path=labels_path, label_key=label_key,

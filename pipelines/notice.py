@@ -6,8 +6,8 @@ after a body that succeeded, and kfp-ct's local runner (pipelines/entrypoints/lo
 runs it after a failed one. So the one compiled graph announces a failed run in all
 three places (components/notify/README.md).
 
-The body's tasks move into the handler's group (``comp-exit-handler-1`` in the compiled
-YAML); the exit task stays in the root DAG.
+The body's tasks move into the handler's group (task and component ``exit-handler-1`` in
+the compiled YAML); the exit task (``announce-failure``) stays in the root DAG.
 """
 
 # No `from __future__ import annotations` here: kfp reads signatures at runtime.
@@ -34,7 +34,10 @@ def failure_notice(pipeline: str, settings: cluster.Settings = cluster.DEFAULT, 
                               run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                               run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                               kfp_host=kfp_host, namespace=namespace)
-    notice.set_display_name("failure-notice")
+    # No display names of our own here: the Kubeflow UI 2.5 matches a run's graph to its ML
+    # Metadata by task name in one place and by display name in another, so a group or a
+    # task shown under another name loses its state there (the group cannot be opened, the
+    # notice artifact stays grey), on a cluster as on the local endpoint.
     # Uncached (cluster.UNCACHED), no retries: it retries its delivery itself.
     cluster.configure(notice, "announce_failure", settings)
-    return dsl.ExitHandler(notice, name="run")
+    return dsl.ExitHandler(notice)

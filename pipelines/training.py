@@ -37,15 +37,18 @@ BUNDLED_PENGUINS = "bundled:penguins"  # kfp_ct.components.common.data.BUNDLED_P
 DEFAULT_THRESHOLDS = ""
 
 
-def import_dataset(uri, display_name: str = "data") -> dsl.PipelineTask:
+def import_dataset(uri) -> dsl.PipelineTask:
     """The data parameter as a Dataset artifact (dsl.importer), the first artifact of the
     run's lineage. kfp.local takes any URI; a KFP 2.5 backend's importer records the URI
     as it is but accepts only object-store schemes (gs://, s3://, minio://), so on a
-    cluster the data is one of those (pipelines/CLUSTER.md: "Data on a cluster")."""
+    cluster the data is one of those (pipelines/CLUSTER.md: "Data on a cluster").
+
+    The task keeps its own name (``importer``): the Kubeflow UI 2.5 finds a task's output
+    artifacts in ML Metadata under the task's name but draws them under its key, so a
+    display name of its own would leave the imported data grey, without its URI."""
     # reimport, uncached: a window or folder keeps its URI while its rows change, so each
     # run records the data it read as an artifact of its own.
     task = dsl.importer(artifact_uri=uri, artifact_class=dsl.Dataset, reimport=True)
-    task.set_display_name(display_name)
     task.set_caching_options(False)
     return task
 

@@ -6,6 +6,7 @@ import logging
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -108,8 +109,9 @@ def test_launch_pinned_version_with_token_path_from_env(api, token_file, monkeyp
 
     assert result["version_id"] == versions["a-oldest"]
     [versions_call] = api.requests_to("GET", f"/apis/v2beta1/pipelines/{pipeline_id}/versions")
-    assert json.loads(versions_call.query["filter"])["predicates"][0]["stringValue"] == \
-        "a-oldest"
+    # URL-encoded once more, as the Kubeflow UI sends it: the server decodes it again
+    filter_json = urllib.parse.unquote(versions_call.query["filter"])
+    assert json.loads(filter_json)["predicates"][0]["stringValue"] == "a-oldest"
     [create] = api.requests_to("POST", "/apis/v2beta1/runs")
     assert create.body["pipeline_version_reference"] == {
         "pipeline_id": pipeline_id, "pipeline_version_id": versions["a-oldest"]}

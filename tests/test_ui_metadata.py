@@ -30,7 +30,7 @@ TOKEN = "ui-token-123"
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
-def make(rows: int, data: Output[Dataset]) -> int:
+def write_rows(rows: int, data: Output[Dataset]) -> int:
     """Writes a small CSV."""
     with open(data.path, "w") as fh:
         fh.write("a,b\n" + "".join(f"{i},{i * 2}\n" for i in range(rows)))
@@ -58,10 +58,18 @@ def use(data: Input[Dataset], marker: str, metrics: Output[Metrics], report: Out
     return "done"
 
 
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def bye() -> str:
+    """The exit task."""
+    return "bye"
+
+
 @dsl.pipeline(name="two-step")
 def two_step(rows: int = 5, marker: str = ""):
-    made = make(rows=rows)
-    use(data=made.outputs["data"], marker=marker)
+    with dsl.ExitHandler(bye(), name="body"):  # a sub-DAG, as in every kfp-ct pipeline
+        # write-rows sorts after use in the compiled YAML: records must follow the run's order
+        made = write_rows(rows=rows).set_display_name("make-data")  # taskInfo.name != key
+        use(data=made.outputs["data"], marker=marker)
 
 
 @pytest.fixture(scope="module")
@@ -220,13 +228,18 @@ def test_a_run_is_recorded_as_the_kfp_launcher_records_it(server, package):
                     svc.GetParentContextsByContextResponse).contexts
     assert [p.name for p in parents] == ["two-step"]
 
-    assert set(by_task) == {"", "make", "use"}
-    root = by_task[""]
+    # task_name is the task's taskInfo.name, the label the UI matches graph nodes by
+    assert set(by_task) == {"", "body", "make-data", "use", "bye"}
+    root, body = by_task[""], by_task["body"]
     assert types[root.type_id] == "system.DAGExecution" and root.name == f"run/{run_id}"
-    assert _state(root) == "COMPLETE"
-    assert root.custom_properties["total_dag_tasks"].int_value == 2
+    assert _state(root) == "COMPLETE" and _state(body) == "COMPLETE"
+    assert root.custom_properties["total_dag_tasks"].int_value == 2  # body, bye
     assert "parent_dag_id" not in root.custom_properties
-    for name in ("make", "use"):
+    assert types[body.type_id] == "system.DAGExecution"
+    assert body.custom_properties["parent_dag_id"].int_value == root.id
+    assert body.custom_properties["total_dag_tasks"].int_value == 2
+    assert by_task["bye"].custom_properties["parent_dag_id"].int_value == root.id
+    for name in ("make-data", "use"):
         execution = by_task[name]
         assert types[execution.type_id] == "system.ContainerExecution"
         assert _state(execution) == "COMPLETE"
@@ -234,9 +247,10 @@ def test_a_run_is_recorded_as_the_kfp_launcher_records_it(server, package):
         assert {k for k in cp} >= {"display_name", "task_name", "parent_dag_id", "pod_name",
                                    "pod_uid", "namespace", "image", "inputs", "outputs"}
         assert cp["display_name"].string_value == name == cp["task_name"].string_value
-        assert cp["parent_dag_id"].int_value == root.id
+        assert cp["parent_dag_id"].int_value == body.id
         assert cp["image"].string_value == "python:3.11"
-    make_cp, use_cp = by_task["make"].custom_properties, by_task["use"].custom_properties
+    make_cp, use_cp = by_task["make-data"].custom_properties, by_task["use"].custom_properties
+    assert make_cp["pod_name"].string_value == "write-rows"  # its log is served under it
     assert make_cp["inputs"].struct_value["rows"] == 5
     assert make_cp["outputs"].struct_value["Output"] == 5
     assert use_cp["outputs"].struct_value["Output"] == "done"
@@ -245,8 +259,8 @@ def test_a_run_is_recorded_as_the_kfp_launcher_records_it(server, package):
     def named(execution, kind):
         return {e.path.steps[0].key: e.artifact_id for e in events
                 if e.execution_id == execution.id and e.type == kind}
-    made = named(by_task["make"], mlmd.Event.OUTPUT)
-    assert made.keys() == {"data"} and named(by_task["make"], mlmd.Event.INPUT) == {}
+    made = named(by_task["make-data"], mlmd.Event.OUTPUT)
+    assert made.keys() == {"data"} and named(by_task["make-data"], mlmd.Event.INPUT) == {}
     assert named(by_task["use"], mlmd.Event.INPUT) == {"data": made["data"]}
     outputs = named(by_task["use"], mlmd.Event.OUTPUT)
     assert outputs.keys() == {"metrics", "report", "notes", "matrix"}
@@ -266,6 +280,8 @@ def test_a_run_is_recorded_as_the_kfp_launcher_records_it(server, package):
     assert [a["displayName"] for a in matrix["annotationSpecs"]] == ["a", "b"]
     assert artifacts[made["data"]].custom_properties["rows"].double_value == 5
 
+    # one artifact per thing written: an input event names the producer's very artifact
+    assert len({a.uri for a in artifacts.values()}) == len(artifacts) == 5
     # the UI's server fetches the HTML report at its URI, with the browser's cookie
     uri = artifacts[outputs["report"]].uri
     status, headers, data = _http(server, "GET", uri[len(server.url):], token=None,
@@ -277,7 +293,7 @@ def test_a_run_is_recorded_as_the_kfp_launcher_records_it(server, package):
     status, _, log = _http(server, "GET", f"/apis/v1beta1/runs/{run_id}/nodes/"
                            f"{make_cp['pod_name'].string_value}/log", cookie=TOKEN,
                            token=None)
-    assert status == 200 and b"Executing task" in log and b"make" in log
+    assert status == 200 and b"Executing task" in log and b"write-rows" in log
     escape = _http(server, "GET", f"{ui.ARTIFACTS_PREFIX}{run_id}/..%2F..%2Ftoken",
                    cookie=TOKEN, token=None)
     assert escape[0] == 404 and TOKEN.encode() not in escape[2]
@@ -291,14 +307,14 @@ def test_retry_reruns_the_failed_task_and_reuses_what_succeeded(server, package,
     assert failed["state"] == "FAILED" and "no marker file" in failed["error"]["message"]
     _, by_task, events, _, _ = _records(server, run_id)
     assert _state(by_task[""]) == "FAILED" and _state(by_task["use"]) == "FAILED"
-    assert _state(by_task["make"]) == "COMPLETE"
-    make_id = by_task["make"].id
+    assert _state(by_task["make-data"]) == "COMPLETE"
+    make_id = by_task["make-data"].id
     first_data = [e.artifact_id for e in events if e.execution_id == make_id]
     # retried while the marker is still missing: make is re-used, use fails again
     assert _http(server, "POST", f"/apis/v2beta1/runs/{run_id}:retry")[0] == 200
     assert _wait(server, run_id)["state"] == "FAILED"
     _, again, _, _, _ = _records(server, run_id)
-    assert again["make"].id == make_id and _state(again["use"]) == "FAILED"
+    assert again["make-data"].id == make_id and _state(again["use"]) == "FAILED"
     marker.write_text("")
     assert _http(server, "POST", f"/apis/v2beta1/runs/{run_id}:retry")[0] == 200
     done = _wait(server, run_id)
@@ -309,12 +325,13 @@ def test_retry_reruns_the_failed_task_and_reuses_what_succeeded(server, package,
     run_dir = os.path.join(server.state_dir, "runs", run_id)
     status_now = json.load(open(os.path.join(run_dir, "status.json")))
     folder = status_now["run_folder"]
-    assert json.load(open(os.path.join(folder, "make", "kfp_ct_task.json")))["reused"] is True
+    assert json.load(open(os.path.join(folder, "write-rows", "kfp_ct_task.json")))[
+        "reused"] is True
     assert json.load(open(os.path.join(folder, "use", "kfp_ct_task.json")))["reused"] is False
     assert os.path.exists(os.path.join(run_dir, "status-attempt-1.json"))
     assert os.path.exists(os.path.join(run_dir, "status-attempt-2.json"))
     _, by_task, events, artifacts, _ = _records(server, run_id)
-    assert by_task["make"].id == make_id and _state(by_task["make"]) == "COMPLETE"
+    assert by_task["make-data"].id == make_id and _state(by_task["make-data"]) == "COMPLETE"
     assert [e.artifact_id for e in events if e.execution_id == make_id] == first_data
     assert _state(by_task["use"]) == "COMPLETE" and _state(by_task[""]) == "COMPLETE"
     assert {e.path.steps[0].key for e in events if e.execution_id == by_task["use"].id
@@ -397,6 +414,6 @@ def test_lineage_query(server, package):
     # Dataset that make wrote with rows=7
     steps = [(s["task"], s["run"], sorted(s["inputs"])) for s in chain]
     assert steps[0] == ("use", run_id, ["data"])
-    assert steps[1] == ("make", run_id, [])
+    assert steps[1] == ("make-data", run_id, [])
     assert chain[1]["parameters"]["rows"] == 7
     assert chain[0]["inputs"]["data"]["type"] == "system.Dataset"

@@ -120,17 +120,22 @@ class _ProbeError(Exception):
         self.has_token = has_token
 
 
-def _name_filter(name: str) -> str:
-    """Returns the v2beta1 filter kfp itself sends to match ``display_name == name``.
+def name_filter(name: str) -> str:
+    """The ``filter`` query value that matches ``display_name == name`` on a KFP server.
+
+    The KFP API server URL-decodes a filter once more after its HTTP layer has
+    (``parseAPIFilter`` calls ``url.QueryUnescape``), so the JSON is URL-encoded here, as
+    the Kubeflow UI encodes it; kfp.Client then encodes it for the URL. Without this a
+    ``+`` in the name would reach the server as a space and a ``%`` as an error.
 
     Args:
         name: The display name to match.
 
     Returns:
-        The JSON-serialized ``V2beta1Filter`` (operation 1 is ``EQUALS``).
+        The URL-encoded JSON ``V2beta1Filter`` (operation 1 is ``EQUALS``).
     """
-    return json.dumps({"predicates": [{"operation": 1, "key": "display_name",
-                                       "stringValue": name}]})
+    return urllib.parse.quote(json.dumps({"predicates": [
+        {"operation": 1, "key": "display_name", "stringValue": name}]}), safe="")
 
 
 def _body_message(body: Any) -> str:
@@ -530,7 +535,7 @@ class KfpLauncher(KfpConnection):
             # get_pipeline_id lists shared pipelines only (no namespace parameter).
             resp = self._call("looking up the pipeline in namespace " + self.namespace,
                               lambda: client.list_pipelines(
-                                  filter=_name_filter(self.pipeline_name),
+                                  filter=name_filter(self.pipeline_name),
                                   namespace=self.namespace, page_size=2))
             found = resp.pipelines or []
             if len(found) > 1:
@@ -583,7 +588,7 @@ class KfpLauncher(KfpConnection):
         """The pinned version by display name, or the newest by ``created_at``."""
         if self.pipeline_version:
             matches = self._list_versions(client, pipeline_id,
-                                          _name_filter(self.pipeline_version))
+                                          name_filter(self.pipeline_version))
             if matches:
                 return self._newest(matches)
             existing = self._list_versions(client, pipeline_id)

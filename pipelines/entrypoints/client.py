@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from kfp_ct.components.common.errors import KfpCtError
 from kfp_ct.components.retrain.kfp_launcher import (ENDPOINT_ENV, TERMINAL_STATES, KfpConnection,
-                                                    check_endpoint)
+                                                    check_endpoint, name_filter)
 from kfp_ct.pipelines.entrypoints import catalog, rules
 
 #: Environment variables the client reads when an argument is not given.
@@ -311,10 +311,7 @@ class Client:
 
     def _version_objects(self, pipeline_id: str, name: str = "") -> list:
         kfp = self._kfp()
-        flt = None
-        if name:
-            flt = json.dumps({"predicates": [{"operation": 1, "key": "display_name",
-                                              "stringValue": name}]})
+        flt = name_filter(name) if name else None
         out, token = [], ""
         while True:
             resp = self._call("listing pipeline versions", lambda: kfp.list_pipeline_versions(

@@ -6,8 +6,12 @@ What a KFP v2beta1 API server does to its JSON, for the local endpoint
 * responses are model objects written with their ``attribute_map`` names, unset fields
   left out (as the server's protojson marshaller does), times RFC 3339 in UTC;
 * request bodies are read into model objects, refusing fields the model does not know;
-* ``filter`` (a JSON ``V2beta1Filter``), ``sort_by`` (``"created_at desc"``),
-  ``page_size`` and ``page_token`` on list calls.
+* ``filter`` (a JSON ``V2beta1Filter``, or a v1beta1 ``Filter`` with ``op`` for
+  ``operation``), ``sort_by`` (``"created_at desc"``), ``page_size`` and ``page_token``
+  on list calls. The real server decodes the filter once more after its HTTP layer
+  (``parseAPIFilter``: Go's ``url.QueryUnescape``), which :func:`parse_api_filter` does
+  too (:func:`query_unescape`): the Kubeflow UI encodes its filter twice, kfp.Client once
+  (so there a ``+`` becomes a space and a stray ``%`` is an error, as on the real server).
 
 Errors are :class:`HttpError` (HTTP status, google.rpc code, message).
 """
@@ -240,8 +244,106 @@ def _read_field(value: Any, type_name: str, where: str) -> Any:
 # ------------------------------------------------------------- filters and paging
 
 
-def parse_filter(text: str) -> list:
-    """Reads a URL-decoded V2beta1Filter JSON into V2beta1Predicate models.
+class QueryUnescapeError(ValueError):
+    """A bad ``%`` escape; its text is Go's ``url.EscapeError``: ``invalid URL escape "%zz"``."""
+
+    def __init__(self, escape: str) -> None:
+        super().__init__(f"invalid URL escape {go_quote(escape)}")
+        self.escape = escape
+
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+def query_unescape(text: str) -> str:
+    """Go's ``url.QueryUnescape``: ``%XX`` decoded, ``+`` made a space.
+
+    As Go does, every ``%`` is checked before anything is decoded; the decoded bytes are
+    read as UTF-8 (a bad sequence becomes U+FFFD).
+
+    Raises:
+        QueryUnescapeError: a ``%`` not followed by two hex digits; its message is Go's
+            (``invalid URL escape "%zz"``: the ``%`` and at most two bytes after it).
+    """
+    raw = text.encode("utf-8", "surrogateescape")
+    i = 0
+    while i < len(raw):
+        if raw[i] == 0x25:  # %
+            if i + 2 >= len(raw) or raw[i + 1] not in _HEX_DIGITS or \
+                    raw[i + 2] not in _HEX_DIGITS:
+                raise QueryUnescapeError(raw[i:i + 3].decode("utf-8", "replace"))
+            i += 3
+        else:
+            i += 1
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        byte = raw[i]
+        if byte == 0x25:
+            out.append(int(raw[i + 1:i + 3], 16))
+            i += 3
+            continue
+        out.append(0x20 if byte == 0x2B else byte)  # + is a space in a query
+        i += 1
+    return out.decode("utf-8", "replace")
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+               "\t": "\\t", "\v": "\\v"}
+
+
+def go_quote(text: str) -> str:
+    """Go's ``strconv.Quote`` (what ``%q`` writes): double quotes, printable characters
+    kept, ``\\n``-style escapes, else ``\\xNN`` / ``\\uNNNN`` / ``\\UNNNNNNNN``."""
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char.isprintable() and not 0xD800 <= code <= 0xDFFF:
+            out.append(char)
+        elif char in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[char])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append("\\ufffd")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _filter_predicates(data: Any, api_version: str) -> list:
+    """The predicates of a parsed filter JSON (v2beta1 ``operation``, v1beta1 ``op``).
+
+    Raises:
+        HttpError: 400 when it is not a filter.
+    """
+    if isinstance(data, dict):
+        for pred in data.get("predicates") or []:
+            if not isinstance(pred, dict):
+                continue
+            if api_version == "v1beta1" and "op" in pred:  # v1beta1 Predicate.op
+                if "operation" in pred:
+                    raise invalid('unknown field "operation" in filter.predicates '
+                                  "(a v1beta1 predicate has op)")
+                pred["operation"] = pred.pop("op")
+                if pred["operation"] in ("UNKNOWN", 0):
+                    pred["operation"] = "OPERATION_UNSPECIFIED"
+            # protojson accepts enum numbers: name them for the model
+            if isinstance(pred.get("operation"), int):
+                pred["operation"] = OPERATION_BY_NUMBER.get(pred["operation"],
+                                                            str(pred["operation"]))
+    parsed = from_json(data, m.V2beta1Filter, "filter")
+    return list(parsed.predicates or [])
+
+
+def parse_filter(text: str, api_version: str = "v2beta1") -> list:
+    """Reads a URL-decoded filter JSON into V2beta1Predicate models (a v1beta1 filter's
+    ``op`` read as ``operation`` when ``api_version`` is "v1beta1").
 
     Raises:
         HttpError: 400 when it is not JSON or not a filter.
@@ -250,16 +352,35 @@ def parse_filter(text: str) -> list:
         data = json.loads(text)
     except ValueError:
         raise invalid(f"failed to parse the filter {text!r}") from None
-    if isinstance(data, dict):  # protojson accepts enum numbers: name them for the model
-        for pred in data.get("predicates") or []:
-            if isinstance(pred, dict) and isinstance(pred.get("operation"), int):
-                pred["operation"] = OPERATION_BY_NUMBER.get(pred["operation"],
-                                                            str(pred["operation"]))
-    parsed = from_json(data, m.V2beta1Filter, "filter")
-    return list(parsed.predicates or [])
+    return _filter_predicates(data, api_version)
 
 
 _parse_filter = parse_filter
+
+
+def parse_api_filter(encoded: str, api_version: str = "v2beta1") -> list:
+    """The real server's ``parseAPIFilter``: the filter as the HTTP layer decoded it,
+    unescaped once more (:func:`query_unescape`), then read as a filter JSON.
+
+    Raises:
+        HttpError: 400 ``Invalid input error: failed to parse valid filter from "<the
+            filter as received>": <why>`` (Go's words; for a bad escape
+            ``invalid URL escape "%zz"``).
+    """
+    if not encoded:
+        return []
+    where = f"failed to parse valid filter from {go_quote(encoded)}"
+    try:
+        data = json.loads(query_unescape(encoded))
+    except QueryUnescapeError as exc:
+        raise invalid(f"{where}: {exc}") from None
+    except ValueError as exc:
+        raise invalid(f"{where}: {exc}") from None
+    try:
+        return _filter_predicates(data, api_version)
+    except HttpError as err:
+        raise invalid(f"{where}: {err.message.removeprefix('Invalid input error: ')}"
+                      ) from None
 
 
 def _value_of(item: Any, key: Union[str, Callable[[Any], Any]]) -> Any:
@@ -323,13 +444,17 @@ def _predicate_test(pred: Any) -> Callable[[Any], bool]:
     return test
 
 
-def list_page(items: list, query: Mapping, keys: KeyMap) -> tuple:
+def list_page(items: list, query: Mapping, keys: KeyMap,
+              api_version: str = "v2beta1") -> tuple:
     """Applies filter, sort_by, page_size and page_token as the server does.
 
     Args:
         items: Model objects, in the server's default order.
         query: The request's query parameters.
         keys: Filter / sort keys the resource allows -> attribute name (or a function).
+        api_version: "v2beta1" or "v1beta1": the filter is read as the real server reads
+            it (:func:`parse_api_filter`: unescaped once more; v1beta1 predicates have
+            ``op``).
 
     Returns:
         ``(page, next_page_token, total_size)``; the token is "" on the last page.
@@ -338,7 +463,8 @@ def list_page(items: list, query: Mapping, keys: KeyMap) -> tuple:
         HttpError: 400 for a bad filter, sort key, page size or page token.
     """
     if query.get("filter"):
-        for pred in parse_filter(query["filter"]):
+        predicates = parse_api_filter(query["filter"], api_version)
+        for pred in predicates:
             key = keys.get(pred.key)
             if key is None:
                 raise invalid(f"unsupported filter key {pred.key!r}; supported: "
@@ -381,6 +507,7 @@ _list = list_page
 __all__ = ["CODE_ALREADY_EXISTS", "CODE_FAILED_PRECONDITION", "CODE_INTERNAL",
            "CODE_INVALID_ARGUMENT", "CODE_NOT_FOUND", "CODE_PERMISSION_DENIED",
            "CODE_UNAUTHENTICATED", "CODE_UNIMPLEMENTED", "DEFAULT_PAGE_SIZE",
-           "HTTP_STATUS_BY_CODE", "HttpError", "OPERATION_BY_NUMBER", "format_time",
-           "from_json", "invalid", "is_model", "list_page", "model_class", "parse_filter",
-           "snake", "to_json"]
+           "HTTP_STATUS_BY_CODE", "HttpError", "OPERATION_BY_NUMBER", "QueryUnescapeError",
+           "format_time", "from_json", "go_quote", "invalid", "is_model", "list_page",
+           "model_class", "parse_api_filter", "parse_filter", "query_unescape", "snake",
+           "to_json"]

@@ -373,7 +373,9 @@ class Executor:
             details = (run.run_details.task_details if run.run_details else None) or []
             final_state = run.state
         self._record(run_id, status, final_state,
-                     [{"name": t.display_name, "state": t.state} for t in details])
+                     [{"name": t.display_name, "state": t.state,
+                       "start": t.start_time.timestamp() if t.start_time else None}
+                      for t in details])
 
 
 def published_by(run_dir: str) -> list:

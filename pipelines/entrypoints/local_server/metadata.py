@@ -69,7 +69,7 @@ def _struct_value(value: Any, target: Any) -> None:
     elif isinstance(value, str):
         target.string_value = value
     elif isinstance(value, (list, dict)):
-        target.struct_value.update({"list": value} if isinstance(value, list) else value)
+        _set_struct(target, {"list": value} if isinstance(value, list) else value)
     elif value is None:
         target.string_value = ""
     else:
@@ -78,6 +78,21 @@ def _struct_value(value: Any, target: Any) -> None:
 
 def _jsonable(values: Mapping[str, Any]) -> dict:
     return json.loads(json.dumps(dict(values), default=str))
+
+
+def _set_struct(target: Any, values: Mapping[str, Any]) -> None:
+    """Sets MLMD ``Value`` ``target`` to a struct, an empty one included: a ``Value`` with
+    no field of its oneof set makes the C++ store abort the process (a CHECK failure)."""
+    target.struct_value.SetInParent()
+    target.struct_value.update(_jsonable(values))
+
+
+def _complete(message: Any) -> Any:
+    """Gives every custom property of ``message`` a value (see _set_struct)."""
+    for value in message.custom_properties.values():
+        if value.WhichOneof("value") is None:
+            value.string_value = ""
+    return message
 
 
 class Metadata:
@@ -233,8 +248,10 @@ class _Run:
     def _put(self, execution: Any, events: list = ()) -> int:
         """Writes an execution with its new artifacts and events, attributed to the
         pipeline's and the run's contexts (as PutExecution in the launcher)."""
+        for artifact, _ in events:
+            _complete(artifact)
         execution_id, _, _ = self.store.put_execution(
-            execution, list(events), list(self.contexts),
+            _complete(execution), list(events), list(self.contexts),
             reuse_context_if_already_exist=True)
         return execution_id
 
@@ -281,7 +298,7 @@ class _Run:
             props["task_name"].string_value = task_name
             if parent_id:
                 props["parent_dag_id"].int_value = parent_id
-            props["inputs"].struct_value.update(_jsonable(inputs))
+            _set_struct(props["inputs"], inputs)
             props["total_dag_tasks"].int_value = total
             self._state(execution, state)
             execution.id = self._put(execution)
@@ -294,7 +311,11 @@ class _Run:
         """Records the tasks of one DAG; returns the DAG's own state from its tasks."""
         tasks = ((component.get("dag") or {}).get("tasks") or {})
         states = []
-        for task_name, task in tasks.items():
+        # in the order they started: a task's producers are recorded, with their outputs,
+        # before it, so its input events name their very artifacts
+        for key, task in sorted(tasks.items(), key=lambda kv: self._first_start(kv[1])):
+            # the driver's task_name is the task's taskInfo.name (what the UI labels)
+            task_name = (task.get("taskInfo") or {}).get("name") or key
             ref = (task.get("componentRef") or {}).get("name", "")
             child = (self.spec.get("components") or {}).get(ref) or {}
             if "dag" in child:
@@ -309,6 +330,17 @@ class _Run:
                 continue
             states.append(self._container(dag_id, task_name, ref, child, entry))
         return _combined(states, len(tasks), self.state)
+
+    def _first_start(self, task: Mapping) -> float:
+        """When a task (or the first task of a sub-DAG) started; inf when none did."""
+        ref = (task.get("componentRef") or {}).get("name", "")
+        child = (self.spec.get("components") or {}).get(ref) or {}
+        if "dag" in child:
+            inner = ((child.get("dag") or {}).get("tasks") or {}).values()
+            return min((self._first_start(t) for t in inner), default=float("inf"))
+        entry = self.tasks.get(ref.removeprefix("comp-"))
+        start = (entry or {}).get("start")
+        return float(start) if isinstance(start, (int, float)) else float("inf")
 
     def _sub_dag_state(self, component: Mapping) -> Optional[str]:
         """A sub-DAG's state from its container tasks (None: none of them started)."""
@@ -349,7 +381,7 @@ class _Run:
                 props[name].string_value = value
             props["parent_dag_id"].int_value = dag_id
             inputs = ((record or {}).get("inputs") or {})
-            props["inputs"].struct_value.update(_jsonable(inputs.get("parameters") or {}))
+            _set_struct(props["inputs"], inputs.get("parameters") or {})
             self._state(execution, "RUNNING" if state == "COMPLETE" else state)
             execution.id = self._put(execution, self._input_events(inputs))
             self.existing[key] = execution
@@ -358,8 +390,8 @@ class _Run:
             changed = self._state(execution, state)
             if state == "COMPLETE" and "outputs" not in execution.custom_properties:
                 outputs = record.get("outputs") or {}
-                execution.custom_properties["outputs"].struct_value.update(
-                    _jsonable(outputs.get("parameters") or {}))
+                _set_struct(execution.custom_properties["outputs"],
+                            outputs.get("parameters") or {})
                 self._put(execution, self._output_events(component, outputs))
             elif changed:
                 self._put(execution)
@@ -386,7 +418,7 @@ class _Run:
                     target = found[-1]
                 else:  # made outside this run (an input of the pipeline): recorded now
                     target = self._artifact(name, artifact, uri)
-                    target.id = self.store.put_artifacts([target])[0]
+                    target.id = self.store.put_artifacts([_complete(target)])[0]
                 event = self.pb.Event(type=self.pb.Event.INPUT)
                 event.path.steps.add().key = name
                 pairs.append((target, event))

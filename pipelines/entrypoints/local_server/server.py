@@ -8,6 +8,14 @@ models with unknown fields refused; answers are models written with their
 
 Single-user: a ``namespace`` query or field is accepted and ignored. Runs are executed
 for real (``executor.Executor``) and recurring runs fire (``scheduler.Scheduler``).
+
+For the Kubeflow Pipelines UI 2.5.0 it also answers the v1beta1 paths that UI calls
+(pipelines, versions, templates, runs, experiments, recurring runs as jobs: ``v1.py``
+writes the same records in their v1beta1 shapes) and a run's output artifact
+(``runs/{id}/nodes/{task}/artifacts/{output}:read``, ``artifacts.py``). A list call's
+``filter`` is read as the real server reads it (``kfp_json.parse_api_filter``: Go's
+``url.QueryUnescape`` once more after the HTTP layer's decoding). README, "Paths for the
+Kubeflow UI".
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import email.parser
 import email.policy
 import hmac
 import http.server
+import base64
 import io
 import ipaddress
 import json
@@ -42,13 +51,14 @@ from kfp_ct.pipelines.entrypoints.kfp_json import (CODE_ALREADY_EXISTS, CODE_FAI
                                             CODE_INTERNAL, CODE_NOT_FOUND,
                                             CODE_UNAUTHENTICATED, CODE_UNIMPLEMENTED,
                                             HttpError, invalid, to_json)
-from kfp_ct.pipelines.entrypoints.local_server import runtime
+from kfp_ct.pipelines.entrypoints.local_server import artifacts, runtime, ui, v1
 from kfp_ct.pipelines.entrypoints.local_server.executor import Executor, set_state, utcnow
 from kfp_ct.pipelines.entrypoints.local_server.scheduler import Scheduler
 from kfp_ct.pipelines.entrypoints.local_server.spec_check import first_problem
 from kfp_ct.pipelines.entrypoints.local_server.store import Store
 
 API = "/apis/v2beta1"
+API_V1 = "/apis/v1beta1"  # the paths of it that the Kubeflow Pipelines UI 2.5.0 calls
 DEFAULT_EXPERIMENT = "Default"
 REQUESTS_LOG = "requests.jsonl"
 UPLOAD_FIELD = "uploadfile"
@@ -108,6 +118,8 @@ def _mask(headers: Mapping[str, str]) -> dict:
         if key == "authorization":
             scheme = value.split(" ", 1)[0] if value else ""
             value = f"{scheme} ***" if scheme else "***"
+        elif key == "cookie":
+            value = re.sub(rf"({ui.COOKIE}=)[^;]*", r"\1***", value)
         out[key] = value
     return out
 
@@ -296,6 +308,19 @@ class Api:
         where = (f"; the token is in {self.token_file} (kfp-ct and its Client find it by "
                  "themselves on this machine)" if self.token_file else "")
         value = headers.get("authorization", "")
+        cookie = ui.cookie_token(headers)
+        if not value and cookie is not None:  # a browser, through the Kubeflow UI's server
+            origin = headers.get("origin", "")
+            if origin and not ui.loopback_origin(origin):
+                raise HttpError(401, CODE_UNAUTHENTICATED,
+                                f"Unauthenticated: a request carrying the {ui.COOKIE} cookie "
+                                f"from the page {origin!r}, which is not on this machine's "
+                                "loopback")
+            if not self.valid_token(cookie):
+                raise HttpError(401, CODE_UNAUTHENTICATED,
+                                f"Unauthenticated: the {ui.COOKIE} cookie does not hold this "
+                                f"endpoint's token (log in again at {ui.LOGIN_PATH}){where}")
+            return
         if not value:
             raise HttpError(401, CODE_UNAUTHENTICATED,
                             "Unauthenticated: the request has no Authorization header; this "
@@ -306,16 +331,51 @@ class Api:
             raise HttpError(401, CODE_UNAUTHENTICATED,
                             f"Unauthenticated: the Authorization header is not a bearer token "
                             f"(scheme {scheme!r}); send 'Authorization: Bearer <token>'{where}")
-        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+        if not self.valid_token(given.strip()):
             raise HttpError(401, CODE_UNAUTHENTICATED,
                             f"Unauthenticated: the bearer token is not valid for this "
                             f"endpoint{where}")
+
+    def valid_token(self, given: str) -> bool:
+        """Whether ``given`` is the token (constant time); True when there is none."""
+        if self.token is None:
+            return True
+        return hmac.compare_digest(given.encode(), self.token.encode())
 
     # --------------------------------------------------------------- healthz
 
     def healthz(self, query: dict, body: Any) -> Any:
         """GET /healthz."""
         return m.V2beta1GetHealthzResponse(multi_user=False)
+
+    # ------------------------------------------------------------- list pages
+
+    # What the real server puts before a refused list option (filter, sort, page), by call.
+    _LIST_WORDS = {
+        "pipelines": "Failed to list pipelines due invalid list options: pageToken: {token}, "
+                     "pageSize: {size}, sortBy: {sort}, filter: {filter}",
+        "pipeline versions": "Failed to list pipeline versions due invalid list options: "
+                             "pageToken: {token}, pageSize: {size}, sortBy: {sort}, "
+                             "filter: {filter}",
+        "experiments": "Failed to create list options",
+        "runs": "Failed to create list options",
+        "recurring runs": "Failed to list recurring runs due to error parsing the listing "
+                          "options"}
+
+    def _page(self, items: list, query: dict, keys: Mapping, call: str,
+              api_version: str = "v2beta1") -> tuple:
+        """``kfp_json.list_page`` with the filter read as the real server reads it
+        (``parseAPIFilter``: unescaped once more; v1beta1 predicates have ``op``), and a
+        refused option worded as that call of the real server words it."""
+        try:
+            return kfp_json.list_page(items, query, keys, api_version=api_version)
+        except HttpError as err:
+            if err.code != kfp_json.CODE_INVALID_ARGUMENT:
+                raise
+            words = self._LIST_WORDS[call].format(
+                token=query.get("page_token", ""), size=query.get("page_size") or 0,
+                sort=query.get("sort_by", ""), filter=query.get("filter", ""))
+            raise HttpError(err.status, err.code, f"{words}: {err.message}") from None
 
     # ------------------------------------------------------------- pipelines
 
@@ -328,8 +388,8 @@ class Api:
 
     def list_pipelines(self, query: dict, body: Any) -> Any:
         """GET /pipelines."""
-        page, token, total = kfp_json.list_page(self.store.list("pipeline"), query,
-                                                self._PIPELINE_KEYS)
+        page, token, total = self._page(self.store.list("pipeline"), query,
+                                        self._PIPELINE_KEYS, "pipelines")
         return m.V2beta1ListPipelinesResponse(pipelines=page, total_size=total,
                                               next_page_token=token or None)
 
@@ -431,7 +491,7 @@ class Api:
         """GET /pipelines/{id}/versions."""
         self._get_pipeline(pipeline_id, "list pipeline versions")
         items = self.store.list("version", "pipeline_id=?", (pipeline_id,))
-        page, token, total = kfp_json.list_page(items, query, self._VERSION_KEYS)
+        page, token, total = self._page(items, query, self._VERSION_KEYS, "pipeline versions")
         return m.V2beta1ListPipelineVersionsResponse(pipeline_versions=page, total_size=total,
                                                      next_page_token=token or None)
 
@@ -470,6 +530,23 @@ class Api:
                         "id": "experiment_id", "storage_state": "storage_state",
                         "description": "description"}
 
+    def _experiment_keys(self) -> dict:
+        """_EXPERIMENT_KEYS and ``last_run_created_at`` (the UI sorts its experiment list
+        by it): the creation time of the experiment's newest run, read from the runs only
+        when a sort or filter names it."""
+        newest: dict = {}
+
+        def last_run_created_at(experiment: m.V2beta1Experiment) -> Any:
+            if not newest:
+                newest[None] = None
+                for run in self.store.list("run"):
+                    seen = newest.get(run.experiment_id)
+                    if run.created_at is not None and (seen is None or run.created_at > seen):
+                        newest[run.experiment_id] = run.created_at
+            return newest.get(experiment.experiment_id)
+
+        return dict(self._EXPERIMENT_KEYS, last_run_created_at=last_run_created_at)
+
     def default_experiment_id(self) -> str:
         """The id of the "Default" experiment (created when missing)."""
         with self.store.lock:
@@ -492,8 +569,8 @@ class Api:
 
     def list_experiments(self, query: dict, body: Any) -> Any:
         """GET /experiments."""
-        page, token, total = kfp_json.list_page(self.store.list("experiment"), query,
-                                                self._EXPERIMENT_KEYS)
+        page, token, total = self._page(self.store.list("experiment"), query,
+                                        self._experiment_keys(), "experiments")
         return m.V2beta1ListExperimentsResponse(experiments=page, total_size=total,
                                                 next_page_token=token or None)
 
@@ -630,7 +707,7 @@ class Api:
             items = self.store.list("run", "experiment_id=?", (query["experiment_id"],))
         else:
             items = self.store.list("run")
-        page, token, total = kfp_json.list_page(items, query, self._RUN_KEYS)
+        page, token, total = self._page(items, query, self._RUN_KEYS, "runs")
         return m.V2beta1ListRunsResponse(runs=page, total_size=total,
                                          next_page_token=token or None)
 
@@ -658,6 +735,16 @@ class Api:
         self._get_run(run_id, "delete a run")
         self.executor.terminate(run_id)
         self.store.delete("run", run_id)
+        return {}
+
+    def retry_run(self, query: dict, body: Any, run_id: str) -> Any:
+        """POST /runs/{id}:retry: a FAILED or CANCELED run runs again (executor.retry)."""
+        self._get_run(run_id, "retry a run")
+        state = self.executor.retry(run_id)
+        if state is not None:
+            raise HttpError(400, CODE_FAILED_PRECONDITION,
+                            f"Failed to retry run {run_id}: Workflow must be Failed/Error to "
+                            f"retry (the run is {state})")
         return {}
 
     def _set_run_storage(self, run_id: str, state: str) -> Any:
@@ -737,7 +824,7 @@ class Api:
                                     (query["experiment_id"],))
         else:
             items = self.store.list("recurring_run")
-        page, token, total = kfp_json.list_page(items, query, self._RECURRING_KEYS)
+        page, token, total = self._page(items, query, self._RECURRING_KEYS, "recurring runs")
         return m.V2beta1ListRecurringRunsResponse(recurring_runs=page, total_size=total,
                                                   next_page_token=token or None)
 
@@ -853,6 +940,277 @@ class Api:
                      recurring_run_id=recurring.recurring_run_id, scheduled_at=slot_utc)
 
 
+    # -------------------------------------------------------- run artifacts
+
+    @staticmethod
+    def _task_of(run: m.V2beta1Run, node_id: str) -> Optional[str]:
+        """The task a node id names: a ``task_details`` entry's task_id or its name."""
+        details = (run.run_details.task_details if run.run_details else None) or []
+        for task in details:
+            if node_id in (task.task_id, task.display_name):
+                return task.display_name
+        return None
+
+    def _read_artifact(self, run_id: str, node_id: str, artifact_name: str,
+                       request: str) -> Any:
+        """ReadArtifact: the output ``artifact_name`` of task ``node_id`` as the real
+        server packs an Argo artifact (a gzip'd tar), base64 in ``data``; 404 in the
+        server's words for a missing run, task or output."""
+        where = f"failed to read artifact '{request}'"
+        run = self.store.get("run", run_id)
+        if run is None:
+            raise HttpError(404, CODE_NOT_FOUND,
+                            f"{where}: ResourceNotFoundError: Run {run_id} not found")
+        task = self._task_of(run, node_id)
+        path = (artifacts.artifact_file(self.executor.state_dir, run_id, task, artifact_name)
+                if task else None)
+        if path is None:
+            raise HttpError(404, CODE_NOT_FOUND,
+                            f"{where}: ResourceNotFoundError: artifact runs/{run_id}/nodes/"
+                            f"{node_id}/artifacts/{artifact_name} not found")
+        return {"data": base64.b64encode(artifacts.pack(path)).decode("ascii")}
+
+    def read_artifact(self, query: dict, body: Any, run_id: str, node_id: str,
+                      artifact_name: str) -> Any:
+        """GET /runs/{run_id}/nodes/{node_id}/artifacts/{artifact_name}:read.
+
+        ``node_id`` is a task of the run: its ``task_details[].task_id`` or its name
+        (``display_name``, the ``pod_name`` the ML Metadata records give)."""
+        fields = [("experiment_id", query.get("experiment_id") or ""), ("run_id", run_id),
+                  ("node_id", node_id), ("artifact_name", artifact_name)]
+        request = " ".join(f"{k}:{kfp_json.go_quote(v)}" for k, v in fields if v)
+        return self._read_artifact(run_id, node_id, artifact_name, request)
+
+    # -------------------------------------------------------------- v1beta1
+    # The v1beta1 paths the Kubeflow Pipelines UI 2.5.0 calls, answered from the same
+    # records as v2beta1 (their shapes: v1.py), with the words of the real server's v1
+    # handlers (pipeline_server.go, run_server.go, experiment_server.go, job_server.go).
+
+    def healthz_v1(self, query: dict, body: Any) -> Any:
+        """GET /apis/v1beta1/healthz (the UI's own server asks it for its healthz)."""
+        return {"commit_sha": "unknown", "tag_name": "unknown", "multi_user": False}
+
+    @staticmethod
+    def _missing(chain: str, what: str, item_id: str) -> HttpError:
+        """A 404 worded as the real server's error chain ends: ``ResourceNotFoundError``."""
+        return HttpError(404, CODE_NOT_FOUND,
+                         f"{chain}: ResourceNotFoundError: {what} {item_id} not found")
+
+    @staticmethod
+    def _resource_key(query: dict, name: str) -> Optional[tuple]:
+        """``(type, id)`` of a ``<name>.type`` / ``<name>.id`` query (a v1beta1 ResourceKey,
+        the type by name or number), or None when neither is given."""
+        if not any(k.startswith(name + ".") for k in query):
+            return None
+        value = (query.get(f"{name}.type") or "0").strip()
+        kind = v1.RESOURCE_TYPES.get(value, value)
+        if kind not in v1.RESOURCE_TYPES.values():
+            raise invalid(f"{name}.type: {value!r} is not a ResourceType (one of "
+                          f"{', '.join(v1.RESOURCE_TYPES.values())})")
+        return kind, query.get(f"{name}.id") or ""
+
+    def _version_name(self, ref: Any) -> str:
+        """The name of the pipeline version a run or recurring run uses ("" if none)."""
+        if ref is None or not ref.pipeline_version_id:
+            return ""
+        version = self.store.get("version", ref.pipeline_version_id)
+        return version.display_name if version is not None else ""
+
+    def _latest_version(self, pipeline_id: str) -> Optional[m.V2beta1PipelineVersion]:
+        versions = self.store.list("version", "pipeline_id=?", (pipeline_id,))
+        return versions[-1] if versions else None
+
+    def list_pipelines_v1(self, query: dict, body: Any) -> Any:
+        """GET /apis/v1beta1/pipelines: pipelines with their latest version as default."""
+        key = self._resource_key(query, "resource_reference_key")
+        head = "Failed to list pipelines (v1beta1)"
+        if key is not None and key[0] == "UNKNOWN_RESOURCE_TYPE":
+            raise HttpError(400, kfp_json.CODE_INVALID_ARGUMENT,
+                            f"{head} due to filter validation error: Unrecognized resource "
+                            "reference type: Invalid input error: Failed to convert "
+                            "unsupported v1beta1 API resource type UNKNOWN_RESOURCE_TYPE")
+        if key is not None and key[0] != "NAMESPACE":
+            model_type = {"EXPERIMENT": "Experiment", "JOB": "Job", "PIPELINE": "pipeline",
+                          "PIPELINE_VERSION": "PipelineVersion"}[key[0]]
+            raise invalid(f"{head} due to invalid resource references for pipelines: "
+                          f"&{{{model_type} {key[1]}}}")
+        page, token, total = self._page(self.store.list("pipeline"), query,
+                                        self._PIPELINE_KEYS, "pipelines", "v1beta1")
+        return v1.message({
+            "pipelines": [v1.pipeline(p, self._latest_version(p.pipeline_id)) for p in page],
+            "total_size": total, "next_page_token": token})
+
+    def get_pipeline_v1(self, query: dict, body: Any, pipeline_id: str) -> Any:
+        """GET /apis/v1beta1/pipelines/{id}: with its latest version as ``default_version``
+        (a pipeline without versions is a 404, as on the real server)."""
+        head = f"Failed to get a pipeline (v1beta1) {pipeline_id}"
+        pipeline = self.store.get("pipeline", pipeline_id)
+        if pipeline is None:
+            raise self._missing(f"{head}. Check error stack: Failed to get a pipeline with "
+                                f"id {pipeline_id}", "Pipeline", pipeline_id)
+        latest = self._latest_version(pipeline_id)
+        if latest is None:
+            raise self._missing(f"{head} due to error fetching the latest pipeline version: "
+                                "Failed to get the latest pipeline version for a pipeline",
+                                "PipelineVersion", pipeline_id)
+        return v1.pipeline(pipeline, latest)
+
+    def delete_pipeline_v1(self, query: dict, body: Any, pipeline_id: str) -> Any:
+        """DELETE /apis/v1beta1/pipelines/{id}: refused while it has versions."""
+        head = f"Failed to delete pipeline (v1beta1) {pipeline_id}. Check error stack"
+        with self.store.lock:
+            if self.store.get("pipeline", pipeline_id) is None:
+                raise self._missing(f"{head}: Failed to delete pipeline with id {pipeline_id} "
+                                    "as it was not found", "Pipeline", pipeline_id)
+            latest = self._latest_version(pipeline_id)
+            if latest is not None:
+                raise HttpError(400, kfp_json.CODE_INVALID_ARGUMENT,
+                                f"{head}: Invalid input error: Failed to delete pipeline with "
+                                f"id {pipeline_id} as it has existing pipeline versions (e.g. "
+                                f"{latest.pipeline_version_id})")
+            self.store.delete("pipeline", pipeline_id)
+        return {}
+
+    def get_template_v1(self, query: dict, body: Any, pipeline_id: str) -> Any:
+        """GET /apis/v1beta1/pipelines/{id}/templates: its latest version's spec as YAML."""
+        head = (f"Failed to get the default template (v1beta1) for pipeline {pipeline_id}. "
+                "Check error stack")
+        if self.store.get("pipeline", pipeline_id) is None:
+            raise self._missing(f"{head}: Failed to get the latest template as pipeline was "
+                                "not found", "Pipeline", pipeline_id)
+        latest = self._latest_version(pipeline_id)
+        if latest is None:
+            raise self._missing(f"{head}: Failed to get the latest template for a pipeline",
+                                "PipelineVersion", pipeline_id)
+        return {"template": v1.spec_yaml(latest.pipeline_spec)}
+
+    def list_pipeline_versions_v1(self, query: dict, body: Any) -> Any:
+        """GET /apis/v1beta1/pipeline_versions?resource_key.type=PIPELINE&resource_key.id=
+        (the type is not looked at, as on the real server), with paging, sort and filter."""
+        key = self._resource_key(query, "resource_key")
+        if key is None:
+            raise invalid("Failed to list pipeline versions (v1beta1) due to missing "
+                          "pipeline id")
+        self._page([], query, self._VERSION_KEYS, "pipeline versions", "v1beta1")  # first
+        pipeline_id = key[1]
+        head = (f"Failed to list pipeline versions (v1beta1) with pipeline id {pipeline_id}. "
+                "Check error stack")
+        if not pipeline_id:
+            raise HttpError(400, kfp_json.CODE_INVALID_ARGUMENT,
+                            f"{head}: Invalid input error: Failed to list pipeline versions. "
+                            "Pipeline id cannot be empty")
+        if self.store.get("pipeline", pipeline_id) is None:
+            raise self._missing(f"{head}: Failed to list pipeline versions due to error "
+                                f"fetching the namespace for pipeline {pipeline_id}: Failed to "
+                                f"get namespace for pipeline id {pipeline_id}: Failed to get a "
+                                f"pipeline with id {pipeline_id}", "Pipeline", pipeline_id)
+        items = self.store.list("version", "pipeline_id=?", (pipeline_id,))
+        page, token, total = self._page(items, query, self._VERSION_KEYS, "pipeline versions",
+                                        "v1beta1")
+        return v1.message({"versions": [v1.pipeline_version(v) for v in page],
+                           "next_page_token": token, "total_size": total})
+
+    def get_pipeline_version_v1(self, query: dict, body: Any, version_id: str) -> Any:
+        """GET /apis/v1beta1/pipeline_versions/{id}."""
+        version = self.store.get("version", version_id)
+        if version is None:
+            raise self._missing(f"Failed to get a pipeline version (v1beta1) {version_id}: "
+                                f"Failed to get a pipeline version with id {version_id}",
+                                "PipelineVersion", version_id)
+        return v1.pipeline_version(version)
+
+    def delete_pipeline_version_v1(self, query: dict, body: Any, version_id: str) -> Any:
+        """DELETE /apis/v1beta1/pipeline_versions/{id} (its runs keep their spec)."""
+        with self.store.lock:
+            if self.store.get("version", version_id) is None:
+                raise self._missing(f"Failed to delete a pipeline version (v1beta1) "
+                                    f"{version_id} due error fetching a pipeline id: Failed to "
+                                    f"get a pipeline version with id {version_id}",
+                                    "PipelineVersion", version_id)
+            self.store.delete("version", version_id)
+        return {}
+
+    def get_pipeline_version_template_v1(self, query: dict, body: Any,
+                                         version_id: str) -> Any:
+        """GET /apis/v1beta1/pipeline_versions/{id}/templates: its spec as YAML text."""
+        version = self.store.get("version", version_id)
+        if version is None:
+            raise self._missing(f"Failed to get a pipeline template for pipeline version "
+                                f"{version_id}: Failed to get pipeline version template as "
+                                f"pipeline version id {version_id} was not found",
+                                "PipelineVersion", version_id)
+        return {"template": v1.spec_yaml(version.pipeline_spec)}
+
+    def upload_pipeline_v1(self, query: dict, form: dict) -> Any:
+        """POST /apis/v1beta1/pipelines/upload: as v2beta1, answered as an ApiPipeline."""
+        pipeline = self.upload_pipeline(query, form)
+        return v1.pipeline(pipeline, self._latest_version(pipeline.pipeline_id))
+
+    def upload_pipeline_version_v1(self, query: dict, form: dict) -> Any:
+        """POST /apis/v1beta1/pipelines/upload_version: answered as an ApiPipelineVersion."""
+        return v1.pipeline_version(self.upload_pipeline_version(query, form))
+
+    def list_experiments_v1(self, query: dict, body: Any) -> Any:
+        """GET /apis/v1beta1/experiments (paging, sort, a v1beta1 filter)."""
+        key = self._resource_key(query, "resource_reference_key")
+        if key is not None and key[0] == "UNKNOWN_RESOURCE_TYPE":
+            raise HttpError(400, kfp_json.CODE_INVALID_ARGUMENT,
+                            "Validating v1beta1 filter failed: Unrecognized resource reference "
+                            "type: Invalid input error: Failed to convert unsupported v1beta1 "
+                            "API resource type UNKNOWN_RESOURCE_TYPE")
+        if key is not None and key[0] != "NAMESPACE":
+            model_type = {"EXPERIMENT": "Experiment", "JOB": "Job", "PIPELINE": "pipeline",
+                          "PIPELINE_VERSION": "PipelineVersion"}[key[0]]
+            raise invalid("Failed to list v1beta1 experiment due to invalid resource reference "
+                          "key. It must be of type 'Namespace' and contain an existing or empty "
+                          f"namespace, but you provided {key[1]} of type {model_type}")
+        page, token, total = self._page(self.store.list("experiment"), query,
+                                        self._experiment_keys(), "experiments", "v1beta1")
+        return v1.message({"experiments": [v1.experiment(e) for e in page],
+                           "total_size": total, "next_page_token": token})
+
+    def get_experiment_v1(self, query: dict, body: Any, experiment_id: str) -> Any:
+        """GET /apis/v1beta1/experiments/{id}."""
+        experiment = self.store.get("experiment", experiment_id)
+        if experiment is None:
+            raise self._missing("Failed to fetch v1beta1 experiment", "Experiment",
+                                experiment_id)
+        return v1.experiment(experiment)
+
+    def get_run_v1(self, query: dict, body: Any, run_id: str) -> Any:
+        """GET /apis/v1beta1/runs/{id}: an ApiRunDetail (the spec in
+        ``run.pipeline_spec.pipeline_manifest``, by which the UI knows a v2 run)."""
+        run = self.store.get("run", run_id)
+        if run is None:
+            raise self._missing(f"Failed to get a v1beta1 run: Failed to fetch run {run_id}",
+                                "Run", run_id)
+        return v1.run_detail(run, self.store.run_spec(run_id),
+                             self._version_name(run.pipeline_version_reference))
+
+    def delete_run_v1(self, query: dict, body: Any, run_id: str) -> Any:
+        """DELETE /apis/v1beta1/runs/{id}: as v2beta1 (an active run is terminated)."""
+        if self.store.get("run", run_id) is None:
+            raise self._missing(f"Failed to delete a v1beta1 run: Failed to delete run {run_id} "
+                                f"as it does not exist: Failed to fetch run {run_id}", "Run",
+                                run_id)
+        return self.delete_run(query, body, run_id)
+
+    def read_artifact_v1(self, query: dict, body: Any, run_id: str, node_id: str,
+                         artifact_name: str) -> Any:
+        """GET /apis/v1beta1/runs/{run_id}/nodes/{node_id}/artifacts/{name}:read."""
+        request = " ".join(f"{k}:{kfp_json.go_quote(v)}" for k, v in
+                           (("run_id", run_id), ("node_id", node_id),
+                            ("artifact_name", artifact_name)) if v)
+        return self._read_artifact(run_id, node_id, artifact_name, request)
+
+    def get_job_v1(self, query: dict, body: Any, job_id: str) -> Any:
+        """GET /apis/v1beta1/jobs/{id}: a recurring run as an ApiJob."""
+        recurring = self.store.get("recurring_run", job_id)
+        if recurring is None:
+            raise self._missing("Failed to fetch a v1beta1 recurring run", "Job", job_id)
+        return v1.job(recurring, self.store.recurring_spec(job_id),
+                      self._version_name(recurring.pipeline_version_reference))
+
 # (path regex, {method: handler}); the first match wins, so fixed names go first.
 _ID = r"[^/:]+"
 ROUTES = [
@@ -877,8 +1235,11 @@ ROUTES = [
     (f"{API}/runs", {"GET": "list_runs", "POST": "create_run"}),
     (f"{API}/runs/(?P<run_id>{_ID})", {"GET": "get_run", "DELETE": "delete_run"}),
     (f"{API}/runs/(?P<run_id>{_ID}):terminate", {"POST": "terminate_run"}),
+    (f"{API}/runs/(?P<run_id>{_ID}):retry", {"POST": "retry_run"}),
     (f"{API}/runs/(?P<run_id>{_ID}):archive", {"POST": "archive_run"}),
     (f"{API}/runs/(?P<run_id>{_ID}):unarchive", {"POST": "unarchive_run"}),
+    (f"{API}/runs/(?P<run_id>{_ID})/nodes/(?P<node_id>[^/]+)/artifacts/"
+     f"(?P<artifact_name>[^/]+):read", {"GET": "read_artifact"}),
     (f"{API}/recurringruns", {"GET": "list_recurring_runs", "POST": "create_recurring_run"}),
     (f"{API}/recurringruns/(?P<recurring_run_id>{_ID})",
      {"GET": "get_recurring_run", "DELETE": "delete_recurring_run",
@@ -887,11 +1248,32 @@ ROUTES = [
      {"POST": "enable_recurring_run"}),
     (f"{API}/recurringruns/(?P<recurring_run_id>{_ID}):disable",
      {"POST": "disable_recurring_run"}),
+    # v1beta1: what the Kubeflow Pipelines UI 2.5.0 calls (README "Paths for the Kubeflow UI")
+    (f"{API_V1}/healthz", {"GET": "healthz_v1"}),
+    (f"{API_V1}/pipelines", {"GET": "list_pipelines_v1", "POST": "unimplemented"}),
+    (f"{API_V1}/pipelines/upload", {"POST": "upload_pipeline_v1"}),
+    (f"{API_V1}/pipelines/upload_version", {"POST": "upload_pipeline_version_v1"}),
+    (f"{API_V1}/pipelines/(?P<pipeline_id>{_ID})",
+     {"GET": "get_pipeline_v1", "DELETE": "delete_pipeline_v1"}),
+    (f"{API_V1}/pipelines/(?P<pipeline_id>{_ID})/templates", {"GET": "get_template_v1"}),
+    (f"{API_V1}/pipeline_versions",
+     {"GET": "list_pipeline_versions_v1", "POST": "unimplemented"}),
+    (f"{API_V1}/pipeline_versions/(?P<version_id>{_ID})",
+     {"GET": "get_pipeline_version_v1", "DELETE": "delete_pipeline_version_v1"}),
+    (f"{API_V1}/pipeline_versions/(?P<version_id>{_ID})/templates",
+     {"GET": "get_pipeline_version_template_v1"}),
+    (f"{API_V1}/experiments", {"GET": "list_experiments_v1"}),
+    (f"{API_V1}/experiments/(?P<experiment_id>{_ID})", {"GET": "get_experiment_v1"}),
+    (f"{API_V1}/runs/(?P<run_id>{_ID})", {"GET": "get_run_v1", "DELETE": "delete_run_v1"}),
+    (f"{API_V1}/runs/(?P<run_id>{_ID})/nodes/(?P<node_id>[^/]+)/artifacts/"
+     f"(?P<artifact_name>[^/]+):read", {"GET": "read_artifact_v1"}),
+    (f"{API_V1}/jobs/(?P<job_id>{_ID})", {"GET": "get_job_v1"}),
 ]
-_NO_AUTH = {"healthz"}
-_MULTIPART = {"upload_pipeline", "upload_pipeline_version"}
-_NO_BODY_POSTS = {"terminate_run", "archive_run", "unarchive_run", "enable_recurring_run",
-                  "disable_recurring_run", "archive_experiment", "unarchive_experiment",
+_NO_AUTH = {"healthz", "healthz_v1"}
+_MULTIPART = {"upload_pipeline", "upload_pipeline_version", "upload_pipeline_v1",
+              "upload_pipeline_version_v1"}
+_NO_BODY_POSTS = {"terminate_run", "retry_run", "archive_run", "unarchive_run",
+                  "enable_recurring_run", "disable_recurring_run", "archive_experiment", "unarchive_experiment",
                   "unimplemented"}
 
 
@@ -910,8 +1292,10 @@ def route(method: str, path: str) -> tuple:
                                 f"{', '.join(sorted(methods))})")
             params = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
             return methods[method], params
-    raise HttpError(404, CODE_NOT_FOUND, f"Not Found: {path} is not a path of the KFP "
-                                         "v2beta1 API this local endpoint serves")
+    raise HttpError(404, CODE_NOT_FOUND, f"Not Found: {path} is not a path of the KFP API "
+                                         "this local endpoint serves (the v2beta1 API "
+                                         "kfp.Client uses, and the v1beta1 paths the Kubeflow "
+                                         "Pipelines UI calls)")
 
 
 def _too_large(what: str, limit: int, seen: str) -> HttpError:
@@ -988,6 +1372,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except (ValueError, OSError) as exc:
             self._send(400, invalid(f"cannot read the request body: {exc}").payload())
             return
+        if ui.is_ui_path(method, parsed.path):  # the Kubeflow UI's other back ends
+            shown = dict(query, token="***") if "token" in query else query
+            owner._record(RecordedRequest(method=method, path=parsed.path, query=shown,
+                                          headers=_mask(headers), body=None,
+                                          time=time.time()))
+            self._send_answer(owner.ui_answer(method, parsed.path, query, headers, raw))
+            return
         body: Any = None
         form: Optional[dict] = None
         body_error: Optional[HttpError] = None
@@ -1028,6 +1419,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             traceback.print_exc(file=sys.stderr)
             err = HttpError(500, CODE_INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
             self._send(500, err.payload())
+
+    def _send_answer(self, answer: "ui.Answer") -> None:
+        try:
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.content_type)
+            self.send_header("Content-Length", str(len(answer.body)))
+            self.send_header("X-Content-Type-Options", "nosniff")
+            for key, value in answer.headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(answer.body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def _send(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
@@ -1076,6 +1480,9 @@ class LocalServer:
             ``kfp-ct local-server --no-token`` runs; the command line and :func:`serve`
             make a token when none is given).
         poll_s: How often the scheduler and executor look (seconds).
+        max_upload_bytes: The largest pipeline upload taken (413 above it).
+        metadata: Record every run in the ML Metadata store ``<state_dir>/mlmd.sqlite``
+            and serve its reads over gRPC-web for the Kubeflow UI (``metadata.py``).
 
     Usage::
 
@@ -1085,8 +1492,10 @@ class LocalServer:
 
     def __init__(self, state_dir: str, host: str = "127.0.0.1", port: int = 0,
                  token: Optional[str] = None, poll_s: float = 0.25,
-                 max_upload_bytes: int = MAX_UPLOAD_BYTES) -> None:
+                 max_upload_bytes: int = MAX_UPLOAD_BYTES, metadata: bool = True) -> None:
         self.state_dir = os.path.abspath(state_dir)
+        self.record_metadata = metadata
+        self.metadata: Any = None  # metadata.Metadata once started (None: not recorded)
         if max_upload_bytes < 1 << 20:
             raise LocalServerError(f"the upload limit must be at least 1 MiB, got "
                                    f"{max_upload_bytes} bytes")
@@ -1122,7 +1531,13 @@ class LocalServer:
             self._store = Store(self.state_dir)
         except StoreError as exc:
             raise LocalServerError(str(exc)) from None
-        self.executor = Executor(self._store, self.state_dir, poll_s=self.poll_s)
+        if self.record_metadata:
+            from kfp_ct.pipelines.entrypoints.local_server.metadata import Metadata
+
+            self.metadata = Metadata(self.state_dir, artifact_uri=lambda run_id, root, path:
+                                     ui.artifact_url(self.url, run_id, root, path))
+        self.executor = Executor(self._store, self.state_dir, poll_s=self.poll_s,
+                                 metadata=self.metadata)
         token_file = ""
         if self.token is not None:
             token_file = runtime.write_private(runtime.token_path(self.state_dir),
@@ -1170,6 +1585,9 @@ class LocalServer:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self.metadata is not None:
+            self.metadata.close()
+            self.metadata = None
 
     def __enter__(self) -> "LocalServer":
         return self.start()
@@ -1204,6 +1622,35 @@ class LocalServer:
             raise LocalServerError("the local endpoint is not started")
         return self._store
 
+    def ui_answer(self, method: str, path: str, query: dict, headers: dict,
+                  raw: bytes) -> "ui.Answer":
+        """The Kubeflow UI's other back ends (``ui.py``): login, ML Metadata over
+        gRPC-web, artifact files and task logs; all but login need the token."""
+        def not_allowed(allowed: str) -> "ui.Answer":
+            return ui.Answer(405, "text/plain; charset=utf-8",
+                             f"Method Not Allowed: {method} {path} (allowed: {allowed})"
+                             .encode(), {"Allow": allowed})
+
+        content_type = headers.get("content-type", "")
+        if path == ui.LOGIN_PATH:
+            if method not in ("GET", "POST"):
+                return not_allowed("GET, POST")
+            return ui.login(method, query, raw,
+                            None if self.token is None else self.api.valid_token)
+        try:
+            self.api.check_auth(headers)
+        except HttpError as err:
+            return ui.unauthenticated(path, content_type, err.message)
+        if path.startswith(ui.METADATA_SERVICE):
+            if method != "POST":
+                return not_allowed("POST")
+            return ui.metadata_call(self.metadata, path, content_type, raw)
+        if method != "GET":
+            return not_allowed("GET")
+        if path.startswith(ui.ARTIFACTS_PREFIX):
+            return ui.artifact_file(self.state_dir, path)
+        return ui.task_log(self.state_dir, path)
+
     def _record(self, request: RecordedRequest) -> None:
         line = json.dumps(request.to_dict(), default=str)
         with self._requests_lock:
@@ -1213,7 +1660,8 @@ class LocalServer:
 
 
 def serve(state_dir: str, port: int, token: Optional[str] = None,
-          no_token: bool = False, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> None:
+          no_token: bool = False, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+          metadata: bool = True) -> None:
     """Runs the endpoint until SIGINT / SIGTERM (what ``kfp-ct local-server`` calls).
 
     A token is required by default: with ``token`` None one is made
@@ -1233,6 +1681,7 @@ def serve(state_dir: str, port: int, token: Optional[str] = None,
         token: The bearer token to require (None: a new one, unless ``no_token``).
         no_token: Serve without auth (any local account can then use the endpoint).
         max_upload_bytes: The largest pipeline upload taken (413 above it).
+        metadata: Record runs in ML Metadata for the Kubeflow UI (LocalServer).
 
     Raises:
         LocalServerError: it cannot start (port taken, unusable state folder).
@@ -1251,7 +1700,7 @@ def serve(state_dir: str, port: int, token: Optional[str] = None,
     elif not token:
         token = runtime.new_token()
     server = LocalServer(state_dir, port=port, token=token,
-                         max_upload_bytes=max_upload_bytes).start()
+                         max_upload_bytes=max_upload_bytes, metadata=metadata).start()
     runtime_file = ""
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -1265,6 +1714,9 @@ def serve(state_dir: str, port: int, token: Optional[str] = None,
         else:
             line += f" token: {token} (also in {runtime.token_path(server.state_dir)})"
         print(line, flush=True)
+        if token is not None:  # for a browser: the Kubeflow UI on 127.0.0.1 (ui.py)
+            print(f"Kubeflow UI: log in once at {server.url}{ui.LOGIN_PATH} (the token "
+                  "becomes an HttpOnly cookie for 127.0.0.1)", flush=True)
         while not stop.wait(0.5):
             pass
     finally:
