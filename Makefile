@@ -125,6 +125,7 @@ bench: setup
 	$(PY) -m tests.benchmarks.bench_drift_speed 100000 1000000
 	$(PY) -m tests.benchmarks.bench_performance
 	$(PY) -m tests.benchmarks.bench_performance --train-steps 15 --runs 0
+	$(PY) -m tests.benchmarks.bench_ui_metadata --runs 2
 	$(PY) -m tests.benchmarks.bench_endpoint --runs 3
 
 clean:

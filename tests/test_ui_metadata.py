@@ -276,8 +276,10 @@ def test_a_run_is_recorded_as_the_kfp_launcher_records_it(server, package):
     # the artifact's metadata as custom properties, converted as the launcher converts
     metrics = artifacts[outputs["metrics"]].custom_properties
     assert metrics["accuracy"].double_value == 0.9 and metrics["rows"].double_value == 5
+    # an object nested as the launcher nests it ({"struct": ...}), where the UI reads it
     matrix = artifacts[outputs["matrix"]].custom_properties["confusionMatrix"].struct_value
-    assert [a["displayName"] for a in matrix["annotationSpecs"]] == ["a", "b"]
+    assert [a["displayName"] for a in matrix["struct"]["annotationSpecs"]] == ["a", "b"]
+    assert [list(r["row"]) for r in matrix["struct"]["rows"]] == [[3, 1], [0, 4]]
     assert artifacts[made["data"]].custom_properties["rows"].double_value == 5
 
     # one artifact per thing written: an input event names the producer's very artifact

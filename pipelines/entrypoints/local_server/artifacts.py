@@ -41,6 +41,16 @@ def _read_json(path: str) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def pipeline_root(state_dir: str, run_id: str) -> Optional[str]:
+    """The pipeline root an endpoint run wrote under (its ``job.json``), or None (not
+    started, unknown, or ``run_id`` not one path component)."""
+    if not _component(run_id):
+        return None
+    root = _read_json(os.path.join(state_dir, "runs", run_id, worker_mod.JOB_FILE)).get(
+        "pipeline_root")
+    return root if isinstance(root, str) and root else None
+
+
 def run_folder(state_dir: str, run_id: str) -> Optional[str]:
     """kfp.local's run folder of an endpoint run, or None (not started, or unknown).
 
@@ -56,8 +66,8 @@ def run_folder(state_dir: str, run_id: str) -> Optional[str]:
         folder = status.get(key)
         if isinstance(folder, str) and folder and os.path.isdir(folder):
             return folder
-    root = _read_json(os.path.join(run_dir, worker_mod.JOB_FILE)).get("pipeline_root")
-    if not isinstance(root, str) or not os.path.isdir(root):
+    root = pipeline_root(state_dir, run_id)
+    if root is None or not os.path.isdir(root):
         return None
     folders = [d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))
                and d not in ("logs", "tmp")]

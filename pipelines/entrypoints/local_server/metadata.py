@@ -61,15 +61,16 @@ READ_PREFIXES = ("Get",)
 def _struct_value(value: Any, target: Any) -> None:
     """Sets MLMD ``Value`` ``target`` from a JSON value as the launcher converts a
     ``structpb.Value`` (``StructValueToMLMDValue``): strings, numbers as doubles, bools
-    as ints, lists and objects as a struct."""
+    as ints, a list as the struct ``{"list": [...]}`` and an object as ``{"struct": {...}}``
+    (the UI reads a confusion matrix there); null, which the launcher refuses, as ""."""
     if isinstance(value, bool):
         target.int_value = int(value)
     elif isinstance(value, (int, float)):
         target.double_value = float(value)
     elif isinstance(value, str):
         target.string_value = value
-    elif isinstance(value, (list, dict)):
-        _set_struct(target, {"list": value} if isinstance(value, list) else value)
+    elif isinstance(value, (list, dict)):  # wrapped as the launcher wraps them
+        _set_struct(target, {"list" if isinstance(value, list) else "struct": value})
     elif value is None:
         target.string_value = ""
     else:

@@ -1374,8 +1374,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if ui.is_ui_path(method, parsed.path):  # the Kubeflow UI's other back ends
             shown = dict(query, token="***") if "token" in query else query
+            kept = None  # a gRPC-web call's request is kept (base64): it names what was read
+            kind = headers.get("content-type", "")
+            if raw and ui.grpcweb.is_grpc_web(kind) and len(raw) <= 4096:
+                kept = raw.decode("ascii", "replace") if ui.grpcweb.is_text(kind) \
+                    else base64.b64encode(raw).decode("ascii")
             owner._record(RecordedRequest(method=method, path=parsed.path, query=shown,
-                                          headers=_mask(headers), body=None,
+                                          headers=_mask(headers), body=kept,
                                           time=time.time()))
             self._send_answer(owner.ui_answer(method, parsed.path, query, headers, raw))
             return

@@ -33,15 +33,13 @@ from __future__ import annotations
 
 import html
 import http.cookies
-import json
 import mimetypes
 import os
 import re
 import urllib.parse
 from typing import Any, Mapping, Optional
 
-from kfp_ct.pipelines.entrypoints.local_server import grpcweb
-from kfp_ct.pipelines.entrypoints.local_server import worker as worker_mod
+from kfp_ct.pipelines.entrypoints.local_server import artifacts, grpcweb
 
 COOKIE = "kfp_ct_token"
 LOGIN_PATH = "/login"
@@ -145,16 +143,6 @@ def login(method: str, query: Mapping[str, str], body: bytes, valid: Any) -> Ans
         "for 127.0.0.1: open the Kubeflow Pipelines UI on 127.0.0.1."), headers)
 
 
-def _run_root(state_dir: str, run_id: str) -> Optional[str]:
-    if "/" in run_id or run_id in ("", ".", ".."):
-        return None
-    try:
-        with open(os.path.join(state_dir, "runs", run_id, worker_mod.JOB_FILE)) as fh:
-            return json.load(fh)["pipeline_root"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def artifact_url(base_url: str, run_id: str, root: str, path: str) -> str:
     """The URL the endpoint serves ``path`` from when it lies under the run's pipeline
     root ``root``; otherwise ``path`` itself (a ``gs://`` URI, an imported file)."""
@@ -172,7 +160,7 @@ def artifact_file(state_dir: str, path: str) -> Answer:
     """``GET /artifacts/runs/<run id>/<path>``: the file (or a folder's listing)."""
     rest = urllib.parse.unquote(path[len(ARTIFACTS_PREFIX):])
     run_id, _, rel = rest.partition("/")
-    root = _run_root(state_dir, run_id)
+    root = artifacts.pipeline_root(state_dir, run_id)
     if root is None:
         return _not_found(f"run {run_id} has no outputs on this endpoint")
     real_root = os.path.realpath(root)
@@ -200,7 +188,7 @@ def task_log(state_dir: str, path: str) -> Answer:
     """``GET /apis/.../runs/<run id>/nodes/<task>/log``: what the task printed."""
     match = _LOG_PATH.fullmatch(path)
     run_id, task = urllib.parse.unquote(match.group(1)), urllib.parse.unquote(match.group(2))
-    root = _run_root(state_dir, run_id)
+    root = artifacts.pipeline_root(state_dir, run_id)
     if root is None or "/" in task or task in ("", ".", ".."):
         return _not_found(f"run {run_id} has no log of {task}")
     try:
