@@ -396,6 +396,8 @@ class _Run:
                 self._put(execution, self._output_events(component, outputs))
             elif changed:
                 self._put(execution)
+        elif state == "COMPLETE" and self.state == "RUNNING":
+            pass  # its record (outputs) is written just after: COMPLETE comes with them
         elif self._state(execution, state if done or state == "RUNNING" else "RUNNING"):
             self._put(execution)
         return state
