@@ -164,9 +164,10 @@ def test_go_query_unescape_and_quote():
             kfp_json.query_unescape(bad)
         assert str(err.value) == f"invalid URL escape {shown}"
     assert kfp_json.go_quote('a"b\\c\n\x01 é') == '"a\\"b\\\\c\\n\\x01 é"'
-    # its current callers: the JSON as the HTTP layer decoded it, as before
-    assert kfp_json.parse_filter('{"predicates": [{"key": "name", "operation": 1, '
-                                 '"string_value": "a+b"}]}')[0].string_value == "a+b"
+    # a filter encoded as the UI encodes it keeps its "+" (a number names the operation)
+    encoded = urllib.parse.quote('{"predicates": [{"key": "name", "operation": 1, '
+                                 '"string_value": "a+b"}]}', safe="")
+    assert kfp_json.parse_api_filter(encoded)[0].string_value == "a+b"
 
 
 def test_a_filter_encoded_twice_as_the_ui_does_lists_as_the_plain_filter(world):

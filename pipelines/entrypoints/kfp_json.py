@@ -22,6 +22,7 @@ import base64
 import datetime as dt
 import json
 import re
+import urllib.parse
 from typing import Any, Callable, Mapping, Optional, Union
 
 from kfp_server_api import models as m
@@ -252,40 +253,25 @@ class QueryUnescapeError(ValueError):
         self.escape = escape
 
 
-_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 def query_unescape(text: str) -> str:
     """Go's ``url.QueryUnescape``: ``%XX`` decoded, ``+`` made a space.
 
-    As Go does, every ``%`` is checked before anything is decoded; the decoded bytes are
-    read as UTF-8 (a bad sequence becomes U+FFFD).
+    As Go does, every ``%`` is checked before anything is decoded (Python's
+    ``unquote_plus`` keeps a bad escape as it is); the decoded bytes are read as UTF-8 (a
+    bad sequence becomes U+FFFD).
 
     Raises:
         QueryUnescapeError: a ``%`` not followed by two hex digits; its message is Go's
             (``invalid URL escape "%zz"``: the ``%`` and at most two bytes after it).
     """
     raw = text.encode("utf-8", "surrogateescape")
-    i = 0
-    while i < len(raw):
-        if raw[i] == 0x25:  # %
-            if i + 2 >= len(raw) or raw[i + 1] not in _HEX_DIGITS or \
-                    raw[i + 2] not in _HEX_DIGITS:
-                raise QueryUnescapeError(raw[i:i + 3].decode("utf-8", "replace"))
-            i += 3
-        else:
-            i += 1
-    out = bytearray()
-    i = 0
-    while i < len(raw):
-        byte = raw[i]
-        if byte == 0x25:
-            out.append(int(raw[i + 1:i + 3], 16))
-            i += 3
-            continue
-        out.append(0x20 if byte == 0x2B else byte)  # + is a space in a query
-        i += 1
-    return out.decode("utf-8", "replace")
+    bad = _BAD_ESCAPE.search(raw)
+    if bad is not None:
+        raise QueryUnescapeError(raw[bad.start():bad.start() + 3].decode("utf-8", "replace"))
+    return urllib.parse.unquote_plus(text, errors="replace")
 
 
 _GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
@@ -339,23 +325,6 @@ def _filter_predicates(data: Any, api_version: str) -> list:
                                                             str(pred["operation"]))
     parsed = from_json(data, m.V2beta1Filter, "filter")
     return list(parsed.predicates or [])
-
-
-def parse_filter(text: str, api_version: str = "v2beta1") -> list:
-    """Reads a URL-decoded filter JSON into V2beta1Predicate models (a v1beta1 filter's
-    ``op`` read as ``operation`` when ``api_version`` is "v1beta1").
-
-    Raises:
-        HttpError: 400 when it is not JSON or not a filter.
-    """
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise invalid(f"failed to parse the filter {text!r}") from None
-    return _filter_predicates(data, api_version)
-
-
-_parse_filter = parse_filter
 
 
 def parse_api_filter(encoded: str, api_version: str = "v2beta1") -> list:
@@ -509,5 +478,5 @@ __all__ = ["CODE_ALREADY_EXISTS", "CODE_FAILED_PRECONDITION", "CODE_INTERNAL",
            "CODE_UNAUTHENTICATED", "CODE_UNIMPLEMENTED", "DEFAULT_PAGE_SIZE",
            "HTTP_STATUS_BY_CODE", "HttpError", "OPERATION_BY_NUMBER", "QueryUnescapeError",
            "format_time", "from_json", "go_quote", "invalid", "is_model", "list_page",
-           "model_class", "parse_api_filter", "parse_filter", "query_unescape", "snake",
+           "model_class", "parse_api_filter", "query_unescape", "snake",
            "to_json"]

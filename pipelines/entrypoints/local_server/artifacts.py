@@ -27,9 +27,16 @@ from kfp_ct.pipelines.entrypoints.local_server import worker as worker_mod
 EXECUTOR_OUTPUT = "executor_output.json"  # kfp.local's record of a task, not an output
 
 
-def _component(name: str) -> bool:
+def is_component(name: str) -> bool:
     """Whether ``name`` is one path component (no separator, not ``.`` / ``..``)."""
     return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
+def inside(root: str, path: str) -> Optional[str]:
+    """The real path of ``path`` when it is ``root`` or below it, links resolved (so a
+    link out of ``root`` is not); else None."""
+    real_root, real = os.path.realpath(root), os.path.realpath(path)
+    return real if real == real_root or real.startswith(real_root + os.sep) else None
 
 
 def _read_json(path: str) -> dict:
@@ -44,7 +51,7 @@ def _read_json(path: str) -> dict:
 def pipeline_root(state_dir: str, run_id: str) -> Optional[str]:
     """The pipeline root an endpoint run wrote under (its ``job.json``), or None (not
     started, unknown, or ``run_id`` not one path component)."""
-    if not _component(run_id):
+    if not is_component(run_id):
         return None
     root = _read_json(os.path.join(state_dir, "runs", run_id, worker_mod.JOB_FILE)).get(
         "pipeline_root")
@@ -58,7 +65,7 @@ def run_folder(state_dir: str, run_id: str) -> Optional[str]:
     status file without them, the only run folder under the pipeline root of its
     ``job.json``.
     """
-    if not _component(run_id):
+    if not is_component(run_id):
         return None
     run_dir = os.path.join(state_dir, "runs", run_id)
     status = _read_json(os.path.join(run_dir, worker_mod.STATUS_FILE))
@@ -85,14 +92,13 @@ def artifact_file(state_dir: str, run_id: str, task: str, output: str) -> Option
         task: The task's name in the pipeline (``task_details[i].display_name``).
         output: The output's name (an output artifact of the task's component).
     """
-    if not (_component(task) and _component(output)) or output == EXECUTOR_OUTPUT:
+    if not (is_component(task) and is_component(output)) or output == EXECUTOR_OUTPUT:
         return None
     folder = run_folder(state_dir, run_id)
     if folder is None:
         return None
     path = os.path.join(folder, task, output)
-    real_folder = os.path.realpath(folder)
-    if not os.path.realpath(path).startswith(real_folder + os.sep):
+    if inside(folder, path) is None:
         return None  # a link out of the run folder
     return path if os.path.exists(path) else None
 

@@ -317,8 +317,7 @@ class _Run:
         for key, task in sorted(tasks.items(), key=lambda kv: self._first_start(kv[1])):
             # the driver's task_name is the task's taskInfo.name (what the UI labels)
             task_name = (task.get("taskInfo") or {}).get("name") or key
-            ref = (task.get("componentRef") or {}).get("name", "")
-            child = (self.spec.get("components") or {}).get(ref) or {}
+            ref, child = self._component_of(task)
             if "dag" in child:
                 sub_state = self._sub_dag_state(child)
                 if sub_state is None:
@@ -332,10 +331,14 @@ class _Run:
             states.append(self._container(dag_id, task_name, ref, child, entry))
         return _combined(states, len(tasks), self.state)
 
+    def _component_of(self, task: Mapping) -> tuple:
+        """``(component name, its spec)`` of a DAG task ({} when the spec lacks it)."""
+        ref = (task.get("componentRef") or {}).get("name", "")
+        return ref, (self.spec.get("components") or {}).get(ref) or {}
+
     def _first_start(self, task: Mapping) -> float:
         """When a task (or the first task of a sub-DAG) started; inf when none did."""
-        ref = (task.get("componentRef") or {}).get("name", "")
-        child = (self.spec.get("components") or {}).get(ref) or {}
+        ref, child = self._component_of(task)
         if "dag" in child:
             inner = ((child.get("dag") or {}).get("tasks") or {}).values()
             return min((self._first_start(t) for t in inner), default=float("inf"))
@@ -348,8 +351,7 @@ class _Run:
         states = []
         total = 0
         for task in ((component.get("dag") or {}).get("tasks") or {}).values():
-            ref = (task.get("componentRef") or {}).get("name", "")
-            child = (self.spec.get("components") or {}).get(ref) or {}
+            ref, child = self._component_of(task)
             if "dag" in child:
                 inner = self._sub_dag_state(child)
                 total += 1

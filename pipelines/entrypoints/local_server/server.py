@@ -20,6 +20,7 @@ Kubeflow UI".
 
 from __future__ import annotations
 
+import base64
 import collections
 import dataclasses
 import datetime as dt
@@ -27,7 +28,6 @@ import email.parser
 import email.policy
 import hmac
 import http.server
-import base64
 import io
 import ipaddress
 import json
@@ -640,10 +640,9 @@ class Api:
             if not ref.pipeline_id:
                 raise invalid(f"{what}.pipeline_version_reference has no pipeline_id")
             self._get_pipeline(ref.pipeline_id, action)
-            versions = self.store.list("version", "pipeline_id=?", (ref.pipeline_id,))
-            if not versions:
+            version = self._latest_version(ref.pipeline_id)  # the server runs the latest
+            if version is None:
                 raise _not_found("A version of pipeline", ref.pipeline_id, action)
-            version = versions[-1]  # the server runs the latest version
         else:
             if ref.pipeline_id:
                 self._get_pipeline(ref.pipeline_id, action)
@@ -939,7 +938,6 @@ class Api:
                      service_account=recurring.service_account,
                      recurring_run_id=recurring.recurring_run_id, scheduled_at=slot_utc)
 
-
     # -------------------------------------------------------- run artifacts
 
     @staticmethod
@@ -952,10 +950,14 @@ class Api:
         return None
 
     def _read_artifact(self, run_id: str, node_id: str, artifact_name: str,
-                       request: str) -> Any:
+                       experiment_id: str = "") -> Any:
         """ReadArtifact: the output ``artifact_name`` of task ``node_id`` as the real
         server packs an Argo artifact (a gzip'd tar), base64 in ``data``; 404 in the
-        server's words for a missing run, task or output."""
+        server's words (which quote the request's fields) for a missing run, task or
+        output."""
+        fields = (("experiment_id", experiment_id), ("run_id", run_id), ("node_id", node_id),
+                  ("artifact_name", artifact_name))
+        request = " ".join(f"{k}:{kfp_json.go_quote(v)}" for k, v in fields if v)
         where = f"failed to read artifact '{request}'"
         run = self.store.get("run", run_id)
         if run is None:
@@ -976,10 +978,8 @@ class Api:
 
         ``node_id`` is a task of the run: its ``task_details[].task_id`` or its name
         (``display_name``, the ``pod_name`` the ML Metadata records give)."""
-        fields = [("experiment_id", query.get("experiment_id") or ""), ("run_id", run_id),
-                  ("node_id", node_id), ("artifact_name", artifact_name)]
-        request = " ".join(f"{k}:{kfp_json.go_quote(v)}" for k, v in fields if v)
-        return self._read_artifact(run_id, node_id, artifact_name, request)
+        return self._read_artifact(run_id, node_id, artifact_name,
+                                   query.get("experiment_id") or "")
 
     # -------------------------------------------------------------- v1beta1
     # The v1beta1 paths the Kubeflow Pipelines UI 2.5.0 calls, answered from the same
@@ -1017,6 +1017,7 @@ class Api:
         return version.display_name if version is not None else ""
 
     def _latest_version(self, pipeline_id: str) -> Optional[m.V2beta1PipelineVersion]:
+        """The newest version of a pipeline, or None when it has none."""
         versions = self.store.list("version", "pipeline_id=?", (pipeline_id,))
         return versions[-1] if versions else None
 
@@ -1030,8 +1031,7 @@ class Api:
                             "reference type: Invalid input error: Failed to convert "
                             "unsupported v1beta1 API resource type UNKNOWN_RESOURCE_TYPE")
         if key is not None and key[0] != "NAMESPACE":
-            model_type = {"EXPERIMENT": "Experiment", "JOB": "Job", "PIPELINE": "pipeline",
-                          "PIPELINE_VERSION": "PipelineVersion"}[key[0]]
+            model_type = v1.MODEL_TYPES[key[0]]
             raise invalid(f"{head} due to invalid resource references for pipelines: "
                           f"&{{{model_type} {key[1]}}}")
         page, token, total = self._page(self.store.list("pipeline"), query,
@@ -1159,8 +1159,7 @@ class Api:
                             "type: Invalid input error: Failed to convert unsupported v1beta1 "
                             "API resource type UNKNOWN_RESOURCE_TYPE")
         if key is not None and key[0] != "NAMESPACE":
-            model_type = {"EXPERIMENT": "Experiment", "JOB": "Job", "PIPELINE": "pipeline",
-                          "PIPELINE_VERSION": "PipelineVersion"}[key[0]]
+            model_type = v1.MODEL_TYPES[key[0]]
             raise invalid("Failed to list v1beta1 experiment due to invalid resource reference "
                           "key. It must be of type 'Namespace' and contain an existing or empty "
                           f"namespace, but you provided {key[1]} of type {model_type}")
@@ -1198,10 +1197,7 @@ class Api:
     def read_artifact_v1(self, query: dict, body: Any, run_id: str, node_id: str,
                          artifact_name: str) -> Any:
         """GET /apis/v1beta1/runs/{run_id}/nodes/{node_id}/artifacts/{name}:read."""
-        request = " ".join(f"{k}:{kfp_json.go_quote(v)}" for k, v in
-                           (("run_id", run_id), ("node_id", node_id),
-                            ("artifact_name", artifact_name)) if v)
-        return self._read_artifact(run_id, node_id, artifact_name, request)
+        return self._read_artifact(run_id, node_id, artifact_name)
 
     def get_job_v1(self, query: dict, body: Any, job_id: str) -> Any:
         """GET /apis/v1beta1/jobs/{id}: a recurring run as an ApiJob."""
@@ -1273,8 +1269,8 @@ _NO_AUTH = {"healthz", "healthz_v1"}
 _MULTIPART = {"upload_pipeline", "upload_pipeline_version", "upload_pipeline_v1",
               "upload_pipeline_version_v1"}
 _NO_BODY_POSTS = {"terminate_run", "retry_run", "archive_run", "unarchive_run",
-                  "enable_recurring_run", "disable_recurring_run", "archive_experiment", "unarchive_experiment",
-                  "unimplemented"}
+                  "enable_recurring_run", "disable_recurring_run", "archive_experiment",
+                  "unarchive_experiment", "unimplemented"}
 
 
 def route(method: str, path: str) -> tuple:
@@ -1426,24 +1422,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(500, err.payload())
 
     def _send_answer(self, answer: "ui.Answer") -> None:
-        try:
-            self.send_response(answer.status)
-            self.send_header("Content-Type", answer.content_type)
-            self.send_header("Content-Length", str(len(answer.body)))
-            self.send_header("X-Content-Type-Options", "nosniff")
-            for key, value in answer.headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(answer.body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        """A non-JSON answer (ui.py's), never sniffed as another type by a browser."""
+        self._send_bytes(answer.status, answer.content_type, answer.body,
+                         {"X-Content-Type-Options": "nosniff", **answer.headers})
 
     def _send(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
+        self._send_bytes(status, "application/json", json.dumps(payload).encode())
+
+    def _send_bytes(self, status: int, content_type: str, data: bytes,
+                    headers: Optional[Mapping[str, str]] = None) -> None:
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):

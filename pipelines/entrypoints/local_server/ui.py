@@ -146,12 +146,10 @@ def login(method: str, query: Mapping[str, str], body: bytes, valid: Any) -> Ans
 def artifact_url(base_url: str, run_id: str, root: str, path: str) -> str:
     """The URL the endpoint serves ``path`` from when it lies under the run's pipeline
     root ``root``; otherwise ``path`` itself (a ``gs://`` URI, an imported file)."""
-    if not path or "://" in path:
+    real = artifacts.inside(root, path) if path and "://" not in path else None
+    if real is None:
         return path
-    real_root, real = os.path.realpath(root), os.path.realpath(path)
-    if real != real_root and not real.startswith(real_root + os.sep):
-        return path
-    rel = os.path.relpath(real, real_root)
+    rel = os.path.relpath(real, os.path.realpath(root))
     return (f"{base_url}{ARTIFACTS_PREFIX}{urllib.parse.quote(run_id)}/"
             f"{urllib.parse.quote(rel)}")
 
@@ -163,9 +161,8 @@ def artifact_file(state_dir: str, path: str) -> Answer:
     root = artifacts.pipeline_root(state_dir, run_id)
     if root is None:
         return _not_found(f"run {run_id} has no outputs on this endpoint")
-    real_root = os.path.realpath(root)
-    target = os.path.realpath(os.path.join(real_root, rel))
-    if target != real_root and not target.startswith(real_root + os.sep):
+    target = artifacts.inside(root, os.path.join(root, rel))
+    if target is None:
         return _not_found(f"{rel} is not under run {run_id}'s pipeline root")
     if os.path.isdir(target):
         names = sorted(os.listdir(target))
@@ -189,7 +186,7 @@ def task_log(state_dir: str, path: str) -> Answer:
     match = _LOG_PATH.fullmatch(path)
     run_id, task = urllib.parse.unquote(match.group(1)), urllib.parse.unquote(match.group(2))
     root = artifacts.pipeline_root(state_dir, run_id)
-    if root is None or "/" in task or task in ("", ".", ".."):
+    if root is None or not artifacts.is_component(task):
         return _not_found(f"run {run_id} has no log of {task}")
     try:
         with open(os.path.join(root, LOGS_DIR, f"{task}.log"), "rb") as fh:

@@ -30,6 +30,9 @@ RUN_STATUS = {"PENDING": "Pending", "PAUSED": "Pending", "RUNNING": "Running",
 # v1beta1 ResourceType names by number (a query may give either)
 RESOURCE_TYPES = {"0": "UNKNOWN_RESOURCE_TYPE", "1": "EXPERIMENT", "2": "JOB", "3": "PIPELINE",
                   "4": "PIPELINE_VERSION", "5": "NAMESPACE"}
+# the real server's model type of a resource type, as its errors name it
+MODEL_TYPES = {"EXPERIMENT": "Experiment", "JOB": "Job", "PIPELINE": "pipeline",
+               "PIPELINE_VERSION": "PipelineVersion"}
 
 
 def timestamp(value: Optional[dt.datetime]) -> str:
@@ -161,18 +164,18 @@ def job(item: Any, document: Any, version_name: str = "") -> dict:
         refs.append(reference("PIPELINE", ref.pipeline_id, "CREATOR"))
     if ref is not None and ref.pipeline_version_id:
         refs.append(reference("PIPELINE_VERSION", ref.pipeline_version_id, "CREATOR"))
+    def window(schedule: Any) -> dict:
+        return {"start_time": timestamp(schedule.start_time) if schedule.start_time else None,
+                "end_time": timestamp(schedule.end_time) if schedule.end_time else None}
+
     trigger = None
     if item.trigger is not None and item.trigger.cron_schedule is not None:
         cron = item.trigger.cron_schedule
-        trigger = {"cron_schedule": message({
-            "start_time": timestamp(cron.start_time) if cron.start_time else None,
-            "end_time": timestamp(cron.end_time) if cron.end_time else None,
-            "cron": cron.cron})}
+        trigger = {"cron_schedule": message({**window(cron), "cron": cron.cron})}
     elif item.trigger is not None and item.trigger.periodic_schedule is not None:
         periodic = item.trigger.periodic_schedule
         trigger = {"periodic_schedule": message({
-            "start_time": timestamp(periodic.start_time) if periodic.start_time else None,
-            "end_time": timestamp(periodic.end_time) if periodic.end_time else None,
+            **window(periodic),
             "interval_second": str(int(periodic.interval_second or 0)) or None})}
     status = item.status if item.status in ("ENABLED", "DISABLED") else "STATUS_UNSPECIFIED"
     concurrency = int(item.max_concurrency or 0)
